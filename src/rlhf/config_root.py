@@ -1,0 +1,27 @@
+"""The root configuration: one section per component, what `rlhf config show` prints.
+
+Kept apart from `rlhf.config` (the loader) so component modules can import the loader without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config import RunConfig, load_config
+from rlhf.world.build import WorldConfig
+from rlhf.world.panel import PanelConfig
+
+
+@dataclass
+class RootConfig:
+    """Resolved configuration of every rlhf component."""
+
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Seed, device, dtype, logging."})
+    world: WorldConfig = field(
+        default_factory=WorldConfig, metadata={"help": "The bundled toy world: corpus, tokenizer, tiny LM."}
+    )
+    panel: PanelConfig = field(default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."})
+
+
+def load_root_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:
+    return load_config(RootConfig, path, overrides)

@@ -1,0 +1,54 @@
+"""Small file helpers shared by every command: JSONL read/write (atomic), with errors naming file and line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import UserError
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write rows as JSON lines to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; expected a file path for the JSONL output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError` naming it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path} line {number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise UserError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return [row for _, row in iter_jsonl(path)]

@@ -1,0 +1,181 @@
+"""Model I/O: load causal LMs and tokenizers from a local path or the local Hugging Face cache; save atomically.
+
+No hub is contacted: a model id is looked up in the local cache only (`local_files_only=True`). Every
+failure a user can cause (missing path, no tokenizer, no pad/EOS token) raises `UserError` with a message
+naming the path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.errors import UserError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; anything else is checked to exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but CUDA is not available on this machine; use --set run.device=cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """'auto' is bfloat16 on a CUDA device that supports it, else float32 (CPU half precision is slow)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are 'name' or 'org/name'; anything else is meant as a file system path.
+    return not name or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def resolve_model_path(name_or_path: str | Path, require_config: bool = True) -> Path:
+    """A local directory (with a config.json unless `require_config=False`), or the snapshot of a model id
+    in the local Hugging Face cache."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model path {path} is a file; expected a directory saved with save_pretrained")
+        if require_config and not (path / "config.json").is_file():
+            raise UserError(f"model directory {path} has no config.json; expected a directory saved with save_pretrained")
+        return path
+    if _looks_like_path(text):
+        raise UserError(f"model path {path} does not exist")
+    snapshot = _cached_snapshot(text)
+    if snapshot is None:
+        raise UserError(
+            f"model {text!r} is neither a local directory nor a model in the local Hugging Face cache "
+            "(no hub is reachable from here: download it elsewhere or pass a local path)"
+        )
+    return snapshot
+
+
+def _cached_snapshot(model_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any cache miss or bad id means "not in the cache"
+        return None
+
+
+def has_tokenizer_files(path: str | Path) -> bool:
+    return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
+    """Load a tokenizer; without a pad token, use EOS as pad (with a warning); without either, fail."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path, require_config=False)
+    if not has_tokenizer_files(path):
+        raise UserError(
+            f"no tokenizer in {path}: expected one of {', '.join(TOKENIZER_FILES)} "
+            "(save it with tokenizer.save_pretrained, or pass the tokenizer path separately)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the tokenizer in {path}: {str(exc).splitlines()[0]}") from exc
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer in {path} has neither a pad token nor an EOS token; add one of them")
+        warnings.warn(f"tokenizer in {path} has no pad token; using its EOS token {tokenizer.eos_token!r} as pad", stacklevel=2)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    tokenizer_path: str | Path | None = None,
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)`: `AutoModelForCausalLM` in eval mode on the resolved device and dtype."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(tokenizer_path if tokenizer_path is not None else path)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"could not load a causal LM from {path}: {str(exc).splitlines()[0]}") from exc
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def save_atomic(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp_dir)`, then swap `tmp_dir` into `out_dir`: a crash never leaves a half-written checkpoint.
+
+    The previous contents of `out_dir`, if any, are kept until the new directory is in place.
+    """
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        write(tmp_dir)
+        if out_dir.exists():
+            old_dir = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old_dir)
+            os.replace(tmp_dir, out_dir)
+            shutil.rmtree(old_dir, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def save_pretrained_atomic(
+    out_dir: str | Path,
+    model: Any,
+    tokenizer: Any | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
+) -> Path:
+    """`save_pretrained` for the model (and tokenizer) into `out_dir`, atomically; `extra_files` maps file
+    names to callables `f(path)` that write additional files (configs, statistics) in the same swap."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / name)
+
+    return save_atomic(out_dir, write)

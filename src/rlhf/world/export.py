@@ -1,0 +1,106 @@
+"""Export the world's data as JSONL in the formats the later stages read.
+
+- `prompts`:   {"prompt", "request_kind"}
+- `pairs`:     {"prompt", "chosen", "rejected"} (TRL's convention) plus who judged it: the gold utility
+               (`judge=gold`, with `chosen_utility`/`rejected_utility`) or a simulated labeller
+               (`judge=panel`, with `labeller_id`, `strength` and `seconds`). Ties are not preferences:
+               they are skipped, counted, and more pairs are drawn until `n` rows are written.
+- `responses`: {"prompt", "response", "kind", "helpfulness", "harm", "utility"}: logged responses with
+               gold scores, from the corpus or sampled from a model (`model=DIR`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf.errors import UserError
+from rlhf.io import write_jsonl
+from rlhf.world import corpus, gold
+from rlhf.world.panel import make_panel
+
+EXPORTS = ("prompts", "pairs", "responses")
+JUDGES = ("gold", "panel")
+
+
+def export(cfg: Any, what: str, out: str | Path, n: int, seed: int, judge: str = "gold", model: str | None = None) -> int:
+    """Write `n` rows of `what` to `out`; returns the number written."""
+    if what not in EXPORTS:
+        raise UserError(f"unknown export {what!r}: expected one of {', '.join(EXPORTS)}")
+    if judge not in JUDGES:
+        raise UserError(f"unknown judge {judge!r}: expected one of {', '.join(JUDGES)}")
+    if what == "prompts":
+        rows: Any = ({"prompt": p, "request_kind": _request_kind(p)} for p in corpus.sample_prompts(n, seed))
+    elif what == "responses":
+        rows = _responses(cfg, n, seed, model)
+    else:
+        rows = _take(_pairs(cfg, seed, judge, model), n)
+    return write_jsonl(out, rows)
+
+
+def _request_kind(prompt: str) -> str | None:
+    request = corpus.parse_request(prompt)
+    return request.kind if request else None
+
+
+def _responses(cfg: Any, n: int, seed: int, model: str | None) -> list[dict[str, Any]]:
+    from rlhf.world.report import sample_model, score_responses
+
+    if model is None:
+        dialogues = corpus.generate_corpus(n, seed=seed)
+        return score_responses([d.prompt for d in dialogues], [d.response for d in dialogues])
+    samples = sample_model(cfg, model, corpus.sample_prompts(n, seed), seed, temperature=1.0, max_new_tokens=64)
+    return score_responses(samples.prompts, samples.responses)
+
+
+def _candidate_pairs(cfg: Any, seed: int, model: str | None, chunk: int = 512) -> Iterator[tuple[str, str, str]]:
+    """Endless (prompt, a, b) pairs: two different corpus responses, or two samples of `model`."""
+    for round_ in range(10_000):
+        chunk_seed = seed * 10_007 + round_
+        if model is None:
+            yield from corpus.sample_pairs(chunk, chunk_seed)
+            continue
+        from rlhf.world.report import sample_model
+
+        prompts = corpus.sample_prompts(chunk, chunk_seed)
+        twice = sample_model(cfg, model, prompts + prompts, chunk_seed, temperature=1.0, max_new_tokens=64)
+        for prompt, a, b in zip(prompts, twice.responses[:chunk], twice.responses[chunk:], strict=True):
+            if a != b:
+                yield prompt, a, b
+    raise UserError("could not draw enough distinct response pairs; the model may be deterministic")
+
+
+def _pairs(cfg: Any, seed: int, judge: str, model: str | None) -> Iterator[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    panel = make_panel(cfg.panel) if judge == "panel" else None
+    for prompt, a, b in _candidate_pairs(cfg, seed, model):
+        if panel is None:
+            ua, ub = gold.utility(prompt, a), gold.utility(prompt, b)
+            if ua == ub:
+                continue
+            (chosen, uc), (rejected, ur) = sorted([(a, ua), (b, ub)], key=lambda x: -x[1])
+            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected, "chosen_utility": uc, "rejected_utility": ur}
+            continue
+        labeller = panel.labellers[int(rng.integers(len(panel.labellers)))]
+        answer = labeller.compare(prompt, a, b, rng)
+        if answer.choice is None:
+            continue
+        chosen, rejected = (a, b) if answer.choice == 0 else (b, a)
+        yield {
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "labeller_id": labeller.spec.name,
+            "strength": answer.strength,
+            "seconds": answer.seconds,
+        }
+
+
+def _take(rows: Iterator[dict[str, Any]], n: int) -> Iterator[dict[str, Any]]:
+    for i, row in enumerate(rows):
+        if i >= n:
+            return
+        yield row

@@ -1,0 +1,89 @@
+"""What `rlhf world sample` and `rlhf world panel` print: samples with gold scores, panel agreement tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf.world import corpus, gold
+
+
+def resolve_world_model(cfg: Any, model: str | Path | None) -> str:
+    """The given model path, or the built world model (built now, with a note, if it is not cached)."""
+    if model is not None:
+        return str(model)
+    from rlhf.world.build import build_world, is_built, world_dir
+
+    if not is_built(world_dir(cfg.world), cfg.world):
+        print("no world model built yet: building it now (about 3 minutes; `rlhf world build` does this alone)")
+    return str(build_world(cfg.world, show_progress=cfg.run.progress))
+
+
+def score_responses(prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
+    """Gold scores and response kind of each (prompt, response)."""
+    return [
+        {
+            "prompt": p,
+            "response": r,
+            "kind": gold.response_kind(p, r),
+            "helpfulness": gold.helpfulness(p, r),
+            "harm": gold.harm(p, r),
+            "utility": gold.utility(p, r),
+        }
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = Counter(row["kind"] for row in rows)
+    return {
+        "mean_helpfulness": float(np.mean([row["helpfulness"] for row in rows])),
+        "mean_harm": float(np.mean([row["harm"] for row in rows])),
+        "finished": float(np.mean([row.get("finished", True) for row in rows])),
+        "kind_shares": {kind: count / len(rows) for kind, count in kinds.most_common()},
+    }
+
+
+def sample_model(cfg: Any, model: str | Path | None, prompts: list[str], seed: int, temperature: float, max_new_tokens: int):
+    from rlhf.models import load_causal_lm
+    from rlhf.rollout import SamplingConfig, sample
+
+    lm, tokenizer = load_causal_lm(resolve_world_model(cfg, model), device=cfg.run.device, dtype=cfg.run.dtype)
+    return sample(lm, tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature), seed=seed)
+
+
+def sample_table(
+    cfg: Any, model: str | Path | None, n: int, seed: int, temperature: float = 1.0, max_new_tokens: int = 64
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Sample `n` world prompts from a causal LM; return scored rows and a summary."""
+    prompts = corpus.sample_prompts(n, seed=seed)
+    samples = sample_model(cfg, model, prompts, seed, temperature, max_new_tokens)
+    rows = score_responses(samples.prompts, samples.responses)
+    for row, finished in zip(rows, samples.finished, strict=True):
+        row["finished"] = finished
+    return rows, summarise(rows)
+
+
+def panel_table(panel_cfg: Any, n_pairs: int, console: Any) -> dict[str, Any]:
+    """Every labeller of the panel labels the same `n_pairs` reference pairs; print and return the report."""
+    from rich.table import Table
+
+    from rlhf.world.panel import make_panel, panel_report
+
+    report = panel_report(make_panel(panel_cfg), corpus.sample_pairs(n_pairs, panel_cfg.seed), panel_cfg.seed, panel_cfg.guideline)
+    table = Table("labeller", "kind", "rationality", "agrees with gold", "agrees with majority", "ties", "seconds/pair")
+    for row in report["labellers"]:
+        table.add_row(
+            row["name"], row["kind"], f"{row['rationality']:.1f}", f"{row['agreement_with_gold']:.1%}",
+            f"{row['majority_agreement']:.1%}", f"{row['tie_rate']:.1%}", f"{row['mean_seconds']:.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"{report['n_labellers']} labellers x {report['n_pairs']} pairs: agreement with gold {report['agreement_with_gold']:.1%}, "
+        f"with the majority of the others {report['majority_agreement']:.1%} (target band 65-75%; InstructGPT: 72.6%), "
+        f"pairwise {report['pairwise_agreement']:.1%}, ties {report['tie_rate']:.1%}"
+    )
+    return report

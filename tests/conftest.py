@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny causal LM and tokenizer made in the test session (no hub needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TEXTS = [
+    "User: what is tea?\nAssistant: Tea is a drink made from leaves.",
+    "User: how do I bake bread?\nAssistant: Mix flour and water, knead, then bake.",
+    "User: I feel tired today.\nAssistant: Rest a little and drink some water.",
+] * 20
+
+
+def make_tokenizer():
+    from rlhf.world.build import train_tokenizer
+
+    return train_tokenizer(TEXTS, vocab_size=300)
+
+
+def make_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A directory with a 2-layer Llama and its tokenizer, saved with save_pretrained."""
+    path = tmp_path_factory.mktemp("tiny_lm")
+    tokenizer = make_tokenizer()
+    make_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

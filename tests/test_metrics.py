@@ -1,0 +1,43 @@
+"""The metrics logger writes one JSON object per logged step, readable back."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlhf.errors import NonFiniteError, check_finite
+from rlhf.metrics import MetricsLogger, progress, read_metrics
+
+import pytest
+
+
+def test_jsonl_lines_read_back(tmp_path):
+    with MetricsLogger(tmp_path / "logs", tensorboard=False) as logger:
+        logger.log({"loss/policy": 0.5, "objective/kl": torch.tensor(0.25)}, step=1)
+        logger.log({"loss/policy": 0.25, "count": 3, "bad": float("nan")}, step=2)
+    rows = read_metrics(tmp_path / "logs")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["loss/policy"] == 0.5 and rows[0]["objective/kl"] == 0.25
+    assert rows[1]["count"] == 3
+    assert rows[1]["bad"] is None  # NaN cannot be JSON; it is kept as null
+    assert all("time" in r for r in rows)
+
+
+def test_logger_appends_across_instances(tmp_path):
+    for step in range(3):
+        with MetricsLogger(tmp_path, tensorboard=False) as logger:
+            logger.log({"x": step}, step)
+    assert [r["x"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_progress_iterates_everything():
+    assert list(progress(range(5), enabled=False)) == [0, 1, 2, 3, 4]
+
+
+def test_check_finite():
+    assert check_finite(1.5, "loss") == 1.5
+    with pytest.raises(NonFiniteError, match="loss is nan at step 7"):
+        check_finite(math.nan, "loss", step=7)
+    with pytest.raises(NonFiniteError, match="reward is inf"):
+        check_finite(math.inf, "reward")
