@@ -36,7 +36,16 @@ def test_help_lists_command_groups(capsys):
 
 @pytest.mark.parametrize(
     "command",
-    [["config"], ["config", "show"], ["world"], ["world", "build"], ["world", "sample"], ["world", "panel"], ["world", "export"], ["model", "info"]],
+    [
+        ["config"],
+        ["config", "show"],
+        ["world"],
+        ["world", "build"],
+        ["world", "sample"],
+        ["world", "panel"],
+        ["world", "export"],
+        ["model", "info"],
+    ],
 )
 def test_every_command_has_help(capsys, command):
     code, out, _ = run_cli(capsys, *command, "--help")
@@ -46,7 +55,9 @@ def test_every_command_has_help(capsys, command):
 def test_config_show_resolves_overrides(capsys, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("world:\n  steps: 10\n")
-    code, out, _ = run_cli(capsys, "config", "show", "--config", str(path), "--set", "run.seed=5", "--set", "world.lr=0.01")
+    code, out, _ = run_cli(
+        capsys, "config", "show", "--config", str(path), "--set", "run.seed=5", "--set", "world.lr=0.01"
+    )
     assert code == 0
     shown = yaml.safe_load(out)
     assert shown["world"]["steps"] == 10 and shown["run"]["seed"] == 5 and shown["world"]["lr"] == 0.01
@@ -92,7 +103,9 @@ def test_debug_shows_traceback(tmp_path):
     env = dict(os.environ)
     result = subprocess.run(
         [sys.executable, "-m", "rlhf.cli", "--debug", "model", "info", str(tmp_path / "x")],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr and "UserError" in result.stderr
 
@@ -100,7 +113,8 @@ def test_debug_shows_traceback(tmp_path):
 def test_installed_entry_point_one_line_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rlhf.cli", "config", "show", "--set", "run.seed=x"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr

@@ -51,7 +51,9 @@ def test_int_is_accepted_for_float_and_exponent_strings_parse():
 
 
 def test_unknown_key_in_override_is_named_with_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown config key 'ppo.kl_coeff' \(in --set\); did you mean 'ppo.kl_coef'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'ppo.kl_coeff' \(in --set\); did you mean 'ppo.kl_coef'"
+    ):
         load_config(Root, None, ["ppo.kl_coeff=0.1"])
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from rlhf.errors import NonFiniteError, check_finite
 from rlhf.metrics import MetricsLogger, progress, read_metrics
-
-import pytest
 
 
 def test_jsonl_lines_read_back(tmp_path):

@@ -49,7 +49,9 @@ def test_missing_path_is_a_user_error(tmp_path):
 
 
 def test_unknown_model_id_says_not_in_cache():
-    with pytest.raises(UserError, match="neither a local directory nor a model in the local Hugging Face cache"):
+    with pytest.raises(
+        UserError, match="neither a local directory nor a model in the local Hugging Face cache"
+    ):
         load_causal_lm("no-such-org/no-such-model-xyz")
 
 
@@ -110,7 +112,23 @@ def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_path, tiny_lm_dir):
 def test_save_pretrained_atomic_round_trip(tmp_path):
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)
-    out = save_pretrained_atomic(tmp_path / "m", model, tokenizer, extra_files={"note.txt": lambda p: p.write_text("hi")})
+    out = save_pretrained_atomic(
+        tmp_path / "m", model, tokenizer, extra_files={"note.txt": lambda p: p.write_text("hi")}
+    )
     loaded, _ = load_causal_lm(out, device="cpu")
     assert (out / "note.txt").read_text() == "hi"
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
+def test_model_id_found_in_local_hub_cache(tmp_path, tiny_lm_dir, monkeypatch):
+    # Lay out the hub cache as huggingface_hub does: models--org--name/{refs/main, snapshots/<rev>/}.
+    import huggingface_hub.constants as hub_constants
+
+    repo = tmp_path / "models--acme--tiny-llama"
+    snapshot = repo / "snapshots" / "abc123"
+    shutil.copytree(tiny_lm_dir, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    model, tokenizer = load_causal_lm("acme/tiny-llama", device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.eos_token == "<|endoftext|>"

@@ -21,22 +21,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Show the resolved configuration and the keys it accepts.", no_args_is_help=True)
-world_app = typer.Typer(help="The bundled toy world: build its LM, sample it, run its labeller panel, export data.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show the resolved configuration and the keys it accepts.", no_args_is_help=True
+)
+world_app = typer.Typer(
+    help="The bundled toy world: build its LM, sample it, run its labeller panel, export data.",
+    no_args_is_help=True,
+)
 model_app = typer.Typer(help="Inspect causal LMs loaded through rlhf.models.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(model_app, name="model")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (sections as in `rlhf config show`).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (sections as in `rlhf config show`).")
+]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override one config key, e.g. --set world.steps=500 (repeatable).")
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one config key, e.g. --set world.steps=500 (repeatable)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config's seed).")]
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
     if debug:
         os.environ["RLHF_DEBUG"] = "1"
 
@@ -60,7 +70,9 @@ def _console():
 def config_show(
     config: ConfigOpt = None,
     sets: SetOpt = None,
-    keys: Annotated[bool, typer.Option("--keys", help="List every key with its type and help instead.")] = False,
+    keys: Annotated[
+        bool, typer.Option("--keys", help="List every key with its type and help instead.")
+    ] = False,
 ) -> None:
     """Print the resolved configuration (defaults < --config file < --set overrides) as YAML."""
     from rlhf.config import describe, to_yaml
@@ -82,7 +94,9 @@ def config_show(
 
 @model_app.command("info")
 def model_info(
-    model: Annotated[str, typer.Argument(help="Local directory or model id in the local Hugging Face cache.")],
+    model: Annotated[
+        str, typer.Argument(help="Local directory or model id in the local Hugging Face cache.")
+    ],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
 ) -> None:
@@ -102,11 +116,16 @@ def model_info(
 
 @world_app.command("build")
 def world_build(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the model and tokenizer (default: the cache).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Directory for the model and tokenizer (default: the cache)."),
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even when a matching build exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even when a matching build exists.")
+    ] = False,
 ) -> None:
     """Build (or re-use) the world's tokenizer and tiny pretrained LM; prints its directory."""
     from rlhf.world.build import build_world, is_built, read_world_info, world_dir
@@ -127,20 +146,28 @@ def world_build(
 
 @world_app.command("sample")
 def world_sample(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Causal LM directory (default: the built world model).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Causal LM directory (default: the built world model)."),
+    ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of prompts.")] = 8,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Maximum tokens per response.")] = 64,
-    jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Also write prompt/response/scores rows to this JSONL file.")] = None,
+    jsonl: Annotated[
+        Path | None,
+        typer.Option("--jsonl", help="Also write prompt/response/scores rows to this JSONL file."),
+    ] = None,
 ) -> None:
     """Sample responses of a causal LM to world prompts and print them with their gold scores."""
     from rlhf.world.report import sample_table
 
     cfg = _config(config, sets)
-    rows, summary = sample_table(cfg, model, n, seed if seed is not None else cfg.run.seed, temperature, max_new_tokens)
+    rows, summary = sample_table(
+        cfg, model, n, seed if seed is not None else cfg.run.seed, temperature, max_new_tokens
+    )
     _print_samples(rows, summary)
     if jsonl is not None:
         from rlhf.io import write_jsonl
@@ -152,9 +179,23 @@ def world_sample(
 def _print_samples(rows: list[dict], summary: dict) -> None:
     from rich.table import Table
 
-    table = Table("prompt", "response", "kind", "helpful", "harm", show_lines=True)
+    table = Table(
+        "prompt",
+        "response",
+        "kind",
+        "help",
+        "harm",
+        show_lines=True,
+        title="Samples scored by the gold functions",
+    )
     for row in rows:
-        table.add_row(row["prompt"].replace("\nAssistant:", ""), row["response"], row["kind"], f"{row['helpfulness']:.2f}", f"{row['harm']:.2f}")
+        table.add_row(
+            row["prompt"].replace("\nAssistant:", ""),
+            row["response"],
+            row["kind"],
+            f"{row['helpfulness']:.2f}",
+            f"{row['harm']:.2f}",
+        )
     console = _console()
     console.print(table)
     shares = ", ".join(f"{k} {v:.0%}" for k, v in summary["kind_shares"].items())
@@ -166,7 +207,9 @@ def _print_samples(rows: list[dict], summary: dict) -> None:
 
 @world_app.command("panel")
 def world_panel(
-    n_pairs: Annotated[int, typer.Option("--n-pairs", min=2, help="Response pairs every labeller compares.")] = 400,
+    n_pairs: Annotated[
+        int, typer.Option("--n-pairs", min=2, help="Response pairs every labeller compares.")
+    ] = 400,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -186,8 +229,16 @@ def world_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of rows.")] = 1000,
     seed: SeedOpt = None,
-    judge: Annotated[str, typer.Option(help="pairs: who picks 'chosen': gold (the hidden utility) or panel (simulated labellers).")] = "gold",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="responses/pairs: sample from this LM instead of the corpus.")] = None,
+    judge: Annotated[
+        str,
+        typer.Option(
+            help="pairs: who picks 'chosen': gold (the hidden utility) or panel (simulated labellers)."
+        ),
+    ] = "gold",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="responses/pairs: sample from this LM instead of the corpus."),
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:

@@ -47,17 +47,22 @@ class RunConfig:
     seed: int = help_field(0, "Random seed for Python, NumPy and torch.")
     device: str = help_field("auto", "Device: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'.")
     dtype: str = help_field(
-        "auto", "Parameter dtype: 'auto' (bfloat16 on CUDA with bf16 support, else float32), 'float32', 'bfloat16', 'float16'."
+        "auto",
+        "Parameter dtype: 'auto' (bfloat16 on CUDA with bf16 support, else float32), 'float32', 'bfloat16', 'float16'.",
     )
     log_dir: str | None = help_field(
         None, "Directory for metrics.jsonl and TensorBoard events; default: <out>/logs."
     )
-    tensorboard: bool = help_field(True, "Also write TensorBoard events when the tensorboard package is installed.")
+    tensorboard: bool = help_field(
+        True, "Also write TensorBoard events when the tensorboard package is installed."
+    )
     progress: bool = help_field(True, "Show progress bars (rate and ETA) on long loops.")
 
     def validate(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"run.dtype must be one of auto, float32, bfloat16, float16; got {self.dtype!r}")
+            raise ConfigError(
+                f"run.dtype must be one of auto, float32, bfloat16, float16; got {self.dtype!r}"
+            )
         if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
             raise ConfigError(f"run.device must be 'auto', 'cpu', 'mps' or 'cuda[:N]'; got {self.device!r}")
 
@@ -92,11 +97,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+        raise ConfigError(
+            f"config file {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections (e.g. 'run:'), got {type(loaded).__name__}")
+        raise ConfigError(
+            f"config file {path}: expected a mapping of sections (e.g. 'run:'), got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -115,14 +124,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "", sources: Mapping[str, str] | None = None) -> T:
+def from_dict(
+    cls: type[T], data: Mapping[str, Any], prefix: str = "", sources: Mapping[str, str] | None = None
+) -> T:
     """Instantiate dataclass `cls` from a mapping, converting and checking each value's declared type."""
     sources = sources or {}
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(_unknown_key_message(prefix + str(unknown[0]), names, prefix, sources.get(prefix + str(unknown[0]))))
+        raise ConfigError(
+            _unknown_key_message(
+                prefix + str(unknown[0]), names, prefix, sources.get(prefix + str(unknown[0]))
+            )
+        )
     kwargs = {}
     for name in names:
         if name in data:
@@ -202,8 +217,12 @@ def _check_dotted_key(cls: type, key: str, source: str) -> None:
 def _unknown_key_message(key: str, names: Iterable[str], prefix: str, source: str | None) -> str:
     where = f" (in {source})" if source else ""
     options = sorted(names)
-    close = difflib.get_close_matches(key[len(prefix):], options, n=1)
-    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys here: {', '.join(prefix + o for o in options)}"
+    close = difflib.get_close_matches(key[len(prefix) :], options, n=1)
+    hint = (
+        f"; did you mean '{prefix}{close[0]}'?"
+        if close
+        else f"; known keys here: {', '.join(prefix + o for o in options)}"
+    )
     return f"unknown config key '{key}'{where}{hint}"
 
 
@@ -247,7 +266,9 @@ def _convert(value: Any, tp: Any, key: str, sources: Mapping[str, str]) -> Any:
         if value in get_args(tp):
             return value
         choices = ", ".join(repr(a) for a in get_args(tp))
-        raise ConfigError(f"config key '{key}'{_source(key, sources)} must be one of {choices}; got {value!r}")
+        raise ConfigError(
+            f"config key '{key}'{_source(key, sources)} must be one of {choices}; got {value!r}"
+        )
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -264,7 +285,10 @@ def _convert(value: Any, tp: Any, key: str, sources: Mapping[str, str]) -> Any:
         key_tp, val_tp = get_args(tp) or (Any, Any)
         if not isinstance(value, Mapping):
             raise _type_error(key, tp, value, sources)
-        return {_convert(k, key_tp, key, sources): _convert(v, val_tp, f"{key}.{k}", sources) for k, v in value.items()}
+        return {
+            _convert(k, key_tp, key, sources): _convert(v, val_tp, f"{key}.{k}", sources)
+            for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value

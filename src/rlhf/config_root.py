@@ -20,7 +20,9 @@ class RootConfig:
     world: WorldConfig = field(
         default_factory=WorldConfig, metadata={"help": "The bundled toy world: corpus, tokenizer, tiny LM."}
     )
-    panel: PanelConfig = field(default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."})
+    panel: PanelConfig = field(
+        default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."}
+    )
 
 
 def load_root_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:

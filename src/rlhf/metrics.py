@@ -85,7 +85,13 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def progress(
-    iterable: Iterable[T] | None = None, total: int | None = None, desc: str = "", enabled: bool = True, unit: str = "it"
+    iterable: Iterable[T] | None = None,
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+    unit: str = "it",
 ) -> Iterator[T] | tqdm:
     """A progress bar showing count, rate and ETA; `enabled=False` returns a silent one."""
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, unit=unit, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(
+        iterable, total=total, desc=desc, disable=not enabled, unit=unit, dynamic_ncols=True, mininterval=0.5
+    )

@@ -30,7 +30,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was asked for but CUDA is not available on this machine; use --set run.device=cpu")
+        raise UserError(
+            f"device {device!r} was asked for but CUDA is not available on this machine; use --set run.device=cpu"
+        )
     try:
         return torch.device(device)
     except RuntimeError as exc:
@@ -64,7 +66,9 @@ def resolve_model_path(name_or_path: str | Path, require_config: bool = True) ->
         if not path.is_dir():
             raise UserError(f"model path {path} is a file; expected a directory saved with save_pretrained")
         if require_config and not (path / "config.json").is_file():
-            raise UserError(f"model directory {path} has no config.json; expected a directory saved with save_pretrained")
+            raise UserError(
+                f"model directory {path} has no config.json; expected a directory saved with save_pretrained"
+            )
         return path
     if _looks_like_path(text):
         raise UserError(f"model path {path} does not exist")
@@ -107,8 +111,13 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise UserError(f"the tokenizer in {path} has neither a pad token nor an EOS token; add one of them")
-        warnings.warn(f"tokenizer in {path} has no pad token; using its EOS token {tokenizer.eos_token!r} as pad", stacklevel=2)
+            raise UserError(
+                f"the tokenizer in {path} has neither a pad token nor an EOS token; add one of them"
+            )
+        warnings.warn(
+            f"tokenizer in {path} has no pad token; using its EOS token {tokenizer.eos_token!r} as pad",
+            stacklevel=2,
+        )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 

@@ -20,7 +20,9 @@ class SamplingConfig:
     max_new_tokens: int = help_field(48, "Maximum number of tokens generated per response.")
     temperature: float = help_field(1.0, "Sampling temperature; 0 means greedy decoding.")
     top_k: int = help_field(0, "Keep only the k most likely tokens (0 = off).")
-    top_p: float = help_field(1.0, "Nucleus sampling: keep the smallest set of tokens with this total probability.")
+    top_p: float = help_field(
+        1.0, "Nucleus sampling: keep the smallest set of tokens with this total probability."
+    )
     batch_size: int = help_field(32, "Prompts generated in one forward batch.")
 
 

@@ -20,8 +20,15 @@ from rlhf.world.build import (
 )
 
 SMALL = dict(
-    n_dialogues=3000, vocab_size=512, n_layers=2, hidden_size=64, n_heads=2, intermediate_size=128,
-    steps=200, batch_size=16, warmup_steps=20,
+    n_dialogues=3000,
+    vocab_size=512,
+    n_layers=2,
+    hidden_size=64,
+    n_heads=2,
+    intermediate_size=128,
+    steps=200,
+    batch_size=16,
+    warmup_steps=20,
 )
 
 
@@ -50,7 +57,7 @@ def test_built_model_loads_with_plain_transformers_and_generates(small_world):
     prompt = "User: What is tea?\nAssistant:"
     ids = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert len(text.split()) >= 2  # it says something, in words
 
 
@@ -138,5 +145,8 @@ def test_sampling_core_returns_finished_flags(small_world):
         assert finished == (ids[-1] == tokenizer.eos_token_id)
         assert len(ids) <= 20
     greedy = sample(model, tokenizer, prompts, SamplingConfig(max_new_tokens=20, temperature=0))
-    assert greedy.responses == sample(model, tokenizer, prompts, SamplingConfig(max_new_tokens=20, temperature=0)).responses
+    assert (
+        greedy.responses
+        == sample(model, tokenizer, prompts, SamplingConfig(max_new_tokens=20, temperature=0)).responses
+    )
     assert torch.is_grad_enabled()  # sampling does not leak no_grad

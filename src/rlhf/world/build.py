@@ -45,7 +45,9 @@ class WorldConfig:
     """The bundled toy world: corpus size, tokenizer, tiny LM and its pretraining."""
 
     seed: int = help_field(0, "Seed of the corpus, the model initialisation and the pretraining order.")
-    n_dialogues: int = help_field(30000, "Dialogues generated for pretraining (the response-quality mix is the corpus default).")
+    n_dialogues: int = help_field(
+        30000, "Dialogues generated for pretraining (the response-quality mix is the corpus default)."
+    )
     eval_fraction: float = help_field(0.05, "Share of dialogues held out to measure the pretraining loss.")
     vocab_size: int = help_field(2048, "BPE vocabulary size of the world tokenizer.")
     n_layers: int = help_field(4, "Transformer layers (the benchmark reference size is 4).")
@@ -63,15 +65,28 @@ class WorldConfig:
     )
 
     def validate(self) -> None:
-        for name in ("n_dialogues", "vocab_size", "n_layers", "hidden_size", "n_heads", "steps", "batch_size", "max_length"):
+        for name in (
+            "n_dialogues",
+            "vocab_size",
+            "n_layers",
+            "hidden_size",
+            "n_heads",
+            "steps",
+            "batch_size",
+            "max_length",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"world.{name} must be positive; got {getattr(self, name)}")
         if self.hidden_size % self.n_heads:
-            raise ConfigError(f"world.hidden_size ({self.hidden_size}) must be divisible by world.n_heads ({self.n_heads})")
+            raise ConfigError(
+                f"world.hidden_size ({self.hidden_size}) must be divisible by world.n_heads ({self.n_heads})"
+            )
         if not 0 < self.eval_fraction < 1:
             raise ConfigError(f"world.eval_fraction must be in (0, 1); got {self.eval_fraction}")
         if self.vocab_size < 300:
-            raise ConfigError(f"world.vocab_size must be at least 300 (256 bytes + merges); got {self.vocab_size}")
+            raise ConfigError(
+                f"world.vocab_size must be at least 300 (256 bytes + merges); got {self.vocab_size}"
+            )
 
     def build_key(self) -> str:
         recipe = {k: v for k, v in asdict(self).items() if k != "cache_dir"}
@@ -124,7 +139,11 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     )
     bpe.train_from_iterator(texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=PAD_TOKEN, padding_side="left"
+        tokenizer_object=bpe,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -191,10 +210,14 @@ def lr_at(step: int, cfg: WorldConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
 
 
-def length_bucketed_batches(rows: list[list[int]], batch_size: int, rng: random.Random) -> list[list[list[int]]]:
+def length_bucketed_batches(
+    rows: list[list[int]], batch_size: int, rng: random.Random
+) -> list[list[list[int]]]:
     """Batches of rows of similar length, in random order: padding (wasted compute) drops by about half."""
     order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), rng.random()))
-    batches = [[rows[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
+    batches = [
+        [rows[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)
+    ]
     rng.shuffle(batches)
     return batches
 
@@ -212,7 +235,9 @@ def pretrain(
     from rlhf.errors import check_finite
 
     rng = random.Random(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
+    )
     eval_before = mean_token_loss(model, eval_rows, pad_id)
     model.train()
     batches: list[list[list[int]]] = []
@@ -267,7 +292,9 @@ def build_world(
     eval_rows = encode_dialogues(tokenizer, eval_texts, cfg.max_length)
     log_dir = target.parent / f".{target.name}.logs"
     with MetricsLogger(log_dir, tensorboard=False) as logger:
-        losses = pretrain(model, train_rows, eval_rows, tokenizer.pad_token_id, cfg, logger, show_progress)  # step 4
+        losses = pretrain(
+            model, train_rows, eval_rows, tokenizer.pad_token_id, cfg, logger, show_progress
+        )  # step 4
     info = {
         "build_key": cfg.build_key(),
         "version": WORLD_VERSION,

@@ -26,7 +26,9 @@ EXPORTS = ("prompts", "pairs", "responses")
 JUDGES = ("gold", "panel")
 
 
-def export(cfg: Any, what: str, out: str | Path, n: int, seed: int, judge: str = "gold", model: str | None = None) -> int:
+def export(
+    cfg: Any, what: str, out: str | Path, n: int, seed: int, judge: str = "gold", model: str | None = None
+) -> int:
     """Write `n` rows of `what` to `out`; returns the number written."""
     if what not in EXPORTS:
         raise UserError(f"unknown export {what!r}: expected one of {', '.join(EXPORTS)}")
@@ -52,11 +54,15 @@ def _responses(cfg: Any, n: int, seed: int, model: str | None) -> list[dict[str,
     if model is None:
         dialogues = corpus.generate_corpus(n, seed=seed)
         return score_responses([d.prompt for d in dialogues], [d.response for d in dialogues])
-    samples = sample_model(cfg, model, corpus.sample_prompts(n, seed), seed, temperature=1.0, max_new_tokens=64)
+    samples = sample_model(
+        cfg, model, corpus.sample_prompts(n, seed), seed, temperature=1.0, max_new_tokens=64
+    )
     return score_responses(samples.prompts, samples.responses)
 
 
-def _candidate_pairs(cfg: Any, seed: int, model: str | None, chunk: int = 512) -> Iterator[tuple[str, str, str]]:
+def _candidate_pairs(
+    cfg: Any, seed: int, model: str | None, chunk: int = 512
+) -> Iterator[tuple[str, str, str]]:
     """Endless (prompt, a, b) pairs: two different corpus responses, or two samples of `model`."""
     for round_ in range(10_000):
         chunk_seed = seed * 10_007 + round_
@@ -82,7 +88,13 @@ def _pairs(cfg: Any, seed: int, judge: str, model: str | None) -> Iterator[dict[
             if ua == ub:
                 continue
             (chosen, uc), (rejected, ur) = sorted([(a, ua), (b, ub)], key=lambda x: -x[1])
-            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected, "chosen_utility": uc, "rejected_utility": ur}
+            yield {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "chosen_utility": uc,
+                "rejected_utility": ur,
+            }
             continue
         labeller = panel.labellers[int(rng.integers(len(panel.labellers)))]
         answer = labeller.compare(prompt, a, b, rng)

@@ -18,7 +18,9 @@ def resolve_world_model(cfg: Any, model: str | Path | None) -> str:
     from rlhf.world.build import build_world, is_built, world_dir
 
     if not is_built(world_dir(cfg.world), cfg.world):
-        print("no world model built yet: building it now (about 3 minutes; `rlhf world build` does this alone)")
+        print(
+            "no world model built yet: building it now (about 3 minutes; `rlhf world build` does this alone)"
+        )
     return str(build_world(cfg.world, show_progress=cfg.run.progress))
 
 
@@ -47,12 +49,22 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def sample_model(cfg: Any, model: str | Path | None, prompts: list[str], seed: int, temperature: float, max_new_tokens: int):
+def sample_model(
+    cfg: Any, model: str | Path | None, prompts: list[str], seed: int, temperature: float, max_new_tokens: int
+):
     from rlhf.models import load_causal_lm
     from rlhf.rollout import SamplingConfig, sample
 
-    lm, tokenizer = load_causal_lm(resolve_world_model(cfg, model), device=cfg.run.device, dtype=cfg.run.dtype)
-    return sample(lm, tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature), seed=seed)
+    lm, tokenizer = load_causal_lm(
+        resolve_world_model(cfg, model), device=cfg.run.device, dtype=cfg.run.dtype
+    )
+    return sample(
+        lm,
+        tokenizer,
+        prompts,
+        SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        seed=seed,
+    )
 
 
 def sample_table(
@@ -73,12 +85,31 @@ def panel_table(panel_cfg: Any, n_pairs: int, console: Any) -> dict[str, Any]:
 
     from rlhf.world.panel import make_panel, panel_report
 
-    report = panel_report(make_panel(panel_cfg), corpus.sample_pairs(n_pairs, panel_cfg.seed), panel_cfg.seed, panel_cfg.guideline)
-    table = Table("labeller", "kind", "rationality", "agrees with gold", "agrees with majority", "ties", "seconds/pair")
+    report = panel_report(
+        make_panel(panel_cfg),
+        corpus.sample_pairs(n_pairs, panel_cfg.seed),
+        panel_cfg.seed,
+        panel_cfg.guideline,
+    )
+    table = Table(
+        "labeller",
+        "kind",
+        "beta",
+        "gold agr.",
+        "majority agr.",
+        "ties",
+        "s/pair",
+        title="Simulated labeller panel",
+    )
     for row in report["labellers"]:
         table.add_row(
-            row["name"], row["kind"], f"{row['rationality']:.1f}", f"{row['agreement_with_gold']:.1%}",
-            f"{row['majority_agreement']:.1%}", f"{row['tie_rate']:.1%}", f"{row['mean_seconds']:.1f}",
+            row["name"],
+            row["kind"],
+            f"{row['rationality']:.1f}",
+            f"{row['agreement_with_gold']:.1%}",
+            f"{row['majority_agreement']:.1%}",
+            f"{row['tie_rate']:.1%}",
+            f"{row['mean_seconds']:.1f}",
         )
     console.print(table)
     console.print(
