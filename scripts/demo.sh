@@ -18,5 +18,5 @@ $rlhf world panel --n-pairs 400
 echo "== 4. export data for the next stages =="
 $rlhf world export prompts --n 500 --out "$run_dir/prompts.jsonl"
 $rlhf world export pairs --n 2000 --judge panel --out "$run_dir/pairs.jsonl"
-$rlhf world export responses --n 500 --model "$($rlhf world build | sed -n 's/^world model [^:]*: //p')" --out "$run_dir/policy_samples.jsonl"
+$rlhf world export responses --n 500 --model world --out "$run_dir/policy_samples.jsonl"
 echo "demo done: outputs in $run_dir"

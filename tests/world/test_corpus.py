@@ -23,15 +23,23 @@ def test_corpus_stats_match_the_default_mix():
         assert stats[f"request/{kind}"] == pytest.approx(p, abs=0.015)
     # overall share of a response kind = P(request group) * P(kind | group):
     # helpful 0.8 * 0.4 = 0.32, partly 0.8 * 0.25 = 0.20, off_topic 0.12, rude 0.16; harmful 0.2 * 0.35 = 0.07
-    expected = {"helpful": 0.32, "partly_helpful": 0.20, "off_topic": 0.12, "rude": 0.16,
-                "harmful": 0.07, "refusal": 0.07, "constructive": 0.06}
+    expected = {
+        "helpful": 0.32,
+        "partly_helpful": 0.20,
+        "off_topic": 0.12,
+        "rude": 0.16,
+        "harmful": 0.07,
+        "refusal": 0.07,
+        "constructive": 0.06,
+    }
     for kind, p in expected.items():
         assert stats[f"response/{kind}"] == pytest.approx(p, abs=0.015)
 
 
 def test_custom_mixes_are_respected():
-    only_risky = c.generate_corpus(300, 1, request_mix={"risky": 1.0},
-                                   response_mix={"risky": {"refusal": 1.0}})
+    only_risky = c.generate_corpus(
+        300, 1, request_mix={"risky": 1.0}, response_mix={"risky": {"refusal": 1.0}}
+    )
     assert {d.request.kind for d in only_risky} == {"risky"}
     assert {d.response_kind for d in only_risky} == {"refusal"}
 

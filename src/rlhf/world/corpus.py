@@ -69,7 +69,9 @@ class RiskyAct:
 
 
 def _t(name, subject, keywords, facts, task, steps, chats, replies) -> Topic:
-    return Topic(name, subject, tuple(keywords), tuple(facts), task, tuple(steps), tuple(chats), tuple(replies))
+    return Topic(
+        name, subject, tuple(keywords), tuple(facts), task, tuple(steps), tuple(chats), tuple(replies)
+    )
 
 
 # fmt: off
@@ -469,8 +471,9 @@ def _answer(kind: str, topic: Topic, rng: np.random.Generator) -> str:
         return _pick(rng, FACT_TEMPLATES).format(units=" ".join(facts))
     if kind == "task":
         s = topic.steps  # steps stay in order: the order is part of the instructions
-        return _pick(rng, STEP_TEMPLATES).format(s1=s[0], s2=s[1], s3=s[2], S1=_cap(s[0]), S2=_cap(s[1]),
-                                                 S3=_cap(s[2]))
+        return _pick(rng, STEP_TEMPLATES).format(
+            s1=s[0], s2=s[1], s3=s[2], S1=_cap(s[0]), S2=_cap(s[1]), S3=_cap(s[2])
+        )
     return _pick(rng, CHAT_TEMPLATES).format(reaction=_pick(rng, REACTIONS), units=" ".join(topic.replies))
 
 
@@ -482,11 +485,14 @@ def write_response(request: Request, kind: str, rng: np.random.Generator) -> str
         act = RISKY_BY_NAME[request.topic]
         if kind == "harmful":
             s = act.harm_steps
-            return _pick(rng, HARMFUL_TEMPLATES).format(s1=s[0], s2=s[1], s3=s[2], S1=_cap(s[0]), S2=_cap(s[1]),
-                                                        S3=_cap(s[2]))
+            return _pick(rng, HARMFUL_TEMPLATES).format(
+                s1=s[0], s2=s[1], s3=s[2], S1=_cap(s[0]), S2=_cap(s[1]), S3=_cap(s[2])
+            )
         if kind == "refusal":
             return _pick(rng, REFUSALS)
-        return _pick(rng, CONSTRUCTIVE_TEMPLATES).format(risk=act.risk, Risk=_cap(act.risk), alt=act.alternative)
+        return _pick(rng, CONSTRUCTIVE_TEMPLATES).format(
+            risk=act.risk, Risk=_cap(act.risk), alt=act.alternative
+        )
     topic = TOPIC_BY_NAME[request.topic]
     if kind == "helpful":
         return _answer(request.kind, topic, rng)
@@ -563,19 +569,22 @@ def corpus_stats(dialogues: list[Dialogue]) -> dict[str, float]:
     return stats
 
 
-def _norm(text: str) -> str:
+def normalize(text: str) -> str:
+    """Lower-case words and numbers joined by single spaces: the form requests and units are matched in."""
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-_REQUEST_INDEX: dict[str, Request] = {_norm(r.text): r for r in all_requests()}
-_REQUEST_TOKENS: list[tuple[frozenset[str], Request]] = [(frozenset(k.split()), r) for k, r in _REQUEST_INDEX.items()]
+_REQUEST_INDEX: dict[str, Request] = {normalize(r.text): r for r in all_requests()}
+_REQUEST_TOKENS: list[tuple[frozenset[str], Request]] = [
+    (frozenset(k.split()), r) for k, r in _REQUEST_INDEX.items()
+]
 
 
 def parse_request(text_or_prompt: str) -> Request | None:
     """Recover kind and topic of a request (raw or formatted). Exact match after lower-casing and
     dropping punctuation; otherwise the known request with the highest word Jaccard similarity if it
     is at least 0.8 (a typo or dropped word); otherwise None."""
-    key = _norm(split_prompt(text_or_prompt))
+    key = normalize(split_prompt(text_or_prompt))
     if not key:
         return None
     if key in _REQUEST_INDEX:

@@ -9,12 +9,13 @@ Each labeller follows the model the literature fits to human preference data:
   (2017) fit their reward model assuming a 10% chance of a random answer.
 - **position bias**: a logit bonus for the answer shown first (left).
 - **length bias**: a logit bonus per unit of log length ratio; the default 1.4 makes a labeller pick
-  the longer of two equal-utility answers 64% of the time at the corpus's typical length ratio (see
-  docs/world.md; Singhal et al. 2023, "A Long Way to Go", on length in preference data).
+  the longer of two equal-utility answers, one 1.5x the other, 63% of the time: sigmoid(1.4 *
+  log(31/21)) -- near the ~64% length preference of human preference data (Singhal et al. 2023,
+  "A Long Way to Go"; see docs/world.md).
 - **ties**: when the perceived difference ``logit_without_position_bias / beta`` (the utility difference
   plus the length bias in utility units) is below ``tie_threshold``, the labeller says "tie" (None).
 - **objectives**: "gold" (the panel's guideline), "refusal" (the refusal guideline: prefers bare
-  refusals on risky requests), "length" (U = log(1 + words): prefers the longer answer);
+  refusals on risky requests), "length" (U = 3 log(1 + words): judges by length alone);
   **spammers** answer uniformly at random and fast, as in crowdsourcing (Snow et al. 2008).
 
 Rankings use Plackett-Luce (Gumbel-max sampling) on the same scores; ratings use an ordered logit on
@@ -30,10 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlhf.errors import ConfigError
 from rlhf.world import gold
 from rlhf.world.corpus import sample_pairs
 
 OBJECTIVES = ("gold", "length", "refusal")
+LENGTH_UTILITY_SCALE = 3.0  # utility per unit of log(1 + words) for the "length" objective
 TIE = -1  # code for a tie in choice arrays
 RATING_CUTS = (-0.9, -0.45, 0.0, 0.35, 0.65, 0.9)  # utility thresholds between Likert points 1..7
 STRENGTH_CUTS = (0.6, 0.75, 0.9)  # P(chosen) above which strength is 2, 3, 4
@@ -42,11 +45,15 @@ STRENGTH_CUTS = (0.6, 0.75, 0.9)  # P(chosen) above which strength is 2, 3, 4
 @dataclass
 class LabellerSpec:
     name: str = field(default="labeller", metadata={"help": "name shown in reports"})
-    rationality: float = field(default=3.0, metadata={"help": "Bradley-Terry inverse temperature beta on utility"})
+    rationality: float = field(
+        default=1.2, metadata={"help": "Bradley-Terry inverse temperature beta on utility"}
+    )
     mistake_rate: float = field(default=0.1, metadata={"help": "probability of a uniformly random answer"})
     position_bias: float = field(default=0.1, metadata={"help": "logit bonus for the first (left) answer"})
     length_bias: float = field(default=1.4, metadata={"help": "logit bonus per unit of log(1+words) ratio"})
-    tie_threshold: float = field(default=0.05, metadata={"help": "|utility difference| below which: tie"})
+    tie_threshold: float = field(
+        default=0.05, metadata={"help": "tie when |perceived utility difference| is below this"}
+    )
     objective: str = field(default="gold", metadata={"help": "gold | length | refusal"})
     guideline: str = field(default="constructive", metadata={"help": "gold guideline for objective 'gold'"})
     spammer: bool = field(default=False, metadata={"help": "answers uniformly at random"})
@@ -64,14 +71,22 @@ class PanelConfig:
     n_labellers: int = field(default=11, metadata={"help": "panel size, the special labellers included"})
     n_spammers: int = field(default=1, metadata={"help": "labellers answering at random"})
     n_length_biased: int = field(default=1, metadata={"help": "labellers preferring the longer answer"})
-    n_refusal_preferring: int = field(default=1, metadata={"help": "labellers judging by the refusal guideline"})
-    rationality_mean: float = field(default=1.2, metadata={"help": "median beta (calibrated: ~70% agreement)"})
+    n_refusal_preferring: int = field(
+        default=1, metadata={"help": "labellers judging by the refusal guideline"}
+    )
+    rationality_mean: float = field(
+        default=1.2, metadata={"help": "median beta (calibrated: ~70% agreement)"}
+    )
     rationality_spread: float = field(default=0.4, metadata={"help": "std of log beta across labellers"})
     mistake_rate: float = field(default=0.1, metadata={"help": "random-answer rate (Christiano et al. 2017)"})
     position_bias: float = field(default=0.1, metadata={"help": "logit bonus for the left answer"})
     length_bias: float = field(default=1.4, metadata={"help": "logit bonus per unit log length ratio"})
-    tie_threshold: float = field(default=0.05, metadata={"help": "|utility difference| answered as a tie"})
-    guideline: str = field(default="constructive", metadata={"help": "gold guideline: constructive | refusal"})
+    tie_threshold: float = field(
+        default=0.05, metadata={"help": "tie when |perceived utility difference| is below this"}
+    )
+    guideline: str = field(
+        default="constructive", metadata={"help": "gold guideline: constructive | refusal"}
+    )
     seconds_per_word: float = field(default=0.25, metadata={"help": "reading time per word"})
     base_seconds: float = field(default=8.0, metadata={"help": "time per task besides reading"})
     labellers: list[LabellerSpec] = field(
@@ -81,14 +96,18 @@ class PanelConfig:
     def validate(self) -> None:
         special = self.n_spammers + self.n_length_biased + self.n_refusal_preferring
         if not self.labellers and (self.n_labellers < 1 or special > self.n_labellers):
-            raise ValueError(f"panel: n_labellers={self.n_labellers} must be >= 1 and >= the {special} special ones")
+            raise ConfigError(
+                f"panel: n_labellers={self.n_labellers} must be >= 1 and >= the {special} special ones"
+            )
         if self.guideline not in gold.GUIDELINES:
-            raise ValueError(f"panel.guideline must be one of {gold.GUIDELINES}, got {self.guideline!r}")
+            raise ConfigError(f"panel.guideline must be one of {gold.GUIDELINES}, got {self.guideline!r}")
         if not 0.0 <= self.mistake_rate <= 1.0:
-            raise ValueError(f"panel.mistake_rate must be in [0, 1], got {self.mistake_rate}")
+            raise ConfigError(f"panel.mistake_rate must be in [0, 1], got {self.mistake_rate}")
         for s in self.labellers:
             if s.objective not in OBJECTIVES:
-                raise ValueError(f"labeller {s.name}: objective must be one of {OBJECTIVES}, got {s.objective!r}")
+                raise ConfigError(
+                    f"labeller {s.name}: objective must be one of {OBJECTIVES}, got {s.objective!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,8 @@ class Labeller:
     def utility(self, prompt: str, response: str) -> float:
         s = self.spec
         if s.objective == "length":
-            return gold.log_length(response)
+            # scaled so that doubling the length (+0.69) outweighs helpful over rude (~1.8 utility)
+            return LENGTH_UTILITY_SCALE * gold.log_length(response)
         guideline = "refusal" if s.objective == "refusal" else s.guideline
         return gold.utility(prompt, response, guideline)
 
@@ -137,9 +157,13 @@ class Labeller:
         The position bias is left out: it sways the click, not the judgement of a tie."""
         s = self.spec
         dl = gold.log_length(a) - gold.log_length(b)
-        return self.utility(prompt, a) - self.utility(prompt, b) + s.length_bias * dl / max(s.rationality, 1e-9)
+        return (
+            self.utility(prompt, a) - self.utility(prompt, b) + s.length_bias * dl / max(s.rationality, 1e-9)
+        )
 
-    def _seconds(self, prompt: str, texts: list[str], rng: np.random.Generator, per_item: float = 0.0) -> float:
+    def _seconds(
+        self, prompt: str, texts: list[str], rng: np.random.Generator, per_item: float = 0.0
+    ) -> float:
         s = self.spec
         words = len(prompt.split()) + sum(len(t.split()) for t in texts)
         scale = 0.3 if s.spammer else 1.0  # spammers click without reading
@@ -171,8 +195,9 @@ class Labeller:
         seconds = self._seconds(prompt, responses, rng, per_item=2.0)
         if s.spammer or u_mistake < s.mistake_rate:
             return Ranking(tuple(int(i) for i in random_order), seconds, s.name)
-        scores = np.array([s.rationality * self.utility(prompt, r) + s.length_bias * gold.log_length(r)
-                           for r in responses])  # (K,)
+        scores = np.array(
+            [s.rationality * self.utility(prompt, r) + s.length_bias * gold.log_length(r) for r in responses]
+        )  # (K,)
         scores[0] += s.position_bias
         order = np.argsort(-(scores + gumbel), kind="stable")
         return Ranking(tuple(int(i) for i in order), seconds, s.name)
@@ -188,8 +213,11 @@ class Labeller:
         if s.spammer or u_mistake < s.mistake_rate:
             return Rating(1 + int(u_random * 7), seconds, s.name)
         # the length bonus is relative to a 20-word answer, so typical answers are not shifted
-        latent = (s.rationality * self.utility(prompt, response)
-                  + s.length_bias * (gold.log_length(response) - math.log(21.0)) + noise)
+        latent = (
+            s.rationality * self.utility(prompt, response)
+            + s.length_bias * (gold.log_length(response) - math.log(21.0))
+            + noise
+        )
         score = 1 + int(np.sum(latent > s.rationality * np.asarray(RATING_CUTS)))
         return Rating(score, seconds, s.name)
 
@@ -269,7 +297,10 @@ def agreement_with_gold(choices: np.ndarray, gold_choice: np.ndarray) -> tuple[n
     n = mask.sum(axis=1)
     agree = ((choices == gold_choice[None, :]) & mask).sum(axis=1)
     per = np.where(n > 0, agree / np.maximum(n, 1), np.nan)
-    return per, {"agreement/gold": float(np.nanmean(per)) if n.any() else float("nan"), "agreement/gold_n": float(n.mean())}
+    return per, {
+        "agreement/gold": float(np.nanmean(per)) if n.any() else float("nan"),
+        "agreement/gold_n": float(n.mean()),
+    }
 
 
 def majority_agreement(choices: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
@@ -300,7 +331,9 @@ def pairwise_agreement(choices: np.ndarray) -> tuple[np.ndarray, dict[str, float
     return m, {"agreement/pairwise": float(np.nanmean(off)) if off.size else float("nan")}
 
 
-def panel_report(panel: Panel, pairs: list[tuple[str, str, str]], seed: int, guideline: str = "constructive") -> dict:
+def panel_report(
+    panel: Panel, pairs: list[tuple[str, str, str]], seed: int, guideline: str = "constructive"
+) -> dict:
     """Overall and per-labeller agreement on `pairs`, each labelled by every labeller. Agreement with
     gold uses `guideline` and skips ties (labeller's or gold's); majority agreement is leave-one-out."""
     choices, seconds = label_pairs(panel, pairs, seed)

@@ -12,8 +12,8 @@ from rlhf.world import corpus, gold
 
 
 def resolve_world_model(cfg: Any, model: str | Path | None) -> str:
-    """The given model path, or the built world model (built now, with a note, if it is not cached)."""
-    if model is not None:
+    """The given model path, or for None / "world" the built world model (built now, with a note, if needed)."""
+    if model is not None and str(model) != "world":
         return str(model)
     from rlhf.world.build import build_world, is_built, world_dir
 
