@@ -148,7 +148,11 @@ def world_build(
 def world_sample(
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Causal LM directory or cached model id (default 'world': the built world model)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Causal LM directory or cached model id (default 'world': the built world model).",
+        ),
     ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Number of prompts.")] = 8,
     config: ConfigOpt = None,
@@ -237,7 +241,11 @@ def world_export(
     ] = "gold",
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="responses/pairs: sample from this LM ('world' = the built world model) instead of the corpus."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="responses/pairs: sample from this LM ('world' = the built world model) instead of the corpus.",
+        ),
     ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,

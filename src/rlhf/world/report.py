@@ -114,7 +114,7 @@ def panel_table(panel_cfg: Any, n_pairs: int, console: Any) -> dict[str, Any]:
     console.print(table)
     console.print(
         f"{report['n_labellers']} labellers x {report['n_pairs']} pairs: agreement with gold {report['agreement_with_gold']:.1%}, "
-        f"with the majority of the others {report['majority_agreement']:.1%} (target band 65-75%; InstructGPT: 72.6%), "
+        f"with the majority of the others {report['majority_agreement']:.1%} (the default panel is calibrated to 65-75%; InstructGPT reported 72.6%), "
         f"pairwise {report['pairwise_agreement']:.1%}, ties {report['tie_rate']:.1%}"
     )
     return report
