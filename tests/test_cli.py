@@ -119,3 +119,17 @@ def test_installed_entry_point_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "'run.seed'" in result.stderr
+
+
+def test_unknown_option_and_bad_value_are_usage_errors(capsys):
+    code, _, err = run_cli(capsys, "world", "sample", "--bogus")
+    assert code == 2 and "No such option" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "world", "sample", "--n", "many")
+    assert code == 2 and "--n" in err and "Traceback" not in err
+
+
+def test_version(capsys):
+    from rlhf import __version__
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"rlhf {__version__}"

@@ -44,11 +44,27 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overri
 
 
 @app.callback()
+def _version(value: bool) -> None:
+    if value:
+        from rlhf import __version__
+
+        typer.echo(f"rlhf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     if debug:
         os.environ["RLHF_DEBUG"] = "1"
+    # transformers' own per-file loading bars add noise between our progress bars and tables.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _config(config: Path | None, sets: list[str] | None):
@@ -262,30 +278,22 @@ def world_export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user mistakes become one line on stderr and a non-zero exit code."""
-    import click
-
+    """Run the CLI and return its exit code; user mistakes become one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("RLHF_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        result = app(args=args, prog_name="rlhf", standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
+        # standalone mode: Typer/Click print usage errors and --help themselves and exit via SystemExit.
+        app(args=args, prog_name="rlhf", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except UserError as exc:
         if debug:
             raise
         message = " ".join(str(exc).split())
         print(f"rlhf: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("rlhf: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("rlhf: interrupted", file=sys.stderr)
-        return 130
+    return 0
 
 
 if __name__ == "__main__":
