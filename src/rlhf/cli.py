@@ -29,9 +29,13 @@ world_app = typer.Typer(
     no_args_is_help=True,
 )
 model_app = typer.Typer(help="Inspect causal LMs loaded through rlhf.models.", no_args_is_help=True)
+reward_app = typer.Typer(help="Reward models: train, evaluate, score, normalise.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print and write JSON figures.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(model_app, name="model")
+app.add_typer(reward_app, name="reward")
+app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (sections as in `rlhf config show`).")
@@ -41,6 +45,9 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override one config key, e.g. --set world.steps=500 (repeatable)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config's seed).")]
+OnErrorOpt = Annotated[
+    str | None, typer.Option("--on-error", help="Bad data rows: 'stop' at the first (default) or 'skip' with a report file.")
+]
 
 
 @app.callback()
@@ -272,6 +279,124 @@ def world_export(
     cfg = _config(config, sets)
     count = export(cfg, what, out, n, seed if seed is not None else cfg.run.seed, judge=judge, model=model)
     typer.echo(f"wrote {count} {what} rows to {out}")
+
+
+# ----------------------------------------------------------------------------- reward
+
+
+@reward_app.command("train")
+def reward_train(
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained reward model.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Backbone causal LM ('world' = the built world model).")] = None,
+    eval_data: Annotated[str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    on_error: OnErrorOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint/last.")] = False,
+) -> None:
+    """Train a reward model (Bradley-Terry on pairs, Plackett-Luce on rankings) and save it to --out."""
+    from rlhf.algorithms.reward import train
+
+    cfg = _config(config, sets)
+    _apply(cfg.reward, data=data, model=model, eval_data=eval_data, on_error=on_error)
+    if seed is not None:
+        cfg.run.seed = seed
+    if out is None:
+        raise UserError("give --out DIR for the trained reward model")
+    result = train(cfg.reward, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
+    _print_metrics(result.metrics)
+    typer.echo(f"reward model saved to {result.out}")
+
+
+@reward_app.command("eval")
+def reward_eval(
+    model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Preference file to evaluate on.")],
+    on_error: OnErrorOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Pairwise accuracy, loss and calibration (ECE) of a reward model on preference data."""
+    from rlhf.algorithms.reward import evaluate_file
+
+    metrics = evaluate_file(model, data, on_error=on_error or "stop", device=device)
+    _print_metrics(metrics)
+    if json_out is not None:
+        import json
+
+        json_out.write_text(json.dumps(metrics, indent=2))
+
+
+@reward_app.command("score")
+def reward_score(
+    model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Rows with prompt and response (or chosen/rejected).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL: each input row plus score, score_<head> (and _std).")],
+    normalize: Annotated[bool, typer.Option("--normalize", help="Apply the stored normalisation statistics.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Score (prompt, response) rows with a reward model: `score` is the first head, `score_<head>` every head."""
+    from rlhf.algorithms.reward import score_file
+
+    count = score_file(model, data, out, normalize=normalize, device=device)
+    typer.echo(f"wrote {count} scored rows to {out}")
+
+
+@reward_app.command("normalize")
+def reward_normalize(
+    model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory (updated in place).")],
+    samples: Annotated[str, typer.Option("--samples", help="Reference policy samples: rows with prompt and response.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Store the mean and std of the scores over reference policy samples, for normalised rewards in RL."""
+    from rlhf.algorithms.reward import normalize_model
+
+    mean, std = normalize_model(model, samples, device=device)
+    typer.echo(f"normalisation stored: mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}")
+
+
+def _apply(section, **values) -> None:
+    """Command-line flags win over the config file and --set."""
+    for key, value in values.items():
+        if value is not None:
+            setattr(section, key, value)
+    from rlhf.config import validate_all
+
+    validate_all(section)
+
+
+def _print_metrics(metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value", title="Evaluation")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    _console().print(table)
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+@bench_app.command("reward")
+def bench_reward(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path("bench/reward.json"),
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimiser steps (after warm-up).")] = 30,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 32,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Reward-model training throughput (pairs/second) and peak memory on a fixed world configuration."""
+    from rlhf.bench import bench_reward as run_bench
+
+    cfg = _config(config, sets)
+    figures = run_bench(cfg, out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16)
+    for row in figures["runs"]:
+        typer.echo(f"{row['precision']}: {row['pairs_per_second']:.1f} pairs/s, {row['seconds_per_step']*1000:.1f} ms/step, peak RSS {row['peak_rss_mib']:.0f} MiB")
+    typer.echo(f"wrote {out}")
 
 
 # ----------------------------------------------------------------------------- entry point

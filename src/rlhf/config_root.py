@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf.algorithms.reward import RewardConfig
 from rlhf.config import RunConfig, load_config
 from rlhf.world.build import WorldConfig
 from rlhf.world.panel import PanelConfig
@@ -20,9 +21,8 @@ class RootConfig:
     world: WorldConfig = field(
         default_factory=WorldConfig, metadata={"help": "The bundled toy world: corpus, tokenizer, tiny LM."}
     )
-    panel: PanelConfig = field(
-        default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."}
-    )
+    panel: PanelConfig = field(default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "Reward-model training."})
 
 
 def load_root_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:

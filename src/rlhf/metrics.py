@@ -54,6 +54,21 @@ class MetricsLogger:
                 if key not in ("step", "time") and isinstance(value, (int, float)):
                     self._writer.add_scalar(key, value, global_step=step)
 
+    def log_histogram(self, name: str, values: Any, step: int, bins: int = 20) -> None:
+        """A histogram as one JSONL line (`{"step", "histogram/<name>": {"edges", "counts"}}`) and in TensorBoard."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        counts, edges = np.histogram(values, bins=bins)
+        row = {"step": int(step), f"histogram/{name}": {"edges": edges.round(6).tolist(), "counts": counts.tolist()}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            self._writer.add_histogram(name, values, global_step=step)
+
     def close(self) -> None:
         self._file.close()
         if self._writer is not None:

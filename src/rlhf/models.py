@@ -148,17 +148,24 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def save_atomic(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+def save_atomic(out_dir: str | Path, write: Callable[[Path], None], carry: tuple[str, ...] = ()) -> Path:
     """Run `write(tmp_dir)`, then swap `tmp_dir` into `out_dir`: a crash never leaves a half-written checkpoint.
 
-    The previous contents of `out_dir`, if any, are kept until the new directory is in place.
+    The previous contents of `out_dir`, if any, are kept until the new directory is in place. Entries
+    named in `carry` (e.g. a run's `logs` and `checkpoint` folders) move from the old directory into the
+    new one just before the swap, by rename.
     """
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    moved: list[str] = []
     try:
         write(tmp_dir)
         if out_dir.exists():
+            for name in carry:
+                if (out_dir / name).exists() and not (tmp_dir / name).exists():
+                    os.replace(out_dir / name, tmp_dir / name)
+                    moved.append(name)
             old_dir = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
             os.replace(out_dir, old_dir)
             os.replace(tmp_dir, out_dir)
@@ -166,6 +173,9 @@ def save_atomic(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
         else:
             os.replace(tmp_dir, out_dir)
     except BaseException:
+        for name in moved:  # give the carried entries back to the old directory
+            if out_dir.exists() and (tmp_dir / name).exists():
+                os.replace(tmp_dir / name, out_dir / name)
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return out_dir
@@ -188,3 +198,64 @@ def save_pretrained_atomic(
             writer(tmp / name)
 
     return save_atomic(out_dir, write)
+
+
+# ----------------------------------------------------------------------------- freezing and LoRA
+
+
+def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks of a decoder backbone (Llama, Mistral, Qwen, GPT-2, GPT-NeoX, OPT...)."""
+    for path in ("layers", "model.layers", "h", "transformer.h", "gpt_neox.layers", "decoder.layers", "model.decoder.layers"):
+        module: Any = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, torch.nn.ModuleList):
+            return module
+    raise UserError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
+
+
+def freeze_lower_layers(backbone: torch.nn.Module, n_trainable: int) -> int:
+    """Freeze the embeddings and all but the top `n_trainable` blocks; returns how many blocks froze.
+
+    Large-model RLHF trains only the top of the network when full fine-tuning is too costly (trlX's
+    `num_layers_unfrozen`); the frozen part is then identical to the initial model's.
+    """
+    layers = transformer_layers(backbone)
+    n_frozen = max(0, len(layers) - n_trainable)
+    for layer in layers[:n_frozen]:
+        layer.requires_grad_(False)
+    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
+    if embeddings is not None and n_frozen > 0:
+        embeddings.requires_grad_(False)
+    return n_frozen
+
+
+def add_lora(backbone: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str] | str = "all-linear") -> torch.nn.Module:
+    """Inject LoRA adapters (peft) into `backbone` in place and freeze everything else in it."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+    for param in backbone.parameters():
+        param.requires_grad_(False)
+    return inject_adapter_in_model(config, backbone)
+
+
+def has_lora(module: torch.nn.Module) -> bool:
+    return any("lora_" in name for name, _ in module.named_parameters())
+
+
+def merge_lora(module: torch.nn.Module) -> int:
+    """Merge every LoRA adapter into its base weight and put the plain layer back; returns the count."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for name, child in list(module.named_modules()):
+        if isinstance(child, LoraLayer):
+            child.merge()
+            parent_name, _, attr = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            setattr(parent, attr, child.get_base_layer())
+            merged += 1
+    return merged

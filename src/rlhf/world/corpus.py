@@ -532,20 +532,38 @@ def generate_corpus(
     return out
 
 
-def sample_prompts(n: int, seed: int) -> list[str]:
-    """`n` formatted prompts drawn from the default request mix."""
+def request_mix(request_kinds: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
+    """The default request mix, restricted to `request_kinds` (all kinds when None)."""
+    if request_kinds is None:
+        return DEFAULT_REQUEST_MIX
+    unknown = set(request_kinds) - set(REQUEST_KINDS)
+    if unknown or not request_kinds:
+        raise ValueError(
+            f"request_kinds must be a non-empty subset of {REQUEST_KINDS}, got {request_kinds!r}"
+        )
+    return {k: p for k, p in DEFAULT_REQUEST_MIX.items() if k in request_kinds}
+
+
+def sample_prompts(n: int, seed: int, request_kinds: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """`n` formatted prompts drawn from the default request mix (only `request_kinds`, if given)."""
     rng = np.random.default_rng(seed)
-    return [format_prompt(sample_request(rng).text) for _ in range(n)]
+    mix = request_mix(request_kinds)
+    return [format_prompt(sample_request(rng, mix).text) for _ in range(n)]
 
 
-def sample_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:
+def sample_pairs(
+    n: int, seed: int, request_kinds: tuple[str, ...] | list[str] | None = None
+) -> list[tuple[str, str, str]]:
     """`n` (prompt, response_a, response_b): two different responses to one request, kinds drawn
     independently from the default response mix. This is the reference pair distribution on which
-    the labeller panel is calibrated; same-kind pairs are kept because real comparison data has them."""
+    the labeller panel is calibrated; same-kind pairs are kept because real comparison data has them.
+    `request_kinds` (e.g. ``("risky",)``) restricts the requests, keeping their relative shares; None
+    (the default) draws exactly the reference pairs."""
     rng = np.random.default_rng(seed)
+    kinds_mix = request_mix(request_kinds)
     pairs = []
     while len(pairs) < n:
-        req = sample_request(rng)
+        req = sample_request(rng, kinds_mix)
         mix = DEFAULT_RESPONSE_MIX[req.kind]
         a = write_response(req, _draw(rng, mix), rng)
         for _ in range(20):  # some kinds have few surface forms (a refusal has 4)

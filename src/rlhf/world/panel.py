@@ -17,6 +17,15 @@ Each labeller follows the model the literature fits to human preference data:
 - **objectives**: "gold" (the panel's guideline), "refusal" (the refusal guideline: prefers bare
   refusals on risky requests), "length" (U = 3 log(1 + words): judges by length alone);
   **spammers** answer uniformly at random and fast, as in crowdsourcing (Snow et al. 2008).
+- **questions**: "helpful" ("which response is better?", the gold utility above) or "harmless" ("which
+  response is less harmful?", as in the separate helpfulness and harmlessness data of Bai et al. 2022 and
+  Safe RLHF, Dai et al. 2023): U = -HARMLESS_SCALE * gold.harm. The scale, 1.7, is the median gold
+  utility gap between a helpful and a rude answer on corpus text, so that "harmful vs safe" is as clear
+  a call as "helpful vs rude". Rationality, mistakes, position bias, ties and spammers are unchanged;
+  the length bias is not applied (it is a helpfulness heuristic -- a longer answer looks more thorough,
+  not safer). "gold" and "refusal" labellers judge harm alike (their guidelines differ in how to trade
+  helpfulness for safety, not in what is harmful); "length" labellers still answer by length. A
+  harmlessness rating (7 = harmless) uses U = 1 - 2 * harm, so it spans the Likert scale as U does.
 
 Rankings use Plackett-Luce (Gumbel-max sampling) on the same scores; ratings use an ordered logit on
 U. Agreement statistics are pure functions on a (labellers, pairs) array of choices, where 0 = left,
@@ -36,6 +45,11 @@ from rlhf.world import gold
 from rlhf.world.corpus import sample_pairs
 
 OBJECTIVES = ("gold", "length", "refusal")
+QUESTIONS = ("helpful", "harmless")  # "which response is better?" / "which response is less harmful?"
+# utility per unit of gold harm for the harmless question: the median helpful-vs-rude utility gap on
+# corpus text (1.7 over 5 answers to each of the 408 benign requests; mean 1.73), so a harmful-vs-safe
+# pair (harm 1 vs 0) is as clear to a labeller as a helpful-vs-rude one
+HARMLESS_SCALE = 1.7
 LENGTH_UTILITY_SCALE = 3.0  # utility per unit of log(1 + words) for the "length" objective
 TIE = -1  # code for a tie in choice arrays
 RATING_CUTS = (-0.9, -0.45, 0.0, 0.35, 0.65, 0.9)  # utility thresholds between Likert points 1..7
@@ -136,6 +150,11 @@ def _sigmoid(x: float) -> float:
     return 0.5 * (1.0 + math.tanh(0.5 * x))
 
 
+def _check_question(question: str) -> None:
+    if question not in QUESTIONS:
+        raise ValueError(f"question must be one of {QUESTIONS}, got {question!r}")
+
+
 class Labeller:
     """One simulated labeller. Every method draws a fixed number of random numbers from `rng`, so a
     labeller's answers depend only on the seed and the questions asked, not on earlier branches."""
@@ -143,23 +162,30 @@ class Labeller:
     def __init__(self, spec: LabellerSpec):
         self.spec = spec
 
-    def utility(self, prompt: str, response: str) -> float:
+    def utility(self, prompt: str, response: str, question: str = "helpful") -> float:
         s = self.spec
         if s.objective == "length":
-            # scaled so that doubling the length (+0.69) outweighs helpful over rude (~1.8 utility)
+            # scaled so that doubling the length (+0.69) outweighs helpful over rude (~1.8 utility);
+            # a labeller who judges by length does so whatever the question
             return LENGTH_UTILITY_SCALE * gold.log_length(response)
+        if question == "harmless":  # "gold" and "refusal" labellers agree on what is harmful
+            return -HARMLESS_SCALE * gold.harm(prompt, response)
         guideline = "refusal" if s.objective == "refusal" else s.guideline
         return gold.utility(prompt, response, guideline)
 
-    def _perceived_difference(self, prompt: str, a: str, b: str) -> float:
+    def _length_bias(self, question: str) -> float:
+        """The length bias applies to the helpful question only: a longer answer looks more thorough,
+        not less harmful."""
+        return self.spec.length_bias if question == "helpful" else 0.0
+
+    def _perceived_difference(self, prompt: str, a: str, b: str, question: str = "helpful") -> float:
         """U_a - U_b plus the length bias expressed in utility units (length_bias / beta per log ratio):
         a longer answer looks better, so equal-utility answers of different length are rarely tied.
         The position bias is left out: it sways the click, not the judgement of a tie."""
         s = self.spec
         dl = gold.log_length(a) - gold.log_length(b)
-        return (
-            self.utility(prompt, a) - self.utility(prompt, b) + s.length_bias * dl / max(s.rationality, 1e-9)
-        )
+        du = self.utility(prompt, a, question) - self.utility(prompt, b, question)
+        return du + self._length_bias(question) * dl / max(s.rationality, 1e-9)
 
     def _seconds(
         self, prompt: str, texts: list[str], rng: np.random.Generator, per_item: float = 0.0
@@ -170,14 +196,19 @@ class Labeller:
         noise = rng.lognormal(0.0, 0.3)  # reading times are right-skewed
         return float(scale * (s.base_seconds + per_item * len(texts) + s.seconds_per_word * words) * noise)
 
-    def compare(self, prompt: str, a: str, b: str, rng: np.random.Generator) -> Comparison:
+    def compare(
+        self, prompt: str, a: str, b: str, rng: np.random.Generator, question: str = "helpful"
+    ) -> Comparison:
+        """Which of a (left) and b (right) answers `question` better ("helpful": which is better;
+        "harmless": which is less harmful). Both questions make the same random draws."""
+        _check_question(question)
         s = self.spec
         u_mistake, u_choice, u_strength = rng.random(3)
         seconds = self._seconds(prompt, [a, b], rng)
         if s.spammer or u_mistake < s.mistake_rate:
             choice = int(u_choice < 0.5)
             return Comparison(choice, 1 + int(u_strength * 4), seconds, s.name)
-        perceived = self._perceived_difference(prompt, a, b)
+        perceived = self._perceived_difference(prompt, a, b, question)
         if abs(perceived) < s.tie_threshold:
             return Comparison(None, 0, seconds, s.name)
         p_a = _sigmoid(s.rationality * perceived + s.position_bias)
@@ -185,8 +216,11 @@ class Labeller:
         p_chosen = p_a if choice == 0 else 1.0 - p_a
         return Comparison(choice, 1 + int(np.searchsorted(STRENGTH_CUTS, p_chosen)), seconds, s.name)
 
-    def rank(self, prompt: str, responses: list[str], rng: np.random.Generator) -> Ranking:
-        """Plackett-Luce: sort scores plus Gumbel noise (Gumbel-max trick), best first."""
+    def rank(
+        self, prompt: str, responses: list[str], rng: np.random.Generator, question: str = "helpful"
+    ) -> Ranking:
+        """Plackett-Luce: sort scores plus Gumbel noise (Gumbel-max trick), best (or least harmful) first."""
+        _check_question(question)
         s = self.spec
         k = len(responses)
         u_mistake = rng.random()
@@ -195,15 +229,23 @@ class Labeller:
         seconds = self._seconds(prompt, responses, rng, per_item=2.0)
         if s.spammer or u_mistake < s.mistake_rate:
             return Ranking(tuple(int(i) for i in random_order), seconds, s.name)
+        length_bias = self._length_bias(question)
         scores = np.array(
-            [s.rationality * self.utility(prompt, r) + s.length_bias * gold.log_length(r) for r in responses]
+            [
+                s.rationality * self.utility(prompt, r, question) + length_bias * gold.log_length(r)
+                for r in responses
+            ]
         )  # (K,)
         scores[0] += s.position_bias
         order = np.argsort(-(scores + gumbel), kind="stable")
         return Ranking(tuple(int(i) for i in order), seconds, s.name)
 
-    def rate(self, prompt: str, response: str, rng: np.random.Generator) -> Rating:
-        """Ordered logit: latent beta*U + length bonus + logistic noise, cut at beta * RATING_CUTS (1..7)."""
+    def rate(self, prompt: str, response: str, rng: np.random.Generator, question: str = "helpful") -> Rating:
+        """Ordered logit: latent beta*U + length bonus + logistic noise, cut at beta * RATING_CUTS (1..7).
+        For "harmless" (7 = harmless) U = 1 - 2 * harm spans the cuts: a harmless answer rates like a
+        complete helpful one (U = 1 -> 7), a fully harmful one like a rude one (U = -1 -> 1); no length
+        bonus. (Comparisons only see differences, so there the scale alone matters: HARMLESS_SCALE.)"""
+        _check_question(question)
         s = self.spec
         u_mistake, u_random = rng.random(2)
         # Thurstone: a comparison's noise is the difference of two perceptions, so one perception has
@@ -213,9 +255,13 @@ class Labeller:
         if s.spammer or u_mistake < s.mistake_rate:
             return Rating(1 + int(u_random * 7), seconds, s.name)
         # the length bonus is relative to a 20-word answer, so typical answers are not shifted
+        if question == "harmless" and s.objective != "length":
+            utility = 1.0 - 2.0 * gold.harm(prompt, response)
+        else:
+            utility = self.utility(prompt, response, question)
         latent = (
-            s.rationality * self.utility(prompt, response)
-            + s.length_bias * (gold.log_length(response) - math.log(21.0))
+            s.rationality * utility
+            + self._length_bias(question) * (gold.log_length(response) - math.log(21.0))
             + noise
         )
         score = 1 + int(np.sum(latent > s.rationality * np.asarray(RATING_CUTS)))
@@ -267,23 +313,32 @@ def make_panel(cfg: PanelConfig) -> Panel:
 # ---------------------------------------------------------------- labelling many pairs
 
 
-def label_pairs(panel: Panel, pairs: list[tuple[str, str, str]], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every labeller compares every (prompt, a, b) pair. Labeller i draws from the stream
-    ``default_rng([seed, i])``. Returns (choices, seconds), both (L, P); choices in {0, 1, TIE}."""
+def label_pairs(
+    panel: Panel, pairs: list[tuple[str, str, str]], seed: int, question: str = "helpful"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every labeller compares every (prompt, a, b) pair, asked `question`. Labeller i draws from the
+    stream ``default_rng([seed, i])``. Returns (choices, seconds), both (L, P); choices in {0, 1, TIE}."""
     choices = np.full((len(panel), len(pairs)), TIE, dtype=np.int64)  # (L, P)
     seconds = np.zeros((len(panel), len(pairs)))  # (L, P)
     for i, lab in enumerate(panel.labellers):
         rng = np.random.default_rng([seed, i])
         for j, (prompt, a, b) in enumerate(pairs):
-            c = lab.compare(prompt, a, b, rng)
+            c = lab.compare(prompt, a, b, rng, question)
             choices[i, j] = TIE if c.choice is None else c.choice
             seconds[i, j] = c.seconds
     return choices, seconds
 
 
-def gold_choices(pairs: list[tuple[str, str, str]], guideline: str = "constructive") -> np.ndarray:
-    """The gold answer per pair: 0 if U_a > U_b, 1 if U_b > U_a, TIE if equal (within 1e-9). (P,)"""
-    diff = np.array([gold.utility(p, a, guideline) - gold.utility(p, b, guideline) for p, a, b in pairs])
+def gold_choices(
+    pairs: list[tuple[str, str, str]], guideline: str = "constructive", question: str = "helpful"
+) -> np.ndarray:
+    """The gold answer per pair: 0 if U_a > U_b, 1 if U_b > U_a, TIE if equal (within 1e-9). (P,)
+    For question "harmless" U = -harm: the less harmful answer wins (the guideline does not matter)."""
+    _check_question(question)
+    if question == "harmless":
+        diff = np.array([gold.harm(p, b) - gold.harm(p, a) for p, a, b in pairs])
+    else:
+        diff = np.array([gold.utility(p, a, guideline) - gold.utility(p, b, guideline) for p, a, b in pairs])
     return np.where(np.abs(diff) < 1e-9, TIE, np.where(diff > 0, 0, 1))
 
 
@@ -332,12 +387,17 @@ def pairwise_agreement(choices: np.ndarray) -> tuple[np.ndarray, dict[str, float
 
 
 def panel_report(
-    panel: Panel, pairs: list[tuple[str, str, str]], seed: int, guideline: str = "constructive"
+    panel: Panel,
+    pairs: list[tuple[str, str, str]],
+    seed: int,
+    guideline: str = "constructive",
+    question: str = "helpful",
 ) -> dict:
-    """Overall and per-labeller agreement on `pairs`, each labelled by every labeller. Agreement with
-    gold uses `guideline` and skips ties (labeller's or gold's); majority agreement is leave-one-out."""
-    choices, seconds = label_pairs(panel, pairs, seed)
-    g = gold_choices(pairs, guideline)
+    """Overall and per-labeller agreement on `pairs`, each labelled by every labeller asked `question`.
+    Agreement with gold uses `guideline` (or gold harm for "harmless") and skips ties (labeller's or
+    gold's); majority agreement is leave-one-out."""
+    choices, seconds = label_pairs(panel, pairs, seed, question)
+    g = gold_choices(pairs, guideline, question)
     with_gold, gold_stats = agreement_with_gold(choices, g)
     with_majority, maj_stats = majority_agreement(choices)
     _, pair_stats = pairwise_agreement(choices)

@@ -11,17 +11,16 @@ import numpy as np
 from rlhf.world import corpus, gold
 
 
-def resolve_world_model(cfg: Any, model: str | Path | None) -> str:
+def resolve_world_model(model: str | Path | None, world: Any = None, show_progress: bool = True) -> str:
     """The given model path, or for None / "world" the built world model (built now, with a note, if needed)."""
     if model is not None and str(model) != "world":
         return str(model)
-    from rlhf.world.build import build_world, is_built, world_dir
+    from rlhf.world.build import WorldConfig, build_world, is_built, world_dir
 
-    if not is_built(world_dir(cfg.world), cfg.world):
-        print(
-            "no world model built yet: building it now (about 3 minutes; `rlhf world build` does this alone)"
-        )
-    return str(build_world(cfg.world, show_progress=cfg.run.progress))
+    world = world or WorldConfig()
+    if not is_built(world_dir(world), world):
+        print("no world model built yet: building it now (about 2 minutes; `rlhf world build` does this alone)")
+    return str(build_world(world, show_progress=show_progress))
 
 
 def score_responses(prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
@@ -56,7 +55,7 @@ def sample_model(
     from rlhf.rollout import SamplingConfig, sample
 
     lm, tokenizer = load_causal_lm(
-        resolve_world_model(cfg, model), device=cfg.run.device, dtype=cfg.run.dtype
+        resolve_world_model(model, cfg.world, cfg.run.progress), device=cfg.run.device, dtype=cfg.run.dtype
     )
     return sample(
         lm,

@@ -1,0 +1,621 @@
+"""Reward-model training: Bradley-Terry on pairs, Plackett-Luce (or all pairs) on K-way rankings.
+
+`train(cfg, run)` reads as numbered steps: load and split the preference data, build the model, tokenize
+once, then a loop of homogeneous batches (pairs, or rankings) under Hugging Face Accelerate, with
+gradient accumulation, clipping, warm-up/decay, periodic evaluation, best-checkpoint keeping, atomic
+checkpoints and resume. Chosen and rejected of a batch go through the backbone in ONE forward, padded
+to the batch's longest sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.errors import UserError, check_finite
+
+CHECKPOINT_DIR = "checkpoint"
+LOG_DIR = "logs"
+
+
+@dataclass
+class RewardConfig:
+    """Reward-model training."""
+
+    model: str = help_field("world", "Backbone: a causal LM directory or cached id; 'world' = the built world model.")
+    data: str = help_field("", "Preference file (JSONL, Parquet or a datasets folder): pairs, rankings or ratings.")
+    eval_data: str | None = help_field(None, "Separate evaluation file; default: hold out `eval_fraction` of the prompts.")
+    eval_fraction: float = help_field(0.1, "Share of prompts held out for evaluation when there is no eval_data.")
+    objectives: list[str] = help_field([], "Head names; empty = the `objective` values found in the data (or ['reward']).")
+    ensemble_size: int = help_field(1, "Ensemble members N (for uncertainty): scores come back as mean and std.")
+    ensemble_kind: str = help_field("heads", "'heads': N heads on one shared backbone (cheap); 'models': N separate models.")
+    bootstrap: bool = help_field(True, "With N > 1, each member sees a Poisson(1) bootstrap resample of the pairs.")
+    ranking_loss: str = help_field("plackett_luce", "Loss for K-way rankings: 'plackett_luce' or 'pairs' (InstructGPT: all K(K-1)/2 pairs).")
+    label_smoothing: float = help_field(0.0, "Probability that a label is flipped noise (conservative Bradley-Terry).")
+    use_margin: bool = help_field(True, "Use the data's `margin` field in the Bradley-Terry loss.")
+    use_weights: bool = help_field(True, "Use the data's per-pair `weight` field (e.g. labeller reliability).")
+    epochs: float = help_field(3.0, "Passes over the training data.")
+    max_steps: int = help_field(0, "Stop after this many optimiser steps (0 = given by epochs).")
+    batch_size: int = help_field(32, "Pairs per batch per process (rankings: about 2x this many responses).")
+    grad_accum: int = help_field(1, "Batches accumulated per optimiser step.")
+    lr: float = help_field(1e-3, "Peak learning rate (the world model; ~1e-5 suits billion-parameter backbones).")
+    head_lr_mult: float = help_field(1.0, "Learning-rate multiplier for the reward heads.")
+    lr_schedule: str = help_field("cosine", "LR decay after warm-up: cosine, linear or constant.")
+    warmup_ratio: float = help_field(0.05, "Share of steps for linear warm-up.")
+    weight_decay: float = help_field(0.0, "AdamW weight decay.")
+    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 = off).")
+    max_length: int = help_field(256, "Maximum tokens per prompt+response (truncated from the left).")
+    eval_every: int = help_field(50, "Evaluate (and checkpoint) every N optimiser steps; 0 = only at the end.")
+    keep_best: bool = help_field(True, "Save the checkpoint with the best eval accuracy as the final model.")
+    keep_checkpoints: bool = help_field(True, "Keep <out>/checkpoint (last and best) after training, for --resume.")
+    on_error: str = help_field("stop", "Bad data rows: 'stop' at the first, or 'skip' them with a report file.")
+    trainable_layers: int = help_field(-1, "Train only the top N transformer blocks (-1 = all).")
+    lora_r: int = help_field(0, "LoRA rank for the backbone (0 = full fine-tuning); merged at save.")
+    lora_alpha: float = help_field(16.0, "LoRA alpha.")
+    lora_dropout: float = help_field(0.0, "LoRA dropout.")
+    mixed_precision: str = help_field("no", "'no' (fp32) or 'bf16' autocast.")
+    gold_eval: bool = help_field(True, "In the bundled world, also report accuracy against the hidden gold ordering.")
+    stop_after_steps: int = help_field(0, "Stop after this many steps as if interrupted, keeping the checkpoint (0 = off); a time box.")
+
+    def validate(self) -> None:
+        checks = {
+            "ensemble_kind": (self.ensemble_kind, ("heads", "models")),
+            "ranking_loss": (self.ranking_loss, ("plackett_luce", "pairs")),
+            "lr_schedule": (self.lr_schedule, ("cosine", "linear", "constant")),
+            "on_error": (self.on_error, ("stop", "skip")),
+            "mixed_precision": (self.mixed_precision, ("no", "bf16")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"reward.{key} must be one of {', '.join(allowed)}; got {value!r}")
+        for key in ("ensemble_size", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"reward.{key} must be at least 1; got {getattr(self, key)}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"reward.label_smoothing must be in [0, 0.5); got {self.label_smoothing}")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"reward.eval_fraction must be in (0, 1); got {self.eval_fraction}")
+        if self.lr <= 0 or self.epochs <= 0:
+            raise ConfigError("reward.lr and reward.epochs must be positive")
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass
+class PairBatch:
+    """B pairs: chosen rows then rejected rows, tokenized; per-pair objective index, margin, weight."""
+
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    objective: torch.Tensor  # (B,) long
+    margin: torch.Tensor  # (B,)
+    weight: torch.Tensor  # (B,)
+    tie: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class RankingBatch:
+    """B rankings of up to K responses each; `order[b]` is the ranking (best first), `mask` the valid slots."""
+
+    responses: list[list[list[int]]]
+    order: torch.Tensor  # (B, K) long
+    groups: torch.Tensor  # (B, K) long tie-group index per ranked position
+    mask: torch.Tensor  # (B, K) bool
+    objective: torch.Tensor  # (B,)
+    weight: torch.Tensor  # (B,)
+
+
+def objective_index(objectives: list[str], name: str | None, source: str) -> int:
+    if name is None:
+        return 0
+    if name not in objectives:
+        raise UserError(f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})")
+    return objectives.index(name)
+
+
+def make_pair_batches(pairs: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig) -> list[PairBatch]:
+    """Tokenize every pair once and cut them into batches (in the given order)."""
+    chosen = tokenize([join(p.prompt, p.chosen) for p in pairs])
+    rejected = tokenize([join(p.prompt, p.rejected) for p in pairs])
+    batches = []
+    for start in range(0, len(pairs), batch_size):
+        part = pairs[start : start + batch_size]
+        batches.append(
+            PairBatch(
+                chosen=chosen[start : start + batch_size],
+                rejected=rejected[start : start + batch_size],
+                objective=torch.tensor([objective_index(objectives, p.objective, p.source) for p in part]),
+                margin=torch.tensor([p.margin if cfg.use_margin else 0.0 for p in part], dtype=torch.float32),
+                weight=torch.tensor([p.weight if cfg.use_weights else 1.0 for p in part], dtype=torch.float32),
+                tie=torch.tensor([p.tie for p in part], dtype=torch.bool),
+            )
+        )
+    return batches
+
+
+def make_ranking_batches(rankings: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig) -> list[RankingBatch]:
+    batches = []
+    for start in range(0, len(rankings), batch_size):
+        part = rankings[start : start + batch_size]
+        width = max(len(r.responses) for r in part)
+        order = torch.zeros(len(part), width, dtype=torch.long)
+        groups = torch.zeros(len(part), width, dtype=torch.long)
+        mask = torch.zeros(len(part), width, dtype=torch.bool)
+        for b, example in enumerate(part):
+            flat = [(idx, g) for g, group in enumerate(example.ranking) for idx in group]
+            order[b, : len(flat)] = torch.tensor([i for i, _ in flat])
+            groups[b, : len(flat)] = torch.tensor([g for _, g in flat])
+            groups[b, len(flat) :] = len(example.ranking)  # padding sits in a group of its own, after all
+            mask[b, : len(flat)] = True
+        batches.append(
+            RankingBatch(
+                responses=[tokenize([join(r.prompt, text) for text in r.responses]) for r in part],
+                order=order,
+                groups=groups,
+                mask=mask,
+                objective=torch.tensor([objective_index(objectives, r.objective, r.source) for r in part]),
+                weight=torch.tensor([r.weight if cfg.use_weights else 1.0 for r in part], dtype=torch.float32),
+            )
+        )
+    return batches
+
+
+def join(prompt: str, response: str) -> str:
+    from rlhf.data import join_prompt_response
+
+    return join_prompt_response(prompt, response)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def select_objective(scores: torch.Tensor, objective: torch.Tensor) -> torch.Tensor:
+    """scores (B, N, H), objective (B,) -> (B, N): each row's score on its own objective's head."""
+    index = objective.view(-1, 1, 1).expand(-1, scores.shape[1], 1)
+    return scores.gather(2, index).squeeze(2)
+
+
+def bootstrap_weights(n_members: int, n_items: int, generator: torch.Generator, enabled: bool) -> torch.Tensor:
+    """(N, B) Poisson(1) counts: the online bootstrap (Oza & Russell 2001); ones for N = 1 or when off."""
+    if n_members == 1 or not enabled:
+        return torch.ones(n_members, n_items)
+    return torch.poisson(torch.ones(n_members, n_items), generator=generator)
+
+
+def pair_loss(model, batch: PairBatch, pad_id: int, device, cfg: RewardConfig, boot: torch.Tensor):
+    """Bradley-Terry over every ensemble member at once: one forward of the 2B sequences."""
+    from rlhf.losses import bradley_terry_loss
+    from rlhf.reward_model import pad_right
+
+    input_ids, mask = pad_right(batch.chosen + batch.rejected, pad_id, device)  # (2B, T)
+    scores = select_objective(model(input_ids, mask), torch.cat([batch.objective, batch.objective]).to(device))  # (2B, N)
+    n = len(batch.chosen)
+    chosen, rejected = scores[:n].T, scores[n:].T  # (N, B)
+    weights = (boot.to(device) * batch.weight.to(device)).reshape(-1)  # (N*B,)
+    members = chosen.shape[0]
+    return bradley_terry_loss(
+        chosen.reshape(-1),
+        rejected.reshape(-1),
+        margin=batch.margin.to(device).repeat(members),
+        weights=weights,
+        label_smoothing=cfg.label_smoothing,
+        tie=batch.tie.to(device).repeat(members),
+    )
+
+
+def ranking_loss(model, batch: RankingBatch, pad_id: int, device, cfg: RewardConfig, boot: torch.Tensor):
+    """Plackett-Luce (or all pairs) over K responses per prompt, each response encoded once."""
+    from rlhf.losses import plackett_luce_loss, ranking_pairs_loss
+    from rlhf.reward_model import pad_right
+
+    rows = [row for responses in batch.responses for row in responses]
+    input_ids, mask = pad_right(rows, pad_id, device)
+    owner = torch.tensor([b for b, responses in enumerate(batch.responses) for _ in responses], device=device)
+    flat = select_objective(model(input_ids, mask), batch.objective.to(device)[owner])  # (R, N)
+    members = flat.shape[1]
+    width = batch.order.shape[1]
+    scores = flat.new_zeros(len(batch.responses), width, members)  # (B, K, N) indexed by response slot
+    slot = torch.tensor([k for responses in batch.responses for k in range(len(responses))], device=device)
+    scores[owner, slot] = flat
+    scores = scores.permute(2, 0, 1).reshape(members * len(batch.responses), width)  # (N*B, K)
+    repeat = lambda t: t.to(device).repeat(members, *([1] * (t.dim() - 1)))  # noqa: E731
+    weights = (boot.to(device) * batch.weight.to(device)).reshape(-1)
+    loss_fn = plackett_luce_loss if cfg.ranking_loss == "plackett_luce" else ranking_pairs_loss
+    return loss_fn(scores, repeat(batch.order), mask=repeat(batch.mask), groups=repeat(batch.groups), weights=weights)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, pairs: list, objectives: list[str], max_length: int, gold_fn=None) -> tuple[dict[str, float], np.ndarray]:
+    """Eval metrics on pairs (ensemble mean): loss, accuracy, ECE, per objective and labeller; and the margins."""
+    from rlhf.losses import bradley_terry_loss, expected_calibration_error
+    from rlhf.reward_model import score_texts
+
+    if not pairs:
+        return {}, np.zeros(0)
+    texts = [join(p.prompt, p.chosen) for p in pairs] + [join(p.prompt, p.rejected) for p in pairs]
+    mean = score_texts(model, tokenizer, texts, max_length=max_length).mean  # (2P, H)
+    heads = torch.tensor([objective_index(objectives, p.objective, p.source) for p in pairs])
+    n = len(pairs)
+    chosen = mean[:n].gather(1, heads[:, None]).squeeze(1)
+    rejected = mean[n:].gather(1, heads[:, None]).squeeze(1)
+    tie = torch.tensor([p.tie for p in pairs])
+    loss, _ = bradley_terry_loss(chosen, rejected, tie=tie)
+    strict = ~tie
+    margins = (chosen - rejected)[strict]
+    correct = (margins > 0).float()
+    probs = torch.sigmoid(margins)
+    stats = {
+        "eval/loss": float(loss),
+        "eval/accuracy": float(correct.mean()) if strict.any() else float("nan"),
+        "eval/ece": expected_calibration_error(probs, torch.ones_like(probs)) if strict.any() else float("nan"),
+        "eval/margin_mean": float(margins.mean()) if strict.any() else float("nan"),
+        "eval/pairs": float(n),
+    }
+    strict_pairs = [p for p, s in zip(pairs, strict.tolist(), strict=True) if s]
+    for h, name in enumerate(objectives):
+        picked = [i for i, p in enumerate(strict_pairs) if objective_index(objectives, p.objective, p.source) == h]
+        if picked and len(objectives) > 1:
+            stats[f"eval/accuracy/{name}"] = float(correct[picked].mean())
+    labellers = sorted({p.labeller_id for p in strict_pairs if p.labeller_id is not None})
+    for labeller in labellers:
+        picked = [i for i, p in enumerate(strict_pairs) if p.labeller_id == labeller]
+        stats[f"eval/accuracy_labeller/{labeller}"] = float(correct[picked].mean())
+    if gold_fn is not None:
+        stats.update(gold_accuracy(strict_pairs, margins.tolist(), objectives, gold_fn))
+    return stats, margins.numpy()
+
+
+def gold_accuracy(pairs: list, margins: list[float], objectives: list[str], gold_fn) -> dict[str, float]:
+    """Share of pairs the model orders as the hidden gold does (gold ties skipped), per objective."""
+    hits: dict[str, list[float]] = {}
+    for pair, margin in zip(pairs, margins, strict=True):
+        name = objectives[objective_index(objectives, pair.objective, pair.source)]
+        g_chosen, g_rejected = gold_fn(pair.prompt, pair.chosen, name), gold_fn(pair.prompt, pair.rejected, name)
+        if g_chosen is None or g_chosen == g_rejected:
+            continue
+        hits.setdefault(name, []).append(float((margin > 0) == (g_chosen > g_rejected)))
+    return {f"eval/gold_accuracy/{name}": float(np.mean(v)) for name, v in hits.items()}
+
+
+def world_gold_fn(pairs: list):
+    """The bundled world's gold judge when most eval prompts are world requests, else None."""
+    from rlhf.world import corpus, gold
+
+    sample = pairs[:50]
+    if not sample or sum(corpus.parse_request(p.prompt) is not None for p in sample) < 0.8 * len(sample):
+        return None
+
+    def judge(prompt: str, response: str, objective: str) -> float:
+        if objective == "harmless":
+            return -gold.harm(prompt, response)
+        return gold.utility(prompt, response)
+
+    return judge
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    metrics: dict[str, float]
+
+
+def infer_objectives(data: Any, configured: list[str]) -> list[str]:
+    if configured:
+        return list(configured)
+    found: list[str] = []
+    for item in [*data.pairs, *data.rankings]:
+        if item.objective is not None and item.objective not in found:
+            found.append(item.objective)
+    return found or ["reward"]
+
+
+def epoch_batches(pair_batches: list, ranking_batches: list, epoch: int, seed: int, rank: int, world: int) -> list:
+    """This process's batches for one epoch: shuffled with (seed, epoch), dealt round-robin to processes."""
+    batches = [*pair_batches, *ranking_batches]
+    random.Random(seed * 1_000_003 + epoch).shuffle(batches)
+    usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
+    return batches[:usable][rank::world]
+
+
+def train(
+    cfg: RewardConfig, run: RunConfig, out: str | Path, resume: bool = False, world: Any = None, show_progress: bool = True
+) -> TrainResult:
+    """Train a reward model on `cfg.data` and save it to `out`; see the module docstring.
+
+    `world` is the WorldConfig used when `cfg.model == "world"` (default: the default world)."""
+    from accelerate import Accelerator
+
+    from rlhf.data import load_preferences, split_by_prompt
+    from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.reward_model import init_reward_model
+    from rlhf.world.report import resolve_world_model
+
+    out = Path(out).expanduser()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=run.device == "cpu",
+        mixed_precision="bf16" if cfg.mixed_precision == "bf16" else "no",
+    )
+    torch.manual_seed(run.seed)
+    backbone = resolve_world_model(cfg.model, world, show_progress)
+
+    # 1. data: read, validate, split by prompt
+    if not cfg.data:
+        raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
+    tokenizer = load_tokenizer(resolve_model_path(backbone), padding_side="right")
+    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
+    if cfg.eval_data:
+        train_data, eval_data = data, load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error)
+    else:
+        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
+    objectives = infer_objectives(data, cfg.objectives)
+
+    # 2. model (ensemble members as heads, or as separate models trained one after another)
+    members = cfg.ensemble_size if cfg.ensemble_kind == "models" else 1
+    heads_per_model = 1 if cfg.ensemble_kind == "models" else cfg.ensemble_size
+    trained = []
+    for member in range(members):
+        member_out = out if member == 0 else out / "members" / f"member_{member}"
+        model, tokenizer = init_reward_model(backbone, objectives, heads_per_model, seed=run.seed + member)
+        _restrict_training(model, cfg)
+        result = _train_one(
+            model, tokenizer, train_data, eval_data, objectives, cfg, run, member_out, accelerator, resume,
+            show_progress, seed=run.seed + member, bootstrap=cfg.bootstrap and (heads_per_model > 1 or members > 1),
+        )
+        trained.append(result)
+    if members > 1 and accelerator.is_main_process:
+        _write_full_ensemble_meta(out, members)
+    accelerator.wait_for_everyone()
+    return trained[0]
+
+
+def _restrict_training(model, cfg: RewardConfig) -> None:
+    from rlhf.models import add_lora, freeze_lower_layers
+
+    backbone = model.seq_model.base_model
+    if cfg.lora_r > 0:
+        add_lora(backbone, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    elif cfg.trainable_layers >= 0:
+        freeze_lower_layers(backbone, cfg.trainable_layers)
+
+
+def _write_full_ensemble_meta(out: Path, members: int) -> None:
+    import json
+
+    from rlhf.reward_model import REWARD_CONFIG
+
+    meta_path = out / REWARD_CONFIG
+    meta = json.loads(meta_path.read_text())
+    meta.update(ensemble_kind="models", ensemble_size=members)
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, out: Path, accelerator, resume, show_progress, seed, bootstrap) -> TrainResult:
+    from transformers import get_scheduler
+
+    from rlhf.metrics import MetricsLogger, progress
+    from rlhf.reward_model import load_reward_model, save_reward_model, tokenize_texts
+
+    device = accelerator.device
+    rng = random.Random(seed)
+
+    # 3. tokenize once; batches are fixed, their order shuffles per epoch
+    tokenize = lambda texts: tokenize_texts(tokenizer, texts, cfg.max_length)  # noqa: E731
+    pairs = list(train_data.pairs)
+    rng.shuffle(pairs)
+    pair_batches = make_pair_batches(pairs, tokenize, objectives, cfg.batch_size, cfg)
+    ranking_size = max(1, (2 * cfg.batch_size) // max([len(r.responses) for r in train_data.rankings] or [2]))
+    ranking_batches = make_ranking_batches(list(train_data.rankings), tokenize, objectives, ranking_size, cfg)
+    per_epoch = len(epoch_batches(pair_batches, ranking_batches, 0, seed, accelerator.process_index, accelerator.num_processes))
+    if per_epoch == 0:
+        raise UserError(f"{cfg.data}: no training pairs or rankings left after the evaluation split")
+    total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / cfg.grad_accum))
+    eval_pairs = [*eval_data.pairs, *(p for r in eval_data.rankings for p in r.pairs())]
+    gold_fn = world_gold_fn(eval_pairs) if cfg.gold_eval else None
+
+    # 4. optimiser, schedule, accelerate
+    head_params = [model.heads]
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and n != "heads"]
+    optimizer = torch.optim.AdamW(
+        [{"params": body_params}, {"params": head_params, "lr": cfg.lr * cfg.head_lr_mult}],
+        lr=cfg.lr, weight_decay=cfg.weight_decay,
+    )
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw_model = accelerator.unwrap_model(model)
+    generator = torch.Generator().manual_seed(seed + accelerator.process_index)
+
+    state = {"step": 0, "best_accuracy": -1.0, "best_step": -1}
+    checkpoint = out / CHECKPOINT_DIR
+    if resume:
+        state = _load_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator)
+    logger = MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if accelerator.is_main_process else None
+
+    # 5. the loop: homogeneous batches, accumulate, clip, step; evaluate and checkpoint every eval_every
+    step, micro = state["step"], state["step"] * cfg.grad_accum
+    bar = progress(total=total_steps, desc="reward model", enabled=show_progress and accelerator.is_main_process, unit="step")
+    bar.update(step)
+    last_stats: dict[str, float] = {}
+    started = time.monotonic()
+    stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
+    while step < stop_at:
+        epoch, index = divmod(micro, per_epoch)
+        batches = epoch_batches(pair_batches, ranking_batches, epoch, seed, accelerator.process_index, accelerator.num_processes)
+        batch = batches[index]
+        model.train()
+        with accelerator.accumulate(model), accelerator.autocast():
+            n_items = len(batch.chosen) if isinstance(batch, PairBatch) else len(batch.responses)
+            boot = bootstrap_weights(raw_model.meta.ensemble_size, n_items, generator, bootstrap)
+            loss_fn = pair_loss if isinstance(batch, PairBatch) else ranking_loss
+            loss, stats = loss_fn(model, batch, tokenizer.pad_token_id, device, cfg, boot)
+            check_finite(loss.item(), "reward-model loss", step)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        last_stats = stats
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if logger is not None and (step % 10 == 0 or step == total_steps):
+            logger.log({**last_stats, "optim/lr": scheduler.get_last_lr()[0], "time/pairs_per_s": micro * cfg.batch_size / (time.monotonic() - started)}, step)
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                metrics, margins = evaluate(raw_model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+                if logger is not None and metrics:
+                    logger.log(metrics, step)
+                    logger.log_histogram("eval/margin", margins, step)
+                state.update(step=step)
+                accuracy = metrics.get("eval/accuracy", float("nan"))
+                if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
+                    state.update(best_accuracy=accuracy, best_step=step)
+                    save_reward_model(checkpoint / "best", raw_model, tokenizer)
+                _save_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator, state)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if step < total_steps:  # time-boxed: the checkpoint holds the run, `--resume` continues it
+        if logger is not None:
+            logger.close()
+        return TrainResult(out, step, {"stopped_at_step": step})
+
+    # 6. the final model: the best evaluated checkpoint (or the last), LoRA merged, saved atomically
+    final_metrics: dict[str, float] = {}
+    if accelerator.is_main_process:
+        final = raw_model
+        if cfg.keep_best and (checkpoint / "best").is_dir():
+            final, _ = load_reward_model(checkpoint / "best")
+        final_metrics, _ = evaluate(final, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+        final_metrics.update(best_step=state["best_step"], steps=step)
+        _save_final(out, final, tokenizer, cfg, run, final_metrics)
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        if logger is not None:
+            logger.close()
+    return TrainResult(out, step, final_metrics)
+
+
+def _save_final(out: Path, model, tokenizer, cfg: RewardConfig, run: RunConfig, metrics: dict) -> None:
+    import json
+    from dataclasses import asdict
+
+    import yaml
+
+    from rlhf.reward_model import save_reward_model
+
+    extra = {
+        "rlhf_config.yaml": lambda p: p.write_text(yaml.safe_dump({"run": asdict(run), "reward": asdict(cfg)}, sort_keys=False)),
+        "eval_metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2)),
+    }
+    save_reward_model(out, model, tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR, "members"))
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: dict) -> None:
+    """Model (raw state, LoRA included), optimiser, scheduler, RNG and step, written atomically: a kill
+    mid-write keeps the previous checkpoint."""
+    from rlhf.models import save_atomic
+
+    def write(tmp: Path) -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "state": dict(state),
+            },
+            tmp / "trainer_state.pt",
+        )
+
+    save_atomic(path, write)
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, generator) -> dict:
+    if not (path / "trainer_state.pt").is_file():
+        raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
+    blob = torch.load(path / "trainer_state.pt", weights_only=False)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    generator.set_state(blob["generator"])
+    torch.set_rng_state(blob["torch_rng"])
+    return blob["state"]
+
+
+# ----------------------------------------------------------------------------- evaluate, score, normalise files
+
+
+def evaluate_file(model_dir: str, data: str, on_error: str = "stop", device: str = "auto", max_length: int = 512) -> dict[str, float]:
+    """Metrics of a saved reward model on a preference file (world gold accuracy when it applies)."""
+    from rlhf.data import load_preferences
+    from rlhf.reward_model import load_reward_model
+
+    model, tokenizer = load_reward_model(model_dir, device=device)
+    prefs = load_preferences(data, tokenizer=tokenizer, on_error=on_error)
+    pairs = [*prefs.pairs, *(p for r in prefs.rankings for p in r.pairs())]
+    metrics, _ = evaluate(model, tokenizer, pairs, model.objectives, max_length, world_gold_fn(pairs))
+    return metrics
+
+
+def score_file(model_dir: str, data: str, out: str | Path, normalize: bool = False, device: str = "auto", max_length: int = 512) -> int:
+    """Write each row of `data` with `score` (first head) and `score_<head>` (every head; `_std` for ensembles)."""
+    from rlhf.data import read_response_rows
+    from rlhf.io import write_jsonl
+    from rlhf.reward_model import load_reward_model, score_texts
+
+    model, tokenizer = load_reward_model(model_dir, device=device)
+    rows, prompts, responses = read_response_rows(data, tokenizer)
+    scores = score_texts(model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length, normalize=normalize)
+    for i, row in enumerate(rows):
+        row["score"] = float(scores.mean[i, 0])
+        for h, name in enumerate(scores.objectives):
+            row[f"score_{name}"] = float(scores.mean[i, h])
+            if model.meta.ensemble_size > 1:
+                row[f"score_{name}_std"] = float(scores.std[i, h])
+    return write_jsonl(out, rows)
+
+
+def normalize_model(model_dir: str, samples: str, device: str = "auto", max_length: int = 512) -> tuple[list[float], list[float]]:
+    """Store mean/std of the scores over reference policy samples in the model's reward_config.json."""
+    import dataclasses
+    import json
+    import os
+
+    from rlhf.data import read_response_rows
+    from rlhf.reward_model import REWARD_CONFIG, load_reward_model, normalization_stats, score_texts
+
+    model, tokenizer = load_reward_model(model_dir, device=device)
+    _, prompts, responses = read_response_rows(samples, tokenizer)
+    if len(prompts) < 2:
+        raise UserError(f"{samples}: need at least 2 reference samples to estimate a standard deviation")
+    scores = score_texts(model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length)
+    mean, std = normalization_stats(scores.mean)
+    meta = dataclasses.replace(model.meta, norm_mean=mean, norm_std=std)
+    path = Path(model_dir) / REWARD_CONFIG
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(meta), indent=2))
+    os.replace(tmp, path)
+    return mean, std

@@ -1,0 +1,124 @@
+"""`rlhf bench ...`: throughput and memory of the real training code paths on fixed configurations.
+
+Figures are printed and written as JSON with the configuration and the machine, so a reader can rerun
+them. For comparisons between whole processes, wrap the command in `farm-bench` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_pairs(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> list:
+    """World pairs whose prompt+response is about `target_tokens` long: responses of one request are
+    concatenated until long enough (the reference configuration has sequences of about 75 tokens)."""
+    from rlhf.data import PreferencePair
+    from rlhf.world import corpus
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for prompt, a, b in corpus.sample_pairs(n, seed):
+        request = corpus.parse_request(prompt)
+        texts = []
+        for first in (a, b):
+            text = first
+            while len(tokenizer(f"{prompt} {text}")["input_ids"]) < target_tokens:
+                kind = rng.choice(corpus.RESPONSE_KINDS[request.kind])
+                text = f"{text} {corpus.write_response(request, str(kind), rng)}"
+            texts.append(text)
+        pairs.append(PreferencePair(prompt=prompt, chosen=texts[0], rejected=texts[1]))
+    return pairs
+
+
+def bench_reward(cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False) -> dict[str, Any]:
+    """Time the reward trainer's step (one forward of chosen+rejected, backward, AdamW) on world pairs."""
+    from rlhf.algorithms.reward import RewardConfig, make_pair_batches, pair_loss
+    from rlhf.reward_model import init_reward_model, tokenize_texts
+    from rlhf.world.report import resolve_world_model
+
+    backbone = resolve_world_model("world", cfg.world, cfg.run.progress)
+    reward_cfg = RewardConfig(batch_size=batch_size, max_length=128)
+    torch.manual_seed(0)
+    runs = []
+    for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+        model, tokenizer = init_reward_model(backbone, ["reward"], 1, seed=0)
+        pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
+        tokenize = lambda texts: tokenize_texts(tokenizer, texts, reward_cfg.max_length)  # noqa: E731
+        batches = make_pair_batches(pairs, tokenize, ["reward"], batch_size, reward_cfg)
+        lengths = [len(row) for b in batches for row in b.chosen + b.rejected]
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        boot = torch.ones(1, batch_size)
+        model.train()
+        timings = []
+        for i, batch in enumerate(batches):
+            started = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss, _ = pair_loss(model, batch, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= warmup:
+                timings.append(time.perf_counter() - started)
+        per_step = float(np.median(timings))
+        runs.append(
+            {
+                "precision": precision,
+                "pairs_per_second": batch_size / per_step,
+                "seconds_per_step": per_step,
+                "seconds_per_step_min_max": [float(np.min(timings)), float(np.max(timings))],
+                "timed_steps": len(timings),
+                "mean_tokens_per_sequence": float(np.mean(lengths)),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    figures = {
+        "benchmark": "reward",
+        "command": "rlhf bench reward",
+        "configuration": {
+            "backbone": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
+            "batch_pairs": batch_size,
+            "max_length": reward_cfg.max_length,
+            "target_tokens_per_sequence": 75,
+            "optimizer": "AdamW, grad clip 1.0",
+            "warmup_steps": warmup,
+            "statistic": "median seconds per step over the timed steps",
+        },
+        "machine": machine(),
+        "runs": runs,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    return figures

@@ -1,0 +1,33 @@
+"""Reading and validating preference data (pairs, K-way rankings, ratings) and RL prompt files.
+
+- `records`:     `PreferencePair`, `RankingExample`, `PreferenceData`, `join_prompt_response`,
+                 `write_preferences`
+- `readers`:     rows from JSONL / Parquet / `datasets` folders; chat messages rendered to text
+- `preferences`: `load_preferences`, `load_prompts`, `split_by_prompt` (validation, duplicates,
+                 ratings -> pairs)
+
+The formats, fields and rules are documented in docs/data.md.
+"""
+
+from rlhf.data.preferences import KINDS, load_preferences, load_prompts, split_by_prompt
+from rlhf.data.records import (
+    PreferenceData,
+    PreferencePair,
+    RankingExample,
+    join_prompt_response,
+    write_preferences,
+)
+from rlhf.data.responses import read_response_rows
+
+__all__ = [
+    "KINDS",
+    "PreferenceData",
+    "PreferencePair",
+    "RankingExample",
+    "join_prompt_response",
+    "load_preferences",
+    "load_prompts",
+    "read_response_rows",
+    "split_by_prompt",
+    "write_preferences",
+]

@@ -1,0 +1,245 @@
+"""Reward-model losses: pure functions of score tensors, each returning ``(loss, stats)``.
+
+One loss per kind of human answer (the ``label_types`` idea of lm-human-preferences):
+
+- a comparison of two responses -> ``bradley_terry_loss`` (with margins, label smoothing, ties, weights);
+- a full ranking of K responses  -> ``plackett_luce_loss`` (the ranking's likelihood) or
+  ``ranking_pairs_loss`` (InstructGPT: every one of the K(K-1)/2 pairs as a comparison);
+- calibration of the learned preference -> ``preference_probability`` and ``expected_calibration_error``.
+
+``scores`` are reward-model outputs (one scalar per response). Losses are differentiable scalars; stats
+are one flat dict of Python floats with slash keys (``loss/bt``, ``reward/accuracy``, ``reward/margin``).
+This module imports only torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+Stats = dict[str, float]
+
+
+def _weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """sum_i w_i l_i / sum_i w_i (plain mean when weights is None). Weights must have a positive sum."""
+    if weights is None:
+        return losses.mean()
+    weights = weights.to(losses.dtype)
+    return (weights * losses).sum() / weights.sum()
+
+
+def _mean_or_nan(x: torch.Tensor) -> float:
+    return float(x.float().mean()) if x.numel() else math.nan
+
+
+# ---------------------------------------------------------------- pairwise comparisons
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    tie: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Stats]:
+    """Bradley-Terry negative log-likelihood of pairwise preferences (Bradley & Terry 1952).
+
+    Args:
+        chosen:   (B,) scores of the preferred responses r_c.
+        rejected: (B,) scores of the other responses r_r.
+        margin:   (B,) or None. Required score gap m (Llama 2, Touvron et al. 2023, eq. 2: a larger
+                  margin for "significantly better" answers); not applied to ties.
+        weights:  (B,) or None. Per-pair weights w (e.g. labeller reliability); the loss is the
+                  weighted mean sum_i w_i l_i / sum_i w_i, so a zero weight removes a pair.
+        label_smoothing: epsilon in [0, 0.5], the probability that a label is flipped (conservative
+                  DPO, Mitchell 2023; Christiano et al. 2017 assume a 10% random answer).
+        tie:      (B,) bool or None. Pairs the labeller called equally good.
+
+    Per pair, with d = r_c - r_r - m (Ouyang et al. 2022, eq. 1 for one pair)::
+
+        l = -(1 - eps) log sigmoid(d) - eps log sigmoid(-d)          (non-tie pairs)
+        l = -0.5 log sigmoid(d0) - 0.5 log sigmoid(-d0), d0 = r_c - r_r  (ties)
+
+    A tie is a comparison with target probability 0.5 -- binary cross-entropy against a soft label,
+    the same view as label smoothing. Its loss is minimised at d0 = 0, where it equals log 2, and is
+    symmetric in the two responses, so the order of a tied pair does not matter. Rao-Kupper (1967) or
+    Davidson (1970) instead add a tie probability with an extra parameter to fit; the soft target needs
+    none and leaves the model of strict preferences untouched. A margin says how much better the chosen
+    answer is, which a tie does not say, so it is ignored there.
+
+    Stats: ``loss/bt``; over non-tie pairs (unweighted) ``reward/accuracy`` (share with r_c > r_r,
+    strictly), ``reward/margin`` (mean r_c - r_r); ``reward/chosen``, ``reward/rejected`` (means over all
+    pairs) and ``reward/tie_fraction``. Accuracy and margin are NaN when every pair is a tie.
+    """
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    diff = chosen - rejected  # (B,)
+    if tie is None:
+        tie = torch.zeros_like(diff, dtype=torch.bool)
+    d = diff if margin is None else torch.where(tie, diff, diff - margin)  # (B,)
+    eps = torch.where(tie, torch.full_like(d, 0.5), torch.full_like(d, label_smoothing))  # (B,)
+    # logsigmoid is stable for large |d|, where log(sigmoid(d)) would underflow to log(0)
+    losses = -(1.0 - eps) * F.logsigmoid(d) - eps * F.logsigmoid(-d)  # (B,)
+    loss = _weighted_mean(losses, weights)
+    strict = diff.detach()[~tie]
+    stats = {
+        "loss/bt": float(loss.detach()),
+        "reward/accuracy": _mean_or_nan(strict > 0),
+        "reward/margin": _mean_or_nan(strict),
+        "reward/chosen": float(chosen.detach().float().mean()),
+        "reward/rejected": float(rejected.detach().float().mean()),
+        "reward/tie_fraction": float(tie.float().mean()),
+    }
+    return loss, stats
+
+
+# ---------------------------------------------------------------- rankings of K responses
+
+
+def _in_rank_order(
+    scores: torch.Tensor, ranking: torch.Tensor, mask: torch.Tensor | None, groups: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores reordered best first, the valid-position mask and tie groups (each position its own group
+    when None; padded positions get a group after every real one). All (B, K)."""
+    s = scores.gather(1, ranking)  # (B, K)
+    if mask is None:
+        mask = torch.ones_like(ranking, dtype=torch.bool)
+    if groups is None:
+        groups = torch.arange(ranking.shape[1], device=ranking.device).expand_as(ranking)
+    groups = torch.where(mask, groups, groups.max() + 1)  # padding at the end keeps rows sorted
+    return s, mask, groups
+
+
+def _pair_masks(mask: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """better[b, i, j]: position i is ranked strictly above j; tied[b, i, j]: same group, i < j (each
+    tied pair once). Both (B, K, K), only over valid positions."""
+    valid = mask[:, :, None] & mask[:, None, :]  # (B, K, K)
+    better = valid & (groups[:, :, None] < groups[:, None, :])
+    k = mask.shape[1]
+    upper = torch.ones(k, k, dtype=torch.bool, device=mask.device).triu(1)  # (K, K) i < j
+    tied = valid & (groups[:, :, None] == groups[:, None, :]) & upper
+    return better, tied
+
+
+def _pair_stats(s: torch.Tensor, better: torch.Tensor) -> Stats:
+    """Accuracy (share of strictly ordered pairs scored in that order) and mean margin s_i - s_j."""
+    gap = (s[:, :, None] - s[:, None, :]).detach()[better]  # (n_pairs,)
+    return {"reward/accuracy": _mean_or_nan(gap > 0), "reward/margin": _mean_or_nan(gap)}
+
+
+def plackett_luce_loss(
+    scores: torch.Tensor,
+    ranking: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Stats]:
+    """Negative log-likelihood of rankings under the Plackett-Luce model (Luce 1959; Plackett 1975).
+
+    Args:
+        scores:  (B, K) score of each response, in the order the responses were shown.
+        ranking: (B, K) long, indices into scores, best first (pi_1, pi_2, ...).
+        mask:    (B, K) bool or None, in *ranking order*: which positions of `ranking` are real. Padding
+                 for prompts with fewer than K responses goes at the end; its indices may be anything
+                 in [0, K).
+        weights: (B,) or None. Weighted mean over prompts, sum_b w_b l_b / sum_b w_b.
+        groups:  (B, K) long or None, in ranking order: tie-group index of each position,
+                 non-decreasing along the valid positions (e.g. 0, 0, 1 = the first two tied).
+
+    Per prompt, with s_j = scores[pi_j] over the n valid positions::
+
+        l = -sum_{j=1..n} [ s_j - logsumexp_{l >= start(j)} s_l ]
+
+    where start(j) = j without ties, so the last position contributes s_n - s_n = 0. Tied items use the
+    Breslow (1974) approximation: every member of a group shares the denominator over everything from
+    the group's first position on (the risk set), as if each were chosen first among what is left. For
+    K = 2 one tie group gives -log sigmoid(d) - log sigmoid(-d): twice the 0.5-target tie loss of
+    ``bradley_terry_loss``, minimised at equal scores. The suffix log-sum-exps come from one reversed
+    ``logcumsumexp`` (no loop over K). K = 2 without ties is the Bradley-Terry loss.
+
+    Stats: ``loss/pl``; ``reward/accuracy`` and ``reward/margin`` over all strictly ordered pairs of
+    positions (pooled over the batch, unweighted).
+    """
+    s, mask, groups = _in_rank_order(scores, ranking, mask, groups)  # (B, K) each
+    # a finite floor instead of -inf keeps logcumsumexp's backward free of NaN at padded positions
+    floor = torch.finfo(s.dtype).min
+    s_valid = s.masked_fill(~mask, floor)  # (B, K)
+    suffix = torch.logcumsumexp(s_valid.flip(1), dim=1).flip(1)  # (B, K) logsumexp_{l >= j} s_l
+    start = torch.searchsorted(groups.contiguous(), groups.contiguous())  # (B, K) first index of group
+    denominator = suffix.gather(1, start)  # (B, K)
+    terms = torch.where(mask, s_valid - denominator, torch.zeros_like(s))  # (B, K)
+    loss = _weighted_mean(-terms.sum(dim=1), weights)
+    better, _ = _pair_masks(mask, groups)
+    return loss, {"loss/pl": float(loss.detach()), **_pair_stats(s, better)}
+
+
+def ranking_pairs_loss(
+    scores: torch.Tensor,
+    ranking: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Stats]:
+    """InstructGPT's ranking loss: every pair of a ranking as one comparison (Ouyang et al. 2022, eq. 1).
+
+    Args: as ``plackett_luce_loss`` -- scores (B, K); ranking (B, K) long, best first; mask (B, K) bool
+    in ranking order; groups (B, K) long tie groups in ranking order; weights (B,).
+
+    Per prompt with n valid responses and C(n, 2) = n(n-1)/2 pairs::
+
+        l = 1/C(n, 2) * [ sum_{i above j} -log sigmoid(s_i - s_j)
+                          + sum_{i tied j} -0.5 log sigmoid(s_i - s_j) - 0.5 log sigmoid(s_j - s_i) ]
+
+    Ties take the 0.5 target of ``bradley_terry_loss``. The 1/C(n, 2) average keeps a prompt with many
+    responses from dominating (InstructGPT puts all of a prompt's pairs in one batch element to avoid
+    overfitting); then a weighted mean over prompts. Prompts with fewer than 2 valid responses have no
+    pairs and get weight 0. Built from (B, K, K) "better than" and "tied" masks, no loop over pairs.
+
+    Stats: ``loss/ranking_pairs``; ``reward/accuracy``, ``reward/margin`` over strictly ordered pairs.
+    """
+    s, mask, groups = _in_rank_order(scores, ranking, mask, groups)  # (B, K)
+    better, tied = _pair_masks(mask, groups)  # (B, K, K)
+    gap = s[:, :, None] - s[:, None, :]  # (B, K, K) s_i - s_j
+    strict = -F.logsigmoid(gap)
+    tie = -0.5 * F.logsigmoid(gap) - 0.5 * F.logsigmoid(-gap)
+    pair_losses = torch.where(better, strict, torch.where(tied, tie, torch.zeros_like(gap)))  # (B, K, K)
+    n_pairs = (better | tied).sum(dim=(1, 2))  # (B,) = C(n, 2)
+    per_prompt = pair_losses.sum(dim=(1, 2)) / n_pairs.clamp_min(1)  # (B,)
+    w = torch.ones_like(per_prompt) if weights is None else weights.to(per_prompt.dtype)
+    loss = _weighted_mean(per_prompt, w * (n_pairs > 0))
+    return loss, {"loss/ranking_pairs": float(loss.detach()), **_pair_stats(s, better)}
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def preference_probability(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """The Bradley-Terry probability that `chosen` is preferred: sigmoid(r_c - r_r). (B,), (B,) -> (B,)."""
+    return torch.sigmoid(chosen - rejected)
+
+
+def expected_calibration_error(probs: Any, outcomes: Any, n_bins: int = 10) -> float:
+    """Expected calibration error of predicted probabilities (Naeini et al. 2015; Guo et al. 2017, eq. 3).
+
+    probs (N,) in [0, 1] and outcomes (N,) in {0, 1}, torch tensors or numpy arrays. With equal-width
+    bins B_b over [0, 1] (the last one closed; p = 1 falls in it)::
+
+        ECE = sum_b |B_b| / N * |acc_b - conf_b|
+
+    where acc_b is the mean outcome and conf_b the mean probability in bin b. Since |B_b| * acc_b is the
+    bin's outcome sum, this is sum_b |sum_{B_b} y - sum_{B_b} p| / N, which needs no per-bin division.
+    """
+    p = torch.as_tensor(probs).detach().to(torch.float64).flatten()  # (N,)
+    y = torch.as_tensor(outcomes).detach().to(torch.float64).flatten()  # (N,)
+    if p.numel() == 0 or p.shape != y.shape:
+        raise ValueError(f"probs and outcomes must be non-empty and of one shape, got {p.shape}, {y.shape}")
+    if n_bins < 1 or ((p < 0) | (p > 1)).any():
+        raise ValueError("n_bins must be >= 1 and probs in [0, 1]")
+    bins = (p * n_bins).floor().long().clamp(max=n_bins - 1)  # (N,)
+    sum_p = torch.bincount(bins, weights=p, minlength=n_bins)  # (n_bins,)
+    sum_y = torch.bincount(bins, weights=y, minlength=n_bins)
+    return float((sum_y - sum_p).abs().sum() / p.numel())

@@ -1,0 +1,245 @@
+"""The reward model: a transformers backbone plus linear heads, one output per objective, N ensemble members.
+
+Layout of a saved reward model directory:
+- the `AutoModelForSequenceClassification` checkpoint (config with `num_labels` = number of objectives,
+  `id2label` = objective names, `pad_token_id`) and its tokenizer: plain transformers loads it and scores
+  the last non-pad token. Its `score` layer holds the *mean* of the ensemble heads, and the mean of linear
+  heads is a linear head, so plain transformers returns exactly the ensemble-mean score;
+- `reward_heads.safetensors`: the N ensemble heads (N, H, D) of the cheap variant (shared backbone);
+- `reward_config.json`: objectives, ensemble layout, normalisation statistics;
+- `members/member_<k>/` for the full variant (N separate models; the top directory is member 0).
+
+The input is `join_prompt_response(prompt, response)` as text, right-padded (left padding would shift
+Llama's position ids and change the scores), scored at its last non-pad token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlhf.errors import UserError
+
+REWARD_CONFIG = "reward_config.json"
+HEADS_FILE = "reward_heads.safetensors"
+MEMBERS_DIR = "members"
+
+
+@dataclass
+class RewardMeta:
+    """What our loader restores beyond plain transformers."""
+
+    objectives: list[str] = field(default_factory=lambda: ["reward"])
+    ensemble_size: int = 1
+    ensemble_kind: str = "heads"  # "heads": N heads on one backbone; "models": N separate models
+    norm_mean: list[float] | None = None  # per objective, over a reference set of policy samples
+    norm_std: list[float] | None = None
+    version: int = 1
+
+
+class RewardModel(nn.Module):
+    """Sequence-classification backbone + ensemble heads; `forward` returns scores (B, N, H)."""
+
+    def __init__(self, seq_model: Any, heads: torch.Tensor, meta: RewardMeta) -> None:
+        super().__init__()
+        self.seq_model = seq_model
+        self.heads = nn.Parameter(heads)  # (N, H, D)
+        self.meta = meta
+        # The mean head is written into `score` only at save time; it takes no gradient (and DDP must
+        # not wait for one).
+        seq_model.score.weight.requires_grad_(False)
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.meta.objectives
+
+    def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state of the last non-pad token of each row: (B, D)."""
+        out = self.seq_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state  # (B, T, D)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last = (positions * attention_mask).argmax(-1)  # (B,) same rule as transformers' pooling
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.last_hidden(input_ids, attention_mask)  # (B, D)
+        return torch.einsum("bd,nhd->bnh", h.to(self.heads.dtype), self.heads)  # (B, N, H)
+
+    def sync_mean_head(self) -> None:
+        with torch.no_grad():
+            self.seq_model.score.weight.copy_(self.heads.mean(0).to(self.seq_model.score.weight.dtype))
+
+
+def init_reward_model(backbone_path: str | Path, objectives: list[str], ensemble_size: int, seed: int, dtype: torch.dtype = torch.float32) -> tuple[RewardModel, Any]:
+    """A new reward model whose backbone is the causal LM at `backbone_path` (its LM head is dropped)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models import load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(backbone_path)
+    tokenizer = load_tokenizer(path, padding_side="right")
+    id2label = dict(enumerate(objectives))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # The LM head is dropped and the score head is new: transformers' load report says so, as expected.
+    hf_logging.set_verbosity_error()
+    try:
+        seq_model = AutoModelForSequenceClassification.from_pretrained(
+            str(path),
+            num_labels=len(objectives),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            pad_token_id=tokenizer.pad_token_id,
+            dtype=dtype,
+            local_files_only=True,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot build a sequence-classification model from {path}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    seq_model.config.pad_token_id = tokenizer.pad_token_id
+    hidden = seq_model.score.weight.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    # Each member starts from a different random head, one source of ensemble diversity (the other is
+    # bootstrap resampling of the pairs); scale 1/sqrt(D) gives initial scores of order 1.
+    heads = torch.randn(ensemble_size, len(objectives), hidden, generator=generator) / math.sqrt(hidden)
+    meta = RewardMeta(objectives=list(objectives), ensemble_size=ensemble_size, ensemble_kind="heads")
+    return RewardModel(seq_model, heads.to(dtype), meta), tokenizer
+
+
+def save_reward_model(out_dir: str | Path, model: RewardModel, tokenizer: Any, extra_files: dict | None = None, carry: tuple[str, ...] = ()) -> Path:
+    """Write the reward model atomically (see the module docstring for the layout)."""
+    from safetensors.torch import save_file
+
+    from rlhf.models import has_lora, merge_lora, save_atomic
+
+    if has_lora(model):  # save a plain transformers model: adapters merged into a copy, training goes on
+        import copy
+
+        model = copy.deepcopy(model)
+        merge_lora(model.seq_model)
+    model.sync_mean_head()
+
+    def write(tmp: Path) -> None:
+        model.seq_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_file({"heads": model.heads.detach().float().contiguous().cpu()}, str(tmp / HEADS_FILE))
+        (tmp / REWARD_CONFIG).write_text(json.dumps(asdict(model.meta), indent=2))
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / name)
+
+    return save_atomic(out_dir, write, carry=carry)
+
+
+def is_reward_model_dir(path: str | Path) -> bool:
+    return (Path(path) / REWARD_CONFIG).is_file()
+
+
+class RewardModelEnsemble(nn.Module):
+    """The full ensemble variant: N separate reward models; `forward` concatenates their scores (B, N, H)."""
+
+    def __init__(self, members: list[RewardModel], meta: RewardMeta) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.meta = meta
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.meta.objectives
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(input_ids, attention_mask) for member in self.members], dim=1)
+
+
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> tuple[Any, Any]:
+    """Load a reward model saved by `save_reward_model` (our extras restored); a full ensemble comes back
+    as a `RewardModelEnsemble` with the same interface."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model_path
+
+    path = resolve_model_path(path)
+    if not is_reward_model_dir(path):
+        raise UserError(f"{path} is not an rlhf reward model directory (no {REWARD_CONFIG}); train one with `rlhf reward train`")
+    meta = RewardMeta(**json.loads((path / REWARD_CONFIG).read_text()))
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    seq_model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    heads = load_file(str(path / HEADS_FILE))["heads"].to(torch_dtype)
+    tokenizer = load_tokenizer(path, padding_side="right")
+    if meta.ensemble_kind == "models":
+        first = RewardModel(seq_model, heads, RewardMeta(**{**asdict(meta), "ensemble_kind": "heads", "ensemble_size": heads.shape[0]}))
+        others = [load_reward_model(path / MEMBERS_DIR / f"member_{k}", device, dtype)[0] for k in range(1, meta.ensemble_size)]
+        return RewardModelEnsemble([first.to(device), *others], meta).eval(), tokenizer
+    model = RewardModel(seq_model, heads, meta).to(device).eval()
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated from the left so the end of the response (what is scored) is kept."""
+    if not texts:
+        return []
+    rows = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [row[-max_length:] for row in rows]
+
+
+def pad_right(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+@dataclass
+class Scores:
+    """Ensemble mean and standard deviation per objective: each (B, H); `objectives` names the columns."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    objectives: list[str]
+
+
+@torch.no_grad()
+def score_texts(model: RewardModel, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 512, normalize: bool = False) -> Scores:
+    """Score joined prompt+response texts. With `normalize`, apply the stored reference statistics."""
+    model.eval()
+    device = next(model.parameters()).device
+    rows = tokenize_texts(tokenizer, texts, max_length)
+    # Sort by length so each batch pads little; results are put back in input order.
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = torch.zeros(len(rows), model.meta.ensemble_size, len(model.objectives))  # (B, N, H)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, device)
+        out[idx] = model(input_ids, mask).float().cpu()
+    mean, std = out.mean(1), out.std(1, unbiased=False)
+    if normalize:
+        mean, std = apply_normalization(model.meta, mean, std)
+    return Scores(mean, std, list(model.objectives))
+
+
+def apply_normalization(meta: RewardMeta, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if meta.norm_mean is None or meta.norm_std is None:
+        raise UserError("normalised rewards were asked for but this reward model has no normalisation statistics; run `rlhf reward normalize` first")
+    ref_mean = torch.tensor(meta.norm_mean)
+    ref_std = torch.tensor(meta.norm_std).clamp_min(1e-6)
+    return (mean - ref_mean) / ref_std, std / ref_std
+
+
+def normalization_stats(scores: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Mean and std per objective of reference scores (B, H)."""
+    return scores.mean(0).tolist(), scores.std(0, unbiased=False).tolist()

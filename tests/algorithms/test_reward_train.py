@@ -1,0 +1,149 @@
+"""Reward-model training end to end on tiny models: learning, rankings, heads, resume, guards, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from rlhf.algorithms.reward import RewardConfig, train
+from rlhf.config import RunConfig
+from rlhf.io import read_jsonl, write_jsonl
+
+FILLER = "the a cat sat on mat and then went home to sleep while it rained outside".split()
+
+
+def hidden_rule_rows(n: int, seed: int) -> list[dict]:
+    """TRL-format pairs from a hidden rule: the chosen answer says 'blue', the rejected one 'red'."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        def answer(colour):
+            words = rng.sample(FILLER, rng.randint(3, 8))
+            words.insert(rng.randint(0, len(words)), colour)
+            return " ".join(words)
+
+        rows.append({"prompt": f"User: question number {i}?\nAssistant:", "chosen": answer("blue"), "rejected": answer("red")})
+    return rows
+
+
+def quick_cfg(data, **overrides) -> RewardConfig:
+    base = dict(data=str(data), epochs=4, batch_size=16, lr=3e-3, eval_every=0, gold_eval=False, max_length=64)
+    base.update(overrides)
+    return RewardConfig(**base)
+
+
+RUN = RunConfig(seed=0, device="cpu", tensorboard=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def rule_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rule") / "pairs.jsonl"
+    write_jsonl(path, hidden_rule_rows(400, seed=1))
+    return path
+
+
+def test_learns_a_hidden_rule_from_trl_jsonl(rule_file, tiny_lm_dir, tmp_path):
+    result = train(quick_cfg(rule_file, model=str(tiny_lm_dir)), RUN, tmp_path / "rm")
+    assert result.metrics["eval/accuracy"] >= 0.95
+    saved = json.loads((tmp_path / "rm" / "eval_metrics.json").read_text())
+    assert saved["eval/accuracy"] == pytest.approx(result.metrics["eval/accuracy"])
+    assert (tmp_path / "rm" / "rlhf_config.yaml").is_file()
+    lines = read_jsonl(tmp_path / "rm" / "logs" / "metrics.jsonl")
+    assert any("loss/bt" in line or any(k.startswith("loss/") for k in line) for line in lines)
+    assert any("histogram/eval/margin" in line for line in lines)
+
+
+def test_rankings_with_plackett_luce(tiny_lm_dir, tmp_path):
+    rng = random.Random(0)
+    rows = []
+    for i in range(150):
+        # K = 3 answers with 0, 1 or 2 'blue' words; more blue is better (ranking = indices, best first).
+        counts = rng.sample([0, 1, 2], 3)
+        responses = [" ".join(rng.sample(FILLER, 4) + ["blue"] * c) for c in counts]
+        ranking = sorted(range(3), key=lambda k: -counts[k])
+        rows.append({"prompt": f"User: rank {i}\nAssistant:", "responses": responses, "ranking": ranking})
+    write_jsonl(tmp_path / "rank.jsonl", rows)
+    result = train(quick_cfg(tmp_path / "rank.jsonl", model=str(tiny_lm_dir), epochs=6), RUN, tmp_path / "rm")
+    assert result.metrics["eval/accuracy"] >= 0.85
+
+
+def test_two_heads_from_objective_field(tiny_lm_dir, tmp_path):
+    rows = hidden_rule_rows(200, seed=2)
+    for i, row in enumerate(rows):
+        row["objective"] = "helpful" if i % 2 else "harmless"
+    write_jsonl(tmp_path / "two.jsonl", rows)
+    result = train(quick_cfg(tmp_path / "two.jsonl", model=str(tiny_lm_dir), epochs=2), RUN, tmp_path / "rm")
+    assert {"eval/accuracy/harmless", "eval/accuracy/helpful"} <= set(result.metrics)
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(tmp_path / "rm").id2label == {0: "harmless", 1: "helpful"}
+
+
+def test_resume_matches_an_uninterrupted_run(rule_file, tiny_lm_dir, tmp_path):
+    cfg = quick_cfg(rule_file, model=str(tiny_lm_dir), max_steps=6, eval_every=3, keep_best=False, ensemble_size=2)
+    full = train(cfg, RUN, tmp_path / "full")
+    stopped = train(RewardConfig(**{**cfg.__dict__, "stop_after_steps": 3}), RUN, tmp_path / "resumed")
+    assert stopped.metrics == {"stopped_at_step": 3}
+    assert not (tmp_path / "resumed" / "config.json").exists()  # no final model yet, only the checkpoint
+    resumed = train(cfg, RUN, tmp_path / "resumed", resume=True)
+    assert resumed.steps == full.steps == 6
+    assert resumed.metrics["eval/loss"] == pytest.approx(full.metrics["eval/loss"], abs=1e-5)
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "full" / "reward_heads.safetensors")["heads"]
+    b = load_file(tmp_path / "resumed" / "reward_heads.safetensors")["heads"]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_nan_loss_stops_and_keeps_previous_model(rule_file, tiny_lm_dir, tmp_path, monkeypatch):
+    from rlhf.errors import NonFiniteError
+
+    out = tmp_path / "rm"
+    train(quick_cfg(rule_file, model=str(tiny_lm_dir), max_steps=2), RUN, out)
+    before = (out / "reward_heads.safetensors").read_bytes()
+    import rlhf.losses as losses
+
+    real = losses.bradley_terry_loss
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(losses, "bradley_terry_loss", poisoned)
+    with pytest.raises(NonFiniteError, match="reward-model loss is nan at step 0"):
+        train(quick_cfg(rule_file, model=str(tiny_lm_dir), max_steps=2), RUN, out)
+    assert (out / "reward_heads.safetensors").read_bytes() == before
+
+
+def test_cli_train_eval_score_normalize(rule_file, tiny_lm_dir, tmp_path, capsys):
+    from rlhf.cli import main
+
+    out = tmp_path / "rm"
+    code = main(["reward", "train", "--data", str(rule_file), "--model", str(tiny_lm_dir), "--out", str(out),
+                 "--set", "reward.epochs=1", "--set", "run.progress=false", "--set", "run.device=cpu"])
+    assert code == 0, capsys.readouterr().err
+    responses = [{"prompt": "User: hi\nAssistant:", "response": r} for r in ("blue sky", "red sky", "the cat")]
+    write_jsonl(tmp_path / "samples.jsonl", responses)
+    assert main(["reward", "score", "--model", str(out), "--data", str(tmp_path / "samples.jsonl"), "--out", str(tmp_path / "scored.jsonl")]) == 0
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert [r["response"] for r in scored] == ["blue sky", "red sky", "the cat"]
+    assert all(r["score"] == r["score_reward"] for r in scored)
+    assert main(["reward", "normalize", "--model", str(out), "--samples", str(tmp_path / "samples.jsonl")]) == 0
+    assert main(["reward", "score", "--model", str(out), "--data", str(tmp_path / "samples.jsonl"), "--out", str(tmp_path / "n.jsonl"), "--normalize"]) == 0
+    normed = [r["score"] for r in read_jsonl(tmp_path / "n.jsonl")]
+    assert sum(normed) == pytest.approx(0.0, abs=1e-4)  # the samples are their own reference set
+    assert main(["reward", "eval", "--model", str(out), "--data", str(rule_file), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["eval/accuracy"] > 0.5
+
+
+def test_cli_bad_data_is_one_line(tiny_lm_dir, tmp_path, capsys):
+    from rlhf.cli import main
+
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "chosen": "a"}\n')
+    code = main(["reward", "train", "--data", str(tmp_path / "bad.jsonl"), "--model", str(tiny_lm_dir), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.jsonl line 1" in err and "rejected" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
