@@ -270,6 +270,9 @@ def world_export(
             help="responses/pairs: sample from this LM ('world' = the built world model) instead of the corpus.",
         ),
     ] = None,
+    objective: Annotated[
+        str, typer.Option(help="pairs: 'helpful' (which answer is better) or 'harmless' (which is less harmful; risky prompts).")
+    ] = "helpful",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -277,7 +280,7 @@ def world_export(
     from rlhf.world.export import export
 
     cfg = _config(config, sets)
-    count = export(cfg, what, out, n, seed if seed is not None else cfg.run.seed, judge=judge, model=model)
+    count = export(cfg, what, out, n, seed if seed is not None else cfg.run.seed, judge=judge, model=model, objective=objective)
     typer.echo(f"wrote {count} {what} rows to {out}")
 
 
@@ -306,6 +309,11 @@ def reward_train(
     if out is None:
         raise UserError("give --out DIR for the trained reward model")
     result = train(cfg.reward, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
+    if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
+        return
+    if "stopped_at_step" in result.metrics:
+        typer.echo(f"stopped at step {result.metrics['stopped_at_step']}; continue with --resume (checkpoint in {result.out}/checkpoint)")
+        return
     _print_metrics(result.metrics)
     typer.echo(f"reward model saved to {result.out}")
 

@@ -147,3 +147,39 @@ def test_cli_bad_data_is_one_line(tiny_lm_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "bad.jsonl line 1" in err and "rejected" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_matches_one_process(rule_file, tiny_lm_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    common = ["reward", "train", "--data", str(rule_file), "--model", str(tiny_lm_dir), "--set", "reward.epochs=4",
+              "--set", "reward.lr=3e-3", "--set", "reward.batch_size=16", "--set", "run.progress=false",
+              "--set", "run.device=cpu", "--set", "reward.gold_eval=false", "--set", "run.tensorboard=false"]
+    one = subprocess.run([sys.executable, "-m", "rlhf", *common, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # --multi_gpu selects accelerate's torch.distributed launcher; on a CPU-only machine the processes
+    # join a gloo group (MULTI_CPU).
+    two = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "rlhf", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    m1 = json.loads((tmp_path / "one" / "eval_metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "eval_metrics.json").read_text())
+    # each process sees half the batches per epoch (an odd last batch is dropped so the processes stay in step)
+    assert m2["steps"] * 2 == pytest.approx(m1["steps"], rel=0.1)
+    assert m1["eval/accuracy"] >= 0.9 and m2["eval/accuracy"] >= 0.9
+    assert abs(m1["eval/accuracy"] - m2["eval/accuracy"]) <= 0.1

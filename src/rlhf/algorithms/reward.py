@@ -260,7 +260,11 @@ def evaluate(model, tokenizer, pairs: list, objectives: list[str], max_length: i
     stats = {
         "eval/loss": float(loss),
         "eval/accuracy": float(correct.mean()) if strict.any() else float("nan"),
-        "eval/ece": expected_calibration_error(probs, torch.ones_like(probs)) if strict.any() else float("nan"),
+        # Each pair counted in both orders, (p, chosen won) and (1 - p, rejected lost): with only the
+        # labelled order every outcome would be 1 and calibration would reward overconfidence.
+        "eval/ece": expected_calibration_error(torch.cat([probs, 1 - probs]), torch.cat([torch.ones_like(probs), torch.zeros_like(probs)]))
+        if strict.any()
+        else float("nan"),
         "eval/margin_mean": float(margins.mean()) if strict.any() else float("nan"),
         "eval/pairs": float(n),
     }
@@ -350,7 +354,7 @@ def train(
     out = Path(out).expanduser()
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        cpu=run.device == "cpu",
+        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
         mixed_precision="bf16" if cfg.mixed_precision == "bf16" else "no",
     )
     torch.manual_seed(run.seed)
