@@ -18,7 +18,11 @@ from rlhf.reward_model import (
     score_texts,
 )
 
-TEXTS = ["User: what is tea?\nAssistant: Tea is a drink.", "User: hi\nAssistant: Hello there, friend!", "short"]
+TEXTS = [
+    "User: what is tea?\nAssistant: Tea is a drink.",
+    "User: hi\nAssistant: Hello there, friend!",
+    "short",
+]
 
 
 @pytest.fixture(scope="module")

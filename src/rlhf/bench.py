@@ -11,6 +11,7 @@ import os
 import platform
 import resource
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu
+            )
     except OSError:
         pass
     return {
@@ -53,15 +56,23 @@ def bench_pairs(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> li
         texts = []
         for first in (a, b):
             text = first
-            while len(tokenizer(f"{prompt} {text}")["input_ids"]) < target_tokens:
+            while True:
                 kind = rng.choice(corpus.RESPONSE_KINDS[request.kind])
-                text = f"{text} {corpus.write_response(request, str(kind), rng)}"
+                longer = f"{text} {corpus.write_response(request, str(kind), rng)}"
+                # Stop at whichever length is nearer the target, so the mean lands close to it.
+                if len(tokenizer(f"{prompt} {longer}")["input_ids"]) - target_tokens > target_tokens - len(
+                    tokenizer(f"{prompt} {text}")["input_ids"]
+                ):
+                    break
+                text = longer
             texts.append(text)
         pairs.append(PreferencePair(prompt=prompt, chosen=texts[0], rejected=texts[1]))
     return pairs
 
 
-def bench_reward(cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False) -> dict[str, Any]:
+def bench_reward(
+    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False
+) -> dict[str, Any]:
     """Time the reward trainer's step (one forward of chosen+rejected, backward, AdamW) on world pairs."""
     from rlhf.algorithms.reward import RewardConfig, make_pair_batches, pair_loss
     from rlhf.reward_model import init_reward_model, tokenize_texts
@@ -74,8 +85,9 @@ def bench_reward(cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, ba
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         model, tokenizer = init_reward_model(backbone, ["reward"], 1, seed=0)
         pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
-        tokenize = lambda texts: tokenize_texts(tokenizer, texts, reward_cfg.max_length)  # noqa: E731
-        batches = make_pair_batches(pairs, tokenize, ["reward"], batch_size, reward_cfg)
+        batches = make_pair_batches(
+            pairs, partial(tokenize_texts, tokenizer, max_length=reward_cfg.max_length), ["reward"], batch_size, reward_cfg
+        )
         lengths = [len(row) for b in batches for row in b.chosen + b.rejected]
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         boot = torch.ones(1, batch_size)
@@ -84,7 +96,9 @@ def bench_reward(cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, ba
         for i, batch in enumerate(batches):
             started = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss, _ = pair_loss(model, batch, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot)
+                loss, _ = pair_loss(
+                    model, batch, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -46,7 +46,10 @@ SetOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config's seed).")]
 OnErrorOpt = Annotated[
-    str | None, typer.Option("--on-error", help="Bad data rows: 'stop' at the first (default) or 'skip' with a report file.")
+    str | None,
+    typer.Option(
+        "--on-error", help="Bad data rows: 'stop' at the first (default) or 'skip' with a report file."
+    ),
 ]
 
 
@@ -271,7 +274,10 @@ def world_export(
         ),
     ] = None,
     objective: Annotated[
-        str, typer.Option(help="pairs: 'helpful' (which answer is better) or 'harmless' (which is less harmful; risky prompts).")
+        str,
+        typer.Option(
+            help="pairs: 'helpful' (which answer is better) or 'harmless' (which is less harmful; risky prompts)."
+        ),
     ] = "helpful",
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -280,7 +286,16 @@ def world_export(
     from rlhf.world.export import export
 
     cfg = _config(config, sets)
-    count = export(cfg, what, out, n, seed if seed is not None else cfg.run.seed, judge=judge, model=model, objective=objective)
+    count = export(
+        cfg,
+        what,
+        out,
+        n,
+        seed if seed is not None else cfg.run.seed,
+        judge=judge,
+        model=model,
+        objective=objective,
+    )
     typer.echo(f"wrote {count} {what} rows to {out}")
 
 
@@ -289,10 +304,19 @@ def world_export(
 
 @reward_app.command("train")
 def reward_train(
-    data: Annotated[str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained reward model.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Backbone causal LM ('world' = the built world model).")] = None,
-    eval_data: Annotated[str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Directory for the trained reward model.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Backbone causal LM ('world' = the built world model)."),
+    ] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -312,7 +336,9 @@ def reward_train(
     if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
         return
     if "stopped_at_step" in result.metrics:
-        typer.echo(f"stopped at step {result.metrics['stopped_at_step']}; continue with --resume (checkpoint in {result.out}/checkpoint)")
+        typer.echo(
+            f"stopped at step {result.metrics['stopped_at_step']}; continue with --resume (checkpoint in {result.out}/checkpoint)"
+        )
         return
     _print_metrics(result.metrics)
     typer.echo(f"reward model saved to {result.out}")
@@ -323,7 +349,9 @@ def reward_eval(
     model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Preference file to evaluate on.")],
     on_error: OnErrorOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Pairwise accuracy, loss and calibration (ECE) of a reward model on preference data."""
@@ -340,9 +368,15 @@ def reward_eval(
 @reward_app.command("score")
 def reward_score(
     model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="Rows with prompt and response (or chosen/rejected).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL: each input row plus score, score_<head> (and _std).")],
-    normalize: Annotated[bool, typer.Option("--normalize", help="Apply the stored normalisation statistics.")] = False,
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Rows with prompt and response (or chosen/rejected).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="JSONL: each input row plus score, score_<head> (and _std).")
+    ],
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="Apply the stored normalisation statistics.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Score (prompt, response) rows with a reward model: `score` is the first head, `score_<head>` every head."""
@@ -354,8 +388,12 @@ def reward_score(
 
 @reward_app.command("normalize")
 def reward_normalize(
-    model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory (updated in place).")],
-    samples: Annotated[str, typer.Option("--samples", help="Reference policy samples: rows with prompt and response.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Trained reward model directory (updated in place).")
+    ],
+    samples: Annotated[
+        str, typer.Option("--samples", help="Reference policy samples: rows with prompt and response.")
+    ],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Store the mean and std of the scores over reference policy samples, for normalised rewards in RL."""
@@ -389,7 +427,9 @@ def _print_metrics(metrics: dict) -> None:
 
 @bench_app.command("reward")
 def bench_reward(
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path("bench/reward.json"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/reward.json"
+    ),
     steps: Annotated[int, typer.Option(min=1, help="Timed optimiser steps (after warm-up).")] = 30,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 32,
@@ -403,7 +443,9 @@ def bench_reward(
     cfg = _config(config, sets)
     figures = run_bench(cfg, out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16)
     for row in figures["runs"]:
-        typer.echo(f"{row['precision']}: {row['pairs_per_second']:.1f} pairs/s, {row['seconds_per_step']*1000:.1f} ms/step, peak RSS {row['peak_rss_mib']:.0f} MiB")
+        typer.echo(
+            f"{row['precision']}: {row['pairs_per_second']:.1f} pairs/s, {row['seconds_per_step'] * 1000:.1f} ms/step, peak RSS {row['peak_rss_mib']:.0f} MiB"
+        )
     typer.echo(f"wrote {out}")
 
 

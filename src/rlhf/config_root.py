@@ -21,7 +21,9 @@ class RootConfig:
     world: WorldConfig = field(
         default_factory=WorldConfig, metadata={"help": "The bundled toy world: corpus, tokenizer, tiny LM."}
     )
-    panel: PanelConfig = field(default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."})
+    panel: PanelConfig = field(
+        default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."}
+    )
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "Reward-model training."})
 
 

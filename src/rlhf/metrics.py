@@ -63,7 +63,10 @@ class MetricsLogger:
         if values.size == 0:
             return
         counts, edges = np.histogram(values, bins=bins)
-        row = {"step": int(step), f"histogram/{name}": {"edges": edges.round(6).tolist(), "counts": counts.tolist()}}
+        row = {
+            "step": int(step),
+            f"histogram/{name}": {"edges": edges.round(6).tolist(), "counts": counts.tolist()},
+        }
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._writer is not None:

@@ -205,7 +205,15 @@ def save_pretrained_atomic(
 
 def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks of a decoder backbone (Llama, Mistral, Qwen, GPT-2, GPT-NeoX, OPT...)."""
-    for path in ("layers", "model.layers", "h", "transformer.h", "gpt_neox.layers", "decoder.layers", "model.decoder.layers"):
+    for path in (
+        "layers",
+        "model.layers",
+        "h",
+        "transformer.h",
+        "gpt_neox.layers",
+        "decoder.layers",
+        "model.decoder.layers",
+    ):
         module: Any = model
         for part in path.split("."):
             module = getattr(module, part, None)
@@ -232,7 +240,13 @@ def freeze_lower_layers(backbone: torch.nn.Module, n_trainable: int) -> int:
     return n_frozen
 
 
-def add_lora(backbone: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str] | str = "all-linear") -> torch.nn.Module:
+def add_lora(
+    backbone: torch.nn.Module,
+    r: int,
+    alpha: float,
+    dropout: float,
+    target_modules: list[str] | str = "all-linear",
+) -> torch.nn.Module:
     """Inject LoRA adapters (peft) into `backbone` in place and freeze everything else in it."""
     from peft import LoraConfig, inject_adapter_in_model
 

@@ -76,7 +76,13 @@ class RewardModel(nn.Module):
             self.seq_model.score.weight.copy_(self.heads.mean(0).to(self.seq_model.score.weight.dtype))
 
 
-def init_reward_model(backbone_path: str | Path, objectives: list[str], ensemble_size: int, seed: int, dtype: torch.dtype = torch.float32) -> tuple[RewardModel, Any]:
+def init_reward_model(
+    backbone_path: str | Path,
+    objectives: list[str],
+    ensemble_size: int,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[RewardModel, Any]:
     """A new reward model whose backbone is the causal LM at `backbone_path` (its LM head is dropped)."""
     from transformers import AutoModelForSequenceClassification
 
@@ -101,7 +107,9 @@ def init_reward_model(backbone_path: str | Path, objectives: list[str], ensemble
             local_files_only=True,
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot build a sequence-classification model from {path}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(
+            f"cannot build a sequence-classification model from {path}: {str(exc).splitlines()[0]}"
+        ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     seq_model.config.pad_token_id = tokenizer.pad_token_id
@@ -114,7 +122,13 @@ def init_reward_model(backbone_path: str | Path, objectives: list[str], ensemble
     return RewardModel(seq_model, heads.to(dtype), meta), tokenizer
 
 
-def save_reward_model(out_dir: str | Path, model: RewardModel, tokenizer: Any, extra_files: dict | None = None, carry: tuple[str, ...] = ()) -> Path:
+def save_reward_model(
+    out_dir: str | Path,
+    model: RewardModel,
+    tokenizer: Any,
+    extra_files: dict | None = None,
+    carry: tuple[str, ...] = (),
+) -> Path:
     """Write the reward model atomically (see the module docstring for the layout)."""
     from safetensors.torch import save_file
 
@@ -158,7 +172,9 @@ class RewardModelEnsemble(nn.Module):
         return torch.cat([member(input_ids, attention_mask) for member in self.members], dim=1)
 
 
-def load_reward_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> tuple[Any, Any]:
+def load_reward_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
+) -> tuple[Any, Any]:
     """Load a reward model saved by `save_reward_model` (our extras restored); a full ensemble comes back
     as a `RewardModelEnsemble` with the same interface."""
     from safetensors.torch import load_file
@@ -168,16 +184,27 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", dtyp
 
     path = resolve_model_path(path)
     if not is_reward_model_dir(path):
-        raise UserError(f"{path} is not an rlhf reward model directory (no {REWARD_CONFIG}); train one with `rlhf reward train`")
+        raise UserError(
+            f"{path} is not an rlhf reward model directory (no {REWARD_CONFIG}); train one with `rlhf reward train`"
+        )
     meta = RewardMeta(**json.loads((path / REWARD_CONFIG).read_text()))
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    seq_model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    seq_model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), dtype=torch_dtype, local_files_only=True
+    )
     heads = load_file(str(path / HEADS_FILE))["heads"].to(torch_dtype)
     tokenizer = load_tokenizer(path, padding_side="right")
     if meta.ensemble_kind == "models":
-        first = RewardModel(seq_model, heads, RewardMeta(**{**asdict(meta), "ensemble_kind": "heads", "ensemble_size": heads.shape[0]}))
-        others = [load_reward_model(path / MEMBERS_DIR / f"member_{k}", device, dtype)[0] for k in range(1, meta.ensemble_size)]
+        first = RewardModel(
+            seq_model,
+            heads,
+            RewardMeta(**{**asdict(meta), "ensemble_kind": "heads", "ensemble_size": heads.shape[0]}),
+        )
+        others = [
+            load_reward_model(path / MEMBERS_DIR / f"member_{k}", device, dtype)[0]
+            for k in range(1, meta.ensemble_size)
+        ]
         return RewardModelEnsemble([first.to(device), *others], meta).eval(), tokenizer
     model = RewardModel(seq_model, heads, meta).to(device).eval()
     return model, tokenizer
@@ -194,7 +221,9 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[li
     return [row[-max_length:] for row in rows]
 
 
-def pad_right(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(
+    rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
@@ -214,7 +243,14 @@ class Scores:
 
 
 @torch.no_grad()
-def score_texts(model: RewardModel, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 512, normalize: bool = False) -> Scores:
+def score_texts(
+    model: RewardModel,
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 512,
+    normalize: bool = False,
+) -> Scores:
     """Score joined prompt+response texts. With `normalize`, apply the stored reference statistics."""
     model.eval()
     device = next(model.parameters()).device
@@ -232,9 +268,13 @@ def score_texts(model: RewardModel, tokenizer: Any, texts: list[str], batch_size
     return Scores(mean, std, list(model.objectives))
 
 
-def apply_normalization(meta: RewardMeta, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_normalization(
+    meta: RewardMeta, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     if meta.norm_mean is None or meta.norm_std is None:
-        raise UserError("normalised rewards were asked for but this reward model has no normalisation statistics; run `rlhf reward normalize` first")
+        raise UserError(
+            "normalised rewards were asked for but this reward model has no normalisation statistics; run `rlhf reward normalize` first"
+        )
     ref_mean = torch.tensor(meta.norm_mean)
     ref_std = torch.tensor(meta.norm_std).clamp_min(1e-6)
     return (mean - ref_mean) / ref_std, std / ref_std

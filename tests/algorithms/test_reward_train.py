@@ -20,17 +20,26 @@ def hidden_rule_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
+
         def answer(colour):
             words = rng.sample(FILLER, rng.randint(3, 8))
             words.insert(rng.randint(0, len(words)), colour)
             return " ".join(words)
 
-        rows.append({"prompt": f"User: question number {i}?\nAssistant:", "chosen": answer("blue"), "rejected": answer("red")})
+        rows.append(
+            {
+                "prompt": f"User: question number {i}?\nAssistant:",
+                "chosen": answer("blue"),
+                "rejected": answer("red"),
+            }
+        )
     return rows
 
 
 def quick_cfg(data, **overrides) -> RewardConfig:
-    base = dict(data=str(data), epochs=4, batch_size=16, lr=3e-3, eval_every=0, gold_eval=False, max_length=64)
+    base = dict(
+        data=str(data), epochs=4, batch_size=16, lr=3e-3, eval_every=0, gold_eval=False, max_length=64
+    )
     base.update(overrides)
     return RewardConfig(**base)
 
@@ -83,7 +92,9 @@ def test_two_heads_from_objective_field(tiny_lm_dir, tmp_path):
 
 
 def test_resume_matches_an_uninterrupted_run(rule_file, tiny_lm_dir, tmp_path):
-    cfg = quick_cfg(rule_file, model=str(tiny_lm_dir), max_steps=6, eval_every=3, keep_best=False, ensemble_size=2)
+    cfg = quick_cfg(
+        rule_file, model=str(tiny_lm_dir), max_steps=6, eval_every=3, keep_best=False, ensemble_size=2
+    )
     full = train(cfg, RUN, tmp_path / "full")
     stopped = train(RewardConfig(**{**cfg.__dict__, "stop_after_steps": 3}), RUN, tmp_path / "resumed")
     assert stopped.metrics == {"stopped_at_step": 3}
@@ -122,20 +133,83 @@ def test_cli_train_eval_score_normalize(rule_file, tiny_lm_dir, tmp_path, capsys
     from rlhf.cli import main
 
     out = tmp_path / "rm"
-    code = main(["reward", "train", "--data", str(rule_file), "--model", str(tiny_lm_dir), "--out", str(out),
-                 "--set", "reward.epochs=1", "--set", "run.progress=false", "--set", "run.device=cpu"])
+    code = main(
+        [
+            "reward",
+            "train",
+            "--data",
+            str(rule_file),
+            "--model",
+            str(tiny_lm_dir),
+            "--out",
+            str(out),
+            "--set",
+            "reward.epochs=1",
+            "--set",
+            "run.progress=false",
+            "--set",
+            "run.device=cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
-    responses = [{"prompt": "User: hi\nAssistant:", "response": r} for r in ("blue sky", "red sky", "the cat")]
+    responses = [
+        {"prompt": "User: hi\nAssistant:", "response": r} for r in ("blue sky", "red sky", "the cat")
+    ]
     write_jsonl(tmp_path / "samples.jsonl", responses)
-    assert main(["reward", "score", "--model", str(out), "--data", str(tmp_path / "samples.jsonl"), "--out", str(tmp_path / "scored.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "reward",
+                "score",
+                "--model",
+                str(out),
+                "--data",
+                str(tmp_path / "samples.jsonl"),
+                "--out",
+                str(tmp_path / "scored.jsonl"),
+            ]
+        )
+        == 0
+    )
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert [r["response"] for r in scored] == ["blue sky", "red sky", "the cat"]
     assert all(r["score"] == r["score_reward"] for r in scored)
-    assert main(["reward", "normalize", "--model", str(out), "--samples", str(tmp_path / "samples.jsonl")]) == 0
-    assert main(["reward", "score", "--model", str(out), "--data", str(tmp_path / "samples.jsonl"), "--out", str(tmp_path / "n.jsonl"), "--normalize"]) == 0
+    assert (
+        main(["reward", "normalize", "--model", str(out), "--samples", str(tmp_path / "samples.jsonl")]) == 0
+    )
+    assert (
+        main(
+            [
+                "reward",
+                "score",
+                "--model",
+                str(out),
+                "--data",
+                str(tmp_path / "samples.jsonl"),
+                "--out",
+                str(tmp_path / "n.jsonl"),
+                "--normalize",
+            ]
+        )
+        == 0
+    )
     normed = [r["score"] for r in read_jsonl(tmp_path / "n.jsonl")]
     assert sum(normed) == pytest.approx(0.0, abs=1e-4)  # the samples are their own reference set
-    assert main(["reward", "eval", "--model", str(out), "--data", str(rule_file), "--json", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(
+            [
+                "reward",
+                "eval",
+                "--model",
+                str(out),
+                "--data",
+                str(rule_file),
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m.json").read_text())["eval/accuracy"] > 0.5
 
 
@@ -143,7 +217,18 @@ def test_cli_bad_data_is_one_line(tiny_lm_dir, tmp_path, capsys):
     from rlhf.cli import main
 
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "chosen": "a"}\n')
-    code = main(["reward", "train", "--data", str(tmp_path / "bad.jsonl"), "--model", str(tiny_lm_dir), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "reward",
+            "train",
+            "--data",
+            str(tmp_path / "bad.jsonl"),
+            "--model",
+            str(tiny_lm_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "bad.jsonl line 1" in err and "rejected" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -164,17 +249,61 @@ def test_two_process_accelerate_matches_one_process(rule_file, tiny_lm_dir, tmp_
     from pathlib import Path
 
     accelerate = Path(sys.executable).parent / "accelerate"
-    common = ["reward", "train", "--data", str(rule_file), "--model", str(tiny_lm_dir), "--set", "reward.epochs=4",
-              "--set", "reward.lr=3e-3", "--set", "reward.batch_size=16", "--set", "run.progress=false",
-              "--set", "run.device=cpu", "--set", "reward.gold_eval=false", "--set", "run.tensorboard=false"]
-    one = subprocess.run([sys.executable, "-m", "rlhf", *common, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
+    common = [
+        "reward",
+        "train",
+        "--data",
+        str(rule_file),
+        "--model",
+        str(tiny_lm_dir),
+        "--set",
+        "reward.epochs=4",
+        "--set",
+        "reward.lr=3e-3",
+        "--set",
+        "reward.batch_size=16",
+        "--set",
+        "run.progress=false",
+        "--set",
+        "run.device=cpu",
+        "--set",
+        "reward.gold_eval=false",
+        "--set",
+        "run.tensorboard=false",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "rlhf", *common, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     # --multi_gpu selects accelerate's torch.distributed launcher; on a CPU-only machine the processes
     # join a gloo group (MULTI_CPU).
     two = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "rlhf", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "rlhf",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert two.returncode == 0, two.stderr[-2000:]
     m1 = json.loads((tmp_path / "one" / "eval_metrics.json").read_text())

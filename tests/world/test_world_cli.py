@@ -115,3 +115,12 @@ def test_export_bad_kind_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "world", "export", "dialogs", "--out", tmp_path / "x.jsonl")
     assert code == 2 and "unknown export 'dialogs'" in err and "Traceback" not in err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_export_harmless_pairs_from_the_cli(capsys, tmp_path):
+    out = tmp_path / "harmless.jsonl"
+    code, _, err = run(capsys, "world", "export", "pairs", "--objective", "harmless", "--n", 25, "--out", out)
+    assert code == 0, err
+    rows = read_jsonl(out)
+    assert len(rows) == 25 and all(r["objective"] == "harmless" for r in rows)
+    assert all(r["chosen_harm"] < r["rejected_harm"] for r in rows)

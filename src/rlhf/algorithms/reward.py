@@ -31,40 +31,75 @@ LOG_DIR = "logs"
 class RewardConfig:
     """Reward-model training."""
 
-    model: str = help_field("world", "Backbone: a causal LM directory or cached id; 'world' = the built world model.")
-    data: str = help_field("", "Preference file (JSONL, Parquet or a datasets folder): pairs, rankings or ratings.")
-    eval_data: str | None = help_field(None, "Separate evaluation file; default: hold out `eval_fraction` of the prompts.")
-    eval_fraction: float = help_field(0.1, "Share of prompts held out for evaluation when there is no eval_data.")
-    objectives: list[str] = help_field([], "Head names; empty = the `objective` values found in the data (or ['reward']).")
-    ensemble_size: int = help_field(1, "Ensemble members N (for uncertainty): scores come back as mean and std.")
-    ensemble_kind: str = help_field("heads", "'heads': N heads on one shared backbone (cheap); 'models': N separate models.")
-    bootstrap: bool = help_field(True, "With N > 1, each member sees a Poisson(1) bootstrap resample of the pairs.")
-    ranking_loss: str = help_field("plackett_luce", "Loss for K-way rankings: 'plackett_luce' or 'pairs' (InstructGPT: all K(K-1)/2 pairs).")
-    label_smoothing: float = help_field(0.0, "Probability that a label is flipped noise (conservative Bradley-Terry).")
+    model: str = help_field(
+        "world", "Backbone: a causal LM directory or cached id; 'world' = the built world model."
+    )
+    data: str = help_field(
+        "", "Preference file (JSONL, Parquet or a datasets folder): pairs, rankings or ratings."
+    )
+    eval_data: str | None = help_field(
+        None, "Separate evaluation file; default: hold out `eval_fraction` of the prompts."
+    )
+    eval_fraction: float = help_field(
+        0.1, "Share of prompts held out for evaluation when there is no eval_data."
+    )
+    objectives: list[str] = help_field(
+        [], "Head names; empty = the `objective` values found in the data (or ['reward'])."
+    )
+    ensemble_size: int = help_field(
+        1, "Ensemble members N (for uncertainty): scores come back as mean and std."
+    )
+    ensemble_kind: str = help_field(
+        "heads", "'heads': N heads on one shared backbone (cheap); 'models': N separate models."
+    )
+    bootstrap: bool = help_field(
+        True, "With N > 1, each member sees a Poisson(1) bootstrap resample of the pairs."
+    )
+    ranking_loss: str = help_field(
+        "plackett_luce",
+        "Loss for K-way rankings: 'plackett_luce' or 'pairs' (InstructGPT: all K(K-1)/2 pairs).",
+    )
+    label_smoothing: float = help_field(
+        0.0, "Probability that a label is flipped noise (conservative Bradley-Terry)."
+    )
     use_margin: bool = help_field(True, "Use the data's `margin` field in the Bradley-Terry loss.")
-    use_weights: bool = help_field(True, "Use the data's per-pair `weight` field (e.g. labeller reliability).")
+    use_weights: bool = help_field(
+        True, "Use the data's per-pair `weight` field (e.g. labeller reliability)."
+    )
     epochs: float = help_field(3.0, "Passes over the training data.")
     max_steps: int = help_field(0, "Stop after this many optimiser steps (0 = given by epochs).")
     batch_size: int = help_field(32, "Pairs per batch per process (rankings: about 2x this many responses).")
     grad_accum: int = help_field(1, "Batches accumulated per optimiser step.")
-    lr: float = help_field(1e-3, "Peak learning rate (the world model; ~1e-5 suits billion-parameter backbones).")
+    lr: float = help_field(
+        1e-3, "Peak learning rate (the world model; ~1e-5 suits billion-parameter backbones)."
+    )
     head_lr_mult: float = help_field(1.0, "Learning-rate multiplier for the reward heads.")
     lr_schedule: str = help_field("cosine", "LR decay after warm-up: cosine, linear or constant.")
     warmup_ratio: float = help_field(0.05, "Share of steps for linear warm-up.")
     weight_decay: float = help_field(0.0, "AdamW weight decay.")
     max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 = off).")
     max_length: int = help_field(256, "Maximum tokens per prompt+response (truncated from the left).")
-    eval_every: int = help_field(50, "Evaluate (and checkpoint) every N optimiser steps; 0 = only at the end.")
+    eval_every: int = help_field(
+        50, "Evaluate (and checkpoint) every N optimiser steps; 0 = only at the end."
+    )
     keep_best: bool = help_field(True, "Save the checkpoint with the best eval accuracy as the final model.")
-    keep_checkpoints: bool = help_field(True, "Keep <out>/checkpoint (last and best) after training, for --resume.")
-    on_error: str = help_field("stop", "Bad data rows: 'stop' at the first, or 'skip' them with a report file.")
+    keep_checkpoints: bool = help_field(
+        True, "Keep <out>/checkpoint (last and best) after training, for --resume."
+    )
+    on_error: str = help_field(
+        "stop", "Bad data rows: 'stop' at the first, or 'skip' them with a report file."
+    )
     trainable_layers: int = help_field(-1, "Train only the top N transformer blocks (-1 = all).")
     lora_r: int = help_field(0, "LoRA rank for the backbone (0 = full fine-tuning); merged at save.")
     lora_alpha: float = help_field(16.0, "LoRA alpha.")
     lora_dropout: float = help_field(0.0, "LoRA dropout.")
     mixed_precision: str = help_field("no", "'no' (fp32) or 'bf16' autocast.")
-    gold_eval: bool = help_field(True, "In the bundled world, also report accuracy against the hidden gold ordering.")
-    stop_after_steps: int = help_field(0, "Stop after this many steps as if interrupted, keeping the checkpoint (0 = off); a time box.")
+    gold_eval: bool = help_field(
+        True, "In the bundled world, also report accuracy against the hidden gold ordering."
+    )
+    stop_after_steps: int = help_field(
+        0, "Stop after this many steps as if interrupted, keeping the checkpoint (0 = off); a time box."
+    )
 
     def validate(self) -> None:
         checks = {
@@ -119,11 +154,15 @@ def objective_index(objectives: list[str], name: str | None, source: str) -> int
     if name is None:
         return 0
     if name not in objectives:
-        raise UserError(f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})")
+        raise UserError(
+            f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})"
+        )
     return objectives.index(name)
 
 
-def make_pair_batches(pairs: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig) -> list[PairBatch]:
+def make_pair_batches(
+    pairs: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig
+) -> list[PairBatch]:
     """Tokenize every pair once and cut them into batches (in the given order)."""
     chosen = tokenize([join(p.prompt, p.chosen) for p in pairs])
     rejected = tokenize([join(p.prompt, p.rejected) for p in pairs])
@@ -136,14 +175,18 @@ def make_pair_batches(pairs: list, tokenize, objectives: list[str], batch_size: 
                 rejected=rejected[start : start + batch_size],
                 objective=torch.tensor([objective_index(objectives, p.objective, p.source) for p in part]),
                 margin=torch.tensor([p.margin if cfg.use_margin else 0.0 for p in part], dtype=torch.float32),
-                weight=torch.tensor([p.weight if cfg.use_weights else 1.0 for p in part], dtype=torch.float32),
+                weight=torch.tensor(
+                    [p.weight if cfg.use_weights else 1.0 for p in part], dtype=torch.float32
+                ),
                 tie=torch.tensor([p.tie for p in part], dtype=torch.bool),
             )
         )
     return batches
 
 
-def make_ranking_batches(rankings: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig) -> list[RankingBatch]:
+def make_ranking_batches(
+    rankings: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig
+) -> list[RankingBatch]:
     batches = []
     for start in range(0, len(rankings), batch_size):
         part = rankings[start : start + batch_size]
@@ -164,7 +207,9 @@ def make_ranking_batches(rankings: list, tokenize, objectives: list[str], batch_
                 groups=groups,
                 mask=mask,
                 objective=torch.tensor([objective_index(objectives, r.objective, r.source) for r in part]),
-                weight=torch.tensor([r.weight if cfg.use_weights else 1.0 for r in part], dtype=torch.float32),
+                weight=torch.tensor(
+                    [r.weight if cfg.use_weights else 1.0 for r in part], dtype=torch.float32
+                ),
             )
         )
     return batches
@@ -185,7 +230,9 @@ def select_objective(scores: torch.Tensor, objective: torch.Tensor) -> torch.Ten
     return scores.gather(2, index).squeeze(2)
 
 
-def bootstrap_weights(n_members: int, n_items: int, generator: torch.Generator, enabled: bool) -> torch.Tensor:
+def bootstrap_weights(
+    n_members: int, n_items: int, generator: torch.Generator, enabled: bool
+) -> torch.Tensor:
     """(N, B) Poisson(1) counts: the online bootstrap (Oza & Russell 2001); ones for N = 1 or when off."""
     if n_members == 1 or not enabled:
         return torch.ones(n_members, n_items)
@@ -198,7 +245,9 @@ def pair_loss(model, batch: PairBatch, pad_id: int, device, cfg: RewardConfig, b
     from rlhf.reward_model import pad_right
 
     input_ids, mask = pad_right(batch.chosen + batch.rejected, pad_id, device)  # (2B, T)
-    scores = select_objective(model(input_ids, mask), torch.cat([batch.objective, batch.objective]).to(device))  # (2B, N)
+    scores = select_objective(
+        model(input_ids, mask), torch.cat([batch.objective, batch.objective]).to(device)
+    )  # (2B, N)
     n = len(batch.chosen)
     chosen, rejected = scores[:n].T, scores[n:].T  # (N, B)
     weights = (boot.to(device) * batch.weight.to(device)).reshape(-1)  # (N*B,)
@@ -231,14 +280,18 @@ def ranking_loss(model, batch: RankingBatch, pad_id: int, device, cfg: RewardCon
     repeat = lambda t: t.to(device).repeat(members, *([1] * (t.dim() - 1)))  # noqa: E731
     weights = (boot.to(device) * batch.weight.to(device)).reshape(-1)
     loss_fn = plackett_luce_loss if cfg.ranking_loss == "plackett_luce" else ranking_pairs_loss
-    return loss_fn(scores, repeat(batch.order), mask=repeat(batch.mask), groups=repeat(batch.groups), weights=weights)
+    return loss_fn(
+        scores, repeat(batch.order), mask=repeat(batch.mask), groups=repeat(batch.groups), weights=weights
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, pairs: list, objectives: list[str], max_length: int, gold_fn=None) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    model, tokenizer, pairs: list, objectives: list[str], max_length: int, gold_fn=None
+) -> tuple[dict[str, float], np.ndarray]:
     """Eval metrics on pairs (ensemble mean): loss, accuracy, ECE, per objective and labeller; and the margins."""
     from rlhf.losses import bradley_terry_loss, expected_calibration_error
     from rlhf.reward_model import score_texts
@@ -262,7 +315,9 @@ def evaluate(model, tokenizer, pairs: list, objectives: list[str], max_length: i
         "eval/accuracy": float(correct.mean()) if strict.any() else float("nan"),
         # Each pair counted in both orders, (p, chosen won) and (1 - p, rejected lost): with only the
         # labelled order every outcome would be 1 and calibration would reward overconfidence.
-        "eval/ece": expected_calibration_error(torch.cat([probs, 1 - probs]), torch.cat([torch.ones_like(probs), torch.zeros_like(probs)]))
+        "eval/ece": expected_calibration_error(
+            torch.cat([probs, 1 - probs]), torch.cat([torch.ones_like(probs), torch.zeros_like(probs)])
+        )
         if strict.any()
         else float("nan"),
         "eval/margin_mean": float(margins.mean()) if strict.any() else float("nan"),
@@ -270,7 +325,9 @@ def evaluate(model, tokenizer, pairs: list, objectives: list[str], max_length: i
     }
     strict_pairs = [p for p, s in zip(pairs, strict.tolist(), strict=True) if s]
     for h, name in enumerate(objectives):
-        picked = [i for i, p in enumerate(strict_pairs) if objective_index(objectives, p.objective, p.source) == h]
+        picked = [
+            i for i, p in enumerate(strict_pairs) if objective_index(objectives, p.objective, p.source) == h
+        ]
         if picked and len(objectives) > 1:
             stats[f"eval/accuracy/{name}"] = float(correct[picked].mean())
     labellers = sorted({p.labeller_id for p in strict_pairs if p.labeller_id is not None})
@@ -287,7 +344,10 @@ def gold_accuracy(pairs: list, margins: list[float], objectives: list[str], gold
     hits: dict[str, list[float]] = {}
     for pair, margin in zip(pairs, margins, strict=True):
         name = objectives[objective_index(objectives, pair.objective, pair.source)]
-        g_chosen, g_rejected = gold_fn(pair.prompt, pair.chosen, name), gold_fn(pair.prompt, pair.rejected, name)
+        g_chosen, g_rejected = (
+            gold_fn(pair.prompt, pair.chosen, name),
+            gold_fn(pair.prompt, pair.rejected, name),
+        )
         if g_chosen is None or g_chosen == g_rejected:
             continue
         hits.setdefault(name, []).append(float((margin > 0) == (g_chosen > g_rejected)))
@@ -330,7 +390,9 @@ def infer_objectives(data: Any, configured: list[str]) -> list[str]:
     return found or ["reward"]
 
 
-def epoch_batches(pair_batches: list, ranking_batches: list, epoch: int, seed: int, rank: int, world: int) -> list:
+def epoch_batches(
+    pair_batches: list, ranking_batches: list, epoch: int, seed: int, rank: int, world: int
+) -> list:
     """This process's batches for one epoch: shuffled with (seed, epoch), dealt round-robin to processes."""
     batches = [*pair_batches, *ranking_batches]
     random.Random(seed * 1_000_003 + epoch).shuffle(batches)
@@ -339,7 +401,12 @@ def epoch_batches(pair_batches: list, ranking_batches: list, epoch: int, seed: i
 
 
 def train(
-    cfg: RewardConfig, run: RunConfig, out: str | Path, resume: bool = False, world: Any = None, show_progress: bool = True
+    cfg: RewardConfig,
+    run: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    world: Any = None,
+    show_progress: bool = True,
 ) -> TrainResult:
     """Train a reward model on `cfg.data` and save it to `out`; see the module docstring.
 
@@ -366,7 +433,10 @@ def train(
     tokenizer = load_tokenizer(resolve_model_path(backbone), padding_side="right")
     data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
     if cfg.eval_data:
-        train_data, eval_data = data, load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error)
+        train_data, eval_data = (
+            data,
+            load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error),
+        )
     else:
         train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
     objectives = infer_objectives(data, cfg.objectives)
@@ -380,8 +450,19 @@ def train(
         model, tokenizer = init_reward_model(backbone, objectives, heads_per_model, seed=run.seed + member)
         _restrict_training(model, cfg)
         result = _train_one(
-            model, tokenizer, train_data, eval_data, objectives, cfg, run, member_out, accelerator, resume,
-            show_progress, seed=run.seed + member, bootstrap=cfg.bootstrap and (heads_per_model > 1 or members > 1),
+            model,
+            tokenizer,
+            train_data,
+            eval_data,
+            objectives,
+            cfg,
+            run,
+            member_out,
+            accelerator,
+            resume,
+            show_progress,
+            seed=run.seed + member,
+            bootstrap=cfg.bootstrap and (heads_per_model > 1 or members > 1),
         )
         trained.append(result)
     if members > 1 and accelerator.is_main_process:
@@ -411,7 +492,21 @@ def _write_full_ensemble_meta(out: Path, members: int) -> None:
     meta_path.write_text(json.dumps(meta, indent=2))
 
 
-def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, out: Path, accelerator, resume, show_progress, seed, bootstrap) -> TrainResult:
+def _train_one(
+    model,
+    tokenizer,
+    train_data,
+    eval_data,
+    objectives,
+    cfg,
+    run,
+    out: Path,
+    accelerator,
+    resume,
+    show_progress,
+    seed,
+    bootstrap,
+) -> TrainResult:
     from transformers import get_scheduler
 
     from rlhf.metrics import MetricsLogger, progress
@@ -427,7 +522,11 @@ def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, ou
     pair_batches = make_pair_batches(pairs, tokenize, objectives, cfg.batch_size, cfg)
     ranking_size = max(1, (2 * cfg.batch_size) // max([len(r.responses) for r in train_data.rankings] or [2]))
     ranking_batches = make_ranking_batches(list(train_data.rankings), tokenize, objectives, ranking_size, cfg)
-    per_epoch = len(epoch_batches(pair_batches, ranking_batches, 0, seed, accelerator.process_index, accelerator.num_processes))
+    per_epoch = len(
+        epoch_batches(
+            pair_batches, ranking_batches, 0, seed, accelerator.process_index, accelerator.num_processes
+        )
+    )
     if per_epoch == 0:
         raise UserError(f"{cfg.data}: no training pairs or rankings left after the evaluation split")
     total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / cfg.grad_accum))
@@ -439,7 +538,8 @@ def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, ou
     body_params = [p for n, p in model.named_parameters() if p.requires_grad and n != "heads"]
     optimizer = torch.optim.AdamW(
         [{"params": body_params}, {"params": head_params, "lr": cfg.lr * cfg.head_lr_mult}],
-        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
     )
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -450,18 +550,27 @@ def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, ou
     checkpoint = out / CHECKPOINT_DIR
     if resume:
         state = _load_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator)
-    logger = MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if accelerator.is_main_process else None
+    logger = (
+        MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if accelerator.is_main_process else None
+    )
 
     # 5. the loop: homogeneous batches, accumulate, clip, step; evaluate and checkpoint every eval_every
     step, micro = state["step"], state["step"] * cfg.grad_accum
-    bar = progress(total=total_steps, desc="reward model", enabled=show_progress and accelerator.is_main_process, unit="step")
+    bar = progress(
+        total=total_steps,
+        desc="reward model",
+        enabled=show_progress and accelerator.is_main_process,
+        unit="step",
+    )
     bar.update(step)
     last_stats: dict[str, float] = {}
     started = time.monotonic()
     stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
     while step < stop_at:
         epoch, index = divmod(micro, per_epoch)
-        batches = epoch_batches(pair_batches, ranking_batches, epoch, seed, accelerator.process_index, accelerator.num_processes)
+        batches = epoch_batches(
+            pair_batches, ranking_batches, epoch, seed, accelerator.process_index, accelerator.num_processes
+        )
         batch = batches[index]
         model.train()
         with accelerator.accumulate(model), accelerator.autocast():
@@ -484,11 +593,20 @@ def _train_one(model, tokenizer, train_data, eval_data, objectives, cfg, run, ou
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if logger is not None and (step % 10 == 0 or step == total_steps):
-            logger.log({**last_stats, "optim/lr": scheduler.get_last_lr()[0], "time/pairs_per_s": micro * cfg.batch_size / (time.monotonic() - started)}, step)
+            logger.log(
+                {
+                    **last_stats,
+                    "optim/lr": scheduler.get_last_lr()[0],
+                    "time/pairs_per_s": micro * cfg.batch_size / (time.monotonic() - started),
+                },
+                step,
+            )
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                metrics, margins = evaluate(raw_model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+                metrics, margins = evaluate(
+                    raw_model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn
+                )
                 if logger is not None and metrics:
                     logger.log(metrics, step)
                     logger.log_histogram("eval/margin", margins, step)
@@ -530,7 +648,9 @@ def _save_final(out: Path, model, tokenizer, cfg: RewardConfig, run: RunConfig, 
     from rlhf.reward_model import save_reward_model
 
     extra = {
-        "rlhf_config.yaml": lambda p: p.write_text(yaml.safe_dump({"run": asdict(run), "reward": asdict(cfg)}, sort_keys=False)),
+        "rlhf_config.yaml": lambda p: p.write_text(
+            yaml.safe_dump({"run": asdict(run), "reward": asdict(cfg)}, sort_keys=False)
+        ),
         "eval_metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2)),
     }
     save_reward_model(out, model, tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR, "members"))
@@ -572,7 +692,9 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, generator) -> dict
 # ----------------------------------------------------------------------------- evaluate, score, normalise files
 
 
-def evaluate_file(model_dir: str, data: str, on_error: str = "stop", device: str = "auto", max_length: int = 512) -> dict[str, float]:
+def evaluate_file(
+    model_dir: str, data: str, on_error: str = "stop", device: str = "auto", max_length: int = 512
+) -> dict[str, float]:
     """Metrics of a saved reward model on a preference file (world gold accuracy when it applies)."""
     from rlhf.data import load_preferences
     from rlhf.reward_model import load_reward_model
@@ -584,7 +706,14 @@ def evaluate_file(model_dir: str, data: str, on_error: str = "stop", device: str
     return metrics
 
 
-def score_file(model_dir: str, data: str, out: str | Path, normalize: bool = False, device: str = "auto", max_length: int = 512) -> int:
+def score_file(
+    model_dir: str,
+    data: str,
+    out: str | Path,
+    normalize: bool = False,
+    device: str = "auto",
+    max_length: int = 512,
+) -> int:
     """Write each row of `data` with `score` (first head) and `score_<head>` (every head; `_std` for ensembles)."""
     from rlhf.data import read_response_rows
     from rlhf.io import write_jsonl
@@ -592,7 +721,13 @@ def score_file(model_dir: str, data: str, out: str | Path, normalize: bool = Fal
 
     model, tokenizer = load_reward_model(model_dir, device=device)
     rows, prompts, responses = read_response_rows(data, tokenizer)
-    scores = score_texts(model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length, normalize=normalize)
+    scores = score_texts(
+        model,
+        tokenizer,
+        [join(p, r) for p, r in zip(prompts, responses, strict=True)],
+        max_length=max_length,
+        normalize=normalize,
+    )
     for i, row in enumerate(rows):
         row["score"] = float(scores.mean[i, 0])
         for h, name in enumerate(scores.objectives):
@@ -602,7 +737,9 @@ def score_file(model_dir: str, data: str, out: str | Path, normalize: bool = Fal
     return write_jsonl(out, rows)
 
 
-def normalize_model(model_dir: str, samples: str, device: str = "auto", max_length: int = 512) -> tuple[list[float], list[float]]:
+def normalize_model(
+    model_dir: str, samples: str, device: str = "auto", max_length: int = 512
+) -> tuple[list[float], list[float]]:
     """Store mean/std of the scores over reference policy samples in the model's reward_config.json."""
     import dataclasses
     import json
@@ -615,7 +752,9 @@ def normalize_model(model_dir: str, samples: str, device: str = "auto", max_leng
     _, prompts, responses = read_response_rows(samples, tokenizer)
     if len(prompts) < 2:
         raise UserError(f"{samples}: need at least 2 reference samples to estimate a standard deviation")
-    scores = score_texts(model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length)
+    scores = score_texts(
+        model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length
+    )
     mean, std = normalization_stats(scores.mean)
     meta = dataclasses.replace(model.meta, norm_mean=mean, norm_std=std)
     path = Path(model_dir) / REWARD_CONFIG

@@ -19,7 +19,9 @@ def resolve_world_model(model: str | Path | None, world: Any = None, show_progre
 
     world = world or WorldConfig()
     if not is_built(world_dir(world), world):
-        print("no world model built yet: building it now (about 2 minutes; `rlhf world build` does this alone)")
+        print(
+            "no world model built yet: building it now (about 2 minutes; `rlhf world build` does this alone)"
+        )
     return str(build_world(world, show_progress=show_progress))
 
 
