@@ -86,7 +86,11 @@ def bench_reward(
         model, tokenizer = init_reward_model(backbone, ["reward"], 1, seed=0)
         pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
         batches = make_pair_batches(
-            pairs, partial(tokenize_texts, tokenizer, max_length=reward_cfg.max_length), ["reward"], batch_size, reward_cfg
+            pairs,
+            partial(tokenize_texts, tokenizer, max_length=reward_cfg.max_length),
+            ["reward"],
+            batch_size,
+            reward_cfg,
         )
         lengths = [len(row) for b in batches for row in b.chosen + b.rejected]
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

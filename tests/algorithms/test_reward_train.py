@@ -312,3 +312,12 @@ def test_two_process_accelerate_matches_one_process(rule_file, tiny_lm_dir, tmp_
     assert m2["steps"] * 2 == pytest.approx(m1["steps"], rel=0.1)
     assert m1["eval/accuracy"] >= 0.9 and m2["eval/accuracy"] >= 0.9
     assert abs(m1["eval/accuracy"] - m2["eval/accuracy"]) <= 0.1
+
+
+def test_group_by_length_sorts_within_megabatches():
+    from rlhf.algorithms.reward import group_by_length
+
+    lengths = [5, 1, 4, 2, 9, 3, 8, 7]
+    # batch 2, megabatch 2 -> chunks of 4 items: [5, 1, 4, 2] and [9, 3, 8, 7], each sorted by length
+    assert group_by_length(lengths, 2, megabatch=2) == [1, 3, 2, 0, 5, 7, 6, 4]
+    assert sorted(group_by_length(lengths, 3)) == list(range(8))  # a permutation
