@@ -133,3 +133,20 @@ def test_version(capsys):
 
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"rlhf {__version__}"
+
+
+def test_unwritable_output_is_one_line(capsys, tmp_path):
+    # A path under a regular file cannot be created, whoever runs the test (root included).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    code, _, err = run_cli(
+        capsys, "world", "export", "prompts", "--n", "3", "--out", str(blocker / "sub" / "p.jsonl")
+    )
+    assert_one_line_error(code, err, "rlhf: error:", "blocker")
+
+
+def test_world_build_out_is_a_file(capsys, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    code, _, err = run_cli(capsys, "world", "build", "--out", str(target))
+    assert_one_line_error(code, err, "is a file")

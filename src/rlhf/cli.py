@@ -468,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"rlhf: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A path the user gave that cannot be read or written (permissions, a full disk, ...).
+        if debug:
+            raise
+        print(f"rlhf: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -132,84 +132,28 @@ def test_nan_loss_stops_and_keeps_previous_model(rule_file, tiny_lm_dir, tmp_pat
 def test_cli_train_eval_score_normalize(rule_file, tiny_lm_dir, tmp_path, capsys):
     from rlhf.cli import main
 
+    def cli(*args):
+        code = main([str(a) for a in args])
+        assert code == 0, capsys.readouterr().err
+        capsys.readouterr()
+
     out = tmp_path / "rm"
-    code = main(
-        [
-            "reward",
-            "train",
-            "--data",
-            str(rule_file),
-            "--model",
-            str(tiny_lm_dir),
-            "--out",
-            str(out),
-            "--set",
-            "reward.epochs=1",
-            "--set",
-            "run.progress=false",
-            "--set",
-            "run.device=cpu",
-        ]
+    cli("reward", "train", "--data", rule_file, "--model", tiny_lm_dir, "--out", out,
+        "--set", "reward.epochs=1", "--set", "run.progress=false", "--set", "run.device=cpu")  # fmt: skip
+    samples = tmp_path / "samples.jsonl"
+    write_jsonl(
+        samples,
+        [{"prompt": "User: hi\nAssistant:", "response": r} for r in ("blue sky", "red sky", "the cat")],
     )
-    assert code == 0, capsys.readouterr().err
-    responses = [
-        {"prompt": "User: hi\nAssistant:", "response": r} for r in ("blue sky", "red sky", "the cat")
-    ]
-    write_jsonl(tmp_path / "samples.jsonl", responses)
-    assert (
-        main(
-            [
-                "reward",
-                "score",
-                "--model",
-                str(out),
-                "--data",
-                str(tmp_path / "samples.jsonl"),
-                "--out",
-                str(tmp_path / "scored.jsonl"),
-            ]
-        )
-        == 0
-    )
+    cli("reward", "score", "--model", out, "--data", samples, "--out", tmp_path / "scored.jsonl")
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert [r["response"] for r in scored] == ["blue sky", "red sky", "the cat"]
     assert all(r["score"] == r["score_reward"] for r in scored)
-    assert (
-        main(["reward", "normalize", "--model", str(out), "--samples", str(tmp_path / "samples.jsonl")]) == 0
-    )
-    assert (
-        main(
-            [
-                "reward",
-                "score",
-                "--model",
-                str(out),
-                "--data",
-                str(tmp_path / "samples.jsonl"),
-                "--out",
-                str(tmp_path / "n.jsonl"),
-                "--normalize",
-            ]
-        )
-        == 0
-    )
+    cli("reward", "normalize", "--model", out, "--samples", samples)
+    cli("reward", "score", "--model", out, "--data", samples, "--out", tmp_path / "n.jsonl", "--normalize")
     normed = [r["score"] for r in read_jsonl(tmp_path / "n.jsonl")]
     assert sum(normed) == pytest.approx(0.0, abs=1e-4)  # the samples are their own reference set
-    assert (
-        main(
-            [
-                "reward",
-                "eval",
-                "--model",
-                str(out),
-                "--data",
-                str(rule_file),
-                "--json",
-                str(tmp_path / "m.json"),
-            ]
-        )
-        == 0
-    )
+    cli("reward", "eval", "--model", out, "--data", rule_file, "--json", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["eval/accuracy"] > 0.5
 
 

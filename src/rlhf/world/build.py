@@ -277,6 +277,8 @@ def build_world(
     target = Path(out).expanduser() if out else world_dir(cfg)
     if not force and is_built(target, cfg):
         return target
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target} is a file; --out must be a directory")
     if target.exists() and any(target.iterdir()) and not (target / "world.json").is_file():
         raise ConfigError(f"{target} exists and is not a world directory; choose an empty or new --out")
     started = time.monotonic()
