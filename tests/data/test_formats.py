@@ -220,8 +220,8 @@ def test_multi_turn_prompt_and_response(tmp_path, tokenizer):
     assert plain.chosen == "A drink.\nUser: thanks\nAssistant: Welcome."
     templ = load_preferences(path, tokenizer=tokenizer).pairs[0]
     # transformers renders templates with trim_blocks, so no newline follows the world template's EOS.
-    assert templ.prompt == "User: hi\nAssistant: Hello.<|endoftext|>User: tea?\nAssistant:"
-    assert templ.chosen == " A drink.<|endoftext|>User: thanks\nAssistant: Welcome."
+    assert templ.prompt == "User: hi\nAssistant: Hello.<|endoftext|>\nUser: tea?\nAssistant:"
+    assert templ.chosen == " A drink.<|endoftext|>\nUser: thanks\nAssistant: Welcome."
 
 
 def test_implicit_prompt_is_the_shared_prefix(tmp_path, tokenizer):

@@ -150,3 +150,15 @@ def test_sampling_core_returns_finished_flags(small_world):
         == sample(model, tokenizer, prompts, SamplingConfig(max_new_tokens=20, temperature=0)).responses
     )
     assert torch.is_grad_enabled()  # sampling does not leak no_grad
+
+
+def test_multi_turn_chat_template_separates_turns():
+    from tests.conftest import make_tokenizer
+
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "tea?"},
+    ]
+    rendered = make_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == "User: hi\nAssistant: Hello.<|endoftext|>\nUser: tea?\nAssistant:"

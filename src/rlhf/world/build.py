@@ -27,13 +27,13 @@ from rlhf.metrics import MetricsLogger, progress
 from rlhf.world import corpus
 
 # Bump when the corpus generator, tokenizer or model recipe changes, so stale caches are rebuilt.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 # Renders conversational data in the world's own format: "User: ...\nAssistant: ...<eos>".
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}{% if not loop.first %}\n{% endif %}User: {{ message['content'] }}\nAssistant:"
+    "{% if message['role'] == 'user' %}{% if not loop.first and loop.previtem['role'] == 'assistant' %}{{ '\\n' }}{% endif %}User: {{ message['content'] }}\nAssistant:"
     "{% elif message['role'] == 'assistant' %} {{ message['content'] }}{{ eos_token }}"
     "{% else %}{{ message['content'] }}\n{% endif %}"
     "{% endfor %}"
