@@ -266,3 +266,11 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
     with pytest.raises(ValueError):
         expected_calibration_error(np.array([1.5]), np.array([1]))
+
+
+def test_all_zero_weights_give_zero_loss_not_nan():
+    # A bootstrap resample can leave every pair of a small batch out: the batch then contributes nothing.
+    chosen = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss, _ = bradley_terry_loss(chosen, torch.zeros(2), weights=torch.zeros(2))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(chosen.grad, torch.zeros(2))

@@ -24,11 +24,14 @@ Stats = dict[str, float]
 
 
 def _weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """sum_i w_i l_i / sum_i w_i (plain mean when weights is None). Weights must have a positive sum."""
+    """sum_i w_i l_i / sum_i w_i (plain mean when weights is None).
+
+    All-zero weights give 0 with zero gradients, not 0/0: a bootstrap resample of a small batch can
+    leave every item out, and that must skip the batch, not stop training as a NaN."""
     if weights is None:
         return losses.mean()
     weights = weights.to(losses.dtype)
-    return (weights * losses).sum() / weights.sum()
+    return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
 
 
 def _mean_or_nan(x: torch.Tensor) -> float:

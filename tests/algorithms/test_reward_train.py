@@ -265,3 +265,29 @@ def test_group_by_length_sorts_within_megabatches():
     # batch 2, megabatch 2 -> chunks of 4 items: [5, 1, 4, 2] and [9, 3, 8, 7], each sorted by length
     assert group_by_length(lengths, 2, megabatch=2) == [1, 3, 2, 0, 5, 7, 6, 4]
     assert sorted(group_by_length(lengths, 3)) == list(range(8))  # a permutation
+
+
+def test_full_ensemble_of_models(rule_file, tiny_lm_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.reward_model import RewardModelEnsemble, load_reward_model, score_texts
+
+    cfg = quick_cfg(rule_file, model=str(tiny_lm_dir), max_steps=4, ensemble_size=2, ensemble_kind="models")
+    train(cfg, RUN, tmp_path / "rm")
+    model, tokenizer = load_reward_model(tmp_path / "rm")
+    assert isinstance(model, RewardModelEnsemble) and len(model.members) == 2
+    scores = score_texts(model, tokenizer, ["User: hi\nAssistant: blue", "User: hi\nAssistant: red"])
+    assert scores.mean.shape == (2, 1) and (scores.std > 0).all()  # two differently trained members
+    # The top directory is member 0, loadable by plain transformers.
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").config.num_labels == 1
+
+
+def test_bootstrap_weights():
+    from rlhf.algorithms.reward import bootstrap_weights
+
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(bootstrap_weights(3, 5, generator, enabled=False), torch.ones(3, 5))
+    counts = bootstrap_weights(4, 20_000, generator, enabled=True)
+    assert counts.shape == (4, 20_000)
+    assert counts.mean().item() == pytest.approx(1.0, abs=0.02)  # Poisson(1): mean 1, variance 1
+    assert counts.var().item() == pytest.approx(1.0, abs=0.05)

@@ -259,8 +259,8 @@ def select_objective(scores: torch.Tensor, objective: torch.Tensor) -> torch.Ten
 def bootstrap_weights(
     n_members: int, n_items: int, generator: torch.Generator, enabled: bool
 ) -> torch.Tensor:
-    """(N, B) Poisson(1) counts: the online bootstrap (Oza & Russell 2001); ones for N = 1 or when off."""
-    if n_members == 1 or not enabled:
+    """(N, B) Poisson(1) counts: the online bootstrap (Oza & Russell 2001); ones when off."""
+    if not enabled:
         return torch.ones(n_members, n_items)
     return torch.poisson(torch.ones(n_members, n_items), generator=generator)
 
