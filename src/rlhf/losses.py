@@ -9,7 +9,9 @@ One loss per kind of human answer (the ``label_types`` idea of lm-human-preferen
 
 ``scores`` are reward-model outputs (one scalar per response). Losses are differentiable scalars; stats
 are one flat dict of Python floats with slash keys (``loss/bt``, ``reward/accuracy``, ``reward/margin``).
-This module imports only torch.
+
+PPO's clipped losses over response tokens follow at the end: ``ppo_policy_loss`` and ``ppo_value_loss``.
+This module imports only torch and the pure ``rlhf.rl_math``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from rlhf.rl_math import masked_mean
 
 Stats = dict[str, float]
 
@@ -246,3 +250,88 @@ def expected_calibration_error(probs: Any, outcomes: Any, n_bins: int = 10) -> f
     sum_p = torch.bincount(bins, weights=p, minlength=n_bins)  # (n_bins,)
     sum_y = torch.bincount(bins, weights=y, minlength=n_bins)
     return float((sum_y - sum_p).abs().sum() / p.numel())
+
+
+# ---------------------------------------------------------------- PPO (policy and critic)
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float = 0.2,
+) -> tuple[torch.Tensor, Stats]:
+    """PPO's clipped surrogate objective, negated, per token (Schulman et al. 2017, eq. 7).
+
+    Args:
+        logprobs:     (B, T) log pi_theta(y_t) under the policy being trained (with gradient).
+        old_logprobs: (B, T) the same under the policy that sampled the batch (detached).
+        advantages:   (B, T), or (B, 1) for one advantage per response (RLOO, GRPO), broadcast over T.
+        mask:         (B, T) valid response tokens.
+        cliprange:    epsilon.
+
+    With ratio = exp(logprobs - old_logprobs), as CleanRL names them::
+
+        pg_loss1 = -A * ratio
+        pg_loss2 = -A * clip(ratio, 1 - eps, 1 + eps)
+        loss     = masked_mean(max(pg_loss1, pg_loss2))
+
+    The max of the negated terms is the paper's min: the pessimistic bound, flat (no gradient) once the
+    ratio has moved past the clip in the direction the advantage favours. The mean is over all valid
+    tokens of the batch (lm-human-preferences), so long responses weigh more than short ones.
+
+    Stats: ``loss/policy``; ``policy/clipfrac``, the share of tokens where the clipped term is the larger
+    (pg_loss2 > pg_loss1: the gradient is cut there -- lm-human-preferences' ``pg_clipfrac``, not
+    CleanRL's |ratio - 1| > eps); ``policy/approx_kl`` = 0.5 * mean((logprobs - old_logprobs)^2), the k2
+    estimator of KL(pi_old || pi_theta) (Schulman 2020), to stop an epoch early when it grows; and
+    ``policy/ratio_mean``.
+    """
+    logratio = logprobs - old_logprobs  # (B, T)
+    ratio = torch.exp(logratio)
+    pg_loss1 = -advantages * ratio  # (B, T)
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    with torch.no_grad():
+        stats = {
+            "loss/policy": float(loss),
+            "policy/clipfrac": float(masked_mean((pg_loss2 > pg_loss1).float(), mask)),
+            "policy/approx_kl": float(masked_mean(0.5 * logratio**2, mask)),
+            "policy/ratio_mean": float(masked_mean(ratio, mask)),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float = 0.2,
+) -> tuple[torch.Tensor, Stats]:
+    """PPO's clipped value loss (the OpenAI baselines / lm-human-preferences critic loss, as in CleanRL).
+
+    Args:
+        values:     (B, T) V_theta(s_t) of the critic being trained (with gradient).
+        old_values: (B, T) the critic's values at rollout time (detached).
+        returns:    (B, T) GAE returns R_t (``rl_math.gae``).
+        mask:       (B, T) valid response tokens.
+        cliprange_value: c, how far a value may move from ``old_values`` before its gradient is cut.
+
+    ::
+
+        v_clipped = old_values + clip(values - old_values, -c, c)
+        loss      = 0.5 * masked_mean(max((values - R)^2, (v_clipped - R)^2))
+
+    Stats: ``loss/value``; ``value/clipfrac``, the share of tokens where the clipped error is the larger.
+    """
+    v_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)  # (B, T)
+    v_loss_unclipped = (values - returns) ** 2
+    v_loss_clipped = (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "loss/value": float(loss),
+            "value/clipfrac": float(masked_mean((v_loss_clipped > v_loss_unclipped).float(), mask)),
+        }
+    return loss, stats

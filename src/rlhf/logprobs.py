@@ -1,0 +1,124 @@
+"""Token log-probabilities of responses: the one place they are computed, for policy, reference and rollout.
+
+- ``gather_logprobs`` / ``entropy_from_logits``: from logits (B, T, V) to per-token numbers (B, T);
+- ``response_logprobs``: one forward of a causal LM over left-padded prompt + response;
+- ``first_true_indices`` / ``truncate_after_eos``: the response mask (EOS included, padding after it);
+- ``sequence_logprob``: log pi(y | x) as the sum over valid tokens.
+
+Log-probs must be taken at the temperature the responses were sampled with, and with position ids
+that skip left padding, or the PPO ratio is off from the first step ("The N+ implementation details of
+RLHF with PPO", Huang et al. 2024). This module imports only torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"log-probs need a temperature > 0 (greedy decoding has none), got {temperature}")
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] per position; logits (B, T, V), tokens (B, T) -> (B, T).
+
+    Uses log p(y) = z_y - logsumexp_v z_v, so no (B, T, V) log-softmax tensor is kept. Half-precision
+    logits are upcast to float32 one row at a time: logsumexp in bf16 is off by ~1e-2, more than the
+    PPO ratio's clip range cares about, and a full float32 copy of (B, T, V) is the largest tensor of
+    the step. Pass the sampling temperature (N+ implementation details).
+    """
+    _check_temperature(temperature)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        rows = [
+            gather_logprobs(row.float(), tok, temperature) for row, tok in zip(logits, tokens, strict=True)
+        ]
+        return torch.stack(rows)  # (B, T) float32
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy H = -sum_v p_v log p_v of softmax(logits) per position; (B, T, V) -> (B, T), float32+.
+
+    Via ``torch.special.entr`` (-p log p with 0 at p = 0), so logits of -inf (top-k filtered) give 0
+    rather than 0 * inf = NaN. Divide by the temperature first to get the sampling entropy.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return torch.special.entr(torch.softmax(logits, dim=-1)).sum(dim=-1)
+
+
+def response_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = 1.0,
+    return_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the response tokens under a causal LM, in one forward pass.
+
+    Args:
+        model:          a causal LM taking ``input_ids``, ``attention_mask``, ``position_ids`` and
+                        returning ``.logits`` (B, L, V) (any Hugging Face ``*ForCausalLM``).
+        input_ids:      (B, L) left-padded prompts followed by responses, so every response starts at
+                        column ``response_start``; responses may be right-padded after EOS.
+        attention_mask: (B, L) 1 on real tokens.
+        response_start: the column of the first response token (the padded prompt width), >= 1.
+        temperature:    the sampling temperature; logits are divided by it.
+        return_logits:  also return the response logits (already divided by the temperature).
+
+    Returns logprobs (B, T) with T = L - response_start, and logits (B, T, V) or None. The logits at
+    position t - 1 predict token t. Position ids are ``attention_mask.cumsum(-1) - 1`` clamped at 0, so
+    a left-padded row sees positions 0, 1, ... from its first real token, exactly as if unpadded. With
+    absolute position embeddings (GPT-2) the default positions 0..L-1 would shift every padded row;
+    rotary ones (Llama) see only relative positions and are unaffected either way. Log-probs of padding
+    after EOS are garbage: mask them with the mask of ``truncate_after_eos``.
+    """
+    _check_temperature(temperature)
+    if not 1 <= response_start < input_ids.shape[1]:
+        raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    logits = out.logits[:, response_start - 1 : -1]  # (B, T, V): position t - 1 predicts token t
+    if temperature != 1.0:
+        logits = logits / temperature
+    logprobs = gather_logprobs(logits, input_ids[:, response_start:])  # (B, T)
+    return logprobs, (logits if return_logits else None)
+
+
+def first_true_indices(bools: torch.Tensor) -> torch.Tensor:
+    """Index of the first True in each row, T when there is none; (B, T) bool -> (B,) long."""
+    T = bools.shape[-1]
+    positions = torch.arange(T, device=bools.device)  # (T,)
+    return torch.where(bools, positions, T).amin(dim=-1)
+
+
+def truncate_after_eos(
+    tokens: torch.Tensor, eos_id: int, pad_id: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace everything after the first EOS of each row by padding; tokens (B, T) -> (B, T), mask (B, T).
+
+    The mask is True up to and including the first EOS (the EOS is an action the policy took and is
+    scored), False after it; a row without EOS is all True. ``pad_id`` defaults to ``eos_id``.
+    """
+    pad_id = eos_id if pad_id is None else pad_id
+    eos_at = first_true_indices(tokens == eos_id)  # (B,)
+    positions = torch.arange(tokens.shape[1], device=tokens.device)  # (T,)
+    mask = positions[None, :] <= eos_at[:, None]  # (B, T)
+    return torch.where(mask, tokens, pad_id), mask
+
+
+def sequence_logprob(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log pi(y | x) = sum of the valid tokens' log-probs; logprobs, mask (B, T) -> (B,).
+
+    ``torch.where`` rather than a product, so garbage (even -inf) at padding cannot leak into the sum.
+    """
+    return torch.where(mask.bool(), logprobs, torch.zeros_like(logprobs)).sum(dim=-1)

@@ -1,0 +1,72 @@
+"""PPO's clipped policy and value losses (appended to rlhf.losses), worked by hand."""
+
+import math
+
+import pytest
+import torch
+
+from rlhf.losses import ppo_policy_loss, ppo_value_loss
+
+
+def t(*rows, dtype=torch.float64):
+    return torch.tensor(rows, dtype=dtype)
+
+
+def test_policy_loss_at_ratio_one_is_minus_mean_advantage():
+    # logprobs == old: ratio 1, both terms -A -> loss = -mean(A) over valid tokens = -(1 - 2 + 4) / 3 = -1
+    lp = t([-1.0, -2.0, -0.5], [-3.0, 7.0, 7.0])
+    adv = t([1.0, -2.0, 100.0], [4.0, 100.0, 100.0])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    loss, stats = ppo_policy_loss(lp, lp.clone(), adv, mask)
+    assert loss.item() == pytest.approx(-1.0)
+    assert stats["loss/policy"] == pytest.approx(-1.0)
+    assert stats["policy/clipfrac"] == 0.0 and stats["policy/approx_kl"] == 0.0
+    assert stats["policy/ratio_mean"] == 1.0
+
+
+def test_policy_loss_clipping_by_hand():
+    # ratio 1.5 on both tokens, cliprange 0.2:
+    #   A = +1: pg_loss1 = -1.5, pg_loss2 = -1 * 1.2 = -1.2 -> max -1.2 (clipped: no gradient)
+    #   A = -1: pg_loss1 = +1.5, pg_loss2 = +1.2 -> max 1.5 (the unclipped term, gradient flows)
+    # loss = (-1.2 + 1.5) / 2 = 0.15; clipfrac 1/2; approx_kl = 0.5 * log(1.5)^2 = 0.5 * 0.164402 = 0.082201
+    old = t([-1.0, -1.0])
+    lp = (old + math.log(1.5)).requires_grad_()
+    loss, stats = ppo_policy_loss(lp, old, t([1.0, -1.0]), torch.ones(1, 2), cliprange=0.2)
+    assert loss.item() == pytest.approx(0.15)
+    assert stats["policy/clipfrac"] == 0.5
+    assert stats["policy/approx_kl"] == pytest.approx(0.082201, abs=1e-6)
+    assert stats["policy/ratio_mean"] == pytest.approx(1.5)
+    # d loss / d logprob: token 0 clipped -> 0; token 1: d(-A * ratio)/dlp / 2 = 1.5 / 2 = 0.75
+    loss.backward()
+    torch.testing.assert_close(lp.grad, t([0.0, 0.75]))
+
+
+def test_policy_loss_broadcasts_a_per_response_advantage():
+    # RLOO / GRPO give one advantage per response: (B, 1) is the same as repeating it over T
+    gen = torch.Generator().manual_seed(0)
+    lp, old = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    adv = torch.randn(3, 1, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    a, sa = ppo_policy_loss(lp, old, adv, mask)
+    b, sb = ppo_policy_loss(lp, old, adv.expand(3, 4), mask)
+    assert a.item() == pytest.approx(b.item()) and sa == sb
+
+
+def test_value_loss_by_hand():
+    # cliprange_value 0.2:
+    #   v 1.0, old 0.5, R 2.0: v_clipped 0.7; (1 - 2)^2 = 1, (0.7 - 2)^2 = 1.69 -> 1.69 (clipped)
+    #   v 0.0, old 0.5, R 0.0: v_clipped 0.3; 0, 0.09 -> 0.09 (clipped)
+    #   v 1.0, old 0.5, R 0.0: v_clipped 0.7; 1, 0.49 -> 1 (unclipped)
+    #   v 0.6, old 0.5, R 1.0: inside the clip, v_clipped 0.6; both 0.16 -> 0.16 (a tie is not clipped)
+    # loss = 0.5 * (1.69 + 0.09 + 1 + 0.16) / 4 = 0.5 * 2.94 / 4 = 0.3675; clipfrac 2/4
+    values = torch.tensor([[1.0, 0.0, 1.0, 0.6, 9.0]], dtype=torch.float64, requires_grad=True)
+    old, returns = t([0.5, 0.5, 0.5, 0.5, 0.0]), t([2.0, 0.0, 0.0, 1.0, -9.0])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    loss, stats = ppo_value_loss(values, old, returns, mask, cliprange_value=0.2)
+    assert loss.item() == pytest.approx(0.3675)
+    assert stats["loss/value"] == pytest.approx(0.3675)
+    assert stats["value/clipfrac"] == 0.5
+    # gradient only where the unclipped error counts: d/dv 0.5 * (v - R)^2 / 4 = (v - R) / 4
+    # -> token 2: (1 - 0) / 4 = 0.25; token 3: (0.6 - 1) / 4 = -0.1; clipped tokens and padding 0
+    loss.backward()
+    torch.testing.assert_close(values.grad, t([0.0, 0.0, 0.25, -0.1, 0.0]))
