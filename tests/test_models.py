@@ -132,3 +132,11 @@ def test_model_id_found_in_local_hub_cache(tmp_path, tiny_lm_dir, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     model, tokenizer = load_causal_lm("acme/tiny-llama", device="cpu")
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_corrupt_weights_are_a_user_error(tmp_path, tiny_lm_dir):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_lm_dir, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="could not load a causal LM from"):
+        load_causal_lm(bad, device="cpu")

@@ -106,7 +106,7 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign tokenizer is a user-facing error
         raise UserError(f"could not load the tokenizer in {path}: {str(exc).splitlines()[0]}") from exc
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
@@ -137,7 +137,7 @@ def load_causal_lm(
     torch_dtype = resolve_dtype(dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign checkpoint is a user-facing error
         raise UserError(f"could not load a causal LM from {path}: {str(exc).splitlines()[0]}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

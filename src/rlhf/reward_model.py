@@ -106,7 +106,7 @@ def init_reward_model(
             dtype=dtype,
             local_files_only=True,
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign checkpoint is a user-facing error
         raise UserError(
             f"cannot build a sequence-classification model from {path}: {str(exc).splitlines()[0]}"
         ) from exc
@@ -190,10 +190,13 @@ def load_reward_model(
     meta = RewardMeta(**json.loads((path / REWARD_CONFIG).read_text()))
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    seq_model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), dtype=torch_dtype, local_files_only=True
-    )
-    heads = load_file(str(path / HEADS_FILE))["heads"].to(torch_dtype)
+    try:
+        seq_model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), dtype=torch_dtype, local_files_only=True
+        )
+        heads = load_file(str(path / HEADS_FILE))["heads"].to(torch_dtype)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or partial checkpoint is a user-facing error
+        raise UserError(f"could not load the reward model in {path}: {str(exc).splitlines()[0]}") from exc
     tokenizer = load_tokenizer(path, padding_side="right")
     if meta.ensemble_kind == "models":
         first = RewardModel(
