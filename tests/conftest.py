@@ -47,3 +47,19 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     make_model(tokenizer).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# A small world (2 layers x 64) that builds in a few seconds: real in-domain text for end-to-end tests.
+SMALL_WORLD = dict(
+    n_dialogues=3000, vocab_size=512, n_layers=2, hidden_size=64, n_heads=2, intermediate_size=128,
+    steps=200, batch_size=16, warmup_steps=20,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """(WorldConfig, directory) of the small world, built once per test session."""
+    from rlhf.world.build import WorldConfig, build_world
+
+    cfg = WorldConfig(**SMALL_WORLD, cache_dir=str(tmp_path_factory.mktemp("world_cache")))
+    return cfg, build_world(cfg, show_progress=False)

@@ -30,7 +30,7 @@ def assert_one_line_error(code, err, *fragments):
 def test_help_lists_command_groups(capsys):
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0
-    for group in ("config", "world", "model"):
+    for group in ("config", "world", "model", "reward", "ppo", "bench"):
         assert group in out
 
 

@@ -30,11 +30,15 @@ world_app = typer.Typer(
 )
 model_app = typer.Typer(help="Inspect causal LMs loaded through rlhf.models.", no_args_is_help=True)
 reward_app = typer.Typer(help="Reward models: train, evaluate, score, normalise.", no_args_is_help=True)
+ppo_app = typer.Typer(
+    help="PPO fine-tuning of a policy against a reward, with a KL penalty.", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks that print and write JSON figures.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(model_app, name="model")
 app.add_typer(reward_app, name="reward")
+app.add_typer(ppo_app, name="ppo")
 app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[
@@ -420,6 +424,42 @@ def _print_metrics(metrics: dict) -> None:
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     _console().print(table)
+
+
+# ----------------------------------------------------------------------------- ppo
+
+
+@ppo_app.command("train")
+def ppo_train(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained policy.")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", "-p", help="Initial policy ('world' = the world model).")
+    ] = None,
+    reward: Annotated[
+        str | None, typer.Option("--reward", "-r", help="Reward-model directory or module:function.")
+    ] = None,
+    prompts: Annotated[
+        str | None, typer.Option("--prompts", help="Prompt file (field 'prompt'); default: world prompts.")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Fine-tune a policy with PPO against a reward model or function; saves it with save_pretrained."""
+    from rlhf.algorithms.ppo import train
+
+    cfg = _config(config, sets)
+    _apply(cfg.ppo, policy=policy, reward=reward, prompts=prompts)
+    if seed is not None:
+        cfg.run.seed = seed
+    if out is None:
+        raise UserError("give --out DIR for the trained policy")
+    result = train(cfg.ppo, cfg.run, out, world=cfg.world, show_progress=cfg.run.progress)
+    first, last = result.history[0], result.history[-1]
+    for key in ("objective/scores", "gold/helpfulness", "gold/harm", "objective/kl"):
+        if key in first:
+            typer.echo(f"{key}: {first[key]:.3f} (first iteration) -> {last[key]:.3f} (last)")
+    typer.echo(f"policy saved to {result.out}")
 
 
 # ----------------------------------------------------------------------------- bench

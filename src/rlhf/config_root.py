@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf.algorithms.ppo import PPOConfig
 from rlhf.algorithms.reward import RewardConfig
 from rlhf.config import RunConfig, load_config
 from rlhf.world.build import WorldConfig
@@ -25,6 +26,7 @@ class RootConfig:
         default_factory=PanelConfig, metadata={"help": "The simulated labeller panel."}
     )
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "Reward-model training."})
+    ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO fine-tuning of the policy."})
 
 
 def load_root_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:

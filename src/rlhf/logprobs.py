@@ -60,7 +60,8 @@ def response_logprobs(
     response_start: int,
     temperature: float = 1.0,
     return_logits: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    value_head: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Log-probs of the response tokens under a causal LM, in one forward pass.
 
     Args:
@@ -72,6 +73,8 @@ def response_logprobs(
         response_start: the column of the first response token (the padded prompt width), >= 1.
         temperature:    the sampling temperature; logits are divided by it.
         return_logits:  also return the response logits (already divided by the temperature).
+        value_head:     optional module (D -> 1) applied to the last hidden states at the same
+                        positions; its values (B, T) are returned third (a shared-trunk critic).
 
     Returns logprobs (B, T) with T = L - response_start, and logits (B, T, V) or None. The logits at
     position t - 1 predict token t. Position ids are ``attention_mask.cumsum(-1) - 1`` clamped at 0, so
@@ -85,13 +88,22 @@ def response_logprobs(
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
     out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        output_hidden_states=value_head is not None,
     )
     logits = out.logits[:, response_start - 1 : -1]  # (B, T, V): position t - 1 predicts token t
     if temperature != 1.0:
         logits = logits / temperature
     logprobs = gather_logprobs(logits, input_ids[:, response_start:])  # (B, T)
-    return logprobs, (logits if return_logits else None)
+    if value_head is None:
+        return logprobs, (logits if return_logits else None)
+    # A value head on the shared trunk reads the same positions: V(s_t) from the state that emits token t.
+    hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, D)
+    values = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1)  # (B, T)
+    return logprobs, (logits if return_logits else None), values
 
 
 def first_true_indices(bools: torch.Tensor) -> torch.Tensor:

@@ -186,6 +186,7 @@ def save_pretrained_atomic(
     model: Any,
     tokenizer: Any | None = None,
     extra_files: dict[str, Callable[[Path], None]] | None = None,
+    carry: tuple[str, ...] = (),
 ) -> Path:
     """`save_pretrained` for the model (and tokenizer) into `out_dir`, atomically; `extra_files` maps file
     names to callables `f(path)` that write additional files (configs, statistics) in the same swap."""
@@ -197,7 +198,7 @@ def save_pretrained_atomic(
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
 
-    return save_atomic(out_dir, write)
+    return save_atomic(out_dir, write, carry=carry)
 
 
 # ----------------------------------------------------------------------------- freezing and LoRA

@@ -18,24 +18,9 @@ from rlhf.world.build import (
     lr_at,
     read_world_info,
 )
+from tests.conftest import SMALL_WORLD
 
-SMALL = dict(
-    n_dialogues=3000,
-    vocab_size=512,
-    n_layers=2,
-    hidden_size=64,
-    n_heads=2,
-    intermediate_size=128,
-    steps=200,
-    batch_size=16,
-    warmup_steps=20,
-)
-
-
-@pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
-    cfg = WorldConfig(**SMALL, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return cfg, build_world(cfg, show_progress=False)
+SMALL = SMALL_WORLD
 
 
 def test_pretraining_lowers_held_out_loss(small_world):

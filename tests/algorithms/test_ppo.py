@@ -1,0 +1,112 @@
+"""PPO end to end on tiny models: a trivially learnable reward rises; the result is plain transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf.algorithms.ppo import PPOConfig, train
+from rlhf.config import RunConfig
+
+RUN = RunConfig(seed=0, device="cpu", tensorboard=False, progress=False)
+
+
+def test_trivial_reward_rises(small_world, tmp_path):
+    # The small world's LM opens some answers with "Sure" (about 6% of samples); rewarding exactly that
+    # is learnable in a few iterations: measured 6% -> 100% in 10 iterations of 16 prompts.
+    _, world_dir = small_world
+    cfg = PPOConfig(
+        policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64,
+        steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16, kl_coef=0.01, missing_eos_penalty=0.0,
+    )  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[:2]) / 2 < 0.3 and sum(scores[-3:]) / 3 > 0.7, scores
+    kls = [h["objective/kl"] for h in result.history]
+    assert kls[-1] > kls[0]  # moving toward the reward moves away from the reference
+    assert {"gold/helpfulness", "policy/clipfrac", "value/explained_variance", "response/eos_rate"} <= set(
+        result.history[0]
+    )
+
+
+def test_saved_policy_is_plain_transformers_and_reference_untouched(tiny_lm_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="tests.algorithms.test_ppo:brevity", steps=2,
+                    batch_size=8, mini_batch_size=4, lr=1e-2, max_new_tokens=6)  # fmt: skip
+    train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    initial = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(trained.parameters(), initial.parameters(), strict=True)
+    )
+    assert changed
+    assert (tmp_path / "policy" / "value_head.pt").is_file()
+    assert (tmp_path / "policy" / "logs" / "metrics.jsonl").is_file()
+
+
+def test_reward_function_errors_are_user_errors(tiny_lm_dir, tmp_path):
+    from rlhf.errors import UserError
+
+    cfg = PPOConfig(
+        policy=str(tiny_lm_dir), reward="no_such_module:fn", steps=1, batch_size=8, mini_batch_size=4
+    )
+    with pytest.raises(UserError, match="cannot be imported"):
+        train(cfg, RUN, tmp_path / "p", show_progress=False)
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="/no/such/dir", steps=1, batch_size=8, mini_batch_size=4)
+    with pytest.raises(UserError, match="neither a reward-model directory nor module:function"):
+        train(cfg, RUN, tmp_path / "p", show_progress=False)
+    assert not (tmp_path / "p").exists()
+
+
+def test_reward_model_source_combines_heads(tmp_path, tiny_lm_dir):
+    from rlhf.reward_model import init_reward_model, save_reward_model
+    from rlhf.rewards import load_reward_source
+
+    model, tokenizer = init_reward_model(tiny_lm_dir, ["helpful", "harmless"], 1, seed=0)
+    save_reward_model(tmp_path / "rm", model, tokenizer)
+    helpful = load_reward_source(str(tmp_path / "rm"), {"helpful": 1.0}, device="cpu")(["p"], ["r"])
+    harmless = load_reward_source(str(tmp_path / "rm"), {"harmless": 1.0}, device="cpu")(["p"], ["r"])
+    both = load_reward_source(str(tmp_path / "rm"), {"helpful": 1.0, "harmless": -2.0}, device="cpu")(
+        ["p"], ["r"]
+    )
+    torch.testing.assert_close(both, helpful - 2 * harmless)
+    from rlhf.errors import UserError
+
+    with pytest.raises(UserError, match="does not have"):
+        load_reward_source(str(tmp_path / "rm"), {"honest": 1.0}, device="cpu")
+
+
+def test_cli_ppo_train(tiny_lm_dir, tmp_path, capsys):
+    from rlhf.cli import main
+
+    code = main(["ppo", "train", "--policy", str(tiny_lm_dir), "--reward", "tests.algorithms.test_ppo:brevity",
+                 "--out", str(tmp_path / "p"), "--set", "ppo.steps=2", "--set", "ppo.batch_size=8",
+                 "--set", "ppo.mini_batch_size=4", "--set", "ppo.max_new_tokens=6", "--set", "run.progress=false",
+                 "--set", "run.device=cpu"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "objective/scores" in out.out and "policy saved to" in out.out
+    code = main(
+        [
+            "ppo",
+            "train",
+            "--out",
+            str(tmp_path / "q"),
+            "--set",
+            "ppo.batch_size=10",
+            "--set",
+            "ppo.mini_batch_size=4",
+        ]
+    )
+    assert code == 2 and "multiple of ppo.mini_batch_size" in capsys.readouterr().err
+
+
+def brevity(prompts, responses):
+    """Shorter is better: learnable by raising the probability of one token, EOS."""
+    return [-len(r) / 50 for r in responses]
+
+
+def says_sure(prompts, responses):
+    """1 when the response opens with 'Sure' (some corpus templates do): one early token to learn."""
+    return [float(r.startswith("Sure")) for r in responses]
