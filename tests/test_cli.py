@@ -45,6 +45,12 @@ def test_help_lists_command_groups(capsys):
         ["world", "panel"],
         ["world", "export"],
         ["model", "info"],
+        ["reward", "train"],
+        ["reward", "eval"],
+        ["reward", "score"],
+        ["reward", "normalize"],
+        ["ppo", "train"],
+        ["bench", "reward"],
     ],
 )
 def test_every_command_has_help(capsys, command):
