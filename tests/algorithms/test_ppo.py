@@ -110,3 +110,28 @@ def brevity(prompts, responses):
 def says_sure(prompts, responses):
     """1 when the response opens with 'Sure' (some corpus templates do): one early token to learn."""
     return [float(r.startswith("Sure")) for r in responses]
+
+
+@pytest.mark.parametrize("advantage", ["rloo", "grpo"])
+def test_critic_free_estimators_raise_the_reward(small_world, tmp_path, advantage):
+    _, world_dir = small_world
+    cfg = PPOConfig(
+        policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, advantage=advantage,
+        samples_per_prompt=4, steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16, kl_coef=0.01,
+        missing_eos_penalty=0.0,
+    )  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[:2]) / 2 < 0.3 and sum(scores[-3:]) / 3 > 0.6, scores
+    assert "value/explained_variance" not in result.history[0] and "scores/group_std" in result.history[0]
+    if advantage == "grpo":
+        assert "loss/kl_term" in result.history[0]
+
+
+def test_group_estimators_need_groups():
+    from rlhf.config import ConfigError, validate_all
+
+    with pytest.raises(ConfigError, match="samples_per_prompt >= 2"):
+        validate_all(PPOConfig(advantage="rloo"))
+    with pytest.raises(ConfigError, match="multiple of ppo.samples_per_prompt"):
+        validate_all(PPOConfig(advantage="grpo", samples_per_prompt=3, batch_size=32, mini_batch_size=16))

@@ -72,10 +72,28 @@ class PPOConfig:
     missing_eos_penalty: float = help_field(
         1.0, "Subtracted from the score of a response that never emits EOS (0 = off)."
     )
-    whiten_advantages: bool = help_field(True, "Whiten advantages over each rollout batch.")
+    whiten_advantages: bool = help_field(True, "Whiten advantages over each rollout batch (gae, rloo).")
+    advantage: str = help_field(
+        "gae",
+        "Advantage estimator: 'gae' (PPO with a value head), 'rloo' (leave-one-out baseline over K samples) "
+        "or 'grpo' (group-normalised scores, KL as a loss term); rloo/grpo need samples_per_prompt >= 2.",
+    )
+    samples_per_prompt: int = help_field(
+        1, "K responses per prompt in a rollout (batch_size counts responses)."
+    )
     log_every: int = help_field(1, "Log metrics every N iterations.")
 
     def validate(self) -> None:
+        if self.advantage not in ("gae", "rloo", "grpo"):
+            raise ConfigError(f"ppo.advantage must be gae, rloo or grpo; got {self.advantage!r}")
+        if self.advantage != "gae" and self.samples_per_prompt < 2:
+            raise ConfigError(
+                f"ppo.advantage={self.advantage} needs ppo.samples_per_prompt >= 2 (a group to compare within)"
+            )
+        if self.batch_size % max(1, self.samples_per_prompt):
+            raise ConfigError(
+                f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.samples_per_prompt ({self.samples_per_prompt})"
+            )
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator must be k1 or k3; got {self.kl_estimator!r}")
         if self.batch_size % self.mini_batch_size:
@@ -137,9 +155,13 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
         raise UserError("the policy generated no tokens; check max_new_tokens")
     input_ids = torch.cat([enc["input_ids"], responses], dim=1)  # (B, Lq + T)
     attention_mask = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
-    logprobs, _, values = response_logprobs(
-        policy, input_ids, attention_mask, width, cfg.temperature, value_head=value_head
-    )
+    if value_head is not None:
+        logprobs, _, values = response_logprobs(
+            policy, input_ids, attention_mask, width, cfg.temperature, value_head=value_head
+        )
+    else:  # critic-free estimators (rloo, grpo) need no values
+        logprobs, _ = response_logprobs(policy, input_ids, attention_mask, width, cfg.temperature)
+        values = torch.zeros_like(logprobs)
     ref_logprobs, _ = response_logprobs(ref_policy, input_ids, attention_mask, width, cfg.temperature)
     finished = (responses == tokenizer.eos_token_id).any(dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
@@ -174,7 +196,16 @@ def ppo_step(
     """One PPO iteration; returns its stats (one flat dict with slash keys)."""
     from rlhf.logprobs import entropy_from_logits, response_logprobs
     from rlhf.losses import ppo_policy_loss, ppo_value_loss
-    from rlhf.rl_math import explained_variance, gae, masked_mean, masked_whiten, shaped_rewards
+    from rlhf.rl_math import (
+        explained_variance,
+        gae,
+        grpo_advantages,
+        kl_k3,
+        masked_mean,
+        masked_whiten,
+        rloo_advantages,
+        shaped_rewards,
+    )
 
     started = time.monotonic()
     policy.eval()
@@ -190,9 +221,18 @@ def ppo_step(
     rewards, reward_stats = shaped_rewards(
         scores, batch.logprobs, batch.ref_logprobs, mask, kl_ctl.value, cfg.kl_estimator
     )
-    # 4. advantages and returns with GAE, advantages whitened over the batch
+    # 4. advantages: GAE over per-token rewards, or one per response relative to its group of K samples
     advantages, returns = gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
+    if cfg.advantage == "rloo":  # the KL-penalised sequence reward against the mean of the other K - 1
+        sequence_reward = rewards.sum(dim=1)  # (B,) = score - kl_coef * summed KL
+        per_response, group_stats = rloo_advantages(sequence_reward, cfg.samples_per_prompt)
+        advantages = per_response[:, None] * mask  # (B, T)
+        reward_stats.update(group_stats)
+    elif cfg.advantage == "grpo":  # scores normalised within the group; KL enters as a loss term below
+        per_response, group_stats = grpo_advantages(scores, cfg.samples_per_prompt)
+        advantages = per_response[:, None] * mask
+        reward_stats.update(group_stats)
+    if cfg.whiten_advantages and cfg.advantage != "grpo":
         advantages = masked_whiten(advantages, mask)
     check_finite(advantages.abs().max().item(), "advantages")
     # 5. several epochs of clipped updates over shuffled minibatches
@@ -203,24 +243,33 @@ def ppo_step(
         order = torch.randperm(len(prompts), generator=generator)
         for start in range(0, len(prompts), cfg.mini_batch_size):
             idx = order[start : start + cfg.mini_batch_size]
-            logprobs, logits, values = response_logprobs(
+            use_values = cfg.advantage == "gae"
+            outputs = response_logprobs(
                 policy,
                 batch.input_ids[idx],
                 batch.attention_mask[idx],
                 batch.query_width,
                 cfg.temperature,
                 return_logits=True,
-                value_head=value_head,
+                value_head=value_head if use_values else None,
             )
+            logprobs, logits = outputs[0], outputs[1]
             m = mask[idx]
             pg_loss, pg_stats = ppo_policy_loss(
                 logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
             )
-            vf_loss, vf_stats = ppo_value_loss(
-                values, batch.values[idx], returns[idx], m, cfg.cliprange_value
-            )
             entropy = masked_mean(entropy_from_logits(logits), m)
-            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+            loss = pg_loss - cfg.ent_coef * entropy
+            if use_values:
+                vf_loss, vf_stats = ppo_value_loss(
+                    outputs[2], batch.values[idx], returns[idx], m, cfg.cliprange_value
+                )
+                loss = loss + cfg.vf_coef * vf_loss
+                pg_stats = {**pg_stats, **vf_stats}
+            if cfg.advantage == "grpo":  # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
+                kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), m)
+                loss = loss + kl_ctl.value * kl_term
+                pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
             check_finite(loss.item(), "PPO loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,7 +277,7 @@ def ppo_step(
                 [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
             )
             optimizer.step()
-            for key, value in {**pg_stats, **vf_stats, "policy/entropy": entropy.item()}.items():
+            for key, value in {**pg_stats, "policy/entropy": entropy.item()}.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + float(value)
             n_updates += 1
     scheduler.step()
@@ -242,12 +291,13 @@ def ppo_step(
             "objective/scores_raw": float(
                 scores.mean() + cfg.missing_eos_penalty * (~batch.finished).float().mean()
             ),
-            "value/explained_variance": explained_variance(batch.values, returns, mask),
             "response/length": float(mask.sum(1).float().mean()),
             "response/eos_rate": float(batch.finished.float().mean()),
             "time/generation_share": generation_seconds / max(time.monotonic() - started, 1e-9),
         }
     )
+    if cfg.advantage == "gae":
+        stats["value/explained_variance"] = explained_variance(batch.values, returns, mask)
     if gold_fn is not None:
         stats.update(gold_fn(batch.prompts, batch.responses))
     return stats
@@ -307,7 +357,7 @@ def train(
         if cfg.prompts
         else corpus.sample_prompts(cfg.n_world_prompts, run.seed)
     )
-    if len(prompts) < cfg.batch_size:
+    if len(prompts) < cfg.batch_size // cfg.samples_per_prompt:
         raise UserError(
             f"{cfg.prompts or 'world prompts'}: {len(prompts)} prompts, fewer than ppo.batch_size={cfg.batch_size}"
         )
@@ -328,13 +378,15 @@ def train(
     logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard)
     bar = progress(range(cfg.steps), desc="PPO", enabled=show_progress, unit="iter")
     for step in bar:
-        if len(order) < cfg.batch_size:
+        if len(order) < cfg.batch_size // cfg.samples_per_prompt:
             order = list(prompts)
             rng.shuffle(order)
-        batch_prompts, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        n_prompts = cfg.batch_size // cfg.samples_per_prompt
+        batch_prompts, order = order[:n_prompts], order[n_prompts:]
+        batch_prompts = [p for p in batch_prompts for _ in range(cfg.samples_per_prompt)]  # K consecutive
         stats = ppo_step(
             policy,
-            value_head,
+            value_head if cfg.advantage == "gae" else None,
             ref_policy,
             tokenizer,
             optimizer,
