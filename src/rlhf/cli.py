@@ -444,6 +444,7 @@ def ppo_train(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.")] = False,
 ) -> None:
     """Fine-tune a policy with PPO against a reward model or function; saves it with save_pretrained."""
     from rlhf.algorithms.ppo import train
@@ -454,7 +455,12 @@ def ppo_train(
         cfg.run.seed = seed
     if out is None:
         raise UserError("give --out DIR for the trained policy")
-    result = train(cfg.ppo, cfg.run, out, world=cfg.world, show_progress=cfg.run.progress)
+    result = train(cfg.ppo, cfg.run, out, world=cfg.world, show_progress=cfg.run.progress, resume=resume)
+    if len(result.history) < cfg.ppo.steps:
+        typer.echo(
+            f"stopped after {len(result.history)} iterations; continue with --resume (checkpoint in {out}/checkpoint)"
+        )
+        return
     first, last = result.history[0], result.history[-1]
     for key in ("objective/scores", "gold/helpfulness", "gold/harm", "objective/kl"):
         if key in first:

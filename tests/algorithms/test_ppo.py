@@ -135,3 +135,25 @@ def test_group_estimators_need_groups():
         validate_all(PPOConfig(advantage="rloo"))
     with pytest.raises(ConfigError, match="multiple of ppo.samples_per_prompt"):
         validate_all(PPOConfig(advantage="grpo", samples_per_prompt=3, batch_size=32, mini_batch_size=16))
+
+
+def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(small_world, tmp_path):
+    _, world_dir = small_world
+    base = dict(policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, steps=4,
+                batch_size=8, mini_batch_size=4, lr=3e-3, max_new_tokens=12, save_every=2)  # fmt: skip
+    full = train(PPOConfig(**base), RUN, tmp_path / "full", show_progress=False)
+    stopped = train(PPOConfig(**base, stop_after_steps=2), RUN, tmp_path / "resumed", show_progress=False)
+    assert len(stopped.history) == 2 and not (tmp_path / "resumed" / "config.json").exists()
+    resumed = train(PPOConfig(**base), RUN, tmp_path / "resumed", show_progress=False, resume=True)
+    assert len(resumed.history) == 4
+    for key in ("objective/scores", "objective/kl", "loss/policy", "loss/value"):
+        assert resumed.history[2][key] == pytest.approx(full.history[2][key], rel=1e-4, abs=1e-6), key
+        assert resumed.history[3][key] == pytest.approx(full.history[3][key], rel=1e-4, abs=1e-6), key
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(tmp_path / "full" / "model.safetensors"),
+        load_file(tmp_path / "resumed" / "model.safetensors"),
+    )
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)

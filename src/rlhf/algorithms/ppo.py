@@ -82,6 +82,10 @@ class PPOConfig:
         1, "K responses per prompt in a rollout (batch_size counts responses)."
     )
     log_every: int = help_field(1, "Log metrics every N iterations.")
+    save_every: int = help_field(10, "Write a resumable checkpoint every N iterations (0 = only at the end).")
+    stop_after_steps: int = help_field(
+        0, "Stop after this many iterations as if interrupted, keeping the checkpoint (0 = off)."
+    )
 
     def validate(self) -> None:
         if self.advantage not in ("gae", "rloo", "grpo"):
@@ -316,6 +320,10 @@ def world_gold_stats(prompts: list[str], responses: list[str]) -> dict[str, floa
     }
 
 
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "ppo_state.pt"
+
+
 @dataclass
 class PPOResult:
     out: Path
@@ -323,12 +331,17 @@ class PPOResult:
 
 
 def train(
-    cfg: PPOConfig, run: RunConfig, out: str | Path, world: Any = None, show_progress: bool = True
+    cfg: PPOConfig,
+    run: RunConfig,
+    out: str | Path,
+    world: Any = None,
+    show_progress: bool = True,
+    resume: bool = False,
 ) -> PPOResult:
     """Fine-tune `cfg.policy` with PPO against `cfg.reward`; save the policy (and value head) to `out`."""
     from rlhf.data import load_prompts
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import load_causal_lm, save_pretrained_atomic
+    from rlhf.models import load_causal_lm, save_atomic, save_pretrained_atomic
     from rlhf.rewards import load_reward_source
     from rlhf.rl_math import AdaptiveKLController, FixedKLController
     from rlhf.world import corpus
@@ -372,11 +385,27 @@ def train(
         else FixedKLController(cfg.kl_coef)
     )
 
-    # 4. the loop
-    history = []
+    # 4. the loop (from the checkpoint with --resume: same prompts, same random streams)
+    history: list[dict[str, float]] = []
     order: list[str] = []
+    first_step = 0
+    checkpoint = out / CHECKPOINT_DIR / STATE_FILE
+    if resume:
+        if not checkpoint.is_file():
+            raise UserError(f"--resume: no checkpoint at {checkpoint}; start without --resume")
+        blob = torch.load(checkpoint, weights_only=False)
+        policy.load_state_dict(blob["policy"])
+        value_head.load_state_dict(blob["value_head"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        kl_ctl.load_state_dict(blob["kl_controller"])
+        torch.set_rng_state(blob["torch_rng"])
+        generator.set_state(blob["generator"])
+        rng.setstate(blob["python_rng"])
+        order, history, first_step = blob["order"], blob["history"], blob["step"]
     logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard)
-    bar = progress(range(cfg.steps), desc="PPO", enabled=show_progress, unit="iter")
+    last_step = min(cfg.steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else cfg.steps
+    bar = progress(range(first_step, last_step), desc="PPO", enabled=show_progress, unit="iter")
     for step in bar:
         if len(order) < cfg.batch_size // cfg.samples_per_prompt:
             order = list(prompts)
@@ -403,7 +432,25 @@ def train(
             logger.log(stats, step)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}")
+        done = step + 1
+        if (cfg.save_every and done % cfg.save_every == 0) or done == last_step:
+            state = {
+                "policy": policy.state_dict(),
+                "value_head": value_head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "kl_controller": kl_ctl.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "generator": generator.get_state(),
+                "python_rng": rng.getstate(),
+                "order": order,
+                "history": history,
+                "step": done,
+            }
+            save_atomic(out / CHECKPOINT_DIR, lambda tmp, state=state: torch.save(state, tmp / STATE_FILE))
     logger.close()
+    if last_step < cfg.steps:  # time-boxed: the checkpoint holds the run, --resume continues it
+        return PPOResult(out, history)
 
     # 5. save the policy (plain transformers) and the value head beside it, atomically
     def write_value_head(path: Path) -> None:
@@ -420,6 +467,6 @@ def train(
         policy,
         tokenizer,
         extra_files={"value_head.pt": write_value_head, "rlhf_config.yaml": write_config},
-        carry=("logs",),
+        carry=("logs", CHECKPOINT_DIR),
     )
     return PPOResult(out, history)
