@@ -274,3 +274,35 @@ def merge_lora(module: torch.nn.Module) -> int:
             setattr(parent, attr, child.get_base_layer())
             merged += 1
     return merged
+
+
+class AdaptersDisabled:
+    """Call `model` with its LoRA adapters switched off: the frozen initial model, with no second copy.
+
+    Used as the PPO reference when the policy trains LoRA adapters only."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            return self.model(**kwargs)
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+
+
+def merged_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` with its LoRA adapters merged into the weights (the model itself keeps training)."""
+    import copy
+
+    if not has_lora(model):
+        return model
+    plain = copy.deepcopy(model)
+    merge_lora(plain)
+    return plain

@@ -157,3 +157,39 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(small_world, tm
     )
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+
+
+def test_lora_policy_uses_adapter_free_reference_and_saves_merged(small_world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, world_dir = small_world
+    cfg = PPOConfig(policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=32, steps=3,
+                    batch_size=8, mini_batch_size=4, lr=1e-2, max_new_tokens=12, lora_r=4)  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "lora", show_progress=False)
+    # Before any update the adapters are zero (LoRA's B starts at 0): policy = reference, KL exactly 0.
+    assert result.history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert result.history[-1]["objective/kl"] != 0.0
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
+    assert not any("lora" in name for name, _ in saved.named_parameters())
+    initial = AutoModelForCausalLM.from_pretrained(world_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(saved.parameters(), initial.parameters(), strict=True))
+
+
+def test_top_layers_only(small_world, tmp_path):
+    from safetensors.torch import load_file
+
+    _, world_dir = small_world
+    cfg = PPOConfig(policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=32, steps=2,
+                    batch_size=8, mini_batch_size=4, lr=1e-2, max_new_tokens=8, trainable_layers=1)  # fmt: skip
+    train(cfg, RUN, tmp_path / "top", show_progress=False)
+    before, after = (
+        load_file(world_dir / "model.safetensors"),
+        load_file(tmp_path / "top" / "model.safetensors"),
+    )
+    assert torch.equal(
+        before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"]
+    )
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(
+        before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"]
+    )

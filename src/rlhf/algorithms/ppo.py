@@ -82,6 +82,14 @@ class PPOConfig:
         1, "K responses per prompt in a rollout (batch_size counts responses)."
     )
     log_every: int = help_field(1, "Log metrics every N iterations.")
+    trainable_layers: int = help_field(
+        -1, "Train only the top N transformer blocks of the policy (-1 = all)."
+    )
+    lora_r: int = help_field(
+        0,
+        "Train LoRA adapters of this rank instead of the policy (0 = off); the reference is then the same weights with adapters off.",
+    )
+    lora_alpha: float = help_field(16.0, "LoRA alpha.")
     save_every: int = help_field(10, "Write a resumable checkpoint every N iterations (0 = only at the end).")
     stop_after_steps: int = help_field(
         0, "Stop after this many iterations as if interrupted, keeping the checkpoint (0 = off)."
@@ -341,7 +349,15 @@ def train(
     """Fine-tune `cfg.policy` with PPO against `cfg.reward`; save the policy (and value head) to `out`."""
     from rlhf.data import load_prompts
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import load_causal_lm, save_atomic, save_pretrained_atomic
+    from rlhf.models import (
+        AdaptersDisabled,
+        add_lora,
+        freeze_lower_layers,
+        load_causal_lm,
+        merged_copy,
+        save_atomic,
+        save_pretrained_atomic,
+    )
     from rlhf.rewards import load_reward_source
     from rlhf.rl_math import AdaptiveKLController, FixedKLController
     from rlhf.world import corpus
@@ -357,7 +373,13 @@ def train(
         resolve_world_model(cfg.policy, world, show_progress), device=run.device, dtype=run.dtype
     )
     disable_dropout(policy)
-    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.lora_r > 0:  # the reference is the same weights with the adapters off: no second copy
+        add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
+        ref_policy = AdaptersDisabled(policy)
+    else:
+        ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+        if cfg.trainable_layers >= 0:
+            freeze_lower_layers(policy, cfg.trainable_layers)
     hidden = policy.config.hidden_size
     value_head = nn.Linear(hidden, 1).to(next(policy.parameters()).device)
     nn.init.zeros_(value_head.weight)
@@ -376,7 +398,7 @@ def train(
         )
 
     # 3. optimiser, schedule, KL controller
-    params = [*policy.parameters(), *value_head.parameters()]
+    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / cfg.steps))
     kl_ctl = (
@@ -464,7 +486,7 @@ def train(
     policy.eval()
     save_pretrained_atomic(
         out,
-        policy,
+        merged_copy(policy),
         tokenizer,
         extra_files={"value_head.pt": write_value_head, "rlhf_config.yaml": write_config},
         carry=("logs", CHECKPOINT_DIR),
