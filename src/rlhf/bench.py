@@ -140,3 +140,117 @@ def bench_reward(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2))
     return figures
+
+
+def bench_prompts(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> list[str]:
+    """World prompts of about `target_tokens` tokens: an earlier exchange, then the request; the `n`
+    candidates nearest the target length, in corpus order."""
+    from rlhf.world import corpus
+
+    dialogues = corpus.generate_corpus(8 * n, seed)
+    candidates = [
+        f"{a.prompt} {a.response}\n{b.prompt}" for a, b in zip(dialogues[::2], dialogues[1::2], strict=False)
+    ]
+    lengths = [len(ids) for ids in tokenizer(candidates)["input_ids"]]
+    nearest = sorted(range(len(candidates)), key=lambda i: abs(lengths[i] - target_tokens))[:n]
+    return [candidates[i] for i in sorted(nearest)]
+
+
+def bench_ppo(
+    cfg: Any, out: str | Path, iterations: int = 6, warmup: int = 1, batch_size: int = 32
+) -> dict[str, Any]:
+    """Time PPO iterations (rollout with a separate reference and reward model, 4 epochs, 1 minibatch) and
+    plain `generate` on the same model and batch as the rollout's ceiling."""
+    import copy
+    import tempfile
+
+    from torch import nn
+
+    from rlhf.algorithms.ppo import PPOConfig, disable_dropout, ppo_step
+    from rlhf.models import load_causal_lm
+    from rlhf.reward_model import init_reward_model, save_reward_model
+    from rlhf.rewards import load_reward_source
+    from rlhf.rl_math import FixedKLController
+    from rlhf.world.report import resolve_world_model
+
+    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+    disable_dropout(policy)
+    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    value_head = nn.Linear(policy.config.hidden_size, 1)
+    with tempfile.TemporaryDirectory() as tmp:  # a reward model of the same size as the policy
+        rm, rm_tokenizer = init_reward_model(world_dir, ["reward"], 1, seed=0)
+        save_reward_model(Path(tmp) / "rm", rm, rm_tokenizer)
+        reward_fn = load_reward_source(str(Path(tmp) / "rm"), device="cpu")
+    ppo_cfg = PPOConfig(batch_size=batch_size, mini_batch_size=batch_size, ppo_epochs=4, max_new_tokens=32)
+    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=1e-5, eps=1e-5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    prompts = bench_prompts(batch_size * (iterations + warmup), 44, tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    rows = []
+    for i in range(iterations + warmup):
+        started = time.perf_counter()
+        stats = ppo_step(policy, value_head, ref_policy, tokenizer, optimizer, scheduler, reward_fn, FixedKLController(0.05),
+                         prompts[i * batch_size : (i + 1) * batch_size], ppo_cfg, generator)  # fmt: skip
+        seconds = time.perf_counter() - started
+        if i >= warmup:
+            rows.append(
+                (
+                    seconds,
+                    stats["time/generation_share"],
+                    stats["response/length"],
+                    stats["time/generate_tokens_per_s"],
+                )
+            )
+    per_iteration = float(np.median([r[0] for r in rows]))
+    share = float(np.median([r[1] for r in rows]))
+    length = float(np.mean([r[2] for r in rows]))
+
+    # The ceiling: plain generate, same model and batch, 64 new tokens forced.
+    policy.eval()
+    enc = tokenizer(prompts[:batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+    gen_times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with torch.no_grad():
+            policy.generate(
+                **enc,
+                max_new_tokens=64,
+                min_new_tokens=64,
+                do_sample=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        gen_times.append(time.perf_counter() - started)
+    figures = {
+        "benchmark": "ppo",
+        "command": "rlhf bench ppo",
+        "configuration": {
+            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads), fp32",
+            "reference": "separate frozen copy",
+            "reward_model": "same size, separate",
+            "value": "shared-trunk value head (our default)",
+            "batch_prompts": batch_size,
+            "prompt_tokens": "about 44",
+            "max_new_tokens": 32,
+            "ppo_epochs": 4,
+            "minibatches": 1,
+            "timed_iterations": len(rows),
+            "statistic": "median over iterations",
+        },
+        "machine": machine(),
+        "episodes_per_second": batch_size / per_iteration,
+        "seconds_per_iteration": per_iteration,
+        "generation_share": share,  # the whole rollout: generate, policy and reference forwards, decoding
+        "mean_response_tokens": length,
+        "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
+        "plain_generate_tokens_per_second": batch_size * 64 / float(np.median(gen_times)),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    figures["rollout_vs_generate"] = (
+        figures["rollout_generate_tokens_per_second"] / figures["plain_generate_tokens_per_second"]
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    return figures

@@ -495,6 +495,27 @@ def bench_reward(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("ppo")
+def bench_ppo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/ppo.json"
+    ),
+    iterations: Annotated[int, typer.Option(min=1, help="Timed PPO iterations (after one warm-up).")] = 5,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """PPO throughput: episodes/s, generated tokens/s, generation share, peak memory, and plain generate."""
+    from rlhf.bench import bench_ppo as run_bench
+
+    f = run_bench(_config(config, sets), out, iterations=iterations)
+    typer.echo(
+        f"{f['episodes_per_second']:.1f} episodes/s, rollout generate {f['rollout_generate_tokens_per_second']:.0f} tokens/s "
+        f"({f['rollout_vs_generate']:.2f}x plain generate: {f['plain_generate_tokens_per_second']:.0f} tokens/s), "
+        f"rollout {f['generation_share']:.0%} of the time, peak RSS {f['peak_rss_mib']:.0f} MiB"
+    )
+    typer.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

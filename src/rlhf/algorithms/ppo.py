@@ -133,6 +133,8 @@ class Rollout:
     ref_logprobs: torch.Tensor  # (B, T)
     values: torch.Tensor  # (B, T)
     query_width: int
+    generate_seconds: float = 0.0  # the `generate` call alone
+    generated_positions: int = 0  # B x steps generated (finished rows keep being padded until all stop)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -149,6 +151,7 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
     device = next(policy.parameters()).device
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    started = time.perf_counter()
     out = policy.generate(
         **enc,
         max_new_tokens=cfg.max_new_tokens,
@@ -159,6 +162,7 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    generate_seconds = time.perf_counter() - started
     width = enc["input_ids"].shape[1]
     responses, response_mask = truncate_after_eos(
         out[:, width:], tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -188,6 +192,8 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
         ref_logprobs,
         values,
         width,
+        generate_seconds,
+        int(out.shape[0] * (out.shape[1] - width)),
     )
 
 
@@ -306,6 +312,7 @@ def ppo_step(
             "response/length": float(mask.sum(1).float().mean()),
             "response/eos_rate": float(batch.finished.float().mean()),
             "time/generation_share": generation_seconds / max(time.monotonic() - started, 1e-9),
+            "time/generate_tokens_per_s": batch.generated_positions / max(batch.generate_seconds, 1e-9),
         }
     )
     if cfg.advantage == "gae":

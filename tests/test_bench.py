@@ -1,0 +1,28 @@
+"""The benchmark commands run the real code paths and write their JSON (figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from rlhf.bench import bench_ppo, bench_reward
+from rlhf.config_root import load_root_config
+
+
+def small_root(small_world):
+    cfg = load_root_config(None, ["run.progress=false", "run.device=cpu"])
+    cfg.world = small_world[0]
+    return cfg
+
+
+def test_bench_reward_writes_figures(small_world, tmp_path):
+    figures = bench_reward(small_root(small_world), tmp_path / "reward.json", steps=2, warmup=1, batch_size=4)
+    saved = json.loads((tmp_path / "reward.json").read_text())
+    assert saved["runs"][0]["pairs_per_second"] == figures["runs"][0]["pairs_per_second"] > 0
+    assert saved["runs"][0]["timed_steps"] == 2 and saved["machine"]["cores"] >= 1
+
+
+def test_bench_ppo_writes_figures(small_world, tmp_path):
+    figures = bench_ppo(small_root(small_world), tmp_path / "ppo.json", iterations=1, batch_size=4)
+    saved = json.loads((tmp_path / "ppo.json").read_text())
+    assert saved["episodes_per_second"] == figures["episodes_per_second"] > 0
+    assert 0 < saved["generation_share"] < 1 and saved["plain_generate_tokens_per_second"] > 0
