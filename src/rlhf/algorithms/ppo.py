@@ -231,6 +231,7 @@ def ppo_step(
     batch = rollout(policy, value_head, ref_policy, tokenizer, prompts, cfg)
     generation_seconds = time.monotonic() - started
     mask = batch.response_mask
+    check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
     # 2. score; responses that never stop are penalised (they would otherwise be truncated text)
     scores = reward_fn(batch.prompts, batch.responses).to(batch.logprobs.device).float()  # (B,)
     check_finite(scores.mean().item(), "reward")
