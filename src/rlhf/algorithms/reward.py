@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.data import join_prompt_response
 from rlhf.errors import UserError, check_finite
 
 CHECKPOINT_DIR = "checkpoint"
@@ -115,7 +116,9 @@ class RewardConfig:
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ConfigError(f"reward.{key} must be one of {', '.join(allowed)}; got {value!r}")
+                raise ConfigError(
+                    f"reward.{key} must be one of {', '.join_prompt_response(allowed)}; got {value!r}"
+                )
         for key in ("ensemble_size", "batch_size", "grad_accum", "max_length"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"reward.{key} must be at least 1; got {getattr(self, key)}")
@@ -159,7 +162,7 @@ def objective_index(objectives: list[str], name: str | None, source: str) -> int
         return 0
     if name not in objectives:
         raise UserError(
-            f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})"
+            f"{source}: objective {name!r} is not one of the model's heads ({', '.join_prompt_response(objectives)})"
         )
     return objectives.index(name)
 
@@ -169,8 +172,8 @@ def make_pair_batches(
 ) -> list[PairBatch]:
     """Tokenize every pair once and cut them into batches; with `cfg.group_by_length`, pairs of similar
     length share a batch (sorted within megabatches of 50 batches; the given order otherwise)."""
-    chosen = tokenize([join(p.prompt, p.chosen) for p in pairs])
-    rejected = tokenize([join(p.prompt, p.rejected) for p in pairs])
+    chosen = tokenize([join_prompt_response(p.prompt, p.chosen) for p in pairs])
+    rejected = tokenize([join_prompt_response(p.prompt, p.rejected) for p in pairs])
     if cfg.group_by_length:
         lengths = [max(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True)]
         order = group_by_length(lengths, batch_size)
@@ -228,7 +231,9 @@ def make_ranking_batches(
             mask[b, : len(flat)] = True
         batches.append(
             RankingBatch(
-                responses=[tokenize([join(r.prompt, text) for text in r.responses]) for r in part],
+                responses=[
+                    tokenize([join_prompt_response(r.prompt, text) for text in r.responses]) for r in part
+                ],
                 order=order,
                 groups=groups,
                 mask=mask,
@@ -239,12 +244,6 @@ def make_ranking_batches(
             )
         )
     return batches
-
-
-def join(prompt: str, response: str) -> str:
-    from rlhf.data import join_prompt_response
-
-    return join_prompt_response(prompt, response)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -324,7 +323,9 @@ def evaluate(
 
     if not pairs:
         return {}, np.zeros(0)
-    texts = [join(p.prompt, p.chosen) for p in pairs] + [join(p.prompt, p.rejected) for p in pairs]
+    texts = [join_prompt_response(p.prompt, p.chosen) for p in pairs] + [
+        join_prompt_response(p.prompt, p.rejected) for p in pairs
+    ]
     mean = score_texts(model, tokenizer, texts, max_length=max_length).mean  # (2P, H)
     heads = torch.tensor([objective_index(objectives, p.objective, p.source) for p in pairs])
     n = len(pairs)
@@ -750,7 +751,7 @@ def score_file(
     scores = score_texts(
         model,
         tokenizer,
-        [join(p, r) for p, r in zip(prompts, responses, strict=True)],
+        [join_prompt_response(p, r) for p, r in zip(prompts, responses, strict=True)],
         max_length=max_length,
         normalize=normalize,
     )
@@ -779,7 +780,10 @@ def normalize_model(
     if len(prompts) < 2:
         raise UserError(f"{samples}: need at least 2 reference samples to estimate a standard deviation")
     scores = score_texts(
-        model, tokenizer, [join(p, r) for p, r in zip(prompts, responses, strict=True)], max_length=max_length
+        model,
+        tokenizer,
+        [join_prompt_response(p, r) for p, r in zip(prompts, responses, strict=True)],
+        max_length=max_length,
     )
     mean, std = normalization_stats(scores.mean)
     meta = dataclasses.replace(model.meta, norm_mean=mean, norm_std=std)
