@@ -87,14 +87,21 @@ def response_logprobs(
     if not 1 <= response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
+    kwargs = {}
+    width = input_ids.shape[1] - response_start + 1  # the positions whose logits predict response tokens
+    if _accepts_logits_to_keep(model):
+        # The LM head over the prompt's positions is wasted work: with a 2k vocabulary and a 128-wide
+        # model it costs about as much as the transformer blocks, so ask for the response's logits only.
+        kwargs["logits_to_keep"] = width
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=False,
         output_hidden_states=value_head is not None,
+        **kwargs,
     )
-    logits = out.logits[:, response_start - 1 : -1]  # (B, T, V): position t - 1 predicts token t
+    logits = out.logits[:, -width:-1]  # (B, T, V): position t - 1 predicts token t
     if temperature != 1.0:
         logits = logits / temperature
     logprobs = gather_logprobs(logits, input_ids[:, response_start:])  # (B, T)
@@ -104,6 +111,20 @@ def response_logprobs(
     hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, D)
     values = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1)  # (B, T)
     return logprobs, (logits if return_logits else None), values
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    """Whether `model.forward` takes `logits_to_keep` (transformers' causal LMs since 4.50)."""
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    if forward is None:  # a wrapper such as AdaptersDisabled: ask what it wraps
+        inner = getattr(model, "model", None)
+        return inner is not None and _accepts_logits_to_keep(inner)
+    try:
+        return "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def first_true_indices(bools: torch.Tensor) -> torch.Tensor:

@@ -277,8 +277,13 @@ def ppo_step(
             pg_loss, pg_stats = ppo_policy_loss(
                 logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
             )
-            entropy = masked_mean(entropy_from_logits(logits), m)
-            loss = pg_loss - cfg.ent_coef * entropy
+            if cfg.ent_coef > 0:
+                entropy = masked_mean(entropy_from_logits(logits), m)
+                loss = pg_loss - cfg.ent_coef * entropy
+            else:  # a diagnostic only: no backward through a (B, T, V) softmax
+                with torch.no_grad():
+                    entropy = masked_mean(entropy_from_logits(logits), m)
+                loss = pg_loss
             if use_values:
                 vf_loss, vf_stats = ppo_value_loss(
                     outputs[2], batch.values[idx], returns[idx], m, cfg.cliprange_value
