@@ -22,7 +22,11 @@ def test_bench_reward_writes_figures(small_world, tmp_path):
 
 
 def test_bench_ppo_writes_figures(small_world, tmp_path):
-    figures = bench_ppo(small_root(small_world), tmp_path / "ppo.json", iterations=1, batch_size=4)
+    figures = bench_ppo(
+        small_root(small_world), tmp_path / "ppo.json", iterations=1, batch_size=4, variants=("ppo", "grpo")
+    )
     saved = json.loads((tmp_path / "ppo.json").read_text())
-    assert saved["episodes_per_second"] == figures["episodes_per_second"] > 0
-    assert 0 < saved["generation_share"] < 1 and saved["plain_generate_tokens_per_second"] > 0
+    assert [r["variant"] for r in saved["runs"]] == ["ppo", "grpo"]
+    assert saved["runs"][0]["episodes_per_second"] == figures["runs"][0]["episodes_per_second"] > 0
+    assert 0 < saved["runs"][0]["generation_share"] < 1 and saved["plain_generate_tokens_per_second"] > 0
+    assert saved["runs"][1]["prompts_x_samples"] == "1 x 4"

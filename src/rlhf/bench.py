@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhf.errors import UserError
+
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -156,56 +158,107 @@ def bench_prompts(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> 
     return [candidates[i] for i in sorted(nearest)]
 
 
+PPO_VARIANTS = {
+    # the issue's PPO reference set-up: 32 prompts, 4 epochs over 1 minibatch
+    "ppo": {"advantage": "gae", "samples_per_prompt": 1, "ppo_epochs": 4},
+    # TRL's RLOO / GRPO reference: 8 prompts x 4 samples, one update per rollout
+    "rloo": {"advantage": "rloo", "samples_per_prompt": 4, "ppo_epochs": 1},
+    "grpo": {"advantage": "grpo", "samples_per_prompt": 4, "ppo_epochs": 1},
+}
+
+
 def bench_ppo(
-    cfg: Any, out: str | Path, iterations: int = 6, warmup: int = 1, batch_size: int = 32
+    cfg: Any,
+    out: str | Path,
+    iterations: int = 6,
+    warmup: int = 1,
+    batch_size: int = 32,
+    variants: tuple[str, ...] = ("ppo",),
+    critic: str = "shared",
+    bf16: bool = False,
 ) -> dict[str, Any]:
-    """Time PPO iterations (rollout with a separate reference and reward model, 4 epochs, 1 minibatch) and
-    plain `generate` on the same model and batch as the rollout's ceiling."""
+    """Time the trainer's own `ppo_step` (rollout with a separate reference and reward model, updates)
+    for each variant and precision, and plain `generate` on the same model and batch as the rollout's
+    ceiling."""
     import copy
     import tempfile
 
-    from torch import nn
+    from accelerate import Accelerator
 
-    from rlhf.algorithms.ppo import PPOConfig, disable_dropout, ppo_step
-    from rlhf.models import load_causal_lm
+    from rlhf.algorithms.ppo import PolicyModels, PPOConfig, disable_dropout, ppo_step
+    from rlhf.models import ValueModel, load_causal_lm
     from rlhf.reward_model import init_reward_model, save_reward_model
     from rlhf.rewards import load_reward_source
     from rlhf.rl_math import FixedKLController
     from rlhf.world.report import resolve_world_model
 
+    unknown = sorted(set(variants) - set(PPO_VARIANTS))
+    if unknown:
+        raise UserError(f"unknown bench variants {unknown}; choose from {', '.join(PPO_VARIANTS)}")
     world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
-    policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
-    disable_dropout(policy)
-    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
-    value_head = nn.Linear(policy.config.hidden_size, 1)
     with tempfile.TemporaryDirectory() as tmp:  # a reward model of the same size as the policy
         rm, rm_tokenizer = init_reward_model(world_dir, ["reward"], 1, seed=0)
         save_reward_model(Path(tmp) / "rm", rm, rm_tokenizer)
         reward_fn = load_reward_source(str(Path(tmp) / "rm"), device="cpu")
-    ppo_cfg = PPOConfig(batch_size=batch_size, mini_batch_size=batch_size, ppo_epochs=4, max_new_tokens=32)
-    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=1e-5, eps=1e-5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-    prompts = bench_prompts(batch_size * (iterations + warmup), 44, tokenizer)
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    rows = []
-    for i in range(iterations + warmup):
-        started = time.perf_counter()
-        stats = ppo_step(policy, value_head, ref_policy, tokenizer, optimizer, scheduler, reward_fn, FixedKLController(0.05),
-                         prompts[i * batch_size : (i + 1) * batch_size], ppo_cfg, generator)  # fmt: skip
-        seconds = time.perf_counter() - started
-        if i >= warmup:
-            rows.append(
-                (
-                    seconds,
-                    stats["time/generation_share"],
-                    stats["response/length"],
-                    stats["time/generate_tokens_per_s"],
-                )
+    runs = []
+    for variant in variants:
+        for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+            torch.manual_seed(0)
+            policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+            disable_dropout(policy)
+            ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+            setting = PPO_VARIANTS[variant]
+            value = None
+            if setting["advantage"] == "gae":
+                hidden = policy.config.hidden_size
+                value = ValueModel(policy) if critic == "separate" else torch.nn.Linear(hidden, 1)
+            models = PolicyModels(policy, ref_policy, value, tokenizer)
+            ppo_cfg = PPOConfig(
+                batch_size=batch_size,
+                mini_batch_size=batch_size,
+                max_new_tokens=32,
+                critic=critic,
+                mixed_precision="bf16" if precision == "bf16" else "no",
+                **setting,
             )
-    per_iteration = float(np.median([r[0] for r in rows]))
-    share = float(np.median([r[1] for r in rows]))
-    length = float(np.mean([r[2] for r in rows]))
+            accelerator = Accelerator(cpu=True)
+            optimizer = torch.optim.Adam(models.trainable_parameters(), lr=1e-5, eps=1e-5)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+            n_prompts = batch_size // ppo_cfg.samples_per_prompt
+            prompts = bench_prompts(n_prompts * (iterations + warmup), 44, tokenizer)
+            generator = torch.Generator().manual_seed(0)
+            rows = []
+            for i in range(iterations + warmup):
+                batch = [
+                    p
+                    for p in prompts[i * n_prompts : (i + 1) * n_prompts]
+                    for _ in range(ppo_cfg.samples_per_prompt)
+                ]
+                started = time.perf_counter()
+                stats = ppo_step(models, optimizer, scheduler, reward_fn, FixedKLController(0.05), batch, ppo_cfg,
+                                 generator, accelerator=accelerator)  # fmt: skip
+                seconds = time.perf_counter() - started
+                if i >= warmup:
+                    rows.append((seconds, stats["time/generation_share"], stats["response/length"],
+                                 stats["time/generate_tokens_per_s"]))  # fmt: skip
+            per_iteration = float(np.median([r[0] for r in rows]))
+            runs.append(
+                {
+                    "variant": variant,
+                    "precision": precision,
+                    "advantage": ppo_cfg.advantage,
+                    "value": {"gae": f"{critic} critic"}.get(ppo_cfg.advantage, "none (critic-free)"),
+                    "prompts_x_samples": f"{n_prompts} x {ppo_cfg.samples_per_prompt}",
+                    "ppo_epochs": ppo_cfg.ppo_epochs,
+                    "episodes_per_second": batch_size / per_iteration,
+                    "seconds_per_iteration": per_iteration,
+                    "seconds_min_max": [float(min(r[0] for r in rows)), float(max(r[0] for r in rows))],
+                    "generation_share": float(np.median([r[1] for r in rows])),
+                    "mean_response_tokens": float(np.mean([r[2] for r in rows])),
+                    "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
+                    "peak_rss_mib": peak_rss_mib(),
+                }
+            )
 
     # The ceiling: plain generate, same model and batch, 64 new tokens forced.
     policy.eval()
@@ -222,34 +275,28 @@ def bench_ppo(
                 pad_token_id=tokenizer.pad_token_id,
             )
         gen_times.append(time.perf_counter() - started)
+    plain = batch_size * 64 / float(np.median(gen_times))
+    for run in runs:
+        run["rollout_vs_generate"] = run["rollout_generate_tokens_per_second"] / plain
     figures = {
         "benchmark": "ppo",
         "command": "rlhf bench ppo",
         "configuration": {
-            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads), fp32",
+            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
             "reference": "separate frozen copy",
             "reward_model": "same size, separate",
-            "value": "shared-trunk value head (our default)",
-            "batch_prompts": batch_size,
+            "batch_responses": batch_size,
             "prompt_tokens": "about 44",
             "max_new_tokens": 32,
-            "ppo_epochs": 4,
             "minibatches": 1,
-            "timed_iterations": len(rows),
-            "statistic": "median over iterations",
+            "timed_iterations": iterations,
+            "warmup_iterations": warmup,
+            "statistic": "median seconds per iteration over the timed iterations",
         },
         "machine": machine(),
-        "episodes_per_second": batch_size / per_iteration,
-        "seconds_per_iteration": per_iteration,
-        "generation_share": share,  # the whole rollout: generate, policy and reference forwards, decoding
-        "mean_response_tokens": length,
-        "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
-        "plain_generate_tokens_per_second": batch_size * 64 / float(np.median(gen_times)),
-        "peak_rss_mib": peak_rss_mib(),
+        "plain_generate_tokens_per_second": plain,
+        "runs": runs,
     }
-    figures["rollout_vs_generate"] = (
-        figures["rollout_generate_tokens_per_second"] / figures["plain_generate_tokens_per_second"]
-    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2))

@@ -500,19 +500,40 @@ def bench_ppo(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
         "bench/ppo.json"
     ),
-    iterations: Annotated[int, typer.Option(min=1, help="Timed PPO iterations (after one warm-up).")] = 5,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed iterations (after one warm-up).")] = 5,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="ppo (32 prompts, 4 epochs), rloo or grpo (8 prompts x 4 samples, 1 epoch); repeatable.",
+        ),
+    ] = None,
+    critic: Annotated[str, typer.Option(help="PPO's value function: shared or separate.")] = "shared",
+    bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """PPO throughput: episodes/s, generated tokens/s, generation share, peak memory, and plain generate."""
+    """PPO/RLOO/GRPO throughput: episodes/s, generated tokens/s, generation share, peak memory, and
+    plain generate on the same model and batch."""
     from rlhf.bench import bench_ppo as run_bench
 
-    f = run_bench(_config(config, sets), out, iterations=iterations)
-    typer.echo(
-        f"{f['episodes_per_second']:.1f} episodes/s, rollout generate {f['rollout_generate_tokens_per_second']:.0f} tokens/s "
-        f"({f['rollout_vs_generate']:.2f}x plain generate: {f['plain_generate_tokens_per_second']:.0f} tokens/s), "
-        f"rollout {f['generation_share']:.0%} of the time, peak RSS {f['peak_rss_mib']:.0f} MiB"
+    if critic not in ("shared", "separate"):
+        raise UserError(f"--critic must be shared or separate, got {critic!r}")
+    f = run_bench(
+        _config(config, sets),
+        out,
+        iterations=iterations,
+        variants=tuple(variant or ["ppo"]),
+        critic=critic,
+        bf16=bf16,
     )
+    typer.echo(f"plain generate: {f['plain_generate_tokens_per_second']:.0f} tokens/s")
+    for r in f["runs"]:
+        typer.echo(
+            f"{r['variant']} {r['precision']}: {r['episodes_per_second']:.1f} episodes/s, rollout generate "
+            f"{r['rollout_generate_tokens_per_second']:.0f} tokens/s ({r['rollout_vs_generate']:.2f}x plain), "
+            f"rollout {r['generation_share']:.0%} of the time, peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     typer.echo(f"wrote {out}")
 
 

@@ -86,7 +86,7 @@ def response_logprobs(
     _check_temperature(temperature)
     if not 1 <= response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
+    position_ids = position_ids_from_mask(attention_mask)  # (B, L)
     kwargs = {}
     width = input_ids.shape[1] - response_start + 1  # the positions whose logits predict response tokens
     if _accepts_logits_to_keep(model):
@@ -111,6 +111,11 @@ def response_logprobs(
     hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, D)
     values = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1)  # (B, T)
     return logprobs, (logits if return_logits else None), values
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... from each row's first real token, 0 on left padding; (B, L) -> (B, L)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:

@@ -306,3 +306,55 @@ def merged_copy(model: torch.nn.Module) -> torch.nn.Module:
     plain = copy.deepcopy(model)
     merge_lora(plain)
     return plain
+
+
+def share_frozen_modules(policy: torch.nn.Module, reference: torch.nn.Module) -> int:
+    """Point the reference's frozen lower blocks and embeddings at the policy's own; returns the
+    number of parameters no longer held twice.
+
+    With only the top N blocks trained (`freeze_lower_layers`) the lower ones stay identical to the
+    initial model's, so the reference needs its own copy of the top N only (trlX's hydra heads).
+    """
+    shared = 0
+    policy_layers, reference_layers = transformer_layers(policy), transformer_layers(reference)
+    for i, layer in enumerate(policy_layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            break  # frozen blocks are the lowest ones: everything from here up trains
+        reference_layers[i] = layer
+        shared += sum(p.numel() for p in layer.parameters())
+    embeddings = policy.get_input_embeddings()
+    tied = getattr(policy.config, "tie_word_embeddings", False)
+    if shared and not tied and not any(p.requires_grad for p in embeddings.parameters()):
+        reference.set_input_embeddings(embeddings)
+        shared += sum(p.numel() for p in embeddings.parameters())
+    return shared
+
+
+class ValueModel(torch.nn.Module):
+    """A separate critic: a copy of a causal LM's trunk (without its LM head) and a linear value head.
+
+    The shared-trunk value head is cheaper; a separate critic keeps value-loss gradients out of the
+    policy, which helps when the value loss is large early on (the OpenAI 2019 and TRL set-up).
+    """
+
+    def __init__(self, causal_lm: torch.nn.Module) -> None:
+        import copy
+
+        super().__init__()
+        self.trunk = copy.deepcopy(getattr(causal_lm, causal_lm.base_model_prefix))
+        self.trunk.requires_grad_(True)
+        self.head = torch.nn.Linear(causal_lm.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def response_values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+    ) -> torch.Tensor:
+        """V(s_t) for every response token t, read at the position that emits it; (B, L) -> (B, T)."""
+        from rlhf.logprobs import position_ids_from_mask
+
+        position_ids = position_ids_from_mask(attention_mask)
+        hidden = self.trunk(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state[:, response_start - 1 : -1]  # (B, T, D)
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)

@@ -193,3 +193,125 @@ def test_top_layers_only(small_world, tmp_path):
     assert not torch.equal(
         before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"]
     )
+
+
+def test_separate_critic_learns_values_and_is_saved(small_world, tmp_path):
+    _, world_dir = small_world
+    cfg = PPOConfig(
+        policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, critic="separate",
+        steps=15, batch_size=16, mini_batch_size=8, lr=1e-3, max_new_tokens=16, kl_coef=0.01, missing_eos_penalty=0.0,
+    )  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[-3:]) / 3 > 0.6, scores
+    # the critic starts at V = 0 (explained variance <= 0) and learns to predict the returns
+    ev = [h["value/explained_variance"] for h in result.history]
+    assert ev[0] <= 0.05 and max(ev[-5:]) > 0.3, ev  # measured: 0.0 at first, 0.8-0.9 at the end
+    saved = torch.load(tmp_path / "policy" / "critic.pt")
+    assert "head.weight" in saved and any(k.startswith("trunk.layers.0.") for k in saved)
+    assert not (tmp_path / "policy" / "value_head.pt").exists()
+
+
+def test_reference_shares_frozen_blocks_and_never_changes(tiny_lm_dir):
+    import copy
+
+    from rlhf.logprobs import response_logprobs
+    from rlhf.models import freeze_lower_layers, load_causal_lm, share_frozen_modules, transformer_layers
+
+    policy, _ = load_causal_lm(tiny_lm_dir, device="cpu", dtype="float32")
+    reference = copy.deepcopy(policy).requires_grad_(False)
+    n_frozen = freeze_lower_layers(policy, 1)
+    shared = share_frozen_modules(policy, reference)
+    layers, ref_layers = transformer_layers(policy), transformer_layers(reference)
+    assert n_frozen == len(layers) - 1
+    assert all(ref_layers[i] is layers[i] for i in range(n_frozen)) and ref_layers[-1] is not layers[-1]
+    assert shared == sum(p.numel() for layer in layers[:n_frozen] for p in layer.parameters()) + (
+        0 if policy.config.tie_word_embeddings else policy.get_input_embeddings().weight.numel()
+    )
+    ids = torch.randint(3, 60, (2, 10))
+    mask = torch.ones_like(ids)
+    before = response_logprobs(reference, ids, mask, 4)[0]
+    optimizer = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)
+    response_logprobs(policy, ids, mask, 4)[0].sum().backward()
+    optimizer.step()
+    after_policy = response_logprobs(policy, ids, mask, 4)[0]
+    assert not torch.allclose(after_policy, before)  # the policy's top block moved ...
+    torch.testing.assert_close(
+        response_logprobs(reference, ids, mask, 4)[0], before
+    )  # ... the reference did not
+
+
+def test_top_layers_and_bf16_autocast_train(small_world, tmp_path):
+    _, world_dir = small_world
+    cfg = PPOConfig(
+        policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, trainable_layers=2,
+        mixed_precision="bf16", steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16,
+        kl_coef=0.01, missing_eos_penalty=0.0,
+    )  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[-3:]) / 3 > 0.5, scores
+
+
+def _average_gradients_worker(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from rlhf.algorithms.ppo import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    a, b = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(3))
+    a.grad = torch.full((2, 2), float(rank + 1))  # process 0: 1, process 1: 2 -> mean 1.5
+    b.grad = None if rank == 0 else torch.tensor([2.0, 4.0, 6.0])  # unused on 0 counts as 0 -> [1, 2, 3]
+    average_gradients([a, b], 2)
+    results[rank] = (a.grad.tolist(), b.grad.tolist())
+    dist.destroy_process_group()
+
+
+def test_average_gradients_over_two_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_average_gradients_worker, args=(port, results), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert results[rank] == ([[1.5, 1.5], [1.5, 1.5]], [1.0, 2.0, 3.0])
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_ppo(small_world, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, world_dir = small_world
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    accelerate = Path(sys.executable).parent / "accelerate"
+    sets = ["run.progress=false", "run.device=cpu", "run.tensorboard=false", "ppo.n_world_prompts=64",
+            "ppo.steps=10", "ppo.batch_size=8", "ppo.mini_batch_size=8", "ppo.lr=3e-3", "ppo.max_new_tokens=16",
+            "ppo.kl_coef=0.01", "ppo.missing_eos_penalty=0.0", "ppo.save_every=5"]  # fmt: skip
+    two = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+         "-m", "rlhf", "ppo", "train", "--policy", str(world_dir), "--reward", "tests.algorithms.test_ppo:says_sure",
+         "--out", str(tmp_path / "two"), *[arg for s in sets for arg in ("--set", s)]],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    rows = [
+        json.loads(line) for line in (tmp_path / "two" / "logs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 10  # only the main process logs, once per iteration
+    scores = [r["objective/scores"] for r in rows]
+    # 2 processes x 8 responses per iteration: the same learning as one process with 16
+    assert sum(scores[:2]) / 2 < 0.3 and sum(scores[-3:]) / 3 > 0.6, scores
+    assert (tmp_path / "two" / "model.safetensors").is_file()
+    state = torch.load(tmp_path / "two" / "checkpoint" / "ppo_state.pt", weights_only=False)
+    assert len(state["process_rng"]) == 2 and state["step"] == 10

@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,14 @@ class PPOConfig:
     samples_per_prompt: int = help_field(
         1, "K responses per prompt in a rollout (batch_size counts responses)."
     )
+    critic: str = help_field(
+        "shared",
+        "Value function: 'shared' (a linear head on the policy's trunk: one forward gives log-probs and "
+        "values) or 'separate' (a copy of the trunk with its own head, trained by the value loss only).",
+    )
+    mixed_precision: str = help_field(
+        "no", "'no' (fp32) or 'bf16' autocast for generation, forwards and updates (fp32 master weights)."
+    )
     log_every: int = help_field(1, "Log metrics every N iterations.")
     trainable_layers: int = help_field(
         -1, "Train only the top N transformer blocks of the policy (-1 = all)."
@@ -106,6 +116,10 @@ class PPOConfig:
             raise ConfigError(
                 f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.samples_per_prompt ({self.samples_per_prompt})"
             )
+        if self.critic not in ("shared", "separate"):
+            raise ConfigError(f"ppo.critic must be shared or separate; got {self.critic!r}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"ppo.mixed_precision must be no or bf16; got {self.mixed_precision!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator must be k1 or k3; got {self.kl_estimator!r}")
         if self.batch_size % self.mini_batch_size:
@@ -117,6 +131,33 @@ class PPOConfig:
                 raise ConfigError(f"ppo.{key} must be at least 1")
         if self.temperature <= 0:
             raise ConfigError("ppo.temperature must be > 0 (log-probs use the sampling temperature)")
+
+
+@dataclass
+class PolicyModels:
+    """What one PPO process holds: the trained policy, its frozen reference, the critic and the tokenizer.
+
+    `critic` is None (rloo, grpo), a linear head on the policy's trunk (`critic='shared'`) or a
+    `ValueModel` (`critic='separate'`). `ref_policy` may share the policy's frozen lower blocks or be the
+    policy itself with LoRA adapters disabled (`AdaptersDisabled`).
+    """
+
+    policy: nn.Module
+    ref_policy: Any
+    critic: nn.Module | None
+    tokenizer: Any
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for group in self.clip_groups() for p in group]
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters whose gradient norm is clipped together: a separate critic on its own, so its
+        (early, large) value-loss gradients do not scale the policy's down."""
+        policy = [p for p in self.policy.parameters() if p.requires_grad]
+        critic = list(self.critic.parameters()) if self.critic is not None else []
+        if isinstance(self.critic, nn.Linear):
+            return [policy + critic]
+        return [policy, critic] if critic else [policy]
 
 
 @dataclass
@@ -143,25 +184,50 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def policy_forward(
+    models: PolicyModels,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    query_width: int,
+    temperature: float,
+    return_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Response log-probs (B, T), logits (B, T, V) or None, and values (B, T) or None (no critic)."""
+    from rlhf.logprobs import response_logprobs
+    from rlhf.models import ValueModel
+
+    shared_head = models.critic if isinstance(models.critic, nn.Linear) else None
+    outputs = response_logprobs(
+        models.policy, input_ids, attention_mask, query_width, temperature, return_logits, shared_head
+    )
+    if shared_head is not None:
+        return outputs
+    if isinstance(models.critic, ValueModel):
+        return (*outputs, models.critic.response_values(input_ids, attention_mask, query_width))
+    return (*outputs, None)
+
+
 @torch.no_grad()
-def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: PPOConfig) -> Rollout:
+def rollout(models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=nullcontext) -> Rollout:
     """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs."""
     from rlhf.logprobs import response_logprobs, truncate_after_eos
 
+    policy, tokenizer = models.policy, models.tokenizer
     device = next(policy.parameters()).device
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     started = time.perf_counter()
-    out = policy.generate(
-        **enc,
-        max_new_tokens=cfg.max_new_tokens,
-        do_sample=True,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k or None,
-        top_p=cfg.top_p if cfg.top_p < 1 else None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    with autocast():
+        out = policy.generate(
+            **enc,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k or None,
+            top_p=cfg.top_p if cfg.top_p < 1 else None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     generate_seconds = time.perf_counter() - started
     width = enc["input_ids"].shape[1]
     responses, response_mask = truncate_after_eos(
@@ -171,14 +237,11 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
         raise UserError("the policy generated no tokens; check max_new_tokens")
     input_ids = torch.cat([enc["input_ids"], responses], dim=1)  # (B, Lq + T)
     attention_mask = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
-    if value_head is not None:
-        logprobs, _, values = response_logprobs(
-            policy, input_ids, attention_mask, width, cfg.temperature, value_head=value_head
+    with autocast():
+        logprobs, _, values = policy_forward(models, input_ids, attention_mask, width, cfg.temperature)
+        ref_logprobs, _ = response_logprobs(
+            models.ref_policy, input_ids, attention_mask, width, cfg.temperature
         )
-    else:  # critic-free estimators (rloo, grpo) need no values
-        logprobs, _ = response_logprobs(policy, input_ids, attention_mask, width, cfg.temperature)
-        values = torch.zeros_like(logprobs)
-    ref_logprobs, _ = response_logprobs(ref_policy, input_ids, attention_mask, width, cfg.temperature)
     finished = (responses == tokenizer.eos_token_id).any(dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return Rollout(
@@ -190,18 +253,47 @@ def rollout(policy, value_head, ref_policy, tokenizer, prompts: list[str], cfg: 
         finished,
         logprobs,
         ref_logprobs,
-        values,
+        values.float() if values is not None else torch.zeros_like(logprobs),
         width,
         generate_seconds,
         int(out.shape[0] * (out.shape[1] - width)),
     )
 
 
+def average_gradients(params: list[nn.Parameter], num_processes: int) -> None:
+    """Data parallelism: replace each process's gradients by their mean over processes (one all-reduce).
+
+    Explicit rather than DistributedDataParallel's wrapper: PPO calls the policy through `generate`,
+    through `response_logprobs` and through the shared value head outside the policy's own forward, and
+    may leave the value head unused (rloo, grpo), all of which the wrapper handles badly.
+    """
+    if num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= num_processes
+    offset = 0
+    for param in params:
+        param.grad = flat[offset : offset + param.numel()].view_as(param).clone()
+        offset += param.numel()
+
+
+def mean_over_processes(stats: dict[str, float], accelerator: Any) -> dict[str, float]:
+    """Every process's stats averaged key by key (a key missing on some process averages the others)."""
+    if accelerator is None or accelerator.num_processes <= 1:
+        return stats
+    from accelerate.utils import gather_object
+
+    everyone = gather_object([stats])
+    keys = dict.fromkeys(key for each in everyone for key in each)
+    return {key: sum(e[key] for e in everyone if key in e) / sum(key in e for e in everyone) for key in keys}
+
+
 def ppo_step(
-    policy,
-    value_head,
-    ref_policy,
-    tokenizer,
+    models: PolicyModels,
     optimizer,
     scheduler,
     reward_fn,
@@ -210,9 +302,10 @@ def ppo_step(
     cfg: PPOConfig,
     generator: torch.Generator,
     gold_fn=None,
+    accelerator=None,
 ) -> dict[str, float]:
-    """One PPO iteration; returns its stats (one flat dict with slash keys)."""
-    from rlhf.logprobs import entropy_from_logits, response_logprobs
+    """One PPO iteration on this process's prompts; returns its stats averaged over processes."""
+    from rlhf.logprobs import entropy_from_logits
     from rlhf.losses import ppo_policy_loss, ppo_value_loss
     from rlhf.rl_math import (
         explained_variance,
@@ -225,10 +318,19 @@ def ppo_step(
         shaped_rewards,
     )
 
+    # torch's autocast rather than the Accelerator's: its mixed-precision setting is fixed per process,
+    # and one process may train several models (tests, sweeps) in different precisions.
+    autocast = partial(
+        torch.autocast,
+        next(models.policy.parameters()).device.type,
+        dtype=torch.bfloat16,
+        enabled=cfg.mixed_precision == "bf16",
+    )
+    num_processes = accelerator.num_processes if accelerator is not None else 1
     started = time.monotonic()
-    policy.eval()
+    models.policy.eval()
     # 1. sample, and log-probs of policy and frozen reference on the generated tokens
-    batch = rollout(policy, value_head, ref_policy, tokenizer, prompts, cfg)
+    batch = rollout(models, prompts, cfg, autocast)
     generation_seconds = time.monotonic() - started
     mask = batch.response_mask
     check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
@@ -255,63 +357,61 @@ def ppo_step(
         advantages = masked_whiten(advantages, mask)
     check_finite(advantages.abs().max().item(), "advantages")
     # 5. several epochs of clipped updates over shuffled minibatches
-    policy.train()
+    models.policy.train()
+    params = models.trainable_parameters()
     stats_sum: dict[str, float] = {}
     n_updates = 0
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(len(prompts), generator=generator)
         for start in range(0, len(prompts), cfg.mini_batch_size):
             idx = order[start : start + cfg.mini_batch_size]
-            use_values = cfg.advantage == "gae"
-            outputs = response_logprobs(
-                policy,
-                batch.input_ids[idx],
-                batch.attention_mask[idx],
-                batch.query_width,
-                cfg.temperature,
-                return_logits=True,
-                value_head=value_head if use_values else None,
-            )
-            logprobs, logits = outputs[0], outputs[1]
             m = mask[idx]
-            pg_loss, pg_stats = ppo_policy_loss(
-                logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
-            )
-            if cfg.ent_coef > 0:
-                entropy = masked_mean(entropy_from_logits(logits), m)
-                loss = pg_loss - cfg.ent_coef * entropy
-            else:  # a diagnostic only: no backward through a (B, T, V) softmax
-                with torch.no_grad():
-                    entropy = masked_mean(entropy_from_logits(logits), m)
-                loss = pg_loss
-            if use_values:
-                vf_loss, vf_stats = ppo_value_loss(
-                    outputs[2], batch.values[idx], returns[idx], m, cfg.cliprange_value
+            with autocast():
+                logprobs, logits, values = policy_forward(
+                    models,
+                    batch.input_ids[idx],
+                    batch.attention_mask[idx],
+                    batch.query_width,
+                    cfg.temperature,
+                    return_logits=True,
                 )
-                loss = loss + cfg.vf_coef * vf_loss
-                pg_stats = {**pg_stats, **vf_stats}
-            if cfg.advantage == "grpo":  # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
-                kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), m)
-                loss = loss + kl_ctl.value * kl_term
-                pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
+                pg_loss, pg_stats = ppo_policy_loss(
+                    logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
+                )
+                if cfg.ent_coef > 0:
+                    entropy = masked_mean(entropy_from_logits(logits), m)
+                    loss = pg_loss - cfg.ent_coef * entropy
+                else:  # a diagnostic only: no backward through a (B, T, V) softmax
+                    with torch.no_grad():
+                        entropy = masked_mean(entropy_from_logits(logits), m)
+                    loss = pg_loss
+                if values is not None:
+                    vf_loss, vf_stats = ppo_value_loss(
+                        values.float(), batch.values[idx], returns[idx], m, cfg.cliprange_value
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
+                    pg_stats = {**pg_stats, **vf_stats}
+                if (
+                    cfg.advantage == "grpo"
+                ):  # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
+                    kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), m)
+                    loss = loss + kl_ctl.value * kl_term
+                    pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
             check_finite(loss.item(), "PPO loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
-            )
+            average_gradients(params, num_processes)
+            for group in models.clip_groups():
+                torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
             optimizer.step()
             for key, value in {**pg_stats, "policy/entropy": entropy.item()}.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + float(value)
             n_updates += 1
     scheduler.step()
-    # 6. the KL controller steers the measured KL toward its target
-    kl_ctl.update(reward_stats["objective/kl"], len(prompts))
     stats = {key: value / n_updates for key, value in stats_sum.items()}
     stats.update(reward_stats)
     stats.update(
         {
-            "objective/kl_coef": kl_ctl.value,
             "objective/scores_raw": float(
                 scores.mean() + cfg.missing_eos_penalty * (~batch.finished).float().mean()
             ),
@@ -321,10 +421,14 @@ def ppo_step(
             "time/generate_tokens_per_s": batch.generated_positions / max(batch.generate_seconds, 1e-9),
         }
     )
-    if cfg.advantage == "gae":
+    if models.critic is not None:
         stats["value/explained_variance"] = explained_variance(batch.values, returns, mask)
     if gold_fn is not None:
         stats.update(gold_fn(batch.prompts, batch.responses))
+    stats = mean_over_processes(stats, accelerator)
+    # 6. the KL controller steers the measured KL (over all processes) toward its target
+    kl_ctl.update(stats["objective/kl"], len(prompts) * num_processes)
+    stats["objective/kl_coef"] = kl_ctl.value
     return stats
 
 
@@ -359,17 +463,25 @@ def train(
     show_progress: bool = True,
     resume: bool = False,
 ) -> PPOResult:
-    """Fine-tune `cfg.policy` with PPO against `cfg.reward`; save the policy (and value head) to `out`."""
+    """Fine-tune `cfg.policy` with PPO against `cfg.reward`; save the policy (and value head) to `out`.
+
+    Under `accelerate launch --num_processes N` every process samples `cfg.batch_size` responses from
+    its own share of the prompts and gradients are averaged, so one iteration covers N x batch_size."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
     from rlhf.data import load_prompts
     from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import (
         AdaptersDisabled,
+        ValueModel,
         add_lora,
         freeze_lower_layers,
         load_causal_lm,
         merged_copy,
         save_atomic,
         save_pretrained_atomic,
+        share_frozen_modules,
     )
     from rlhf.rewards import load_reward_source
     from rlhf.rl_math import AdaptiveKLController, FixedKLController
@@ -377,15 +489,27 @@ def train(
     from rlhf.world.report import resolve_world_model
 
     out = Path(out).expanduser()
-    torch.manual_seed(run.seed)
-    rng = random.Random(run.seed)
-    generator = torch.Generator().manual_seed(run.seed)
+    accelerator = Accelerator(
+        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+    )
+    rank, world_size = accelerator.process_index, accelerator.num_processes
+    is_main = accelerator.is_main_process
+    device = str(accelerator.device)
+    torch.manual_seed(run.seed)  # the same initial weights (LoRA, heads) in every process
+    rng = random.Random(run.seed)  # the same prompt order everywhere; each process takes its own share
 
-    # 1. models: the policy with a value head on its trunk, and a frozen copy as reference
+    # 1. models: the policy, its critic (a head on its trunk or a separate copy), a frozen reference
     policy, tokenizer = load_causal_lm(
-        resolve_world_model(cfg.policy, world, show_progress), device=run.device, dtype=run.dtype
+        resolve_world_model(cfg.policy, world, show_progress and is_main), device=device, dtype=run.dtype
     )
     disable_dropout(policy)
+    critic = None
+    if cfg.advantage == "gae":
+        critic = ValueModel(policy) if cfg.critic == "separate" else nn.Linear(policy.config.hidden_size, 1)
+        if isinstance(critic, nn.Linear):
+            nn.init.zeros_(critic.weight)
+            nn.init.zeros_(critic.bias)
+        critic.to(device)
     if cfg.lora_r > 0:  # the reference is the same weights with the adapters off: no second copy
         add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
         ref_policy = AdaptersDisabled(policy)
@@ -393,11 +517,9 @@ def train(
         ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
         if cfg.trainable_layers >= 0:
             freeze_lower_layers(policy, cfg.trainable_layers)
-    hidden = policy.config.hidden_size
-    value_head = nn.Linear(hidden, 1).to(next(policy.parameters()).device)
-    nn.init.zeros_(value_head.weight)
-    nn.init.zeros_(value_head.bias)
-    reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=run.device)
+            share_frozen_modules(policy, ref_policy)
+    models = PolicyModels(policy, ref_policy, critic, tokenizer)
+    reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device)
 
     # 2. prompts
     prompts = (
@@ -405,20 +527,23 @@ def train(
         if cfg.prompts
         else corpus.sample_prompts(cfg.n_world_prompts, run.seed)
     )
-    if len(prompts) < cfg.batch_size // cfg.samples_per_prompt:
+    n_prompts = cfg.batch_size // cfg.samples_per_prompt  # per process and iteration
+    if len(prompts) < n_prompts * world_size:
         raise UserError(
-            f"{cfg.prompts or 'world prompts'}: {len(prompts)} prompts, fewer than ppo.batch_size={cfg.batch_size}"
+            f"{cfg.prompts or 'world prompts'}: {len(prompts)} prompts, fewer than one iteration needs "
+            f"({n_prompts} per process x {world_size} processes)"
         )
 
     # 3. optimiser, schedule, KL controller
-    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+    optimizer = torch.optim.Adam(models.trainable_parameters(), lr=cfg.lr, eps=1e-5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / cfg.steps))
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         if cfg.adaptive_kl
         else FixedKLController(cfg.kl_coef)
     )
+    torch.manual_seed(run.seed + rank)  # from here on each process samples its own responses
+    generator = torch.Generator().manual_seed(run.seed + rank)
 
     # 4. the loop (from the checkpoint with --resume: same prompts, same random streams)
     history: list[dict[str, float]] = []
@@ -429,79 +554,90 @@ def train(
         if not checkpoint.is_file():
             raise UserError(f"--resume: no checkpoint at {checkpoint}; start without --resume")
         blob = torch.load(checkpoint, weights_only=False)
+        if len(blob["process_rng"]) != world_size:
+            raise UserError(
+                f"--resume: {checkpoint} was written by {len(blob['process_rng'])} processes, "
+                f"this run has {world_size}; resume with the same number of processes"
+            )
         policy.load_state_dict(blob["policy"])
-        value_head.load_state_dict(blob["value_head"])
+        if critic is not None:
+            critic.load_state_dict(blob["critic"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         kl_ctl.load_state_dict(blob["kl_controller"])
-        torch.set_rng_state(blob["torch_rng"])
-        generator.set_state(blob["generator"])
+        torch_rng, generator_state = blob["process_rng"][rank]
+        torch.set_rng_state(torch_rng)
+        generator.set_state(generator_state)
         rng.setstate(blob["python_rng"])
         order, history, first_step = blob["order"], blob["history"], blob["step"]
-    logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard)
+    logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard) if is_main else None
     last_step = min(cfg.steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else cfg.steps
-    bar = progress(range(first_step, last_step), desc="PPO", enabled=show_progress, unit="iter")
+    bar = progress(range(first_step, last_step), desc="PPO", enabled=show_progress and is_main, unit="iter")
     for step in bar:
-        if len(order) < cfg.batch_size // cfg.samples_per_prompt:
+        if len(order) < n_prompts * world_size:
             order = list(prompts)
             rng.shuffle(order)
-        n_prompts = cfg.batch_size // cfg.samples_per_prompt
-        batch_prompts, order = order[:n_prompts], order[n_prompts:]
-        batch_prompts = [p for p in batch_prompts for _ in range(cfg.samples_per_prompt)]  # K consecutive
+        step_prompts, order = order[: n_prompts * world_size], order[n_prompts * world_size :]
+        mine = step_prompts[rank * n_prompts : (rank + 1) * n_prompts]
+        mine = [p for p in mine for _ in range(cfg.samples_per_prompt)]  # K consecutive samples
         stats = ppo_step(
-            policy,
-            value_head if cfg.advantage == "gae" else None,
-            ref_policy,
-            tokenizer,
+            models,
             optimizer,
             scheduler,
             reward_fn,
             kl_ctl,
-            batch_prompts,
+            mine,
             cfg,
             generator,
             world_gold_stats,
+            accelerator,
         )
         history.append(stats)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+        if logger is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             logger.log(stats, step)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}")
         done = step + 1
         if (cfg.save_every and done % cfg.save_every == 0) or done == last_step:
-            state = {
-                "policy": policy.state_dict(),
-                "value_head": value_head.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "kl_controller": kl_ctl.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "generator": generator.get_state(),
-                "python_rng": rng.getstate(),
-                "order": order,
-                "history": history,
-                "step": done,
-            }
-            save_atomic(out / CHECKPOINT_DIR, lambda tmp, state=state: torch.save(state, tmp / STATE_FILE))
-    logger.close()
+            process_rng = gather_object([(torch.get_rng_state(), generator.get_state())])
+            if is_main:
+                state = {
+                    "policy": policy.state_dict(),
+                    "critic": critic.state_dict() if critic is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "kl_controller": kl_ctl.state_dict(),
+                    "process_rng": process_rng,
+                    "python_rng": rng.getstate(),
+                    "order": order,
+                    "history": history,
+                    "step": done,
+                }
+                save_atomic(
+                    out / CHECKPOINT_DIR, lambda tmp, state=state: torch.save(state, tmp / STATE_FILE)
+                )
+            accelerator.wait_for_everyone()
+    if logger is not None:
+        logger.close()
     if last_step < cfg.steps:  # time-boxed: the checkpoint holds the run, --resume continues it
         return PPOResult(out, history)
 
-    # 5. save the policy (plain transformers) and the value head beside it, atomically
-    def write_value_head(path: Path) -> None:
-        torch.save(value_head.state_dict(), path)
+    # 5. save the policy (plain transformers) and the critic beside it, atomically
+    def write_critic(path: Path) -> None:
+        torch.save(critic.state_dict(), path)
 
     def write_config(path: Path) -> None:
         import yaml
 
         path.write_text(yaml.safe_dump({"run": asdict(run), "ppo": asdict(cfg)}, sort_keys=False))
 
-    policy.eval()
-    save_pretrained_atomic(
-        out,
-        merged_copy(policy),
-        tokenizer,
-        extra_files={"value_head.pt": write_value_head, "rlhf_config.yaml": write_config},
-        carry=("logs", CHECKPOINT_DIR),
-    )
+    if is_main:
+        policy.eval()
+        extra = {"rlhf_config.yaml": write_config}
+        if critic is not None:
+            extra["value_head.pt" if cfg.critic == "shared" else "critic.pt"] = write_critic
+        save_pretrained_atomic(
+            out, merged_copy(policy), tokenizer, extra_files=extra, carry=("logs", CHECKPOINT_DIR)
+        )
+    accelerator.wait_for_everyone()
     return PPOResult(out, history)

@@ -1,0 +1,81 @@
+"""Time TRL's RLOOTrainer on our critic-free configuration (8 prompts x 4 samples), on this machine, for comparison.
+
+Run in a separate venv with trl 1.16 (not a dependency of rlhf), torch installed first and pinned:
+    python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 && /tmp/trlvenv/bin/pip install "trl==1.16.*"
+    .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl.jsonl      # our prompts + world model path
+    for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_rloo_bench.py /tmp/bench_prompts_trl.jsonl bench/trl_rloo_$i.json; done
+Options: --iterations (timed, default 20) --warmup (default 3) --beta (KL coefficient, TRL's default 0.05: a separate
+frozen reference, its KL folded into the reward; 0 loads no reference).
+
+Configuration: the world Llama as policy, a same-size reward model (fresh scalar head on the world LM) as
+reward_funcs, 8 prompts (about 44 tokens) x 4 generations = 32 completions per step, at most 32 new tokens
+(generation stops at EOS), temperature 1, num_iterations=1 (one gradient step per generation), fp32, dropout
+off, no gradient checkpointing (TRL's default is on). An episode is one completion.
+"""
+
+import statistics
+
+from datasets import Dataset
+from trl import RLOOConfig, RLOOTrainer
+
+from trl_common import StepTimer, load_models, parse_args, summarise
+
+PROMPTS, GENERATIONS = 8, 4
+args = parse_args(__doc__, iterations=20, warmup=3, beta=(float, 0.05, "KL coefficient (TRL's default 0.05)"))
+tokenizer, policy, _, reward_model = load_models(args.world, reference=False)  # TRL builds the reference itself
+timer = StepTimer()
+config = RLOOConfig(
+    output_dir="/tmp/trl_rloo_out",
+    per_device_train_batch_size=PROMPTS * GENERATIONS,
+    gradient_accumulation_steps=1,
+    num_generations=GENERATIONS,
+    max_completion_length=32,
+    num_iterations=1,
+    beta=args.beta,
+    temperature=1.0,
+    learning_rate=1e-5,
+    max_steps=args.warmup + args.iterations,
+    disable_dropout=True,
+    gradient_checkpointing=False,
+    bf16=False,
+    fp16=False,
+    use_cpu=True,
+    logging_steps=1,
+    save_strategy="no",
+    eval_strategy="no",
+    report_to=[],
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+    seed=0,
+)
+trainer = RLOOTrainer(
+    model=policy,
+    reward_funcs=reward_model,
+    reward_processing_classes=tokenizer,
+    args=config,
+    train_dataset=Dataset.from_dict({"prompt": args.prompt_texts}),
+    processing_class=tokenizer,
+    callbacks=[timer],
+)
+trainer.train()
+logs = [log for log in timer.logs if "completions/mean_length" in log][args.warmup :]
+summarise(
+    "trl RLOOTrainer",
+    args,
+    timer,
+    PROMPTS * GENERATIONS,
+    {
+        "trainer": "trl.RLOOTrainer",
+        "reward_model": "same size, separate (AutoModelForSequenceClassification, num_labels=1)",
+        "reference": "separate frozen copy" if args.beta else "none (beta=0)",
+        "beta": args.beta,
+        "prompts_per_step": PROMPTS,
+        "generations_per_prompt": GENERATIONS,
+        "max_completion_length": 32,
+        "temperature": 1.0,
+        "num_iterations": 1,
+        "gradient_checkpointing": False,
+    },
+    mean_response_tokens=statistics.mean(log["completions/mean_length"] for log in logs),
+    eos_rate=1 - statistics.mean(log["completions/clipped_ratio"] for log in logs),
+)
