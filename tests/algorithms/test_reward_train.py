@@ -291,3 +291,18 @@ def test_bootstrap_weights():
     assert counts.shape == (4, 20_000)
     assert counts.mean().item() == pytest.approx(1.0, abs=0.02)  # Poisson(1): mean 1, variance 1
     assert counts.var().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_choices_name_the_key_and_the_allowed_values():
+    from rlhf.algorithms.reward import RewardConfig, objective_index
+    from rlhf.config import ConfigError
+    from rlhf.errors import UserError
+
+    with pytest.raises(
+        ConfigError, match=r"reward.lr_schedule must be one of cosine, linear, constant; got 'step'"
+    ):
+        RewardConfig(lr_schedule="step").validate()
+    with pytest.raises(
+        UserError, match=r"objective 'honest' is not one of the model's heads \(helpful, harmless\)"
+    ):
+        objective_index(["helpful", "harmless"], "honest", "pairs.jsonl line 3")

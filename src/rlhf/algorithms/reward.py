@@ -117,7 +117,7 @@ class RewardConfig:
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ConfigError(
-                    f"reward.{key} must be one of {', '.join_prompt_response(allowed)}; got {value!r}"
+                    f"reward.{key} must be one of {', '.join(allowed)}; got {value!r}"
                 )
         for key in ("ensemble_size", "batch_size", "grad_accum", "max_length"):
             if getattr(self, key) < 1:
@@ -162,7 +162,7 @@ def objective_index(objectives: list[str], name: str | None, source: str) -> int
         return 0
     if name not in objectives:
         raise UserError(
-            f"{source}: objective {name!r} is not one of the model's heads ({', '.join_prompt_response(objectives)})"
+            f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})"
         )
     return objectives.index(name)
 
