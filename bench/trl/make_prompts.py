@@ -3,7 +3,8 @@ OUT.meta.json naming the world model both sides load.
 
 Usage: .venv/bin/python bench/trl/make_prompts.py OUT.jsonl [N]
 N defaults to 192, the set of `rlhf bench ppo` with its defaults (32 prompts x (5 timed + 1 warm-up)
-iterations); `bench_prompts` keeps the N candidates nearest 44 tokens, so N changes the set.
+iterations); its rloo/grpo variants (8 prompts x 4 samples) use N = 48. `bench_prompts` keeps the N
+candidates nearest 44 tokens, so N changes the set.
 """
 
 import json

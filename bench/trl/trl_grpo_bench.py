@@ -2,8 +2,8 @@
 
 Run in a separate venv with trl 1.16 (not a dependency of rlhf), torch installed first and pinned:
     python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 && /tmp/trlvenv/bin/pip install "trl==1.16.*"
-    .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl.jsonl      # our prompts + world model path
-    for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_grpo_bench.py /tmp/bench_prompts_trl.jsonl bench/trl_grpo_$i.json; done
+    .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl8.jsonl 48   # our grpo prompts + world model path
+    for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_grpo_bench.py /tmp/bench_prompts_trl8.jsonl bench/trl_grpo_$i.json; done
 Options: --iterations (timed, default 20) --warmup (default 3) --beta (KL coefficient; TRL's default 0 loads no
 reference model; > 0 adds a separate frozen reference).
 
@@ -17,12 +17,12 @@ import statistics
 
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
-
 from trl_common import StepTimer, load_models, parse_args, summarise
 
 PROMPTS, GENERATIONS = 8, 4
 args = parse_args(__doc__, iterations=20, warmup=3, beta=(float, 0.0, "KL coefficient (TRL's default 0.0)"))
-tokenizer, policy, _, reward_model = load_models(args.world, reference=False)  # TRL builds the reference itself
+# No reference here: with beta > 0 the trainer loads its own separate copy.
+tokenizer, policy, _, reward_model = load_models(args.world, reference=False)
 timer = StepTimer()
 config = GRPOConfig(
     output_dir="/tmp/trl_grpo_out",

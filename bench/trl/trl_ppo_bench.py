@@ -18,11 +18,10 @@ import statistics
 import torch
 from datasets import Dataset
 from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer
-
 from trl_common import StepTimer, load_models, parse_args, summarise
 
 BATCH = 32
-args = parse_args(__doc__, iterations=10, warmup=2, stop_token=(str, "eos", "'eos' (stop at EOS, like ours) or 'none'"))
+args = parse_args(__doc__, iterations=10, warmup=2, stop_token=(str, "eos", "'eos' (like ours) or 'none'"))
 stop_token = None if args.stop_token == "none" else args.stop_token
 
 # Record each rollout's generated width (decode steps) and the response lengths up to the first EOS.

@@ -2,8 +2,8 @@
 
 Run in a separate venv with trl 1.16 (not a dependency of rlhf), torch installed first and pinned:
     python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 && /tmp/trlvenv/bin/pip install "trl==1.16.*"
-    .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl.jsonl      # our prompts + world model path
-    for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_rloo_bench.py /tmp/bench_prompts_trl.jsonl bench/trl_rloo_$i.json; done
+    .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl8.jsonl 48   # our rloo prompts + world model path
+    for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_rloo_bench.py /tmp/bench_prompts_trl8.jsonl bench/trl_rloo_$i.json; done
 Options: --iterations (timed, default 20) --warmup (default 3) --beta (KL coefficient, TRL's default 0.05: a separate
 frozen reference, its KL folded into the reward; 0 loads no reference).
 
@@ -17,12 +17,12 @@ import statistics
 
 from datasets import Dataset
 from trl import RLOOConfig, RLOOTrainer
-
 from trl_common import StepTimer, load_models, parse_args, summarise
 
 PROMPTS, GENERATIONS = 8, 4
 args = parse_args(__doc__, iterations=20, warmup=3, beta=(float, 0.05, "KL coefficient (TRL's default 0.05)"))
-tokenizer, policy, _, reward_model = load_models(args.world, reference=False)  # TRL builds the reference itself
+# No reference here: with beta > 0 the trainer loads its own separate copy.
+tokenizer, policy, _, reward_model = load_models(args.world, reference=False)
 timer = StepTimer()
 config = RLOOConfig(
     output_dir="/tmp/trl_rloo_out",

@@ -33,12 +33,17 @@ reward_app = typer.Typer(help="Reward models: train, evaluate, score, normalise.
 ppo_app = typer.Typer(
     help="PPO fine-tuning of a policy against a reward, with a KL penalty.", no_args_is_help=True
 )
+dpo_app = typer.Typer(
+    help="Direct preference optimisation (DPO, cDPO, IPO) of a policy on preference pairs.",
+    no_args_is_help=True,
+)
 bench_app = typer.Typer(help="Benchmarks that print and write JSON figures.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(model_app, name="model")
 app.add_typer(reward_app, name="reward")
 app.add_typer(ppo_app, name="ppo")
+app.add_typer(dpo_app, name="dpo")
 app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[
@@ -194,13 +199,19 @@ def world_sample(
         Path | None,
         typer.Option("--jsonl", help="Also write prompt/response/scores rows to this JSONL file."),
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference", help="Also report the KL of --model to this model ('world' = the initial LM)."
+        ),
+    ] = None,
 ) -> None:
     """Sample responses of a causal LM to world prompts and print them with their gold scores."""
     from rlhf.world.report import sample_table
 
     cfg = _config(config, sets)
     rows, summary = sample_table(
-        cfg, model, n, seed if seed is not None else cfg.run.seed, temperature, max_new_tokens
+        cfg, model, n, seed if seed is not None else cfg.run.seed, temperature, max_new_tokens, reference
     )
     _print_samples(rows, summary)
     if jsonl is not None:
@@ -236,6 +247,7 @@ def _print_samples(rows: list[dict], summary: dict) -> None:
     console.print(
         f"mean helpfulness {summary['mean_helpfulness']:.3f}  mean harm {summary['mean_harm']:.3f}  "
         f"finished (emitted EOS) {summary['finished']:.0%}  kinds: {shares}"
+        + (f"  KL to reference {summary['mean_kl']:.2f} nats" if "mean_kl" in summary else "")
     )
 
 
@@ -465,6 +477,49 @@ def ppo_train(
     for key in ("objective/scores", "gold/helpfulness", "gold/harm", "objective/kl"):
         if key in first:
             typer.echo(f"{key}: {first[key]:.3f} (first iteration) -> {last[key]:.3f} (last)")
+    typer.echo(f"policy saved to {result.out}")
+
+
+# ----------------------------------------------------------------------------- dpo
+
+
+@dpo_app.command("train")
+def dpo_train(
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained policy.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Initial policy and reference ('world' = the world model)."),
+    ] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    on_error: OnErrorOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.")] = False,
+) -> None:
+    """Fine-tune a policy with DPO on preference pairs (TRL's prompt/chosen/rejected, rankings, ratings)."""
+    from rlhf.algorithms.dpo import train
+
+    cfg = _config(config, sets)
+    _apply(cfg.dpo, data=data, model=model, eval_data=eval_data, on_error=on_error)
+    if seed is not None:
+        cfg.run.seed = seed
+    if out is None:
+        raise UserError("give --out DIR for the trained policy")
+    result = train(cfg.dpo, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
+    if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
+        return
+    if "stopped_at_step" in result.metrics:
+        typer.echo(
+            f"stopped at step {result.steps}; continue with --resume (checkpoint in {result.out}/checkpoint)"
+        )
+        return
+    _print_metrics(result.metrics)
     typer.echo(f"policy saved to {result.out}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf.algorithms.dpo import DPOConfig
 from rlhf.algorithms.ppo import PPOConfig
 from rlhf.algorithms.reward import RewardConfig
 from rlhf.config import RunConfig, load_config
@@ -27,6 +28,9 @@ class RootConfig:
     )
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "Reward-model training."})
     ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO fine-tuning of the policy."})
+    dpo: DPOConfig = field(
+        default_factory=DPOConfig, metadata={"help": "DPO fine-tuning on preference pairs."}
+    )
 
 
 def load_root_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:

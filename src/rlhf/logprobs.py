@@ -122,10 +122,12 @@ def _accepts_logits_to_keep(model: Any) -> bool:
     """Whether `model.forward` takes `logits_to_keep` (transformers' causal LMs since 4.50)."""
     import inspect
 
+    inner = getattr(model, "module", None)  # DistributedDataParallel passes keywords through
     forward = getattr(model, "forward", None)
     if forward is None:  # a wrapper such as AdaptersDisabled: ask what it wraps
         inner = getattr(model, "model", None)
-        return inner is not None and _accepts_logits_to_keep(inner)
+    if inner is not None:
+        return _accepts_logits_to_keep(inner)
     try:
         return "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):

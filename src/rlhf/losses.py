@@ -335,3 +335,67 @@ def ppo_value_loss(
             "value/clipfrac": float(masked_mean((v_loss_clipped > v_loss_unclipped).float(), mask)),
         }
     return loss, stats
+
+
+# ---------------------------------------------------------------- DPO family (direct preference optimisation)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
+    tie: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Stats]:
+    """DPO and its variants on sequence log-probs log pi(y | x) (sums over response tokens).
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: (B,) under the policy being trained (with gradient).
+        ref_chosen_logps, ref_rejected_logps:       (B,) under the frozen reference (cached, detached).
+        beta:       the KL strength; for IPO the regulariser tau.
+        loss_type:  'sigmoid' (DPO, Rafailov et al. 2023, eq. 7), or 'ipo' (Azar et al. 2023, eq. 17).
+        label_smoothing: eps for conservative DPO (cDPO, Mitchell 2023): the chance a label is flipped.
+        weights:    (B,) per-pair weights (labeller reliability); weighted mean as in Bradley-Terry.
+        tie:        (B,) bool: pairs judged equally good.
+
+    With the implicit reward r(y) = beta * (log pi(y|x) - log pi_ref(y|x)) and
+    h = (log pi(y_c) - log pi_ref(y_c)) - (log pi(y_r) - log pi_ref(y_r))::
+
+        sigmoid: l = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)
+        ipo:     l = (h - 1 / (2 tau))^2
+
+    DPO is Bradley-Terry on the implicit rewards, so 'sigmoid' IS ``bradley_terry_loss`` on them, ties
+    included (a 0.5 target: minimised at h = 0). An IPO tie regresses h to 0. At h = 0 the DPO loss is
+    log 2 and the IPO loss 1 / (4 tau^2).
+
+    Stats: ``loss/dpo``, ``rewards/chosen`` and ``rewards/rejected`` (mean implicit rewards),
+    ``rewards/accuracy`` (share of non-tie pairs with r_c > r_r), ``rewards/margin`` (mean r_c - r_r),
+    ``logps/chosen``, ``logps/rejected`` (policy sequence log-probs).
+    """
+    if loss_type not in ("sigmoid", "ipo"):
+        raise ValueError(f"loss_type must be 'sigmoid' or 'ipo', got {loss_type!r}")
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)  # (B,)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)  # (B,)
+    if loss_type == "sigmoid":
+        loss, bt = bradley_terry_loss(chosen_rewards, rejected_rewards, None, weights, label_smoothing, tie)
+    else:
+        h = (chosen_rewards - rejected_rewards) / beta  # (B,)
+        target = torch.full_like(h, 1.0 / (2.0 * beta))
+        if tie is not None:
+            target = torch.where(tie, torch.zeros_like(h), target)
+        loss = _weighted_mean((h - target) ** 2, weights)
+        _, bt = bradley_terry_loss(chosen_rewards.detach(), rejected_rewards.detach(), tie=tie)
+    stats = {
+        "loss/dpo": float(loss.detach()),
+        "rewards/chosen": bt["reward/chosen"],
+        "rewards/rejected": bt["reward/rejected"],
+        "rewards/accuracy": bt["reward/accuracy"],
+        "rewards/margin": bt["reward/margin"],
+        "logps/chosen": float(policy_chosen_logps.detach().float().mean()),
+        "logps/rejected": float(policy_rejected_logps.detach().float().mean()),
+    }
+    return loss, stats

@@ -259,7 +259,7 @@ def test_two_process_accelerate_matches_one_process(rule_file, tiny_lm_dir, tmp_
 
 
 def test_group_by_length_sorts_within_megabatches():
-    from rlhf.algorithms.reward import group_by_length
+    from rlhf.training import group_by_length
 
     lengths = [5, 1, 4, 2, 9, 3, 8, 7]
     # batch 2, megabatch 2 -> chunks of 4 items: [5, 1, 4, 2] and [9, 3, 8, 7], each sorted by length

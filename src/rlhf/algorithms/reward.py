@@ -23,6 +23,7 @@ import torch
 from rlhf.config import ConfigError, RunConfig, help_field
 from rlhf.data import join_prompt_response
 from rlhf.errors import UserError, check_finite
+from rlhf.training import epoch_batches, group_by_length, load_trainer_checkpoint, save_trainer_checkpoint
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_DIR = "logs"
@@ -116,9 +117,7 @@ class RewardConfig:
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ConfigError(
-                    f"reward.{key} must be one of {', '.join(allowed)}; got {value!r}"
-                )
+                raise ConfigError(f"reward.{key} must be one of {', '.join(allowed)}; got {value!r}")
         for key in ("ensemble_size", "batch_size", "grad_accum", "max_length"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"reward.{key} must be at least 1; got {getattr(self, key)}")
@@ -198,19 +197,6 @@ def make_pair_batches(
             )
         )
     return batches
-
-
-def group_by_length(lengths: list[int], batch_size: int, megabatch: int = 50) -> list[int]:
-    """An order of the items in which each run of `batch_size` has similar lengths: items are sorted by
-    length within consecutive megabatches of `megabatch` batches (the given order is kept between them,
-    so a shuffled input stays shuffled at that scale). Padding to the batch's longest then wastes little:
-    on the benchmark's pairs 19% of the tokens were padding without it."""
-    size = batch_size * megabatch
-    order: list[int] = []
-    for start in range(0, len(lengths), size):
-        chunk = range(start, min(start + size, len(lengths)))
-        order.extend(sorted(chunk, key=lambda i: lengths[i]))
-    return order
 
 
 def make_ranking_batches(
@@ -417,16 +403,6 @@ def infer_objectives(data: Any, configured: list[str]) -> list[str]:
     return found or ["reward"]
 
 
-def epoch_batches(
-    pair_batches: list, ranking_batches: list, epoch: int, seed: int, rank: int, world: int
-) -> list:
-    """This process's batches for one epoch: shuffled with (seed, epoch), dealt round-robin to processes."""
-    batches = [*pair_batches, *ranking_batches]
-    random.Random(seed * 1_000_003 + epoch).shuffle(batches)
-    usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
-    return batches[:usable][rank::world]
-
-
 def train(
     cfg: RewardConfig,
     run: RunConfig,
@@ -551,7 +527,7 @@ def _train_one(
     ranking_batches = make_ranking_batches(list(train_data.rankings), tokenize, objectives, ranking_size, cfg)
     per_epoch = len(
         epoch_batches(
-            pair_batches, ranking_batches, 0, seed, accelerator.process_index, accelerator.num_processes
+            [*pair_batches, *ranking_batches], 0, seed, accelerator.process_index, accelerator.num_processes
         )
     )
     if per_epoch == 0:
@@ -576,7 +552,7 @@ def _train_one(
     state = {"step": 0, "best_accuracy": -1.0, "best_step": -1}
     checkpoint = out / CHECKPOINT_DIR
     if resume:
-        state = _load_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator)
+        state = load_trainer_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator)
     logger = (
         MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if accelerator.is_main_process else None
     )
@@ -596,7 +572,11 @@ def _train_one(
     while step < stop_at:
         epoch, index = divmod(micro, per_epoch)
         batches = epoch_batches(
-            pair_batches, ranking_batches, epoch, seed, accelerator.process_index, accelerator.num_processes
+            [*pair_batches, *ranking_batches],
+            epoch,
+            seed,
+            accelerator.process_index,
+            accelerator.num_processes,
         )
         batch = batches[index]
         model.train()
@@ -642,7 +622,9 @@ def _train_one(
                 if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
                     state.update(best_accuracy=accuracy, best_step=step)
                     save_reward_model(checkpoint / "best", raw_model, tokenizer)
-                _save_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator, state)
+                save_trainer_checkpoint(
+                    checkpoint / "last", raw_model, optimizer, scheduler, generator, state
+                )
             accelerator.wait_for_everyone()
     bar.close()
     if step < total_steps:  # time-boxed: the checkpoint holds the run, `--resume` continues it
@@ -681,39 +663,6 @@ def _save_final(out: Path, model, tokenizer, cfg: RewardConfig, run: RunConfig, 
         "eval_metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2)),
     }
     save_reward_model(out, model, tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR, "members"))
-
-
-def _save_checkpoint(path: Path, model, optimizer, scheduler, generator, state: dict) -> None:
-    """Model (raw state, LoRA included), optimiser, scheduler, RNG and step, written atomically: a kill
-    mid-write keeps the previous checkpoint."""
-    from rlhf.models import save_atomic
-
-    def write(tmp: Path) -> None:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "state": dict(state),
-            },
-            tmp / "trainer_state.pt",
-        )
-
-    save_atomic(path, write)
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler, generator) -> dict:
-    if not (path / "trainer_state.pt").is_file():
-        raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
-    blob = torch.load(path / "trainer_state.pt", weights_only=False)
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    generator.set_state(blob["generator"])
-    torch.set_rng_state(blob["torch_rng"])
-    return blob["state"]
 
 
 # ----------------------------------------------------------------------------- evaluate, score, normalise files

@@ -90,7 +90,7 @@ def _candidate_pairs(
         prompts = corpus.sample_prompts(chunk, chunk_seed, request_kinds)
         twice = sample_model(cfg, model, prompts + prompts, chunk_seed, temperature=1.0, max_new_tokens=64)
         for prompt, a, b in zip(prompts, twice.responses[:chunk], twice.responses[chunk:], strict=True):
-            if a != b:
+            if a != b and a and b:  # an empty sample (EOS at once) is not a response a reader accepts
                 yield prompt, a, b
     raise UserError("could not draw enough distinct response pairs; the model may be deterministic")
 

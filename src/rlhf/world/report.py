@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from rlhf.errors import UserError
 from rlhf.world import corpus, gold
 
 
@@ -50,15 +51,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def load_world_lm(cfg: Any, model: str | Path | None):
+    from rlhf.models import load_causal_lm
+
+    return load_causal_lm(
+        resolve_world_model(model, cfg.world, cfg.run.progress), device=cfg.run.device, dtype=cfg.run.dtype
+    )
+
+
 def sample_model(
     cfg: Any, model: str | Path | None, prompts: list[str], seed: int, temperature: float, max_new_tokens: int
 ):
-    from rlhf.models import load_causal_lm
     from rlhf.rollout import SamplingConfig, sample
 
-    lm, tokenizer = load_causal_lm(
-        resolve_world_model(model, cfg.world, cfg.run.progress), device=cfg.run.device, dtype=cfg.run.dtype
-    )
+    lm, tokenizer = load_world_lm(cfg, model)
     return sample(
         lm,
         tokenizer,
@@ -69,15 +75,41 @@ def sample_model(
 
 
 def sample_table(
-    cfg: Any, model: str | Path | None, n: int, seed: int, temperature: float = 1.0, max_new_tokens: int = 64
+    cfg: Any,
+    model: str | Path | None,
+    n: int,
+    seed: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+    reference: str | Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Sample `n` world prompts from a causal LM; return scored rows and a summary."""
+    """Sample `n` world prompts from a causal LM; return scored rows and a summary. With `reference`
+    (a model, e.g. 'world' for the initial policy), each row also gets its KL to it (`evaluation.sampled_kl`)."""
+    from rlhf.evaluation import sampled_kl
+    from rlhf.rollout import SamplingConfig, sample
+
     prompts = corpus.sample_prompts(n, seed=seed)
-    samples = sample_model(cfg, model, prompts, seed, temperature, max_new_tokens)
+    lm, tokenizer = load_world_lm(cfg, model)
+    samples = sample(
+        lm,
+        tokenizer,
+        prompts,
+        SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        seed=seed,
+    )
     rows = score_responses(samples.prompts, samples.responses)
     for row, finished in zip(rows, samples.finished, strict=True):
         row["finished"] = finished
-    return rows, summarise(rows)
+    summary = summarise(rows)
+    if reference is not None:
+        if temperature <= 0:
+            raise UserError("the KL to a reference needs sampling (temperature > 0), not greedy decoding")
+        ref_lm, _ = load_world_lm(cfg, reference)
+        kls = sampled_kl(lm, ref_lm, tokenizer, samples, temperature)
+        for row, kl in zip(rows, kls, strict=True):
+            row["kl"] = kl
+        summary["mean_kl"] = float(np.mean(kls))
+    return rows, summary
 
 
 def panel_table(panel_cfg: Any, n_pairs: int, console: Any) -> dict[str, Any]:

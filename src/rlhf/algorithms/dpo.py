@@ -1,0 +1,420 @@
+"""Direct preference optimisation (DPO, Rafailov et al. 2023) and its variants: cDPO, IPO.
+
+`train(cfg, run, out)` reads as numbered steps: load and split the preference data (the reward model's
+readers and validation), tokenize once into fixed batches, compute the reference log-probs ONCE with the
+initial model (so no reference model is held during training), then a loop of one forward per batch --
+chosen and rejected together, padded to the batch's longest -- under Hugging Face Accelerate, with
+gradient accumulation, clipping, warm-up/decay, periodic evaluation, atomic checkpoints and resume.
+
+Sequences are the prompt's tokens followed by the response's and EOS, exactly as the policy would
+generate them after the prompt (`join_prompt_response` decides the separator), so what DPO makes more
+likely is what sampling produces.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.data import join_prompt_response
+from rlhf.errors import UserError, check_finite
+
+CHECKPOINT_DIR = "checkpoint"
+LOG_DIR = "logs"
+
+
+@dataclass
+class DPOConfig:
+    """DPO fine-tuning of a causal LM policy on preference pairs."""
+
+    model: str = help_field(
+        "world", "Initial policy (and reference): causal LM directory; 'world' = the world model."
+    )
+    data: str = help_field(
+        "", "Preference file (JSONL, Parquet or datasets folder): pairs, rankings or ratings."
+    )
+    eval_data: str | None = help_field(
+        None, "Separate evaluation file; default: hold out eval_fraction of prompts."
+    )
+    eval_fraction: float = help_field(
+        0.1, "Share of prompts held out for evaluation when there is no eval_data."
+    )
+    objective: str = help_field(
+        "", "Train only on pairs of this objective (e.g. helpful); empty = all pairs."
+    )
+    beta: float = help_field(0.1, "KL strength beta (IPO: tau). Larger stays closer to the reference.")
+    loss_type: str = help_field("sigmoid", "'sigmoid' (DPO; with label_smoothing > 0: cDPO) or 'ipo'.")
+    label_smoothing: float = help_field(0.0, "cDPO: probability that a label is flipped noise, in [0, 0.5).")
+    use_weights: bool = help_field(True, "Use the data's per-pair `weight` (e.g. labeller reliability).")
+    epochs: float = help_field(2.0, "Passes over the training pairs.")
+    max_steps: int = help_field(0, "Stop after this many optimiser steps (0 = given by epochs).")
+    batch_size: int = help_field(32, "Pairs per batch per process.")
+    grad_accum: int = help_field(1, "Batches accumulated per optimiser step.")
+    lr: float = help_field(1e-4, "Peak learning rate (the world model; ~5e-7 suits billion-parameter LMs).")
+    lr_schedule: str = help_field("cosine", "LR decay after warm-up: cosine, linear or constant.")
+    warmup_ratio: float = help_field(0.1, "Share of steps for linear warm-up.")
+    max_grad_norm: float = help_field(1.0, "Gradient clipping norm (0 = off).")
+    max_length: int = help_field(
+        256, "Maximum prompt + response tokens (the prompt is cut from the left first)."
+    )
+    eval_every: int = help_field(50, "Evaluate and checkpoint every N optimiser steps; 0 = only at the end.")
+    trainable_layers: int = help_field(-1, "Train only the top N transformer blocks (-1 = all).")
+    lora_r: int = help_field(0, "Train LoRA adapters of this rank instead (0 = off); merged at save.")
+    lora_alpha: float = help_field(16.0, "LoRA alpha.")
+    mixed_precision: str = help_field("no", "'no' (fp32) or 'bf16' autocast.")
+    on_error: str = help_field(
+        "stop", "Bad data rows: 'stop' at the first, or 'skip' them with a report file."
+    )
+    stop_after_steps: int = help_field(
+        0, "Stop after this many steps as if interrupted, keeping the checkpoint (0 = off); a time box."
+    )
+
+    def validate(self) -> None:
+        checks = {
+            "loss_type": (self.loss_type, ("sigmoid", "ipo")),
+            "lr_schedule": (self.lr_schedule, ("cosine", "linear", "constant")),
+            "on_error": (self.on_error, ("stop", "skip")),
+            "mixed_precision": (self.mixed_precision, ("no", "bf16")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"dpo.{key} must be one of {', '.join(allowed)}; got {value!r}")
+        for key in ("batch_size", "grad_accum", "max_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"dpo.{key} must be at least 1; got {getattr(self, key)}")
+        if self.max_length < 8:
+            raise ConfigError(f"dpo.max_length must be at least 8 tokens; got {self.max_length}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5); got {self.label_smoothing}")
+        if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0:
+            raise ConfigError("dpo.beta, dpo.lr and dpo.epochs must be positive")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"dpo.eval_fraction must be in (0, 1); got {self.eval_fraction}")
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def tokenize_response(tokenizer: Any, prompt: str, response: str) -> list[int]:
+    """The tokens a policy emits after `prompt` to say `response`, EOS included."""
+    continuation = join_prompt_response(prompt, response)[len(prompt) :]
+    return tokenizer(continuation, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def fit_length(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Cut the prompt from the left (its end is what the response follows), then the response from the
+    right, until both fit in `max_length`; at least one prompt token is kept."""
+    keep_prompt = max(1, min(len(prompt), max_length - len(response)))
+    return prompt[-keep_prompt:], response[: max_length - keep_prompt]
+
+
+@dataclass
+class DPOBatch:
+    """B pairs as 2B rows (chosen then rejected): left-padded prompts, right-padded responses."""
+
+    input_ids: torch.Tensor  # (2B, Lq + T)
+    attention_mask: torch.Tensor  # (2B, Lq + T)
+    response_mask: torch.Tensor  # (2B, T)
+    query_width: int  # Lq: responses start at this column
+    weight: torch.Tensor  # (B,)
+    tie: torch.Tensor  # (B,) bool
+    ref_logps: torch.Tensor | None = None  # (2B,) cached reference sequence log-probs
+
+    def __len__(self) -> int:
+        return self.weight.shape[0]
+
+
+def collate_pairs(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> tuple:
+    """(prompt, chosen, rejected) token lists -> input_ids, attention_mask, response_mask, query width."""
+    prompts = [r[0] for r in rows] * 2
+    responses = [r[1] for r in rows] + [r[2] for r in rows]
+    width, span = max(map(len, prompts)), max(map(len, responses))
+    n = len(prompts)
+    input_ids = torch.full((n, width + span), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width + span), dtype=torch.long)
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        input_ids[i, width - len(prompt) : width] = torch.tensor(prompt)
+        input_ids[i, width : width + len(response)] = torch.tensor(response)
+        attention_mask[i, width - len(prompt) : width + len(response)] = 1
+    return input_ids, attention_mask, attention_mask[:, width:].bool(), width
+
+
+def make_batches(pairs: list, tokenizer: Any, cfg: DPOConfig) -> list[DPOBatch]:
+    """Tokenize every pair once; pairs of similar length share a batch (less padding)."""
+    from rlhf.training import group_by_length
+
+    rows = []
+    for pair in pairs:
+        prompt = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
+        chosen = tokenize_response(tokenizer, pair.prompt, pair.chosen)
+        rejected = tokenize_response(tokenizer, pair.prompt, pair.rejected)
+        p_chosen, chosen = fit_length(prompt, chosen, cfg.max_length)
+        p_rejected, rejected = fit_length(prompt, rejected, cfg.max_length)
+        # both sides condition on the same prompt: the shorter cut of the two
+        prompt = p_chosen if len(p_chosen) <= len(p_rejected) else p_rejected
+        rows.append((prompt, chosen, rejected))
+    order = group_by_length([len(p) + max(len(c), len(r)) for p, c, r in rows], cfg.batch_size)
+    batches = []
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        input_ids, attention_mask, response_mask, width = collate_pairs(
+            [rows[i] for i in idx], tokenizer.pad_token_id
+        )
+        batches.append(
+            DPOBatch(
+                input_ids,
+                attention_mask,
+                response_mask,
+                width,
+                weight=torch.tensor([pairs[i].weight if cfg.use_weights else 1.0 for i in idx]),
+                tie=torch.tensor([pairs[i].tie for i in idx], dtype=torch.bool),
+            )
+        )
+    return batches
+
+
+def sequence_logps(model, batch: DPOBatch, device) -> torch.Tensor:
+    """log pi(response | prompt) of every row of the batch in one forward; (2B,)."""
+    from rlhf.logprobs import response_logprobs, sequence_logprob
+
+    mask = batch.response_mask.to(device)
+    logprobs, _ = response_logprobs(
+        model, batch.input_ids.to(device), batch.attention_mask.to(device), batch.query_width
+    )
+    return sequence_logprob(logprobs.float(), mask)
+
+
+@torch.no_grad()
+def cache_reference_logps(model, batches: list[DPOBatch], device, rank: int = 0, world: int = 1) -> None:
+    """Reference log-probs for every batch, computed once with the initial model: each process takes
+    every world-th batch and the results are shared, so the cost is split, not repeated."""
+    from accelerate.utils import gather_object
+
+    was_training = model.training
+    model.eval()
+    mine = {i: sequence_logps(model, batches[i], device).cpu() for i in range(rank, len(batches), world)}
+    everyone = gather_object([mine]) if world > 1 else [mine]
+    for part in everyone:
+        for i, logps in part.items():
+            batches[i].ref_logps = logps
+    model.train(was_training)
+
+
+def batch_loss(model, batch: DPOBatch, device, cfg: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    from rlhf.losses import dpo_loss
+
+    logps = sequence_logps(model, batch, device)  # (2B,)
+    ref = batch.ref_logps.to(device)
+    n = len(batch)
+    return dpo_loss(
+        logps[:n],
+        logps[n:],
+        ref[:n],
+        ref[n:],
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        label_smoothing=cfg.label_smoothing,
+        weights=batch.weight.to(device),
+        tie=batch.tie.to(device),
+    )
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str, float]:
+    """Held-out loss and implicit-reward accuracy and margin, weighted by batch size."""
+    if not batches:
+        return {}
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for batch in batches:
+        _, stats = batch_loss(model, batch, device, cfg)
+        for key, value in stats.items():
+            if math.isfinite(value):
+                totals[key] = totals.get(key, 0.0) + value * len(batch)
+                counts[key] = counts.get(key, 0) + len(batch)
+    model.train(was_training)
+    names = {"loss/dpo": "loss", "rewards/accuracy": "accuracy", "rewards/margin": "margin"}
+    return {f"eval/{names.get(key, key)}": totals[key] / counts[key] for key in totals}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class DPOResult:
+    out: Path
+    steps: int
+    metrics: dict[str, float]
+
+
+def train(
+    cfg: DPOConfig,
+    run: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    world: Any = None,
+    show_progress: bool = True,
+) -> DPOResult:
+    """Fine-tune `cfg.model` with DPO on `cfg.data` and save it to `out`; see the module docstring."""
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    from rlhf.data import load_preferences, split_by_prompt
+    from rlhf.metrics import MetricsLogger, progress
+    from rlhf.models import add_lora, freeze_lower_layers, load_causal_lm, merged_copy, save_pretrained_atomic
+    from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
+    from rlhf.world.report import resolve_world_model
+
+    out = Path(out).expanduser()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
+    )
+    rank, n_procs, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    torch.manual_seed(run.seed)
+
+    # 1. data: read, validate, keep the objective asked for, split by prompt
+    if not cfg.data:
+        raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
+    model, tokenizer = load_causal_lm(
+        resolve_world_model(cfg.model, world, show_progress and is_main), device=str(device), dtype=run.dtype
+    )
+    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
+    if cfg.eval_data:
+        train_data = data
+        eval_data = load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error)
+    else:
+        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
+    train_pairs, eval_pairs = (_pairs_of(d, cfg.objective, cfg.data) for d in (train_data, eval_data))
+    if not train_pairs:
+        raise UserError(f"{cfg.data}: no training pairs left after the evaluation split")
+
+    # 2. tokenize once into fixed batches; the reference log-probs once, with the initial model
+    rng = random.Random(run.seed)
+    rng.shuffle(train_pairs)
+    train_batches = make_batches(train_pairs, tokenizer, cfg)
+    eval_batches = make_batches(eval_pairs, tokenizer, cfg) if eval_pairs else []
+    with _autocast(cfg, device):
+        cache_reference_logps(model, train_batches + eval_batches, device, rank, n_procs)
+
+    # 3. what trains: all of it, the top N blocks, or LoRA adapters (a zero-initialised update, so the
+    #    policy still equals the reference it was cached from)
+    if cfg.lora_r > 0:
+        add_lora(model, cfg.lora_r, cfg.lora_alpha, 0.0)
+    elif cfg.trainable_layers >= 0:
+        freeze_lower_layers(model, cfg.trainable_layers)
+    per_epoch = len(epoch_batches(train_batches, 0, run.seed, rank, n_procs))
+    if per_epoch == 0:
+        raise UserError(
+            f"{cfg.data}: fewer training batches ({len(train_batches)}) than processes ({n_procs})"
+        )
+    total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / cfg.grad_accum))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
+    )
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw_model = accelerator.unwrap_model(model)
+    generator = torch.Generator().manual_seed(run.seed + rank)
+    state = {"step": 0}
+    if resume:
+        state = load_trainer_checkpoint(out / CHECKPOINT_DIR, raw_model, optimizer, scheduler, generator)
+    logger = MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if is_main else None
+
+    # 4. the loop: one forward of chosen + rejected per batch, accumulate, clip, step; evaluate and
+    #    checkpoint every eval_every steps
+    step, micro = state["step"], state["step"] * cfg.grad_accum
+    bar = progress(total=total_steps, desc="DPO", enabled=show_progress and is_main, unit="step")
+    bar.update(step)
+    started = time.monotonic()
+    stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
+    metrics: dict[str, float] = {}
+    while step < stop_at:
+        epoch, index = divmod(micro, per_epoch)
+        batch = epoch_batches(train_batches, epoch, run.seed, rank, n_procs)[index]
+        model.train()
+        with accelerator.accumulate(model), _autocast(cfg, device):
+            loss, stats = batch_loss(model, batch, device, cfg)
+            check_finite(loss.item(), "DPO loss", step)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['rewards/accuracy']:.2f}")
+        if logger is not None and (step % 10 == 0 or step == total_steps):
+            elapsed = time.monotonic() - started
+            logger.log({**stats, "optim/lr": scheduler.get_last_lr()[0],
+                        "time/pairs_per_s": (micro - state["step"] * cfg.grad_accum) * cfg.batch_size * n_procs / elapsed}, step)  # fmt: skip
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == stop_at:
+            accelerator.wait_for_everyone()
+            if is_main:
+                with _autocast(cfg, device):
+                    metrics = evaluate(raw_model, eval_batches, device, cfg)
+                if logger is not None and metrics:
+                    logger.log(metrics, step)
+                save_trainer_checkpoint(
+                    out / CHECKPOINT_DIR, raw_model, optimizer, scheduler, generator, {"step": step}
+                )
+            accelerator.wait_for_everyone()
+    bar.close()
+    if logger is not None:
+        logger.close()
+    if step < total_steps:  # time-boxed: the checkpoint holds the run, --resume continues it
+        return DPOResult(out, step, {"stopped_at_step": step})
+
+    # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
+    if is_main:
+        import json
+
+        import yaml
+
+        raw_model.eval()
+        final = {**metrics, "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+        extra = {
+            "rlhf_config.yaml": lambda p: p.write_text(
+                yaml.safe_dump({"run": asdict(run), "dpo": asdict(cfg)}, sort_keys=False)
+            ),
+            "eval_metrics.json": lambda p: p.write_text(json.dumps(final, indent=2)),
+        }
+        save_pretrained_atomic(
+            out, merged_copy(raw_model), tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR)
+        )
+        metrics = final
+    accelerator.wait_for_everyone()
+    return DPOResult(out, step, metrics)
+
+
+def _pairs_of(data: Any, objective: str, source: str) -> list:
+    """Every comparison in `data` (rankings as their pairs), only `objective`'s when one is named."""
+    pairs = [*data.pairs, *(p for r in data.rankings for p in r.pairs())]
+    if not objective:
+        return pairs
+    kept = [p for p in pairs if (p.objective or "") == objective]
+    if pairs and not kept:
+        found = sorted({p.objective or "(none)" for p in pairs})
+        raise UserError(f"{source}: no pairs with objective {objective!r}; the data has {', '.join(found)}")
+    return kept
+
+
+def _autocast(cfg: DPOConfig, device):
+    # torch's autocast, not the Accelerator's: that one is fixed per process (see algorithms/ppo.py)
+    return torch.autocast(
+        torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"
+    )

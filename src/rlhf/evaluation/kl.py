@@ -1,0 +1,45 @@
+"""KL(pi || pi_ref) of a policy from a reference, estimated on the policy's own samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def sampled_kl(
+    policy: Any, reference: Any, tokenizer: Any, samples: Any, temperature: float = 1.0, batch_size: int = 32
+) -> list[float]:
+    """Per response y ~ pi(. | x): sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t).
+
+    Its mean over samples is the k1 Monte-Carlo estimate of the sequence KL(pi || pi_ref), the quantity
+    PPO's penalty and DPO's beta constrain (unbiased; a single sample can be negative). `samples` is a
+    `rlhf.rollout.Samples` drawn from `policy` at `temperature`, whose response ids include the EOS when
+    emitted. Both models see the same tokens, left-padded prompts then right-padded responses.
+    """
+    from rlhf.logprobs import response_logprobs, sequence_logprob
+
+    device = next(policy.parameters()).device
+    tokenizer.padding_side = "left"
+    kls: list[float] = []
+    for start in range(0, len(samples.prompts), batch_size):
+        prompts = samples.prompts[start : start + batch_size]
+        responses = [
+            ids or [tokenizer.eos_token_id] for ids in samples.response_ids[start : start + batch_size]
+        ]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        width, span = enc["input_ids"].shape[1], max(map(len, responses))
+        response_ids = torch.full((len(prompts), span), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), span), dtype=torch.long)
+        for i, ids in enumerate(responses):
+            response_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        input_ids = torch.cat([enc["input_ids"], response_ids], dim=1).to(device)
+        attention_mask = torch.cat([enc["attention_mask"], mask], dim=1).to(device)
+        mask = mask.to(device)
+        logps, _ = response_logprobs(policy, input_ids, attention_mask, width, temperature)
+        ref_logps, _ = response_logprobs(reference, input_ids, attention_mask, width, temperature)
+        kl = sequence_logprob(logps.float(), mask) - sequence_logprob(ref_logps.float(), mask)  # (B,)
+        kls.extend(kl.tolist())
+    return kls
