@@ -30,3 +30,13 @@ def test_bench_ppo_writes_figures(small_world, tmp_path):
     assert saved["runs"][0]["episodes_per_second"] == figures["runs"][0]["episodes_per_second"] > 0
     assert 0 < saved["runs"][0]["generation_share"] < 1 and saved["plain_generate_tokens_per_second"] > 0
     assert saved["runs"][1]["prompts_x_samples"] == "1 x 4"
+
+
+def test_bench_dpo_writes_figures(small_world, tmp_path):
+    from rlhf.bench import bench_dpo
+
+    figures = bench_dpo(small_root(small_world), tmp_path / "dpo.json", steps=2, warmup=1, batch_size=4)
+    saved = json.loads((tmp_path / "dpo.json").read_text())
+    row = saved["runs"][0]
+    assert row["pairs_per_second"] == figures["runs"][0]["pairs_per_second"] > 0
+    assert row["timed_steps"] == 2 and 0 < row["pairs_per_second_with_reference_pass"] < row["pairs_per_second"]

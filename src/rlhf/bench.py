@@ -301,3 +301,78 @@ def bench_ppo(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2))
     return figures
+
+
+def bench_dpo(
+    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False
+) -> dict[str, Any]:
+    """Time the DPO trainer's step (one forward of chosen + rejected against cached reference log-probs,
+    backward, clip, AdamW) on world pairs, and the one-off pass that caches the reference log-probs."""
+    from rlhf.algorithms.dpo import DPOConfig, batch_loss, cache_reference_logps, make_batches
+    from rlhf.models import load_causal_lm
+    from rlhf.world.report import resolve_world_model
+
+    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    dpo_cfg = DPOConfig(batch_size=batch_size, max_length=128)
+    runs = []
+    for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+        torch.manual_seed(0)
+        model, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+        pairs = bench_pairs(batch_size * (steps + warmup), 70, tokenizer)
+        batches = make_batches(pairs, tokenizer, dpo_cfg)
+        tokens = [int(b.attention_mask.sum(1).max()) for b in batches]
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        started = time.perf_counter()
+        with autocast:
+            cache_reference_logps(model, batches, "cpu")
+        reference_seconds = time.perf_counter() - started
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        model.train()
+        timings = []
+        for i, batch in enumerate(batches):
+            started = time.perf_counter()
+            with autocast:
+                loss, _ = batch_loss(model, batch, "cpu", dpo_cfg)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= warmup:
+                timings.append(time.perf_counter() - started)
+        per_step = float(np.median(timings))
+        n_pairs = sum(len(b) for b in batches)
+        runs.append(
+            {
+                "precision": precision,
+                "pairs_per_second": batch_size / per_step,
+                "seconds_per_step": per_step,
+                "seconds_per_step_min_max": [float(np.min(timings)), float(np.max(timings))],
+                "timed_steps": len(timings),
+                "reference_cache_pairs_per_second": n_pairs / reference_seconds,
+                # one epoch over the data, the reference pass included
+                "pairs_per_second_with_reference_pass": n_pairs
+                / (reference_seconds + per_step * len(batches)),
+                "mean_longest_sequence_per_batch": float(np.mean(tokens)),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    figures = {
+        "benchmark": "dpo",
+        "command": "rlhf bench dpo",
+        "configuration": {
+            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
+            "reference": "log-probs cached once with the initial model (no reference model during training)",
+            "batch_pairs": batch_size,
+            "max_length": dpo_cfg.max_length,
+            "target_tokens_per_sequence": 70,
+            "optimizer": "AdamW, grad clip 1.0",
+            "warmup_steps": warmup,
+            "statistic": "median seconds per step over the timed steps",
+        },
+        "machine": machine(),
+        "runs": runs,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    return figures

@@ -592,6 +592,33 @@ def bench_ppo(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("dpo")
+def bench_dpo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/dpo.json"
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimiser steps (after warm-up).")] = 30,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 32,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """DPO training throughput (pairs/second, reference log-probs cached) and peak memory."""
+    from rlhf.bench import bench_dpo as run_bench
+
+    figures = run_bench(
+        _config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16
+    )
+    for row in figures["runs"]:
+        typer.echo(
+            f"{row['precision']}: {row['pairs_per_second']:.1f} pairs/s ({row['seconds_per_step'] * 1000:.1f} ms/step); "
+            f"with the one-off reference pass over one epoch {row['pairs_per_second_with_reference_pass']:.1f} pairs/s; "
+            f"peak RSS {row['peak_rss_mib']:.0f} MiB"
+        )
+    typer.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
