@@ -39,4 +39,6 @@ def test_bench_dpo_writes_figures(small_world, tmp_path):
     saved = json.loads((tmp_path / "dpo.json").read_text())
     row = saved["runs"][0]
     assert row["pairs_per_second"] == figures["runs"][0]["pairs_per_second"] > 0
-    assert row["timed_steps"] == 2 and 0 < row["pairs_per_second_with_reference_pass"] < row["pairs_per_second"]
+    assert (
+        row["timed_steps"] == 2 and 0 < row["pairs_per_second_with_reference_pass"] < row["pairs_per_second"]
+    )

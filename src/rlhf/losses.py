@@ -399,3 +399,78 @@ def dpo_loss(
         "logps/rejected": float(policy_rejected_logps.detach().float().mean()),
     }
     return loss, stats
+
+
+# ---------------------------------------------------------------- ILQL (implicit language Q-learning)
+
+
+def expectile_loss(diff: torch.Tensor, tau: float, mask: torch.Tensor) -> torch.Tensor:
+    """Asymmetric squared loss of IQL (Kostrikov et al. 2021, eq. 5): mean over mask of |tau - 1(u < 0)| u^2.
+
+    diff (B, T) is u = target - prediction. With tau > 0.5 under-estimates cost more, so the prediction
+    tends to an upper expectile of the target: V(s) approaches max_a Q(s, a) over the data's actions as
+    tau -> 1 without querying actions the data never took. At tau = 0.5 it is half the squared error.
+    """
+    weight = torch.where(diff < 0, 1.0 - tau, tau)
+    return masked_mean(weight * diff**2, mask)
+
+
+def ilql_loss(
+    q1: torch.Tensor,
+    q2: torch.Tensor,
+    target_q: torch.Tensor,
+    values: torch.Tensor,
+    q1_logits: torch.Tensor,
+    q2_logits: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 0.99,
+    tau: float = 0.7,
+    cql_scale: float = 0.1,
+) -> tuple[torch.Tensor, Stats]:
+    """ILQL's value losses (Snell et al. 2022, sec. 4) on T response tokens; returns (loss, stats).
+
+    Args:
+        q1, q2:     (B, T) Q_i(s_t, a_t) of the two trained Q heads at the taken tokens.
+        target_q:   (B, T) min_i Qhat_i(s_t, a_t) of the Polyak-averaged target heads (no gradient).
+        values:     (B, T) V(s_t) of the value head.
+        q1_logits, q2_logits: (B, T, V) Q_i(s_t, .) over the vocabulary, for the CQL term.
+        actions:    (B, T) the tokens a_t taken in the data.
+        rewards:    (B, T) r_t (a per-response reward sits on the last token).
+        mask:       (B, T) valid response tokens; the last valid one is terminal.
+        gamma, tau: discount and expectile; cql_scale: weight of the conservative term.
+
+    ::
+
+        y_t     = r_t + gamma * V(s_{t+1}) * (1 - done_t)        (V detached: a fixed regression target)
+        L_Q     = sum_i masked_mean((Q_i(s_t, a_t) - y_t)^2)
+        L_V     = masked_mean(|tau - 1(u < 0)| u^2),   u = Qhat(s_t, a_t) - V(s_t)
+        L_CQL   = sum_i masked_mean(-log softmax(Q_i(s_t, .))[a_t])
+        loss    = L_Q + L_V + cql_scale * L_CQL
+
+    The CQL term (Kumar et al. 2020, as ILQL states it) pushes down Q on tokens the data did not take.
+    The language-model (behaviour cloning) loss is added by the trainer from the LM's own logits.
+    Stats: ``loss/q``, ``loss/v``, ``loss/cql``, ``values/q``, ``values/v``, ``values/target``.
+    """
+    mask = mask.bool()
+    terminal = mask & ~torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)  # (B, T)
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1).detach()
+    y = rewards + gamma * next_values * (~terminal).to(values.dtype)  # (B, T)
+    loss_q = masked_mean((q1 - y) ** 2, mask) + masked_mean((q2 - y) ** 2, mask)
+    loss_v = expectile_loss(target_q.detach() - values, tau, mask)
+    loss_cql = sum(
+        masked_mean(F.cross_entropy(logits.transpose(1, 2), actions, reduction="none"), mask)
+        for logits in (q1_logits, q2_logits)
+    )
+    loss = loss_q + loss_v + cql_scale * loss_cql
+    with torch.no_grad():
+        stats = {
+            "loss/q": float(loss_q),
+            "loss/v": float(loss_v),
+            "loss/cql": float(loss_cql),
+            "values/q": float(masked_mean(torch.min(q1, q2), mask)),
+            "values/v": float(masked_mean(values, mask)),
+            "values/target": float(masked_mean(y, mask)),
+        }
+    return loss, stats

@@ -317,3 +317,21 @@ def grpo_advantages(
         centered = centered / (grouped.std(dim=1, keepdim=True) + eps)  # sample std over the K samples
     adv = centered.reshape(-1)  # (B*K,)
     return adv, _advantage_stats(adv, grouped)
+
+
+# ---------------------------------------------------------------- ILQL decoding
+
+
+def ilql_steered_logits(
+    logits: torch.Tensor, q: torch.Tensor, v: torch.Tensor, beta: float, top_k: int = 0
+) -> torch.Tensor:
+    """The ILQL policy's logits (Snell et al. 2022, eq. 6): log pi(a|s) + beta * (Q(s, a) - V(s)).
+
+    logits, q (..., V); v (..., 1). The base policy is renormalised first, so beta = 0 gives it back.
+    With top_k > 0 only the k best perturbed tokens keep their logit, the rest get -inf.
+    """
+    steered = torch.log_softmax(logits.float(), dim=-1) + beta * (q.float() - v.float())  # (..., V)
+    if top_k > 0 and top_k < steered.shape[-1]:
+        kth = torch.topk(steered, top_k, dim=-1).values[..., -1:]
+        steered = steered.masked_fill(steered < kth, float("-inf"))
+    return steered

@@ -59,10 +59,68 @@ def sample(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: 
             eos_token_id=stop_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-        generated = out[:, enc["input_ids"].shape[1] :]  # (B, T_new)
-        for row in generated.tolist():
-            ids = row[: row.index(stop_id) + 1] if stop_id in row else row
-            response_ids.append(ids)
-            finished.append(stop_id in ids)
-            responses.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        _collect(out[:, enc["input_ids"].shape[1] :], tokenizer, responses, response_ids, finished)
+    return Samples(list(prompts), responses, response_ids, finished)
+
+
+def _collect(generated: torch.Tensor, tokenizer, responses: list, response_ids: list, finished: list) -> None:
+    """Append each generated row (B, T_new), cut after its first stop token, to the three lists."""
+    stop_id = tokenizer.eos_token_id
+    for row in generated.tolist():
+        ids = row[: row.index(stop_id) + 1] if stop_id in row else row
+        response_ids.append(ids)
+        finished.append(stop_id in ids)
+        responses.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+
+
+@torch.no_grad()
+def sample_steered(
+    model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, steer, seed: int | None = None
+) -> Samples:
+    """Sample like `sample`, but each step's next-token logits come from `steer(logits, hidden)`:
+    logits (B, V) of the LM and hidden (B, D), its last hidden state at that position.
+
+    `generate` cannot give a logits processor the hidden state, so this is a plain KV-cached loop
+    (left-padded prompts, explicit position ids); ILQL steers the LM with its Q and V heads here.
+    `cfg.top_k` and `cfg.top_p` are left to `steer`; `cfg.temperature` divides the steered logits.
+    """
+    import inspect
+
+    from transformers import DynamicCache
+
+    # transformers 5 renamed `past_key_values` to `cache`
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    stop_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    responses, response_ids, finished = [], [], []
+    for start in range(0, len(prompts), cfg.batch_size):
+        batch = list(prompts[start : start + cfg.batch_size])
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        attention_mask = enc["attention_mask"]
+        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # (B, L)
+        cache = {cache_arg: DynamicCache(config=model.config)}
+        out = model(input_ids=enc["input_ids"], attention_mask=attention_mask, position_ids=positions,
+                    use_cache=True, output_hidden_states=True, **cache)  # fmt: skip
+        position = positions[:, -1:]  # (B, 1)
+        done = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        tokens = []
+        for _ in range(cfg.max_new_tokens):
+            logits = steer(out.logits[:, -1], out.hidden_states[-1][:, -1])  # (B, V)
+            if cfg.temperature <= 0:
+                next_token = logits.argmax(dim=-1, keepdim=True)
+            else:
+                next_token = torch.multinomial(torch.softmax(logits / cfg.temperature, dim=-1), 1)  # (B, 1)
+            next_token = torch.where(done[:, None], torch.full_like(next_token, pad_id), next_token)
+            tokens.append(next_token)
+            done |= next_token[:, 0] == stop_id
+            if done.all():
+                break
+            attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
+            position = position + 1
+            out = model(input_ids=next_token, attention_mask=attention_mask, position_ids=position,
+                        use_cache=True, output_hidden_states=True, **cache)  # fmt: skip
+        _collect(torch.cat(tokens, dim=1), tokenizer, responses, response_ids, finished)
     return Samples(list(prompts), responses, response_ids, finished)

@@ -17,7 +17,7 @@ from rlhf.data.records import (
     join_prompt_response,
     write_preferences,
 )
-from rlhf.data.responses import read_response_rows
+from rlhf.data.responses import RewardedResponse, load_rewarded_responses, read_response_rows
 
 __all__ = [
     "KINDS",
@@ -27,6 +27,8 @@ __all__ = [
     "join_prompt_response",
     "load_preferences",
     "load_prompts",
+    "RewardedResponse",
+    "load_rewarded_responses",
     "read_response_rows",
     "split_by_prompt",
     "write_preferences",
