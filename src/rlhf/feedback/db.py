@@ -62,6 +62,9 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        # WAL + NORMAL: a commit survives a crash of the app; only a power cut can lose the last commits
+        # (SQLite's recommended setting for WAL). It spares one fsync per label.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
