@@ -3,9 +3,10 @@
 #
 #   export RLHF_TEST_POSTGRES_URL="$(scripts/test_postgres.sh)"
 #
-# Installs the Debian `postgresql` package when no server binaries are found (needs root and a network);
-# on any failure it prints nothing and exits 0, so the PostgreSQL tests skip instead of CI failing.
-# The cluster lives in a temporary directory with trust authentication on loopback only.
+# Needs the server binaries (Debian: `apt-get install postgresql`; `.ci/run` installs them). On any
+# failure it prints nothing and exits 0, so the PostgreSQL tests skip instead of CI failing. The cluster
+# lives in a temporary directory with trust authentication on loopback only; a server already answering
+# on the port (an earlier run) is re-used.
 set -uo pipefail
 PORT="${RLHF_TEST_POSTGRES_PORT:-54329}"
 
@@ -19,11 +20,19 @@ find_bindir() {
 }
 
 BINDIR="$(find_bindir)"
-if [ -z "$BINDIR" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >&2 || true
-    BINDIR="$(find_bindir)"
-fi
 [ -n "$BINDIR" ] || { echo "test_postgres: no PostgreSQL binaries; PostgreSQL tests will skip" >&2; exit 0; }
+URL="postgresql+psycopg://rlhf@127.0.0.1:$PORT/rlhf_test"
+
+if "$BINDIR/pg_isready" -q -h 127.0.0.1 -p "$PORT" 2>/dev/null; then
+    "$BINDIR/createdb" -h 127.0.0.1 -p "$PORT" -U rlhf rlhf_test >/dev/null 2>&1 || true
+    if "$BINDIR/psql" -h 127.0.0.1 -p "$PORT" -U rlhf -d rlhf_test -qAtc "select 1" >/dev/null 2>&1; then
+        echo "test_postgres: re-using the server on 127.0.0.1:$PORT" >&2
+        echo "$URL"
+    else
+        echo "test_postgres: port $PORT is taken by another server; PostgreSQL tests will skip" >&2
+    fi
+    exit 0
+fi
 
 DATA="$(mktemp -d /tmp/rlhf-pg.XXXXXX)"
 RUN_AS=()
@@ -41,4 +50,4 @@ fi
 "$BINDIR/createdb" -h 127.0.0.1 -p "$PORT" -U rlhf rlhf_test >/dev/null 2>&1 \
     || { echo "test_postgres: createdb failed; PostgreSQL tests will skip" >&2; exit 0; }
 echo "test_postgres: server in $DATA on 127.0.0.1:$PORT (stop: ${RUN_AS[*]} $BINDIR/pg_ctl -D $DATA/db stop)" >&2
-echo "postgresql+psycopg://rlhf@127.0.0.1:$PORT/rlhf_test"
+echo "$URL"
