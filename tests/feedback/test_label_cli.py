@@ -23,7 +23,9 @@ def test_label_commands(capsys, tmp_path):
     code, out, _ = run(capsys, "label", "add-labeller", "boss", "--admin", "--db", db)
     assert code == 0 and "created admin" in out
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text(json.dumps({"prompt": "User: hi\nAssistant:", "responses": ["Hello!", "Go away."]}) + "\n")
+    tasks.write_text(
+        json.dumps({"prompt": "User: hi\nAssistant:", "responses": ["Hello!", "Go away."]}) + "\n"
+    )
     code, out, _ = run(capsys, "label", "import", str(tasks), "--db", db)
     assert (code, out.strip()) == (0, f"imported 1 tasks from {tasks}")
 
@@ -47,7 +49,10 @@ def test_label_errors_are_one_line(capsys, tmp_path):
         (["label", "add-labeller", "ann", "--db", "not a url"], "not a database URL"),
         (["label", "add-labeller", "bad name", "--db", db], "labeller name"),
         (["label", "import", str(tmp_path / "missing.jsonl"), "--db", db], "does not exist"),
-        (["label", "export", "--db", db, "--out", str(tmp_path / "x"), "--kind", "votes"], "unknown export kind"),
+        (
+            ["label", "export", "--db", db, "--out", str(tmp_path / "x"), "--kind", "votes"],
+            "unknown export kind",
+        ),
     ]:
         code, _, err = run(capsys, *args)
         lines = [line for line in err.splitlines() if line.strip()]

@@ -476,14 +476,18 @@ class FeedbackStore:
         try:
             with self.transaction() as s:
                 return self._submit(s, labeller_id, answer)
-        except IntegrityError:
-            # A concurrent duplicate won the unique constraint: answer with what it stored.
+        except (IntegrityError, Conflict) as exc:
+            # A concurrent duplicate may have committed between our reads (PostgreSQL's READ COMMITTED
+            # shows it to later statements): then it won the unique constraint or already moved the
+            # assignment on, and the answer is what it stored.
             with self.transaction() as s:
                 existing = _label_by_request(s, labeller_id, answer.client_request_id)
                 if existing is not None and existing.task_id == answer.task_id:
                     return SubmitResult(
                         _label_view(s, existing), created=False, gold=_gold_feedback(s, existing)
                     )
+            if isinstance(exc, Conflict):
+                raise
             raise Conflict(f"task {answer.task_id} already has your label") from None
 
     def _submit(self, s: Session, labeller_id: int, answer: LabelIn) -> SubmitResult:

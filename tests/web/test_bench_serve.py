@@ -1,0 +1,17 @@
+"""`rlhf bench serve` on a small load: a real uvicorn server, concurrent labellers, and the exact count."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_bench_serve_small(tmp_path):
+    from rlhf.web.bench import bench_serve
+
+    out = tmp_path / "serve.json"
+    figures = bench_serve(out, n_labellers=4, n_labels=60, retry_share=0.2)
+    assert figures["ok"], figures
+    assert figures["labels_stored"] == figures["distinct_tasks_labelled"] == 60
+    assert figures["retries_sent"] > 0 and figures["errors"] == []  # retries were stored once
+    assert figures["label_ms_p50"] <= figures["label_ms_p99"]
+    assert json.loads(out.read_text())["labels_stored"] == 60
