@@ -530,6 +530,7 @@ DbOpt = Annotated[
     ),
 ]
 DEFAULT_DB = "sqlite:///rlhf-feedback.db"
+ProjectOpt = Annotated[str, typer.Option(help="Project (a separate queue of tasks) in the database.")]
 
 
 @label_app.command("serve")
@@ -542,7 +543,7 @@ def label_serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes (use PostgreSQL for more than one).")
     ] = 1,
-    project: Annotated[str, typer.Option(help="Project whose tasks are served.")] = "default",
+    project: ProjectOpt = "default",
     guidelines: Annotated[
         Path | None, typer.Option(help="Text file shown at the top of the guidelines page.")
     ] = None,
@@ -599,12 +600,13 @@ def label_import(
         typer.Argument(help="JSONL: prompt, responses, optional kind/priority/gold (docs/labelling.md)."),
     ],
     db: DbOpt = DEFAULT_DB,
+    project: ProjectOpt = "default",
 ) -> None:
     """Add one labelling task per row of a prompts/responses JSONL file."""
     from rlhf.feedback.exchange import import_file
-    from rlhf.feedback.store import FeedbackStore
+    from rlhf.feedback.store import FeedbackStore, StoreSettings
 
-    store = FeedbackStore(db)
+    store = FeedbackStore(db, StoreSettings(project=project))
     count = import_file(store, file)
     store.close()
     typer.echo(f"imported {count} tasks from {file}")
@@ -615,12 +617,13 @@ def label_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
     kind: Annotated[str, typer.Option(help="pairs | rankings | ratings")] = "pairs",
     db: DbOpt = DEFAULT_DB,
+    project: ProjectOpt = "default",
 ) -> None:
     """Write the labels as a preference file for `rlhf reward train --data FILE`."""
     from rlhf.feedback.exchange import export_file
-    from rlhf.feedback.store import FeedbackStore
+    from rlhf.feedback.store import FeedbackStore, StoreSettings
 
-    store = FeedbackStore(db)
+    store = FeedbackStore(db, StoreSettings(project=project))
     count = export_file(store, kind, out)
     store.close()
     typer.echo(f"wrote {count} {kind} rows to {out}")
