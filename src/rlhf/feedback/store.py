@@ -16,26 +16,18 @@ label already stored. A new labeller answers the gold tasks first (onboarding); 
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
-import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhf.errors import UserError
+from rlhf.feedback.checks import check_answer, check_candidate, check_request_id, gold_correct, gold_to_ids
 from rlhf.feedback.db import is_postgres, make_engine, migrate
 from rlhf.feedback.models import (
     ROLES,
-    STRENGTHS,
-    TASK_KINDS,
     Assignment,
     GoldAnswer,
     Label,
@@ -47,150 +39,30 @@ from rlhf.feedback.models import (
     utcnow,
 )
 
-MAX_TEXT_CHARS = 20_000  # one prompt, response or edited answer
-MAX_COMMENT_CHARS = 2_000
-RATING_SCALE = (1, 7)  # Likert
-RESPONSES_PER_KIND = {"pairwise": (2, 2), "ranking": (2, 9), "rating": (1, 1), "edit": (1, 1)}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
-
-
-class StoreError(UserError):
-    """A request the store refuses; the web app maps the subclasses to 404 / 409 / 422."""
-
-
-class NotFound(StoreError):
-    pass
-
-
-class Conflict(StoreError):
-    pass
-
-
-class InvalidInput(StoreError):
-    pass
-
-
-def new_token() -> str:
-    return "rlhf_" + secrets.token_urlsafe(32)  # 256 random bits
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class ResponseIn:
-    text: str
-    model: str = ""
-    model_version: str = ""
-
-
-@dataclass
-class Candidate:
-    """A task to put in the queue. `gold_answer` uses response *indices* (0-based, as in `responses`):
-    pairwise {"choice": i} or {"choice": None} for a tie, ranking {"ranking": [i, ...]}, rating {"rating": n}."""
-
-    prompt: str
-    responses: Sequence[ResponseIn | str]
-    kind: str = "pairwise"
-    priority: float = 0.0
-    labels_wanted: int = 1
-    objective: str | None = None
-    gold_answer: dict[str, Any] | None = None
-    explanation: str = ""
-
-
-@dataclass
-class LabelIn:
-    """An answer to one task. Response ids (not positions): `choice` is the preferred response (None with
-    strength "tie"), `ranking` lists every response id best first."""
-
-    task_id: int
-    client_request_id: str
-    choice: int | None = None
-    strength: str | None = None
-    ranking: list[int] | None = None
-    rating: int | None = None
-    edit_text: str | None = None
-    unsafe: bool = False
-    comment: str | None = None
-    seconds: float | None = None
-    displayed_order: list[int] | None = None
-
-
-@dataclass(frozen=True)
-class ResponseView:
-    id: int
-    text: str
-    model: str
-    model_version: str
-
-
-@dataclass(frozen=True)
-class TaskView:
-    id: int
-    kind: str
-    prompt: str
-    responses: list[ResponseView]
-    objective: str | None
-    is_gold: bool
-    expires_at: Any = None
-
-
-@dataclass(frozen=True)
-class LabellerView:
-    id: int
-    name: str
-    role: str
-    onboarded: bool
-    flagged: bool
-
-
-@dataclass(frozen=True)
-class GoldFeedback:
-    correct: bool
-    expected: dict[str, Any]
-    explanation: str
-
-
-@dataclass(frozen=True)
-class LabelView:
-    id: int
-    task_id: int
-    labeller_id: int
-    client_request_id: str
-    kind: str
-    choice: int | None
-    strength: str | None
-    tie: bool
-    ranking: list[int] | None
-    rating: int | None
-    edit_text: str | None
-    unsafe: bool
-    comment: str | None
-    seconds: float | None
-    displayed_order: list[int] | None
-    created_at: Any
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    label: LabelView
-    created: bool  # False: this client_request_id was already stored; nothing changed
-    gold: GoldFeedback | None = None
-
-
-@dataclass
-class StoreSettings:
-    project: str = "default"
-    assignment_seconds: float = 1800.0  # a reserved task goes back to the queue after this long
-    onboarding_questions: int = 5  # gold tasks a new labeller answers first (at most)
-    gold_accuracy_threshold: float = 0.7  # below this onboarding accuracy a labeller is flagged
-    extra: dict[str, Any] = field(default_factory=dict)
+# The records, errors and limits live in `records`; they are importable from here too.
+from rlhf.feedback.records import (  # noqa: F401
+    _NAME,
+    MAX_COMMENT_CHARS,
+    MAX_TEXT_CHARS,
+    RATING_SCALE,
+    Candidate,
+    Conflict,
+    GoldFeedback,
+    InvalidInput,
+    LabelIn,
+    LabellerView,
+    LabelView,
+    NotFound,
+    ResponseIn,
+    ResponseView,
+    StoreError,
+    StoreSettings,
+    SubmitResult,
+    TaskView,
+    _sha,
+    hash_token,
+    new_token,
+)
 
 
 class FeedbackStore:
@@ -273,7 +145,7 @@ class FeedbackStore:
     def push_candidates(self, candidates: Sequence[Candidate]) -> list[int]:
         """Add tasks (with their prompts and responses, re-using stored ones); returns the task ids."""
         for index, candidate in enumerate(candidates):
-            _check_candidate(candidate, index)
+            check_candidate(candidate, index)
         ids = []
         with self.transaction() as s:
             for candidate in candidates:
@@ -296,7 +168,7 @@ class FeedbackStore:
                     s.add(
                         GoldAnswer(
                             task_id=task.id,
-                            answer=_gold_to_ids(candidate.gold_answer, task.response_ids),
+                            answer=gold_to_ids(candidate.gold_answer, task.response_ids),
                             explanation=candidate.explanation,
                         )
                     )
@@ -472,7 +344,7 @@ class FeedbackStore:
 
     def submit_label(self, labeller_id: int, answer: LabelIn) -> SubmitResult:
         """Store one label in one transaction; the same (labeller, client_request_id) again is a no-op."""
-        _check_request_id(answer.client_request_id)
+        check_request_id(answer.client_request_id)
         try:
             with self.transaction() as s:
                 return self._submit(s, labeller_id, answer)
@@ -504,7 +376,7 @@ class FeedbackStore:
             raise NotFound(f"task {answer.task_id} not found")
         if assignment is not None and assignment.state != "active":
             raise Conflict(f"you already {assignment.state} task {task.id}")
-        _check_answer(task, answer)
+        check_answer(task, answer)
         if (
             task.kind == "edit"
             and answer.edit_text.strip() == s.get(Response, task.response_ids[0]).text.strip()
@@ -542,7 +414,7 @@ class FeedbackStore:
             created_at=now,
         )
         if task.gold is not None:
-            label.gold_correct = _gold_correct(task, label)
+            label.gold_correct = gold_correct(task, label)
         s.add(label)
         s.flush()  # the unique constraints fire here, before any counter moves
         assignment.state = "labelled"
@@ -646,134 +518,3 @@ def _gold_feedback(s: Session, label: Label, task: Task | None = None) -> GoldFe
     if task.gold is None:
         return None
     return GoldFeedback(bool(label.gold_correct), dict(task.gold.answer), task.gold.explanation)
-
-
-def _gold_correct(task: Task, label: Label) -> bool:
-    """Pairwise: same preferred response (or both a tie), strength aside; ranking: the same order;
-    rating: within one point of the researchers' rating."""
-    answer = task.gold.answer
-    if task.kind == "pairwise":
-        return (
-            label.choice_response_id == answer.get("choice")
-            if not label.tie
-            else answer.get("choice") is None
-        )
-    if task.kind == "ranking":
-        return list(label.ranking or []) == list(answer.get("ranking", []))
-    if task.kind == "rating":
-        return label.rating is not None and abs(label.rating - int(answer["rating"])) <= 1
-    return True
-
-
-def _gold_to_ids(answer: dict[str, Any], response_ids: list[int]) -> dict[str, Any]:
-    if "choice" in answer:
-        return {"choice": None if answer["choice"] is None else response_ids[answer["choice"]]}
-    if "ranking" in answer:
-        return {"ranking": [response_ids[i] for i in answer["ranking"]]}
-    return {"rating": int(answer["rating"])}
-
-
-def _check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS) -> None:
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput(f"{what} must be non-empty text")
-    if len(text) > limit:
-        raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit:,}")
-
-
-def _check_request_id(request_id: Any) -> None:
-    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 100:
-        raise InvalidInput("client_request_id must be 1-100 characters (e.g. a UUID made once per answer)")
-
-
-def _check_candidate(c: Candidate, index: int) -> None:
-    where = f"candidate {index}"
-    if c.kind not in TASK_KINDS:
-        raise InvalidInput(f"{where}: kind {c.kind!r}; expected one of {', '.join(TASK_KINDS)}")
-    _check_text(c.prompt, f"{where}: prompt")
-    low, high = RESPONSES_PER_KIND[c.kind]
-    if not low <= len(c.responses) <= high:
-        need = str(low) if low == high else f"{low} to {high}"
-        raise InvalidInput(f"{where}: a {c.kind} task needs {need} responses, got {len(c.responses)}")
-    texts = [r if isinstance(r, str) else r.text for r in c.responses]
-    for i, text in enumerate(texts):
-        _check_text(text, f"{where}: response {i}")
-    if len(set(texts)) != len(texts):
-        raise InvalidInput(f"{where}: the same response text appears twice")
-    if not isinstance(c.labels_wanted, int) or not 1 <= c.labels_wanted <= 100:
-        raise InvalidInput(f"{where}: labels_wanted must be an integer from 1 to 100")
-    if not isinstance(c.priority, int | float) or not math.isfinite(c.priority):
-        raise InvalidInput(f"{where}: priority must be a finite number")
-    if c.gold_answer is not None:
-        _check_gold(c, where)
-
-
-def _check_gold(c: Candidate, where: str) -> None:
-    n, answer = len(c.responses), c.gold_answer
-    if not isinstance(answer, dict):
-        raise InvalidInput(f"{where}: gold answer must be an object")
-    if c.kind == "pairwise":
-        choice = answer.get("choice", "missing")
-        if choice is not None and choice not in range(n):
-            raise InvalidInput(f"{where}: gold 'choice' must be 0, 1 or null (a tie)")
-    elif c.kind == "ranking":
-        if sorted(answer.get("ranking") or []) != list(range(n)):
-            raise InvalidInput(f"{where}: gold 'ranking' must be a permutation of 0..{n - 1}")
-    elif c.kind == "rating":
-        rating = answer.get("rating")
-        if not isinstance(rating, int) or not RATING_SCALE[0] <= rating <= RATING_SCALE[1]:
-            raise InvalidInput(
-                f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
-            )
-    else:
-        raise InvalidInput(f"{where}: edit tasks cannot be gold questions")
-
-
-def _check_answer(task: Task, a: LabelIn) -> None:
-    """Refuse an answer that does not fit the task, with a message that says what would."""
-    ids = list(task.response_ids)
-    given = {
-        "choice": a.choice is not None,
-        "strength": a.strength is not None,
-        "ranking": a.ranking is not None,
-        "rating": a.rating is not None,
-        "edit_text": a.edit_text is not None,
-    }
-    allowed = {
-        "pairwise": {"choice", "strength"},
-        "ranking": {"ranking"},
-        "rating": {"rating"},
-        "edit": {"edit_text"},
-    }[task.kind]
-    extra = sorted(k for k, v in given.items() if v and k not in allowed)
-    if extra:
-        raise InvalidInput(
-            f"{', '.join(extra)} does not apply to a {task.kind} task (it takes {', '.join(sorted(allowed))})"
-        )
-    if task.kind == "pairwise":
-        if a.strength not in STRENGTHS:
-            raise InvalidInput(f"strength must be one of {', '.join(STRENGTHS)}")
-        if a.strength == "tie" and a.choice is not None:
-            raise InvalidInput("a tie has no choice; send choice null with strength 'tie'")
-        if a.strength != "tie" and a.choice not in ids:
-            raise InvalidInput(f"choice must be the id of the preferred response, one of {ids}")
-    elif task.kind == "ranking":
-        if (
-            not isinstance(a.ranking, list)
-            or sorted(a.ranking) != sorted(ids)
-            or len(set(a.ranking)) != len(ids)
-        ):
-            raise InvalidInput(f"ranking {a.ranking} is not a permutation of the task's response ids {ids}")
-    elif task.kind == "rating":
-        low, high = RATING_SCALE
-        if not isinstance(a.rating, int) or isinstance(a.rating, bool) or not low <= a.rating <= high:
-            raise InvalidInput(f"rating must be an integer from {low} to {high}")
-    else:
-        _check_text(a.edit_text, "edit_text")
-    if a.displayed_order is not None and (
-        not isinstance(a.displayed_order, list) or sorted(a.displayed_order) != sorted(ids)
-    ):
-        raise InvalidInput(f"displayed_order must list the task's response ids {ids} in the order shown")
-    if a.comment is not None and len(a.comment) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"comment is {len(a.comment):,} characters; the limit is {MAX_COMMENT_CHARS:,}")
-    if a.seconds is not None and not (isinstance(a.seconds, int | float) and 0 <= a.seconds <= 86_400):
-        raise InvalidInput("seconds must be a number from 0 to 86400")
