@@ -50,7 +50,7 @@ def _answer_key(label: Label) -> Hashable:
 
 def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str, Any]:
     now = utcnow()
-    with store.transaction() as s:
+    with store.read() as s:
         queue = Task.project_id == store.project_id
         tasks = dict(
             s.execute(

@@ -18,6 +18,7 @@ from rlhf.errors import UserError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK = 7_000_007
+READ_ONLY = "rlhf_read_only"  # an execution option: this transaction only reads
 
 
 def normalize_url(url: str) -> str:
@@ -70,7 +71,9 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (FeedbackStore.read) need no write lock: in WAL mode they see a snapshot and never wait.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def is_postgres(engine: Engine) -> bool:

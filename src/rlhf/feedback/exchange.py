@@ -82,7 +82,7 @@ def export_rows(store: FeedbackStore, kind: str) -> Iterator[dict[str, Any]]:
     if kind not in EXPORT_KINDS:
         raise UserError(f"unknown export kind {kind!r}: expected one of {', '.join(EXPORT_KINDS)}")
     task_kinds = {"pairs": ("pairwise", "edit"), "rankings": ("ranking",), "ratings": ("rating",)}[kind]
-    with store.transaction() as s:
+    with store.read() as s:
         rows = s.execute(
             select(Label, Task, Labeller.name)
             .join(Task, Task.id == Label.task_id)

@@ -16,6 +16,8 @@ label already stored. A new labeller answers the gold tasks first (onboarding); 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -25,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf.feedback.checks import check_answer, check_candidate, check_request_id, gold_correct, gold_to_ids
-from rlhf.feedback.db import is_postgres, make_engine, migrate
+from rlhf.feedback.db import READ_ONLY, is_postgres, make_engine, migrate
 from rlhf.feedback.models import (
     ROLES,
     Assignment,
@@ -75,6 +77,11 @@ class FeedbackStore:
         if run_migrations:
             migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        self._sqlite_writer = threading.Lock()
+        self._next_release = 0.0  # monotonic time of the next sweep for lapsed reservations
         self.project_id = self._ensure_project(self.settings.project)
 
     def close(self) -> None:
@@ -82,7 +89,20 @@ class FeedbackStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        """A read-write transaction (SQLite: the write lock is taken at its start)."""
+        if self.postgres:
+            with self._sessions.begin() as session:
+                yield session
+            return
+        # SQLite admits one writer; threads that miss its lock poll with growing sleeps (up to 100 ms),
+        # which made p99 latency seconds under load. Queueing on a Python lock first wakes them in turn.
+        with self._sqlite_writer, self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads (SQLite: no write lock, so it never waits for writers)."""
+        with self._read_sessions.begin() as session:
             yield session
 
     def _ensure_project(self, name: str) -> int:
@@ -129,14 +149,14 @@ class FeedbackStore:
     def labeller_by_token(self, token: str) -> LabellerView | None:
         if not token or len(token) > 200:
             return None
-        with self.transaction() as s:
+        with self.read() as s:
             labeller = s.scalars(
                 select(Labeller).where(Labeller.token_sha256 == hash_token(token), Labeller.active)
             ).first()
             return _labeller_view(labeller) if labeller else None
 
     def get_labeller(self, labeller_id: int) -> LabellerView | None:
-        with self.transaction() as s:
+        with self.read() as s:
             labeller = s.get(Labeller, labeller_id)
             return _labeller_view(labeller) if labeller else None
 
@@ -214,7 +234,10 @@ class FeedbackStore:
         highest-priority open task they have not seen (reserved for them). None when there is none."""
         with self.transaction() as s:
             now = utcnow()
-            self._release_expired(s, now)
+            if time.monotonic() >= self._next_release:
+                # Reservations last many minutes; sweeping for lapsed ones a few times a minute is plenty.
+                self._release_expired(s, now)
+                self._next_release = time.monotonic() + min(5.0, self.settings.assignment_seconds / 10)
             labeller = s.get(Labeller, labeller_id)
             if labeller is None or not labeller.active:
                 raise NotFound(f"no labeller {labeller_id}")
@@ -272,7 +295,6 @@ class FeedbackStore:
             ).rowcount
             if claimed == 1:
                 task = s.get(Task, task_id)
-                s.refresh(task)
                 return self._task_view(s, task, self._assign(s, task, labeller_id, now))
         return None
 
@@ -315,7 +337,7 @@ class FeedbackStore:
 
     def get_task(self, labeller_id: int, task_id: int) -> TaskView:
         """A task the labeller holds or has answered (others' tasks do not exist for them)."""
-        with self.transaction() as s:
+        with self.read() as s:
             assignment = _assignment(s, task_id, labeller_id)
             if assignment is None:
                 raise NotFound(f"task {task_id} not found among your tasks")
@@ -433,7 +455,7 @@ class FeedbackStore:
         return SubmitResult(_label_view(s, label, task), created=True, gold=_gold_feedback(s, label, task))
 
     def labels_of(self, labeller_id: int, limit: int = 100, offset: int = 0) -> list[LabelView]:
-        with self.transaction() as s:
+        with self.read() as s:
             rows = s.scalars(
                 select(Label)
                 .where(Label.labeller_id == labeller_id)
@@ -445,14 +467,14 @@ class FeedbackStore:
 
     def get_label(self, labeller_id: int, label_id: int) -> LabelView:
         """One of the labeller's own labels; another labeller's label is 'not found' (its id leaks nothing)."""
-        with self.transaction() as s:
+        with self.read() as s:
             label = s.get(Label, label_id)
             if label is None or label.labeller_id != labeller_id:
                 raise NotFound(f"label {label_id} not found among your labels")
             return _label_view(s, label)
 
     def count_labels(self) -> int:
-        with self.transaction() as s:
+        with self.read() as s:
             return s.scalar(select(func.count()).select_from(Label))
 
 

@@ -43,7 +43,7 @@ def session_labeller(store: FeedbackStore, session_id: str | None) -> tuple[Labe
     """(labeller, CSRF token) of a live session, or None."""
     if not session_id or len(session_id) > 100:
         return None
-    with store.transaction() as s:
+    with store.read() as s:
         row = s.execute(
             select(WebSession, Labeller)
             .join(Labeller, Labeller.id == WebSession.labeller_id)
