@@ -561,6 +561,8 @@ def label_serve(
     ] = "127.0.0.1",
 ) -> None:
     """Run the labelling web app (creates the database and schema when missing)."""
+    from sqlalchemy.engine import make_url
+
     from rlhf.web.app import WebSettings
     from rlhf.web.serve import serve
 
@@ -573,7 +575,12 @@ def label_serve(
         secure_cookies=secure_cookies,
         guidelines_file=str(guidelines or ""),
     )
-    typer.echo(f"labelling app on http://{host}:{port} (database {db}, {workers} worker(s)); Ctrl+C stops it")
+    from rlhf.feedback.db import normalize_url
+
+    shown = make_url(normalize_url(db)).render_as_string(hide_password=True)  # never print a password
+    typer.echo(
+        f"labelling app on http://{host}:{port} (database {shown}, {workers} worker(s)); Ctrl+C stops it"
+    )
     serve(settings, host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
 
 
