@@ -19,7 +19,7 @@ MAX_TEXT_CHARS = 20_000  # one prompt, response or edited answer
 MAX_COMMENT_CHARS = 2_000
 RATING_SCALE = (1, 7)  # Likert
 RESPONSES_PER_KIND = {"pairwise": (2, 2), "ranking": (2, 9), "rating": (1, 1), "edit": (1, 1)}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+LABELLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 
 
 class StoreError(UserError):
@@ -46,7 +46,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _sha(text: str) -> str:
+def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

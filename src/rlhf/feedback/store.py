@@ -43,7 +43,7 @@ from rlhf.feedback.models import (
 
 # The records, errors and limits live in `records`; they are importable from here too.
 from rlhf.feedback.records import (  # noqa: F401
-    _NAME,
+    LABELLER_NAME,
     MAX_COMMENT_CHARS,
     MAX_TEXT_CHARS,
     RATING_SCALE,
@@ -61,13 +61,15 @@ from rlhf.feedback.records import (  # noqa: F401
     StoreSettings,
     SubmitResult,
     TaskView,
-    _sha,
     hash_token,
     new_token,
+    text_sha256,
 )
 
 
 class FeedbackStore:
+    """One database (and one project in it). Safe to share between threads; open one per process."""
+
     def __init__(
         self, url: str, settings: StoreSettings | None = None, *, run_migrations: bool = True, **engine_kw
     ):
@@ -125,7 +127,7 @@ class FeedbackStore:
         self, name: str, role: str = "labeller", onboarded: bool = False
     ) -> tuple[LabellerView, str]:
         """Create a labeller; returns it and its token (shown once: only the hash is stored)."""
-        if not _NAME.match(name):
+        if not LABELLER_NAME.match(name):
             raise InvalidInput(
                 f"labeller name {name!r}: use 1-100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
             )
@@ -196,7 +198,7 @@ class FeedbackStore:
         return ids
 
     def _get_or_add_prompt(self, s: Session, text: str) -> Prompt:
-        digest = _sha(text)
+        digest = text_sha256(text)
         prompt = s.scalars(
             select(Prompt).where(Prompt.project_id == self.project_id, Prompt.text_sha256 == digest)
         ).first()
@@ -208,7 +210,7 @@ class FeedbackStore:
 
     def _get_or_add_response(self, s: Session, prompt_id: int, r: ResponseIn | str) -> Response:
         r = ResponseIn(r) if isinstance(r, str) else r
-        digest = _sha(r.text)
+        digest = text_sha256(r.text)
         response = s.scalars(
             select(Response).where(
                 Response.prompt_id == prompt_id,
