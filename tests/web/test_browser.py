@@ -123,3 +123,56 @@ def test_labeller_signs_in_onboards_and_labels_with_the_keyboard(server, tmp_pat
     assert sorted(f.name for f in shots.iterdir()) == [
         "1-login.png", "2-onboarding.png", "3-gold-feedback.png", "4-pairwise.png", "5-ranking.png", "6-done.png"
     ]  # fmt: skip
+
+
+def test_ranking_by_drag_and_drop(tmp_path):
+    """The mouse path of the ranking page: drag answers into order, submit, and the order is stored."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import threading
+
+    import uvicorn
+
+    from rlhf.feedback.store import Candidate, FeedbackStore
+    from rlhf.web import WebSettings, create_app
+
+    url = f"sqlite:///{tmp_path / 'dnd.db'}"
+    store = FeedbackStore(url)
+    store.push_candidates(
+        [Candidate("User: a colour?\nAssistant:", ["Red.", "Blue.", "Chair."], kind="ranking")]
+    )
+    labeller, token = store.add_labeller("bea", onboarded=True)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(WebSettings(db_url=url)), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/login")
+            page.fill("#token", token)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#ranking-list")
+            item = "#ranking-list li:has-text('{}')"
+            # Target order Blue, Red, Chair: drag each to the top, last first.
+            for text in ("Chair.", "Red.", "Blue."):
+                page.drag_and_drop(
+                    item.format(text), "#ranking-list li >> nth=0", target_position={"x": 5, "y": 2}
+                )
+            shown = page.locator("#ranking-list li pre").all_inner_texts()
+            assert shown == ["Blue.", "Red.", "Chair."]
+            page.screenshot(path=str(tmp_path / "dnd-ranking.png"))
+            page.click("#label-form button[type=submit]")
+            page.wait_for_selector("#no-tasks")
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    (label,) = store.labels_of(labeller.id)
+    texts = {r.id: r.text for r in store.get_task(labeller.id, label.task_id).responses}
+    assert [texts[i] for i in label.ranking] == ["Blue.", "Red.", "Chair."]
+    store.close()
