@@ -285,3 +285,31 @@ def test_other_labellers_things_are_not_found(make_store):
     with pytest.raises(Conflict):  # bob cannot answer ann's finished task either
         store.submit_label(bob.id, answer_pair(task, "b"))
     assert store.labels_of(bob.id) == [] and [x.id for x in store.labels_of(ann.id)] == [label.id]
+
+
+def test_nul_characters_and_malformed_gold_are_refused(make_store):
+    """PostgreSQL cannot store NUL in text; both backends refuse it the same way, with a message."""
+    store = make_store()
+    for bad in [
+        Candidate("p\x00", ["a", "b"]),
+        Candidate("p", ["a", "b\x00"]),
+        Candidate("p", ["a", "b"], objective=5),
+        Candidate("p", ["a", "b", "c"], kind="ranking", gold_answer={"ranking": [0, "1", 2]}),
+        Candidate("p", ["a", "b"], gold_answer={"choice": "0"}),
+        Candidate("p", ["a"], kind="rating", gold_answer={"rating": True}),
+    ]:
+        with pytest.raises(InvalidInput):
+            store.push_candidates([bad])
+    store.push_candidates([Candidate("p", ["old"], kind="edit")])
+    ann = store.add_labeller("ann", onboarded=True)[0]
+    task = store.next_task(ann.id)
+    for answer in [
+        LabelIn(task.id, "r", edit_text="new\x00"),
+        LabelIn(task.id, "r\x00", edit_text="new"),
+        LabelIn(task.id, "r", edit_text="new", comment="c\x00"),
+    ]:
+        with pytest.raises(InvalidInput, match="NUL|client_request_id"):
+            store.submit_label(ann.id, answer)
+    with pytest.raises(InvalidInput, match="NUL"):
+        store.skip(ann.id, task.id, "why\x00")
+    assert store.submit_label(ann.id, LabelIn(task.id, "r", edit_text="new")).created

@@ -197,3 +197,18 @@ def test_admin_pushes_tasks_adds_labellers_and_exports(env, tmp_path):
     assert ranking.labeller_id == "cat"
     figures = client.get("/api/admin/dashboard", headers=h).json()
     assert figures["labels_total"] == 1 and json.dumps(figures)
+
+
+def test_nul_in_text_is_a_422_not_a_500(env):
+    store, client, tokens = env
+    h = auth(tokens["admin"])
+    r = client.post(
+        "/api/admin/tasks",
+        json=[{"prompt": "p\u0000", "responses": [{"text": "a"}, {"text": "b"}]}],
+        headers=h,
+    )
+    assert r.status_code == 422 and "NUL" in r.json()["detail"]
+    task = client.get("/api/tasks/next", headers=auth(tokens["ann"])).json()
+    body = {"task_id": task["id"], "client_request_id": "x", "strength": "tie", "comment": "a\u0000b"}
+    r = client.post("/api/labels", json=body, headers=auth(tokens["ann"]))
+    assert r.status_code == 422 and "NUL" in r.json()["detail"]

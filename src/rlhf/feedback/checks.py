@@ -45,15 +45,19 @@ def gold_to_ids(answer: dict[str, Any], response_ids: list[int]) -> dict[str, An
     return {"rating": int(answer["rating"])}
 
 
-def check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS) -> None:
+def check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS, optional: bool = False) -> None:
+    if optional and text is None:
+        return
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput(f"{what} must be non-empty text")
     if len(text) > limit:
         raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit:,}")
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+        raise InvalidInput(f"{what} contains a NUL character")
 
 
 def check_request_id(request_id: Any) -> None:
-    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 100:
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 100 or "\x00" in request_id:
         raise InvalidInput("client_request_id must be 1-100 characters (e.g. a UUID made once per answer)")
 
 
@@ -75,6 +79,8 @@ def check_candidate(c: Candidate, index: int) -> None:
         raise InvalidInput(f"{where}: labels_wanted must be an integer from 1 to 100")
     if not isinstance(c.priority, int | float) or not math.isfinite(c.priority):
         raise InvalidInput(f"{where}: priority must be a finite number")
+    check_text(c.objective, f"{where}: objective", 100, optional=True)
+    check_text(c.explanation or None, f"{where}: explanation", MAX_COMMENT_CHARS, optional=True)
     if c.gold_answer is not None:
         _check_gold(c, where)
 
@@ -85,14 +91,15 @@ def _check_gold(c: Candidate, where: str) -> None:
         raise InvalidInput(f"{where}: gold answer must be an object")
     if c.kind == "pairwise":
         choice = answer.get("choice", "missing")
-        if choice is not None and choice not in range(n):
+        if choice is not None and (type(choice) is not int or choice not in range(n)):
             raise InvalidInput(f"{where}: gold 'choice' must be 0, 1 or null (a tie)")
     elif c.kind == "ranking":
-        if sorted(answer.get("ranking") or []) != list(range(n)):
+        ranking = answer.get("ranking")
+        if not isinstance(ranking, list) or sorted(map(repr, ranking)) != sorted(map(repr, range(n))):
             raise InvalidInput(f"{where}: gold 'ranking' must be a permutation of 0..{n - 1}")
     elif c.kind == "rating":
         rating = answer.get("rating")
-        if not isinstance(rating, int) or not RATING_SCALE[0] <= rating <= RATING_SCALE[1]:
+        if type(rating) is not int or not RATING_SCALE[0] <= rating <= RATING_SCALE[1]:
             raise InvalidInput(
                 f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
             )
@@ -145,7 +152,6 @@ def check_answer(task: Task, a: LabelIn) -> None:
         not isinstance(a.displayed_order, list) or sorted(a.displayed_order) != sorted(ids)
     ):
         raise InvalidInput(f"displayed_order must list the task's response ids {ids} in the order shown")
-    if a.comment is not None and len(a.comment) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"comment is {len(a.comment):,} characters; the limit is {MAX_COMMENT_CHARS:,}")
+    check_text(a.comment, "comment", MAX_COMMENT_CHARS, optional=True)
     if a.seconds is not None and not (isinstance(a.seconds, int | float) and 0 <= a.seconds <= 86_400):
         raise InvalidInput("seconds must be a number from 0 to 86400")

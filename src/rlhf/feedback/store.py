@@ -26,7 +26,14 @@ from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhf.feedback.checks import check_answer, check_candidate, check_request_id, gold_correct, gold_to_ids
+from rlhf.feedback.checks import (
+    check_answer,
+    check_candidate,
+    check_request_id,
+    check_text,
+    gold_correct,
+    gold_to_ids,
+)
 from rlhf.feedback.db import READ_ONLY, is_postgres, make_engine, migrate
 from rlhf.feedback.models import (
     ROLES,
@@ -350,10 +357,7 @@ class FeedbackStore:
         reason = (reason or "").strip()
         if not reason:
             raise InvalidInput("give a reason for skipping (e.g. 'I cannot judge this topic')")
-        if len(reason) > MAX_COMMENT_CHARS:
-            raise InvalidInput(
-                f"the skip reason is {len(reason)} characters; the limit is {MAX_COMMENT_CHARS}"
-            )
+        check_text(reason, "the skip reason", MAX_COMMENT_CHARS)
         with self.transaction() as s:
             assignment = _assignment(s, task_id, labeller_id)
             if assignment is None or assignment.state != "active":
