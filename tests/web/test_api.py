@@ -212,3 +212,31 @@ def test_nul_in_text_is_a_422_not_a_500(env):
     body = {"task_id": task["id"], "client_request_id": "x", "strength": "tie", "comment": "a\u0000b"}
     r = client.post("/api/labels", json=body, headers=auth(tokens["ann"]))
     assert r.status_code == 422 and "NUL" in r.json()["detail"]
+
+
+def test_no_malformed_request_gets_a_500(env):
+    """A sweep of wrong types, sizes and shapes over every endpoint: all answered with a 4xx."""
+    _, client, tokens = env
+    client = TestClient(client.app, raise_server_exceptions=False)
+    h = auth(tokens["admin"])
+    task = client.get("/api/tasks/next", headers=h).json()
+    bodies = [None, [], "x", 1, {}, {"task_id": None}, {"task_id": task["id"], "client_request_id": ["a"]},
+              {"task_id": task["id"], "client_request_id": "c", "ranking": "1,2"},
+              {"task_id": task["id"], "client_request_id": "c", "choice": -1, "strength": "better"},
+              {"task_id": task["id"], "client_request_id": "c", "choice": 2**70, "strength": "better"},
+              {"task_id": task["id"], "client_request_id": "c", "seconds": "NaN", "strength": "tie"},
+              {"task_id": task["id"], "client_request_id": "c", "rating": 1.5}]  # fmt: skip
+    for body in bodies:
+        r = client.post("/api/labels", json=body, headers=h)
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+    for body in [None, {}, [{}], [{"prompt": "p", "responses": "ab"}], [{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "priority": "NaN"}],
+                 [{"prompt": "p", "responses": [{"text": "a"}, {"text": "b"}], "gold": {"answer": {"choice": [0]}}}]]:  # fmt: skip
+        r = client.post("/api/admin/tasks", json=body, headers=h)
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+    for body in [None, {"name": ""}, {"name": "x" * 101}, {"name": "ok", "role": "god"}, {"name": "a b"}]:
+        r = client.post("/api/admin/labellers", json=body, headers=h)
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+    for path in ["/api/tasks/0", "/api/tasks/1e3", "/api/labels/9999999", "/api/labels?limit=0", "/api/labels?offset=-1",
+                 "/api/tasks/99999/skip", "/api/export?kind=", "/api/nothing"]:  # fmt: skip
+        r = client.request("POST" if path.endswith("skip") else "GET", path, headers=h, json={"reason": "r"})
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)

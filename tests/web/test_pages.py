@@ -12,10 +12,12 @@ from rlhf.web import WebSettings, create_app
 from rlhf.web.deps import get_store
 
 
-def make_client(store, base_url="http://testserver", **settings):
+def make_client(store, base_url="http://testserver", raise_server_exceptions=True, **settings):
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", **settings))
     app.dependency_overrides[get_store] = lambda: store
-    return TestClient(app, base_url=base_url, follow_redirects=False)
+    return TestClient(
+        app, base_url=base_url, follow_redirects=False, raise_server_exceptions=raise_server_exceptions
+    )
 
 
 def field(html: str, name: str) -> str:
@@ -158,3 +160,23 @@ def test_admin_pages_need_the_admin_role(store):
         export = client.get("/admin/export/pairs")
         assert export.status_code == 200 and export.text == ""
         assert client.get("/admin/export/votes").status_code == 422
+
+
+def test_malformed_form_posts_are_4xx(store):
+    _, token = store.add_labeller("ann", onboarded=True)
+    with make_client(store, raise_server_exceptions=False) as client:
+        sign_in(client, token)
+        page = client.get("/label").text
+        base = {"csrf_token": field(page, "csrf_token"), "client_request_id": "c", "kind": "pairwise"}
+        task_id = field(page, "task_id")
+        for extra in [{"task_id": "abc"}, {"task_id": str(2**40)}, {"task_id": task_id, "preference": "tie:1:2"},
+                      {"task_id": task_id, "ranking": "a,b"}, {"task_id": task_id, "rating": "x"},
+                      {"task_id": task_id, "preference": "tie", "seconds": "inf", "displayed_order": "1,x"},
+                      {"task_id": task_id, "preference": "tie", "edit_text": "x" * 30_000},
+                      {"task_id": task_id, "preference": "tie", "client_request_id": "c" * 500}]:  # fmt: skip
+            r = client.post("/label", data={**base, **extra})
+            assert 400 <= r.status_code < 500, (extra, r.status_code)
+            assert "That did not work" in r.text
+        r = client.post("/skip", data={"csrf_token": base["csrf_token"], "task_id": "x", "reason": "r"})
+        assert r.status_code == 422
+        assert store.count_labels() == 0
