@@ -38,6 +38,10 @@ dpo_app = typer.Typer(
     no_args_is_help=True,
 )
 bench_app = typer.Typer(help="Benchmarks that print and write JSON figures.", no_args_is_help=True)
+label_app = typer.Typer(
+    help="Human feedback: the labelling web app, labellers, importing tasks, exporting labels.",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(model_app, name="model")
@@ -45,6 +49,7 @@ app.add_typer(reward_app, name="reward")
 app.add_typer(ppo_app, name="ppo")
 app.add_typer(dpo_app, name="dpo")
 app.add_typer(bench_app, name="bench")
+app.add_typer(label_app, name="label")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (sections as in `rlhf config show`).")
@@ -617,6 +622,148 @@ def bench_dpo(
             f"peak RSS {row['peak_rss_mib']:.0f} MiB"
         )
     typer.echo(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- label
+
+DbOpt = Annotated[
+    str,
+    typer.Option(
+        "--db", help="Feedback database: sqlite:///path/file.db or postgresql+psycopg://user@host/db."
+    ),
+]
+DEFAULT_DB = "sqlite:///rlhf-feedback.db"
+ProjectOpt = Annotated[str, typer.Option(help="Project (a separate queue of tasks) in the database.")]
+
+
+@label_app.command("serve")
+def label_serve(
+    db: DbOpt = DEFAULT_DB,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (use PostgreSQL for more than one).")
+    ] = 1,
+    project: ProjectOpt = "default",
+    guidelines: Annotated[
+        Path | None, typer.Option(help="Text file shown at the top of the guidelines page.")
+    ] = None,
+    gold_threshold: Annotated[
+        float, typer.Option(min=0, max=1, help="Onboarding gold accuracy below which a labeller is flagged.")
+    ] = 0.7,
+    secure_cookies: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure-cookies/--no-secure-cookies", help="Force the Secure cookie flag (default: when HTTPS)."
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str, typer.Option(help="Reverse proxies trusted for X-Forwarded-For/-Proto (comma-separated).")
+    ] = "127.0.0.1",
+) -> None:
+    """Run the labelling web app (creates the database and schema when missing)."""
+    from sqlalchemy.engine import make_url
+
+    from rlhf.web.app import WebSettings
+    from rlhf.web.serve import serve
+
+    if guidelines is not None and not guidelines.is_file():
+        raise UserError(f"{guidelines} is not a file")
+    settings = WebSettings(
+        db_url=db,
+        project=project,
+        gold_accuracy_threshold=gold_threshold,
+        secure_cookies=secure_cookies,
+        guidelines_file=str(guidelines or ""),
+    )
+    from rlhf.feedback.db import normalize_url
+
+    shown = make_url(normalize_url(db)).render_as_string(hide_password=True)  # never print a password
+    typer.echo(
+        f"labelling app on http://{host}:{port} (database {shown}, {workers} worker(s)); Ctrl+C stops it"
+    )
+    serve(settings, host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
+
+
+@label_app.command("add-labeller")
+def label_add_labeller(
+    name: Annotated[str, typer.Argument(help="Unique name (letters, digits, _ . @ -).")],
+    db: DbOpt = DEFAULT_DB,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin: dashboard, exports, admin API.")] = False,
+) -> None:
+    """Create a labeller and print their sign-in token (shown once: only its hash is stored)."""
+    from rlhf.feedback.store import FeedbackStore
+
+    store = FeedbackStore(db)
+    labeller, token = store.add_labeller(name, role="admin" if admin else "labeller")
+    store.close()
+    typer.echo(f"created {labeller.role} {labeller.name!r}; token (shown once, keep it secret):")
+    typer.echo(token)
+
+
+@label_app.command("import")
+def label_import(
+    file: Annotated[
+        Path,
+        typer.Argument(help="JSONL: prompt, responses, optional kind/priority/gold (docs/labelling.md)."),
+    ],
+    db: DbOpt = DEFAULT_DB,
+    project: ProjectOpt = "default",
+) -> None:
+    """Add one labelling task per row of a prompts/responses JSONL file."""
+    from rlhf.feedback.exchange import import_file
+    from rlhf.feedback.store import FeedbackStore, StoreSettings
+
+    store = FeedbackStore(db, StoreSettings(project=project))
+    count = import_file(store, file)
+    store.close()
+    typer.echo(f"imported {count} tasks from {file}")
+
+
+@label_app.command("export")
+def label_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    kind: Annotated[str, typer.Option(help="pairs | rankings | ratings")] = "pairs",
+    db: DbOpt = DEFAULT_DB,
+    project: ProjectOpt = "default",
+) -> None:
+    """Write the labels as a preference file for `rlhf reward train --data FILE`."""
+    from rlhf.feedback.exchange import export_file
+    from rlhf.feedback.store import FeedbackStore, StoreSettings
+
+    store = FeedbackStore(db, StoreSettings(project=project))
+    count = export_file(store, kind, out)
+    store.close()
+    typer.echo(f"wrote {count} {kind} rows to {out}")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/serve.json"
+    ),
+    labellers: Annotated[int, typer.Option(min=1, help="Concurrent simulated labellers.")] = 50,
+    labels: Annotated[int, typer.Option(min=1, help="Labels to submit in all (one per task).")] = 5000,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Database URL (default: a temporary SQLite file).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Simulated labellers against a real server on loopback: throughput, latency, and a lost/duplicate check."""
+    from rlhf.web.bench import bench_serve as run_bench
+
+    f = run_bench(out, n_labellers=labellers, n_labels=labels, db_url=db, workers=workers)
+    typer.echo(
+        f"{f['labels_stored']} labels stored of {f['labels_expected']} ({'ok' if f['ok'] else 'MISMATCH'}), "
+        f"{f['labels_per_second']:.0f} labels/s, POST /api/labels p50 {f['label_ms_p50']:.1f} ms "
+        f"p99 {f['label_ms_p99']:.1f} ms, GET /api/tasks/next p50 {f['next_task_ms_p50']:.1f} ms "
+        f"p99 {f['next_task_ms_p99']:.1f} ms"
+    )
+    typer.echo(f"wrote {out}")
+    if not f["ok"]:
+        raise UserError(f"labels lost or duplicated: {f}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -1,0 +1,157 @@
+"""Validation of what enters the store (candidates, answers) and grading of answers to gold questions.
+
+Every refusal is an `InvalidInput` whose message says what is wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rlhf.feedback.models import STRENGTHS, TASK_KINDS, Label, Task
+from rlhf.feedback.records import (
+    MAX_COMMENT_CHARS,
+    MAX_TEXT_CHARS,
+    RATING_SCALE,
+    RESPONSES_PER_KIND,
+    Candidate,
+    InvalidInput,
+    LabelIn,
+)
+
+
+def gold_correct(task: Task, label: Label) -> bool:
+    """Pairwise: same preferred response (or both a tie), strength aside; ranking: the same order;
+    rating: within one point of the researchers' rating."""
+    answer = task.gold.answer
+    if task.kind == "pairwise":
+        return (
+            label.choice_response_id == answer.get("choice")
+            if not label.tie
+            else answer.get("choice") is None
+        )
+    if task.kind == "ranking":
+        return list(label.ranking or []) == list(answer.get("ranking", []))
+    if task.kind == "rating":
+        return label.rating is not None and abs(label.rating - int(answer["rating"])) <= 1
+    return True
+
+
+def gold_to_ids(answer: dict[str, Any], response_ids: list[int]) -> dict[str, Any]:
+    if "choice" in answer:
+        return {"choice": None if answer["choice"] is None else response_ids[answer["choice"]]}
+    if "ranking" in answer:
+        return {"ranking": [response_ids[i] for i in answer["ranking"]]}
+    return {"rating": int(answer["rating"])}
+
+
+def check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS, optional: bool = False) -> None:
+    if optional and text is None:
+        return
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(f"{what} must be non-empty text")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit:,}")
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+        raise InvalidInput(f"{what} contains a NUL character")
+
+
+def check_request_id(request_id: Any) -> None:
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 100 or "\x00" in request_id:
+        raise InvalidInput("client_request_id must be 1-100 characters (e.g. a UUID made once per answer)")
+
+
+def check_candidate(c: Candidate, index: int) -> None:
+    where = f"candidate {index}"
+    if c.kind not in TASK_KINDS:
+        raise InvalidInput(f"{where}: kind {c.kind!r}; expected one of {', '.join(TASK_KINDS)}")
+    check_text(c.prompt, f"{where}: prompt")
+    low, high = RESPONSES_PER_KIND[c.kind]
+    if not low <= len(c.responses) <= high:
+        need = str(low) if low == high else f"{low} to {high}"
+        raise InvalidInput(f"{where}: a {c.kind} task needs {need} responses, got {len(c.responses)}")
+    texts = [r if isinstance(r, str) else r.text for r in c.responses]
+    for i, text in enumerate(texts):
+        check_text(text, f"{where}: response {i}")
+    if len(set(texts)) != len(texts):
+        raise InvalidInput(f"{where}: the same response text appears twice")
+    if not isinstance(c.labels_wanted, int) or not 1 <= c.labels_wanted <= 100:
+        raise InvalidInput(f"{where}: labels_wanted must be an integer from 1 to 100")
+    if not isinstance(c.priority, int | float) or not math.isfinite(c.priority):
+        raise InvalidInput(f"{where}: priority must be a finite number")
+    check_text(c.objective, f"{where}: objective", 100, optional=True)
+    check_text(c.explanation or None, f"{where}: explanation", MAX_COMMENT_CHARS, optional=True)
+    if c.gold_answer is not None:
+        _check_gold(c, where)
+
+
+def _check_gold(c: Candidate, where: str) -> None:
+    n, answer = len(c.responses), c.gold_answer
+    if not isinstance(answer, dict):
+        raise InvalidInput(f"{where}: gold answer must be an object")
+    if c.kind == "pairwise":
+        choice = answer.get("choice", "missing")
+        if choice is not None and (type(choice) is not int or choice not in range(n)):
+            raise InvalidInput(f"{where}: gold 'choice' must be 0, 1 or null (a tie)")
+    elif c.kind == "ranking":
+        ranking = answer.get("ranking")
+        if not isinstance(ranking, list) or sorted(map(repr, ranking)) != sorted(map(repr, range(n))):
+            raise InvalidInput(f"{where}: gold 'ranking' must be a permutation of 0..{n - 1}")
+    elif c.kind == "rating":
+        rating = answer.get("rating")
+        if type(rating) is not int or not RATING_SCALE[0] <= rating <= RATING_SCALE[1]:
+            raise InvalidInput(
+                f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
+            )
+    else:
+        raise InvalidInput(f"{where}: edit tasks cannot be gold questions")
+
+
+def check_answer(task: Task, a: LabelIn) -> None:
+    """Refuse an answer that does not fit the task, with a message that says what would."""
+    ids = list(task.response_ids)
+    given = {
+        "choice": a.choice is not None,
+        "strength": a.strength is not None,
+        "ranking": a.ranking is not None,
+        "rating": a.rating is not None,
+        "edit_text": a.edit_text is not None,
+    }
+    allowed = {
+        "pairwise": {"choice", "strength"},
+        "ranking": {"ranking"},
+        "rating": {"rating"},
+        "edit": {"edit_text"},
+    }[task.kind]
+    extra = sorted(k for k, v in given.items() if v and k not in allowed)
+    if extra:
+        raise InvalidInput(
+            f"{', '.join(extra)} does not apply to a {task.kind} task (it takes {', '.join(sorted(allowed))})"
+        )
+    if task.kind == "pairwise":
+        if a.strength not in STRENGTHS:
+            raise InvalidInput(f"strength must be one of {', '.join(STRENGTHS)}")
+        if a.strength == "tie" and a.choice is not None:
+            raise InvalidInput("a tie has no choice; send choice null with strength 'tie'")
+        if a.strength != "tie" and a.choice not in ids:
+            raise InvalidInput(f"choice must be the id of the preferred response, one of {ids}")
+    elif task.kind == "ranking":
+        if (
+            not isinstance(a.ranking, list)
+            or sorted(a.ranking) != sorted(ids)
+            or len(set(a.ranking)) != len(ids)
+        ):
+            raise InvalidInput(f"ranking {a.ranking} is not a permutation of the task's response ids {ids}")
+    elif task.kind == "rating":
+        low, high = RATING_SCALE
+        if not isinstance(a.rating, int) or isinstance(a.rating, bool) or not low <= a.rating <= high:
+            raise InvalidInput(f"rating must be an integer from {low} to {high}")
+    else:
+        check_text(a.edit_text, "edit_text")
+    if a.displayed_order is not None and (
+        not isinstance(a.displayed_order, list) or sorted(a.displayed_order) != sorted(ids)
+    ):
+        raise InvalidInput(f"displayed_order must list the task's response ids {ids} in the order shown")
+    check_text(a.comment, "comment", MAX_COMMENT_CHARS, optional=True)
+    if a.seconds is not None and not (isinstance(a.seconds, int | float) and 0 <= a.seconds <= 86_400):
+        raise InvalidInput("seconds must be a number from 0 to 86400")

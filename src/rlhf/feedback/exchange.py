@@ -1,0 +1,149 @@
+"""Moving data in and out of the feedback store: import prompts/responses as tasks, export labels as
+the preference files `rlhf.data.load_preferences` reads (pairs, rankings, ratings; docs/data.md).
+
+Import rows (JSONL), one task each:
+    {"prompt": "...", "responses": ["...", {"text": "...", "model": "m", "model_version": "v1"}],
+     "kind": "pairwise", "priority": 0.5, "labels_wanted": 1, "objective": "helpful",
+     "gold": {"answer": {"choice": 0}, "explanation": "why"}}
+`kind` defaults to pairwise for two responses and ranking for more; for one response it must be given
+(rating or edit).
+
+Export: gold (onboarding) tasks are left out; every row carries `labeller_id` (the labeller's name) and
+provenance fields (`label_id`, `task_id`, `unsafe`) that the readers ignore. An edit ("write a better
+answer") becomes a pair: the labeller's text chosen over the response it improves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from rlhf.errors import UserError
+from rlhf.feedback.models import Label, Labeller, Response, Task
+from rlhf.feedback.store import Candidate, FeedbackStore, InvalidInput, ResponseIn
+from rlhf.io import iter_jsonl, write_jsonl
+
+EXPORT_KINDS = ("pairs", "rankings", "ratings")
+# The labeller's strength as a margin on a 0-3 scale (0 = unknown in rlhf.data), so a reward model
+# can weight "much better" above "slightly better".
+STRENGTH_MARGIN = {"slightly_better": 1.0, "better": 2.0, "much_better": 3.0}
+
+
+def candidate_from_row(row: dict[str, Any], where: str) -> Candidate:
+    if not isinstance(row.get("responses"), list):
+        raise UserError(
+            f"{where}: field 'responses' must be a list of texts or {{'text', 'model', ...}} objects"
+        )
+    responses = []
+    for i, item in enumerate(row["responses"]):
+        if isinstance(item, str):
+            responses.append(ResponseIn(item))
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            responses.append(
+                ResponseIn(item["text"], str(item.get("model", "")), str(item.get("model_version", "")))
+            )
+        else:
+            raise UserError(f"{where}: responses[{i}] must be text or an object with 'text'")
+    kind = row.get("kind") or (
+        "pairwise" if len(responses) == 2 else "ranking" if len(responses) > 2 else None
+    )
+    if kind is None:
+        raise UserError(f"{where}: one response: give 'kind' ('rating' or 'edit')")
+    gold = row.get("gold")
+    if gold is not None and not (isinstance(gold, dict) and isinstance(gold.get("answer"), dict)):
+        raise UserError(f"{where}: field 'gold' must be {{'answer': {{...}}, 'explanation': '...'}}")
+    return Candidate(
+        prompt=row.get("prompt"),
+        responses=responses,
+        kind=kind,
+        priority=row.get("priority", 0.0),
+        labels_wanted=row.get("labels_wanted", 1),
+        objective=row.get("objective"),
+        gold_answer=gold["answer"] if gold else None,
+        explanation=str(gold.get("explanation", "")) if gold else "",
+    )
+
+
+def import_file(store: FeedbackStore, path: str | Path) -> int:
+    """Add one task per row of a JSONL file, all in one transaction; returns the number of tasks."""
+    candidates = [candidate_from_row(row, f"{path} line {n}") for n, row in iter_jsonl(path)]
+    try:
+        return len(store.push_candidates(candidates))
+    except InvalidInput as exc:
+        # "candidate 3: ..." -> name the file; candidates are numbered in file order (blank lines aside).
+        raise UserError(f"{path}: {exc}") from None
+
+
+def export_rows(store: FeedbackStore, kind: str) -> Iterator[dict[str, Any]]:
+    """Rows of one preference format built from the stored labels, oldest label first."""
+    if kind not in EXPORT_KINDS:
+        raise UserError(f"unknown export kind {kind!r}: expected one of {', '.join(EXPORT_KINDS)}")
+    task_kinds = {"pairs": ("pairwise", "edit"), "rankings": ("ranking",), "ratings": ("rating",)}[kind]
+    with store.read() as s:
+        rows = s.execute(
+            select(Label, Task, Labeller.name)
+            .join(Task, Task.id == Label.task_id)
+            .join(Labeller, Labeller.id == Label.labeller_id)
+            .where(Task.project_id == store.project_id, Task.is_gold.is_(False), Task.kind.in_(task_kinds))
+            .order_by(Label.id)
+        ).all()
+        ids = {i for _, task, _ in rows for i in task.response_ids}
+        texts = (
+            dict(s.execute(select(Response.id, Response.text).where(Response.id.in_(ids))).all())
+            if ids
+            else {}
+        )
+        for label, task, name in rows:
+            row = _export_row(label, task, name, texts)
+            if task.objective is not None:
+                row["objective"] = task.objective
+            row.update(label_id=label.id, task_id=task.id)
+            if label.unsafe:
+                row["unsafe"] = True
+            yield row
+
+
+def _export_row(label: Label, task: Task, name: str, texts: dict[int, str]) -> dict[str, Any]:
+    prompt, ids = task.prompt.text, task.response_ids
+    if task.kind == "pairwise":
+        if label.tie:
+            return {
+                "prompt": prompt,
+                "chosen": texts[ids[0]],
+                "rejected": texts[ids[1]],
+                "tie": True,
+                "labeller_id": name,
+            }
+        other = ids[1] if label.choice_response_id == ids[0] else ids[0]
+        return {
+            "prompt": prompt,
+            "chosen": texts[label.choice_response_id],
+            "rejected": texts[other],
+            "margin": STRENGTH_MARGIN[label.strength],
+            "labeller_id": name,
+        }
+    if task.kind == "edit":
+        return {
+            "prompt": prompt,
+            "chosen": label.edit_text,
+            "rejected": texts[ids[0]],
+            "labeller_id": name,
+            "edit": True,
+        }
+    if task.kind == "ranking":
+        position = {response_id: i for i, response_id in enumerate(ids)}
+        return {
+            "prompt": prompt,
+            "responses": [texts[i] for i in ids],
+            "ranking": [position[i] for i in label.ranking],
+            "labeller_id": name,
+        }
+    return {"prompt": prompt, "response": texts[ids[0]], "rating": label.rating, "labeller_id": name}
+
+
+def export_file(store: FeedbackStore, kind: str, out: str | Path) -> int:
+    """Write one preference file atomically; returns the number of rows."""
+    return write_jsonl(out, export_rows(store, kind))

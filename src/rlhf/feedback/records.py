@@ -1,0 +1,161 @@
+"""The plain records the feedback store takes and returns, its errors, limits and token helpers.
+
+Response ids (not positions) identify answers everywhere except in `Candidate.gold_answer` and import
+files, which use indices into the candidate's own responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlhf.errors import UserError
+
+MAX_TEXT_CHARS = 20_000  # one prompt, response or edited answer
+MAX_COMMENT_CHARS = 2_000
+RATING_SCALE = (1, 7)  # Likert
+RESPONSES_PER_KIND = {"pairwise": (2, 2), "ranking": (2, 9), "rating": (1, 1), "edit": (1, 1)}
+LABELLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+class StoreError(UserError):
+    """A request the store refuses; the web app maps the subclasses to 404 / 409 / 422."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class InvalidInput(StoreError):
+    pass
+
+
+def new_token() -> str:
+    return "rlhf_" + secrets.token_urlsafe(32)  # 256 random bits
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ResponseIn:
+    text: str
+    model: str = ""
+    model_version: str = ""
+
+
+@dataclass
+class Candidate:
+    """A task to put in the queue. `gold_answer` uses response *indices* (0-based, as in `responses`):
+    pairwise {"choice": i} or {"choice": None} for a tie, ranking {"ranking": [i, ...]}, rating {"rating": n}."""
+
+    prompt: str
+    responses: Sequence[ResponseIn | str]
+    kind: str = "pairwise"
+    priority: float = 0.0
+    labels_wanted: int = 1
+    objective: str | None = None
+    gold_answer: dict[str, Any] | None = None
+    explanation: str = ""
+
+
+@dataclass
+class LabelIn:
+    """An answer to one task. Response ids (not positions): `choice` is the preferred response (None with
+    strength "tie"), `ranking` lists every response id best first."""
+
+    task_id: int
+    client_request_id: str
+    choice: int | None = None
+    strength: str | None = None
+    ranking: list[int] | None = None
+    rating: int | None = None
+    edit_text: str | None = None
+    unsafe: bool = False
+    comment: str | None = None
+    seconds: float | None = None
+    displayed_order: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class ResponseView:
+    id: int
+    text: str
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: int
+    kind: str
+    prompt: str
+    responses: list[ResponseView]
+    objective: str | None
+    is_gold: bool
+    expires_at: Any = None
+
+
+@dataclass(frozen=True)
+class LabellerView:
+    id: int
+    name: str
+    role: str
+    onboarded: bool
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class GoldFeedback:
+    correct: bool
+    expected: dict[str, Any]
+    explanation: str
+
+
+@dataclass(frozen=True)
+class LabelView:
+    id: int
+    task_id: int
+    labeller_id: int
+    client_request_id: str
+    kind: str
+    choice: int | None
+    strength: str | None
+    tie: bool
+    ranking: list[int] | None
+    rating: int | None
+    edit_text: str | None
+    unsafe: bool
+    comment: str | None
+    seconds: float | None
+    displayed_order: list[int] | None
+    created_at: Any
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    label: LabelView
+    created: bool  # False: this client_request_id was already stored; nothing changed
+    gold: GoldFeedback | None = None
+
+
+@dataclass
+class StoreSettings:
+    project: str = "default"
+    assignment_seconds: float = 1800.0  # a reserved task goes back to the queue after this long
+    onboarding_questions: int = 5  # gold tasks a new labeller answers first (at most)
+    gold_accuracy_threshold: float = 0.7  # below this onboarding accuracy a labeller is flagged
+    extra: dict[str, Any] = field(default_factory=dict)

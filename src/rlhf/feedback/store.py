@@ -1,0 +1,548 @@
+"""The feedback store: labellers and their tokens, the task queue, and labels, on SQLite or PostgreSQL.
+
+`FeedbackStore(url)` opens (and migrates) a database. Every public method is one transaction.
+
+The queue: `push_candidates` adds tasks with priorities (the active-learning loop fills it);
+`next_task(labeller)` hands out the highest-priority open task the labeller has not seen, reserving a
+place on it for `assignment_seconds`. A task wants `labels_wanted` independent labels; the reservation is
+a conditional `UPDATE tasks SET n_assigned = n_assigned + 1 WHERE n_labels + n_assigned < labels_wanted`,
+so two labellers can never both hold the last place, on either backend (PostgreSQL additionally skips
+rows another worker has locked, `FOR UPDATE SKIP LOCKED`, so workers do not queue behind each other).
+
+Labels: `submit_label` is idempotent on (labeller, client_request_id): a retried submission returns the
+label already stored. A new labeller answers the gold tasks first (onboarding); below
+`gold_accuracy_threshold` they are flagged for review.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import case, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rlhf.feedback.checks import (
+    check_answer,
+    check_candidate,
+    check_request_id,
+    check_text,
+    gold_correct,
+    gold_to_ids,
+)
+from rlhf.feedback.db import READ_ONLY, is_postgres, make_engine, migrate
+from rlhf.feedback.models import (
+    ROLES,
+    Assignment,
+    GoldAnswer,
+    Label,
+    Labeller,
+    Project,
+    Prompt,
+    Response,
+    Task,
+    utcnow,
+)
+
+# The records, errors and limits live in `records`; they are importable from here too.
+from rlhf.feedback.records import (  # noqa: F401
+    LABELLER_NAME,
+    MAX_COMMENT_CHARS,
+    MAX_TEXT_CHARS,
+    RATING_SCALE,
+    Candidate,
+    Conflict,
+    GoldFeedback,
+    InvalidInput,
+    LabelIn,
+    LabellerView,
+    LabelView,
+    NotFound,
+    ResponseIn,
+    ResponseView,
+    StoreError,
+    StoreSettings,
+    SubmitResult,
+    TaskView,
+    hash_token,
+    new_token,
+    text_sha256,
+)
+
+
+class FeedbackStore:
+    """One database (and one project in it). Safe to share between threads; open one per process."""
+
+    def __init__(
+        self, url: str, settings: StoreSettings | None = None, *, run_migrations: bool = True, **engine_kw
+    ):
+        self.settings = settings or StoreSettings()
+        self.engine = make_engine(url, **engine_kw)
+        self.postgres = is_postgres(self.engine)
+        if run_migrations:
+            migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        self._sqlite_writer = threading.Lock()
+        self._next_release = 0.0  # monotonic time of the next sweep for lapsed reservations
+        self.project_id = self._ensure_project(self.settings.project)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A read-write transaction (SQLite: the write lock is taken at its start)."""
+        if self.postgres:
+            with self._sessions.begin() as session:
+                yield session
+            return
+        # SQLite admits one writer; threads that miss its lock poll with growing sleeps (up to 100 ms),
+        # which made p99 latency seconds under load. Queueing on a Python lock first wakes them in turn.
+        with self._sqlite_writer, self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads (SQLite: no write lock, so it never waits for writers)."""
+        with self._read_sessions.begin() as session:
+            yield session
+
+    def _ensure_project(self, name: str) -> int:
+        for _ in range(2):  # a concurrent creator may win the unique name; then read theirs
+            try:
+                with self.transaction() as s:
+                    project = s.scalars(select(Project).where(Project.name == name)).first()
+                    if project is None:
+                        project = Project(name=name)
+                        s.add(project)
+                        s.flush()
+                    return project.id
+            except IntegrityError:
+                continue
+        raise StoreError(f"could not create project {name!r}")
+
+    # ------------------------------------------------------------------ labellers
+
+    def add_labeller(
+        self, name: str, role: str = "labeller", onboarded: bool = False
+    ) -> tuple[LabellerView, str]:
+        """Create a labeller; returns it and its token (shown once: only the hash is stored)."""
+        if not LABELLER_NAME.match(name):
+            raise InvalidInput(
+                f"labeller name {name!r}: use 1-100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
+            )
+        if role not in ROLES:
+            raise InvalidInput(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        token = new_token()
+        try:
+            with self.transaction() as s:
+                labeller = Labeller(
+                    name=name,
+                    role=role,
+                    token_sha256=hash_token(token),
+                    onboarded=onboarded or role == "admin",
+                )
+                s.add(labeller)
+                s.flush()
+                return _labeller_view(labeller), token
+        except IntegrityError as exc:
+            raise Conflict(f"a labeller named {name!r} already exists") from exc
+
+    def labeller_by_token(self, token: str) -> LabellerView | None:
+        if not token or len(token) > 200:
+            return None
+        with self.read() as s:
+            labeller = s.scalars(
+                select(Labeller).where(Labeller.token_sha256 == hash_token(token), Labeller.active)
+            ).first()
+            return _labeller_view(labeller) if labeller else None
+
+    def get_labeller(self, labeller_id: int) -> LabellerView | None:
+        with self.read() as s:
+            labeller = s.get(Labeller, labeller_id)
+            return _labeller_view(labeller) if labeller else None
+
+    # ------------------------------------------------------------------ queue
+
+    def push_candidates(self, candidates: Sequence[Candidate]) -> list[int]:
+        """Add tasks (with their prompts and responses, re-using stored ones); returns the task ids."""
+        for index, candidate in enumerate(candidates):
+            check_candidate(candidate, index)
+        ids = []
+        with self.transaction() as s:
+            for candidate in candidates:
+                prompt = self._get_or_add_prompt(s, candidate.prompt)
+                responses = [self._get_or_add_response(s, prompt.id, r) for r in candidate.responses]
+                gold = candidate.gold_answer is not None
+                task = Task(
+                    project_id=self.project_id,
+                    prompt_id=prompt.id,
+                    kind=candidate.kind,
+                    response_ids=[r.id for r in responses],
+                    objective=candidate.objective,
+                    priority=float(candidate.priority),
+                    labels_wanted=candidate.labels_wanted,
+                    is_gold=gold,
+                )
+                s.add(task)
+                s.flush()
+                if gold:
+                    s.add(
+                        GoldAnswer(
+                            task_id=task.id,
+                            answer=gold_to_ids(candidate.gold_answer, task.response_ids),
+                            explanation=candidate.explanation,
+                        )
+                    )
+                ids.append(task.id)
+        return ids
+
+    def _get_or_add_prompt(self, s: Session, text: str) -> Prompt:
+        digest = text_sha256(text)
+        prompt = s.scalars(
+            select(Prompt).where(Prompt.project_id == self.project_id, Prompt.text_sha256 == digest)
+        ).first()
+        if prompt is None:
+            prompt = Prompt(project_id=self.project_id, text=text, text_sha256=digest)
+            s.add(prompt)
+            s.flush()
+        return prompt
+
+    def _get_or_add_response(self, s: Session, prompt_id: int, r: ResponseIn | str) -> Response:
+        r = ResponseIn(r) if isinstance(r, str) else r
+        digest = text_sha256(r.text)
+        response = s.scalars(
+            select(Response).where(
+                Response.prompt_id == prompt_id,
+                Response.text_sha256 == digest,
+                Response.model == r.model,
+                Response.model_version == r.model_version,
+            )
+        ).first()
+        if response is None:
+            response = Response(
+                prompt_id=prompt_id,
+                text=r.text,
+                text_sha256=digest,
+                model=r.model,
+                model_version=r.model_version,
+            )
+            s.add(response)
+            s.flush()
+        return response
+
+    def next_task(self, labeller_id: int) -> TaskView | None:
+        """The labeller's current task: the one they hold, else a gold task while onboarding, else the
+        highest-priority open task they have not seen (reserved for them). None when there is none."""
+        with self.transaction() as s:
+            now = utcnow()
+            if time.monotonic() >= self._next_release:
+                # Reservations last many minutes; sweeping for lapsed ones a few times a minute is plenty.
+                self._release_expired(s, now)
+                self._next_release = time.monotonic() + min(5.0, self.settings.assignment_seconds / 10)
+            labeller = s.get(Labeller, labeller_id)
+            if labeller is None or not labeller.active:
+                raise NotFound(f"no labeller {labeller_id}")
+            held = s.scalars(
+                select(Assignment)
+                .where(Assignment.labeller_id == labeller_id, Assignment.state == "active")
+                .order_by(Assignment.id)
+            ).first()
+            if held is not None:
+                return self._task_view(s, s.get(Task, held.task_id), held)
+            if not labeller.onboarded:
+                gold = self._next_gold(s, labeller)
+                if gold is not None:
+                    return self._task_view(s, gold, self._assign(s, gold, labeller_id, now))
+                _finish_onboarding(s, labeller, self.settings.gold_accuracy_threshold)
+            return self._reserve_next(s, labeller_id, now)
+
+    def _next_gold(self, s: Session, labeller: Labeller) -> Task | None:
+        answered = s.scalar(
+            select(func.count()).select_from(Assignment).join(Task, Task.id == Assignment.task_id)
+            .where(Assignment.labeller_id == labeller.id, Task.is_gold)
+        )  # fmt: skip
+        if answered >= self.settings.onboarding_questions:
+            return None
+        return s.scalars(
+            select(Task)
+            .where(Task.project_id == self.project_id, Task.is_gold, ~_seen_by(labeller.id))
+            .order_by(Task.id)
+            .limit(1)
+        ).first()
+
+    def _reserve_next(self, s: Session, labeller_id: int, now) -> TaskView | None:
+        room = Task.n_labels + Task.n_assigned < Task.labels_wanted
+        for _ in range(10):
+            query = (
+                select(Task.id)
+                .where(
+                    Task.project_id == self.project_id,
+                    Task.status == "open",
+                    Task.is_gold.is_(False),
+                    room,
+                    ~_seen_by(labeller_id),
+                )
+                .order_by(Task.priority.desc(), Task.id)
+                .limit(1)
+            )
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True, of=Task)
+            task_id = s.scalar(query)
+            if task_id is None:
+                return None
+            # The guard that makes double assignment impossible even if two readers saw the same row.
+            claimed = s.execute(
+                update(Task).where(Task.id == task_id, room).values(n_assigned=Task.n_assigned + 1)
+            ).rowcount
+            if claimed == 1:
+                task = s.get(Task, task_id)
+                return self._task_view(s, task, self._assign(s, task, labeller_id, now))
+        return None
+
+    def _assign(self, s: Session, task: Task, labeller_id: int, now) -> Assignment:
+        assignment = Assignment(
+            task_id=task.id,
+            labeller_id=labeller_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.assignment_seconds),
+        )
+        s.add(assignment)
+        s.flush()
+        return assignment
+
+    def _release_expired(self, s: Session, now) -> None:
+        """Give the places of abandoned reservations back to the queue (the labeller may get it again)."""
+        query = select(Assignment).where(Assignment.state == "active", Assignment.expires_at < now).limit(100)
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        for assignment in s.scalars(query).all():
+            s.execute(
+                update(Task)
+                .where(Task.id == assignment.task_id, Task.is_gold.is_(False))
+                .values(n_assigned=Task.n_assigned - 1)
+            )
+            s.delete(assignment)
+        s.flush()
+
+    def _task_view(self, s: Session, task: Task, assignment: Assignment | None = None) -> TaskView:
+        responses = {r.id: r for r in s.scalars(select(Response).where(Response.id.in_(task.response_ids)))}
+        return TaskView(
+            id=task.id,
+            kind=task.kind,
+            prompt=task.prompt.text,
+            responses=[_response_view(responses[i]) for i in task.response_ids],
+            objective=task.objective,
+            is_gold=task.is_gold,
+            expires_at=assignment.expires_at if assignment else None,
+        )
+
+    def get_task(self, labeller_id: int, task_id: int) -> TaskView:
+        """A task the labeller holds or has answered (others' tasks do not exist for them)."""
+        with self.read() as s:
+            assignment = _assignment(s, task_id, labeller_id)
+            if assignment is None:
+                raise NotFound(f"task {task_id} not found among your tasks")
+            return self._task_view(s, s.get(Task, task_id), assignment)
+
+    def skip(self, labeller_id: int, task_id: int, reason: str) -> None:
+        """Give a held task back with a reason; it returns to the queue for other labellers."""
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput("give a reason for skipping (e.g. 'I cannot judge this topic')")
+        check_text(reason, "the skip reason", MAX_COMMENT_CHARS)
+        with self.transaction() as s:
+            assignment = _assignment(s, task_id, labeller_id)
+            if assignment is None or assignment.state != "active":
+                raise NotFound(f"task {task_id} is not one you hold")
+            task = s.get(Task, task_id)
+            if task.is_gold:
+                raise Conflict("onboarding questions cannot be skipped")
+            assignment.state, assignment.skip_reason = "skipped", reason
+            s.execute(update(Task).where(Task.id == task_id).values(n_assigned=Task.n_assigned - 1))
+
+    # ------------------------------------------------------------------ labels
+
+    def submit_label(self, labeller_id: int, answer: LabelIn) -> SubmitResult:
+        """Store one label in one transaction; the same (labeller, client_request_id) again is a no-op."""
+        check_request_id(answer.client_request_id)
+        try:
+            with self.transaction() as s:
+                return self._submit(s, labeller_id, answer)
+        except (IntegrityError, Conflict) as exc:
+            # A concurrent duplicate may have committed between our reads (PostgreSQL's READ COMMITTED
+            # shows it to later statements): then it won the unique constraint or already moved the
+            # assignment on, and the answer is what it stored.
+            with self.transaction() as s:
+                existing = _label_by_request(s, labeller_id, answer.client_request_id)
+                if existing is not None and existing.task_id == answer.task_id:
+                    return SubmitResult(
+                        _label_view(s, existing), created=False, gold=_gold_feedback(s, existing)
+                    )
+            if isinstance(exc, Conflict):
+                raise
+            raise Conflict(f"task {answer.task_id} already has your label") from None
+
+    def _submit(self, s: Session, labeller_id: int, answer: LabelIn) -> SubmitResult:
+        existing = _label_by_request(s, labeller_id, answer.client_request_id)
+        if existing is not None:
+            if existing.task_id != answer.task_id:
+                raise Conflict(
+                    f"client_request_id {answer.client_request_id!r} was already used for task {existing.task_id}"
+                )
+            return SubmitResult(_label_view(s, existing), created=False, gold=_gold_feedback(s, existing))
+        task = s.get(Task, answer.task_id)
+        assignment = _assignment(s, answer.task_id, labeller_id)
+        if task is None or task.project_id != self.project_id:
+            raise NotFound(f"task {answer.task_id} not found")
+        if assignment is not None and assignment.state != "active":
+            raise Conflict(f"you already {assignment.state} task {task.id}")
+        check_answer(task, answer)
+        if (
+            task.kind == "edit"
+            and answer.edit_text.strip() == s.get(Response, task.response_ids[0]).text.strip()
+        ):
+            raise InvalidInput("the edited answer is the same as the response; change it or skip the task")
+        now = utcnow()
+        if assignment is None:
+            # A late answer after the reservation expired (or a script that never called next_task):
+            # accepted only while the task still has room, with the same conditional update as the queue.
+            if not task.is_gold:
+                room = Task.n_labels + Task.n_assigned < Task.labels_wanted
+                claimed = s.execute(
+                    update(Task).where(Task.id == task.id, room).values(n_assigned=Task.n_assigned + 1)
+                ).rowcount
+                if claimed != 1:
+                    raise Conflict(f"task {task.id} is not assigned to you and needs no more labels")
+            assignment = self._assign(s, task, labeller_id, now)
+        seconds = answer.seconds
+        if seconds is None:
+            seconds = max(0.0, (now - assignment.created_at).total_seconds())
+        label = Label(
+            task_id=task.id,
+            labeller_id=labeller_id,
+            client_request_id=answer.client_request_id,
+            choice_response_id=answer.choice if task.kind == "pairwise" else None,
+            strength=answer.strength,
+            tie=answer.strength == "tie",
+            ranking=answer.ranking,
+            rating=answer.rating,
+            edit_text=answer.edit_text,
+            unsafe=bool(answer.unsafe),
+            comment=answer.comment,
+            seconds=float(seconds),
+            displayed_order=answer.displayed_order,
+            created_at=now,
+        )
+        if task.gold is not None:
+            label.gold_correct = gold_correct(task, label)
+        s.add(label)
+        s.flush()  # the unique constraints fire here, before any counter moves
+        assignment.state = "labelled"
+        if task.is_gold:
+            s.execute(update(Task).where(Task.id == task.id).values(n_labels=Task.n_labels + 1))
+        else:
+            s.execute(
+                update(Task)
+                .where(Task.id == task.id)
+                .values(
+                    n_assigned=Task.n_assigned - 1,
+                    n_labels=Task.n_labels + 1,
+                    status=case((Task.n_labels + 1 >= Task.labels_wanted, "done"), else_="open"),
+                )
+            )
+        return SubmitResult(_label_view(s, label, task), created=True, gold=_gold_feedback(s, label, task))
+
+    def labels_of(self, labeller_id: int, limit: int = 100, offset: int = 0) -> list[LabelView]:
+        with self.read() as s:
+            rows = s.scalars(
+                select(Label)
+                .where(Label.labeller_id == labeller_id)
+                .order_by(Label.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return [_label_view(s, label) for label in rows]
+
+    def get_label(self, labeller_id: int, label_id: int) -> LabelView:
+        """One of the labeller's own labels; another labeller's label is 'not found' (its id leaks nothing)."""
+        with self.read() as s:
+            label = s.get(Label, label_id)
+            if label is None or label.labeller_id != labeller_id:
+                raise NotFound(f"label {label_id} not found among your labels")
+            return _label_view(s, label)
+
+    def count_labels(self) -> int:
+        with self.read() as s:
+            return s.scalar(select(func.count()).select_from(Label))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _seen_by(labeller_id: int):
+    return exists().where(Assignment.task_id == Task.id, Assignment.labeller_id == labeller_id)
+
+
+def _assignment(s: Session, task_id: int, labeller_id: int) -> Assignment | None:
+    return s.scalars(
+        select(Assignment).where(Assignment.task_id == task_id, Assignment.labeller_id == labeller_id)
+    ).first()
+
+
+def _label_by_request(s: Session, labeller_id: int, request_id: str) -> Label | None:
+    return s.scalars(
+        select(Label).where(Label.labeller_id == labeller_id, Label.client_request_id == request_id)
+    ).first()
+
+
+def _finish_onboarding(s: Session, labeller: Labeller, threshold: float) -> None:
+    graded = s.scalars(
+        select(Label.gold_correct).where(Label.labeller_id == labeller.id, Label.gold_correct.is_not(None))
+    ).all()
+    labeller.onboarded = True
+    labeller.flagged = bool(graded) and sum(graded) / len(graded) < threshold
+
+
+def _labeller_view(labeller: Labeller) -> LabellerView:
+    return LabellerView(labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged)
+
+
+def _response_view(response: Response) -> ResponseView:
+    return ResponseView(response.id, response.text, response.model, response.model_version)
+
+
+def _label_view(s: Session, label: Label, task: Task | None = None) -> LabelView:
+    task = task or s.get(Task, label.task_id)
+    return LabelView(
+        id=label.id,
+        task_id=label.task_id,
+        labeller_id=label.labeller_id,
+        client_request_id=label.client_request_id,
+        kind=task.kind,
+        choice=label.choice_response_id,
+        strength=label.strength,
+        tie=label.tie,
+        ranking=label.ranking,
+        rating=label.rating,
+        edit_text=label.edit_text,
+        unsafe=label.unsafe,
+        comment=label.comment,
+        seconds=label.seconds,
+        displayed_order=label.displayed_order,
+        created_at=label.created_at,
+    )
+
+
+def _gold_feedback(s: Session, label: Label, task: Task | None = None) -> GoldFeedback | None:
+    task = task or s.get(Task, label.task_id)
+    if task.gold is None:
+        return None
+    return GoldFeedback(bool(label.gold_correct), dict(task.gold.answer), task.gold.explanation)

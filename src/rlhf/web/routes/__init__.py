@@ -1,0 +1,1 @@
+"""One router per resource: API tasks, labels and admin; sign-in; labelling pages; admin pages."""

@@ -1,0 +1,33 @@
+"""`/api/tasks`: the caller's next task, a task they hold, and skipping it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from rlhf.web.deps import ApiLabeller, StoreDep
+from rlhf.web.schemas import SkipCreate, TaskPublic
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+TaskId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get("/next", response_model=TaskPublic, responses={204: {"description": "no task for you now"}})
+def next_task(labeller: ApiLabeller, store: StoreDep):
+    """The task you hold, else the next one (onboarding gold questions first); reserved for you."""
+    task = store.next_task(labeller.id)
+    if task is None:
+        return Response(status_code=204)
+    return TaskPublic.model_validate(task)
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+def get_task(task_id: TaskId, labeller: ApiLabeller, store: StoreDep):
+    return TaskPublic.model_validate(store.get_task(labeller.id, task_id))
+
+
+@router.post("/{task_id}/skip", status_code=204)
+def skip_task(task_id: TaskId, body: SkipCreate, labeller: ApiLabeller, store: StoreDep) -> None:
+    """Give a held task back (with a reason); it goes to other labellers."""
+    store.skip(labeller.id, task_id, body.reason)

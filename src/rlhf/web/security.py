@@ -1,0 +1,87 @@
+"""Browser sessions (cookie -> server-side row), CSRF tokens and the failed-sign-in limit.
+
+The cookie holds 256 random bits; the table holds their SHA-256, the labeller and the session's CSRF
+token. Rows live in the database so that every worker process (`--workers N`) sees the same sessions
+and the same count of failed sign-ins.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+
+from rlhf.feedback.models import Labeller, SignInFailure, utcnow
+from rlhf.feedback.models import Session as WebSession
+from rlhf.feedback.store import FeedbackStore, LabellerView, hash_token
+
+SESSION_COOKIE = "rlhf_session"
+LOGIN_CSRF_COOKIE = "rlhf_login_csrf"
+
+
+def create_session(store: FeedbackStore, labeller_id: int, hours: float) -> tuple[str, str]:
+    """A new session for the labeller; returns (cookie value, CSRF token)."""
+    session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = utcnow()
+    with store.transaction() as s:
+        s.execute(delete(WebSession).where(WebSession.expires_at < now))  # keep the table small
+        s.add(
+            WebSession(
+                id_sha256=hash_token(session_id),
+                labeller_id=labeller_id,
+                csrf_token=csrf,
+                created_at=now,
+                expires_at=now + timedelta(hours=hours),
+            )
+        )
+    return session_id, csrf
+
+
+def session_labeller(store: FeedbackStore, session_id: str | None) -> tuple[LabellerView, str] | None:
+    """(labeller, CSRF token) of a live session, or None."""
+    if not session_id or len(session_id) > 100:
+        return None
+    with store.read() as s:
+        row = s.execute(
+            select(WebSession, Labeller)
+            .join(Labeller, Labeller.id == WebSession.labeller_id)
+            .where(
+                WebSession.id_sha256 == hash_token(session_id),
+                WebSession.expires_at > utcnow(),
+                Labeller.active,
+            )
+        ).first()
+        if row is None:
+            return None
+        session, labeller = row
+        return (
+            LabellerView(labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged),
+            session.csrf_token,
+        )
+
+
+def end_session(store: FeedbackStore, session_id: str | None) -> None:
+    if session_id:
+        with store.transaction() as s:
+            s.execute(delete(WebSession).where(WebSession.id_sha256 == hash_token(session_id)))
+
+
+def same_token(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+def sign_in_blocked(store: FeedbackStore, client: str, max_failures: int, window_seconds: float) -> bool:
+    since = utcnow() - timedelta(seconds=window_seconds)
+    with store.transaction() as s:
+        s.execute(delete(SignInFailure).where(SignInFailure.at < since))
+        count = s.scalar(
+            select(func.count()).select_from(SignInFailure).where(SignInFailure.client == client[:100])
+        )
+    return count >= max_failures
+
+
+def record_failure(store: FeedbackStore, client: str) -> None:
+    with store.transaction() as s:
+        s.add(SignInFailure(client=client[:100]))

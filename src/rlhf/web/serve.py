@@ -1,0 +1,47 @@
+"""Running the app with uvicorn: migrate once in the parent, then start one or several workers.
+
+Workers are separate processes (`--workers N`); each builds its app from RLHF_LABEL_* environment
+variables (`rlhf.web.app.app_from_env`). They share nothing but the database, which is why sessions,
+sign-in failures and task reservations all live there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rlhf.web.app import WebSettings
+
+
+def serve(
+    settings: WebSettings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    forwarded_allow_ips: str = "127.0.0.1",
+    log_level: str = "info",
+) -> None:
+    import uvicorn
+
+    from rlhf.feedback.store import FeedbackStore
+
+    FeedbackStore(settings.db_url).close()  # create or migrate the schema before any worker starts
+    if workers > 1 and settings.db_url.startswith("sqlite"):
+        print(
+            "rlhf: warning: several workers on SQLite take turns for every write; use PostgreSQL for --workers > 1",
+            file=sys.stderr,
+        )
+    settings.run_migrations = False
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "rlhf.web.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        # Behind a reverse proxy on this machine, X-Forwarded-For/-Proto give the client address (for the
+        # sign-in limit) and the scheme (https -> Secure cookies).
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level=log_level,
+    )
