@@ -37,6 +37,10 @@ dpo_app = typer.Typer(
     help="Direct preference optimisation (DPO, cDPO, IPO) of a policy on preference pairs.",
     no_args_is_help=True,
 )
+ilql_app = typer.Typer(
+    help="Offline RL with Implicit Language Q-Learning: train on logged rewards, generate steered.",
+    no_args_is_help=True,
+)
 bench_app = typer.Typer(help="Benchmarks that print and write JSON figures.", no_args_is_help=True)
 label_app = typer.Typer(
     help="Human feedback: the labelling web app, labellers, importing tasks, exporting labels.",
@@ -48,6 +52,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(reward_app, name="reward")
 app.add_typer(ppo_app, name="ppo")
 app.add_typer(dpo_app, name="dpo")
+app.add_typer(ilql_app, name="ilql")
 app.add_typer(bench_app, name="bench")
 app.add_typer(label_app, name="label")
 
@@ -526,6 +531,115 @@ def dpo_train(
         return
     _print_metrics(result.metrics)
     typer.echo(f"policy saved to {result.out}")
+
+
+# ----------------------------------------------------------------------------- ilql
+
+
+@ilql_app.command("train")
+def ilql_train(
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="Rows with prompt, response, reward; or preference pairs with --reward."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Directory for the LM and its heads.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Initial LM ('world' = the world model).")
+    ] = None,
+    reward: Annotated[
+        str | None,
+        typer.Option("--reward", help="Reward model (or module:function) scoring a preference file."),
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    on_error: OnErrorOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.")] = False,
+) -> None:
+    """Train ILQL's Q and V heads (and the LM) on logged responses and rewards."""
+    from rlhf.algorithms.ilql import train
+
+    cfg = _config(config, sets)
+    _apply(cfg.ilql, data=data, model=model, reward=reward, on_error=on_error)
+    if seed is not None:
+        cfg.run.seed = seed
+    if out is None:
+        raise UserError("give --out DIR for the trained model")
+    result = train(cfg.ilql, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
+    if not result.metrics:
+        return
+    if "stopped_at_step" in result.metrics:
+        typer.echo(
+            f"stopped at step {result.steps}; continue with --resume (checkpoint in {result.out}/checkpoint)"
+        )
+        return
+    _print_metrics(result.metrics)
+    typer.echo(f"ILQL model saved to {result.out}")
+
+
+@ilql_app.command("generate")
+def ilql_generate(
+    model: Annotated[str, typer.Option("--model", "-m", help="An `rlhf ilql train` output directory.")],
+    prompts: Annotated[
+        str | None,
+        typer.Option("--prompts", "-p", help="Prompt file (field 'prompt'); default: world prompts."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="World prompts to draw when no file is given.")] = 8,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write prompt/response rows to this JSONL.")
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="Steering strength (default: the one saved).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Top-k over the steered logits (default: saved).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Maximum tokens per response.")] = 64,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Also report the KL to this model ('world' = initial LM)."),
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Generate with an ILQL model: the LM's logits steered by beta * (Q - V). World prompts are scored
+    by the hidden gold functions."""
+    from rlhf.algorithms.ilql import generate, load_ilql
+    from rlhf.data import load_prompts
+    from rlhf.world import corpus
+    from rlhf.world.report import score_responses, summarise
+
+    cfg = _config(config, sets)
+    seed = cfg.run.seed if seed is None else seed
+    ilql, tokenizer, saved = load_ilql(model, device=cfg.run.device, dtype=cfg.run.dtype)
+    texts = load_prompts(prompts, tokenizer=tokenizer) if prompts else corpus.sample_prompts(n, seed)
+    samples = generate(ilql, tokenizer, texts, saved["beta"] if beta is None else beta,
+                       saved["top_k"] if top_k is None else top_k, temperature, max_new_tokens, seed)  # fmt: skip
+    rows = [{"prompt": p, "response": r} for p, r in zip(samples.prompts, samples.responses, strict=True)]
+    if sum(corpus.parse_request(p) is not None for p in texts) == len(texts):  # the bundled world's prompts
+        rows = score_responses(samples.prompts, samples.responses)
+        for row, finished in zip(rows, samples.finished, strict=True):
+            row["finished"] = finished
+        summary = summarise(rows)
+        if reference is not None:
+            from rlhf.evaluation import sampled_kl
+            from rlhf.world.report import load_world_lm
+
+            ref_lm, _ = load_world_lm(cfg, reference)
+            summary["mean_kl"] = sum(
+                sampled_kl(None, ref_lm, tokenizer, samples, max(temperature, 1e-6))
+            ) / len(rows)
+        _print_samples(rows[:8], summary)
+    else:
+        for row in rows[:8]:
+            typer.echo(f"{row['prompt']!r} -> {row['response']!r}")
+    if out is not None:
+        from rlhf.io import write_jsonl
+
+        write_jsonl(out, rows)
+        typer.echo(f"wrote {len(rows)} rows to {out}")
 
 
 # ----------------------------------------------------------------------------- bench

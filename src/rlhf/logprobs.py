@@ -89,7 +89,7 @@ def response_logprobs(
     position_ids = position_ids_from_mask(attention_mask)  # (B, L)
     kwargs = {}
     width = input_ids.shape[1] - response_start + 1  # the positions whose logits predict response tokens
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         # The LM head over the prompt's positions is wasted work: with a 2k vocabulary and a 128-wide
         # model it costs about as much as the transformer blocks, so ask for the response's logits only.
         kwargs["logits_to_keep"] = width
@@ -118,7 +118,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
     """Whether `model.forward` takes `logits_to_keep` (transformers' causal LMs since 4.50)."""
     import inspect
 
@@ -127,7 +127,7 @@ def _accepts_logits_to_keep(model: Any) -> bool:
     if forward is None:  # a wrapper such as AdaptersDisabled: ask what it wraps
         inner = getattr(model, "model", None)
     if inner is not None:
-        return _accepts_logits_to_keep(inner)
+        return accepts_logits_to_keep(inner)
     try:
         return "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):

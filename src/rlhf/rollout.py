@@ -34,6 +34,8 @@ class Samples:
     responses: list[str]
     response_ids: list[list[int]]  # generated tokens up to and including the stop token
     finished: list[bool]  # whether each response emitted the stop token
+    # log-prob of each response under the distribution it was sampled from (`sample_steered` only)
+    logprobs: list[float] | None = None
 
 
 @torch.no_grad()
@@ -95,7 +97,7 @@ def sample_steered(
     device = next(model.parameters()).device
     stop_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     tokenizer.padding_side = "left"
-    responses, response_ids, finished = [], [], []
+    responses, response_ids, finished, sequence_logprobs = [], [], [], []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = list(prompts[start : start + cfg.batch_size])
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -106,13 +108,17 @@ def sample_steered(
                     use_cache=True, output_hidden_states=True, **cache)  # fmt: skip
         position = positions[:, -1:]  # (B, 1)
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        total = torch.zeros(len(batch), device=device)  # log-prob of the response so far
         tokens = []
         for _ in range(cfg.max_new_tokens):
             logits = steer(out.logits[:, -1], out.hidden_states[-1][:, -1])  # (B, V)
             if cfg.temperature <= 0:
                 next_token = logits.argmax(dim=-1, keepdim=True)
+                logprobs = torch.zeros_like(logits)
             else:
-                next_token = torch.multinomial(torch.softmax(logits / cfg.temperature, dim=-1), 1)  # (B, 1)
+                logprobs = torch.log_softmax(logits / cfg.temperature, dim=-1)
+                next_token = torch.multinomial(logprobs.exp(), 1)  # (B, 1)
+            total += torch.where(done, 0.0, logprobs.gather(1, next_token)[:, 0])
             next_token = torch.where(done[:, None], torch.full_like(next_token, pad_id), next_token)
             tokens.append(next_token)
             done |= next_token[:, 0] == stop_id
@@ -123,4 +129,5 @@ def sample_steered(
             out = model(input_ids=next_token, attention_mask=attention_mask, position_ids=position,
                         use_cache=True, output_hidden_states=True, **cache)  # fmt: skip
         _collect(torch.cat(tokens, dim=1), tokenizer, responses, response_ids, finished)
-    return Samples(list(prompts), responses, response_ids, finished)
+        sequence_logprobs.extend(total.tolist())
+    return Samples(list(prompts), responses, response_ids, finished, sequence_logprobs)

@@ -1,12 +1,15 @@
-"""What the supervised trainers (reward model, DPO) share: batch order, sharding and resumable checkpoints."""
+"""What the offline trainers (reward model, DPO, ILQL) share: prompt+response token layout, batch order,
+sharding and resumable checkpoints."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from rlhf.data import join_prompt_response
 from rlhf.errors import UserError
 
 
@@ -63,3 +66,33 @@ def load_trainer_checkpoint(path: Path, model, optimizer, scheduler, generator) 
     generator.set_state(blob["generator"])
     torch.set_rng_state(blob["torch_rng"])
     return blob["state"]
+
+
+def tokenize_response(tokenizer: Any, prompt: str, response: str) -> list[int]:
+    """The tokens a policy emits after `prompt` to say `response`, EOS included."""
+    continuation = join_prompt_response(prompt, response)[len(prompt) :]
+    return tokenizer(continuation, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def fit_length(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Cut the prompt from the left (its end is what the response follows), then the response from the
+    right, until both fit in `max_length`; at least one prompt token is kept."""
+    keep_prompt = max(1, min(len(prompt), max_length - len(response)))
+    return prompt[-keep_prompt:], response[: max_length - keep_prompt]
+
+
+def collate_sequences(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Prompt and response token lists -> input_ids (N, Lq + T) with prompts left-padded to Lq and
+    responses right-padded to T (so every response starts at column Lq, as after generation),
+    attention_mask (N, Lq + T), response_mask (N, T) bool, and Lq."""
+    width, span = max(map(len, prompts)), max(map(len, responses))
+    n = len(prompts)
+    input_ids = torch.full((n, width + span), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width + span), dtype=torch.long)
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        input_ids[i, width - len(prompt) : width] = torch.tensor(prompt)
+        input_ids[i, width : width + len(response)] = torch.tensor(response)
+        attention_mask[i, width - len(prompt) : width + len(response)] = 1
+    return input_ids, attention_mask, attention_mask[:, width:].bool(), width

@@ -9,9 +9,10 @@ import random
 import pytest
 import torch
 
-from rlhf.algorithms.dpo import DPOConfig, collate_pairs, fit_length, make_batches, tokenize_response, train
+from rlhf.algorithms.dpo import DPOConfig, collate_pairs, make_batches, train
 from rlhf.config import RunConfig
 from rlhf.io import write_jsonl
+from rlhf.training import fit_length, tokenize_response
 
 RUN = RunConfig(seed=0, device="cpu", tensorboard=False, progress=False)
 

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from rlhf.config import ConfigError, RunConfig, help_field
-from rlhf.data import join_prompt_response
 from rlhf.errors import UserError, check_finite
 
 CHECKPOINT_DIR = "checkpoint"
@@ -102,19 +101,6 @@ class DPOConfig:
 # ----------------------------------------------------------------------------- batches
 
 
-def tokenize_response(tokenizer: Any, prompt: str, response: str) -> list[int]:
-    """The tokens a policy emits after `prompt` to say `response`, EOS included."""
-    continuation = join_prompt_response(prompt, response)[len(prompt) :]
-    return tokenizer(continuation, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-
-
-def fit_length(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
-    """Cut the prompt from the left (its end is what the response follows), then the response from the
-    right, until both fit in `max_length`; at least one prompt token is kept."""
-    keep_prompt = max(1, min(len(prompt), max_length - len(response)))
-    return prompt[-keep_prompt:], response[: max_length - keep_prompt]
-
-
 @dataclass
 class DPOBatch:
     """B pairs as 2B rows (chosen then rejected): left-padded prompts, right-padded responses."""
@@ -132,23 +118,17 @@ class DPOBatch:
 
 
 def collate_pairs(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> tuple:
-    """(prompt, chosen, rejected) token lists -> input_ids, attention_mask, response_mask, query width."""
+    """(prompt, chosen, rejected) token lists -> input_ids, attention_mask, response_mask, query width,
+    for 2B rows: the chosen responses, then the rejected ones."""
+    from rlhf.training import collate_sequences
+
     prompts = [r[0] for r in rows] * 2
-    responses = [r[1] for r in rows] + [r[2] for r in rows]
-    width, span = max(map(len, prompts)), max(map(len, responses))
-    n = len(prompts)
-    input_ids = torch.full((n, width + span), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, width + span), dtype=torch.long)
-    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        input_ids[i, width - len(prompt) : width] = torch.tensor(prompt)
-        input_ids[i, width : width + len(response)] = torch.tensor(response)
-        attention_mask[i, width - len(prompt) : width + len(response)] = 1
-    return input_ids, attention_mask, attention_mask[:, width:].bool(), width
+    return collate_sequences(prompts, [r[1] for r in rows] + [r[2] for r in rows], pad_id)
 
 
 def make_batches(pairs: list, tokenizer: Any, cfg: DPOConfig) -> list[DPOBatch]:
     """Tokenize every pair once; pairs of similar length share a batch (less padding)."""
-    from rlhf.training import group_by_length
+    from rlhf.training import fit_length, group_by_length, tokenize_response
 
     rows = []
     for pair in pairs:

@@ -16,11 +16,15 @@ def sampled_kl(
     Its mean over samples is the k1 Monte-Carlo estimate of the sequence KL(pi || pi_ref), the quantity
     PPO's penalty and DPO's beta constrain (unbiased; a single sample can be negative). `samples` is a
     `rlhf.rollout.Samples` drawn from `policy` at `temperature`, whose response ids include the EOS when
-    emitted. Both models see the same tokens, left-padded prompts then right-padded responses.
+    emitted. Both models see the same tokens, left-padded prompts then right-padded responses. With
+    `policy=None` the policy side is `samples.logprobs`, the log-probs the sampler recorded (a steered
+    policy such as ILQL's is not one model's forward).
     """
     from rlhf.logprobs import response_logprobs, sequence_logprob
 
-    device = next(policy.parameters()).device
+    if policy is None and samples.logprobs is None:
+        raise ValueError("sampled_kl needs a policy model or samples that carry their log-probs")
+    device = next((policy or reference).parameters()).device
     tokenizer.padding_side = "left"
     kls: list[float] = []
     for start in range(0, len(samples.prompts), batch_size):
@@ -38,8 +42,12 @@ def sampled_kl(
         input_ids = torch.cat([enc["input_ids"], response_ids], dim=1).to(device)
         attention_mask = torch.cat([enc["attention_mask"], mask], dim=1).to(device)
         mask = mask.to(device)
-        logps, _ = response_logprobs(policy, input_ids, attention_mask, width, temperature)
         ref_logps, _ = response_logprobs(reference, input_ids, attention_mask, width, temperature)
-        kl = sequence_logprob(logps.float(), mask) - sequence_logprob(ref_logps.float(), mask)  # (B,)
+        if policy is None:
+            policy_logp = torch.tensor(samples.logprobs[start : start + batch_size], device=device)
+        else:
+            logps, _ = response_logprobs(policy, input_ids, attention_mask, width, temperature)
+            policy_logp = sequence_logprob(logps.float(), mask)
+        kl = policy_logp - sequence_logprob(ref_logps.float(), mask)  # (B,)
         kls.extend(kl.tolist())
     return kls
