@@ -81,3 +81,22 @@ def test_steered_logits():
     # top-2 keeps the two largest perturbed tokens (1 and 2), drops token 0
     top = ilql_steered_logits(logits, q, v, 1.0, top_k=2)
     assert top[0, 0] == float("-inf") and torch.isfinite(top[0, 1:]).all()
+
+
+def test_n_step_targets_by_hand():
+    from rlhf.losses import n_step_targets
+
+    rewards = torch.tensor([[0.0, 1.0, 0.0, 2.0], [5.0, 0.0, 0.0, 0.0]])
+    values = torch.tensor([[10.0, 20.0, 30.0, 40.0], [7.0, 8.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    # one step, gamma 0.5: y_t = r_t + 0.5 V(s_{t+1}), last valid token terminal
+    # row 1: [0 + 10, 1 + 15, 0 + 20, 2]; row 2: [5 + 4, 0 (terminal), 0, 0]
+    y1 = n_step_targets(rewards, values, mask, 0.5, 1)
+    torch.testing.assert_close(y1, torch.tensor([[10.0, 16.0, 20.0, 2.0], [9.0, 0.0, 0.0, 0.0]]))
+    # two steps: y_0 = r0 + .5 r1 + .25 V(s2) = 0 + .5 + 7.5 = 8; y_1 = 1 + 0 + .25 * 40 = 11;
+    # y_2 = 0 + .5 * 2 = 1; y_3 = 2; row 2: y_0 = 5 + 0 + .25 * 0 (s2 is past the end) = 5
+    y2 = n_step_targets(rewards, values, mask, 0.5, 2)
+    torch.testing.assert_close(y2, torch.tensor([[8.0, 11.0, 1.0, 2.0], [5.0, 0.0, 0.0, 0.0]]))
+    # n >= T: Monte-Carlo returns: row 1 [0 + .5 + 0 + .25 = 0.75, 1 + .5 = 1.5, 1, 2]
+    mc = n_step_targets(rewards, values, mask, 0.5, 10)
+    torch.testing.assert_close(mc[0], torch.tensor([0.75, 1.5, 1.0, 2.0]))

@@ -613,6 +613,8 @@ def ilql_generate(
 
     cfg = _config(config, sets)
     seed = cfg.run.seed if seed is None else seed
+    if reference is not None and temperature <= 0:
+        raise UserError("--reference needs sampling (--temperature > 0): greedy decoding has no distribution")
     ilql, tokenizer, saved = load_ilql(model, device=cfg.run.device, dtype=cfg.run.dtype)
     texts = load_prompts(prompts, tokenizer=tokenizer) if prompts else corpus.sample_prompts(n, seed)
     samples = generate(ilql, tokenizer, texts, saved["beta"] if beta is None else beta,

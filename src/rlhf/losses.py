@@ -415,6 +415,25 @@ def expectile_loss(diff: torch.Tensor, tau: float, mask: torch.Tensor) -> torch.
     return masked_mean(weight * diff**2, mask)
 
 
+def n_step_targets(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, n: int
+) -> torch.Tensor:
+    """y_t = sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), the sum stopping at the last valid token
+    (terminal: nothing is bootstrapped after it); rewards, values, mask (B, T) -> (B, T)."""
+    if n < 1:
+        raise ValueError(f"n_step must be at least 1, got {n}")
+    T = rewards.shape[1]
+    mask = mask.bool()
+    rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
+    y = torch.zeros_like(rewards)
+    for k in range(min(n, T)):  # discounted rewards r_{t+k}, zero beyond the response
+        y[:, : T - k] += gamma**k * rewards[:, k:]
+    if n < T:  # bootstrap from V(s_{t+n}) where that state is still inside the response
+        alive = torch.where(mask[:, n:], values[:, n:], torch.zeros_like(values[:, n:]))
+        y[:, : T - n] += gamma**n * alive
+    return y
+
+
 def ilql_loss(
     q1: torch.Tensor,
     q2: torch.Tensor,
@@ -428,6 +447,7 @@ def ilql_loss(
     gamma: float = 0.99,
     tau: float = 0.7,
     cql_scale: float = 0.1,
+    n_step: int = 1,
 ) -> tuple[torch.Tensor, Stats]:
     """ILQL's value losses (Snell et al. 2022, sec. 4) on T response tokens; returns (loss, stats).
 
@@ -440,10 +460,14 @@ def ilql_loss(
         rewards:    (B, T) r_t (a per-response reward sits on the last token).
         mask:       (B, T) valid response tokens; the last valid one is terminal.
         gamma, tau: discount and expectile; cql_scale: weight of the conservative term.
+        n_step:     the TD target's horizon: 1 is the paper's one-step backup; n sums n rewards before
+                    bootstrapping, so a reward at the end reaches the first token in T / n rounds
+                    instead of T (n >= T, or 0: the Monte-Carlo return).
 
     ::
 
         y_t     = r_t + gamma * V(s_{t+1}) * (1 - done_t)        (V detached: a fixed regression target)
+                  [n-step: sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n}), stopping at the terminal]
         L_Q     = sum_i masked_mean((Q_i(s_t, a_t) - y_t)^2)
         L_V     = masked_mean(|tau - 1(u < 0)| u^2),   u = Qhat(s_t, a_t) - V(s_t)
         L_CQL   = sum_i masked_mean(-log softmax(Q_i(s_t, .))[a_t])
@@ -454,9 +478,8 @@ def ilql_loss(
     Stats: ``loss/q``, ``loss/v``, ``loss/cql``, ``values/q``, ``values/v``, ``values/target``.
     """
     mask = mask.bool()
-    terminal = mask & ~torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)  # (B, T)
-    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1).detach()
-    y = rewards + gamma * next_values * (~terminal).to(values.dtype)  # (B, T)
+    horizon = n_step if n_step > 0 else rewards.shape[1]
+    y = n_step_targets(rewards, values.detach(), mask, gamma, horizon)  # (B, T)
     loss_q = masked_mean((q1 - y) ** 2, mask) + masked_mean((q2 - y) ** 2, mask)
     loss_v = expectile_loss(target_q.detach() - values, tau, mask)
     loss_cql = sum(

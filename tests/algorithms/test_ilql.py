@@ -101,7 +101,7 @@ def test_ilql_steers_generation_toward_the_logged_reward(small_world, tmp_path):
     model, tokenizer, saved = load_ilql(tmp_path / "ilql", device="cpu")
     unsteered, steered = sure_share(model, tokenizer, 0.0), sure_share(model, tokenizer, 8.0)
     assert steered > unsteered + 0.2, (unsteered, steered)
-    assert saved == {"beta": 1.0, "top_k": 20}
+    assert saved == {"beta": 4.0, "top_k": 20}
 
 
 def test_preferences_scored_by_a_reward_function(small_world, tmp_path):

@@ -47,12 +47,19 @@ class ILQLConfig:
     reward_field: str = help_field("reward", "The field holding the reward in `data`.")
     gamma: float = help_field(0.99, "Discount of the token-level MDP.")
     tau: float = help_field(0.7, "Expectile of V's regression toward Q (0.5 = mean; -> 1 = max).")
-    cql_scale: float = help_field(0.1, "Weight of the conservative (CQL) term.")
+    cql_scale: float = help_field(0.01, "Weight of the conservative (CQL) term.")
+    n_step: int = help_field(
+        0,
+        "TD horizon: 0 = the Monte-Carlo return of the response; 1 = the paper's one-step backup (needs "
+        "many more steps for an end-of-response reward to reach the first tokens).",
+    )
     bc_scale: float = help_field(1.0, "Weight of the LM's behaviour-cloning (cross-entropy) loss.")
     target_update: float = help_field(
         0.01, "Polyak rate: target Q <- rate * Q + (1 - rate) * target, each step."
     )
-    beta: float = help_field(1.0, "Generation: strength of the steering beta * (Q - V).")
+    beta: float = help_field(
+        4.0, "Generation: strength of the steering beta * (Q - V) (saved with the heads)."
+    )
     top_k: int = help_field(20, "Generation: sample among the k best steered tokens (0 = all).")
     epochs: float = help_field(3.0, "Passes over the data.")
     max_steps: int = help_field(0, "Stop after this many optimiser steps (0 = given by epochs).")
@@ -66,7 +73,8 @@ class ILQLConfig:
     )
     save_every: int = help_field(100, "Write a resumable checkpoint every N steps (0 = only at the end).")
     trainable_layers: int = help_field(
-        -1, "Train only the top N blocks of the LM (-1 = all); heads always train."
+        0,
+        "LM blocks trained with the heads: 0 = heads only (the LM stays the logged policy), N = top N, -1 = all.",
     )
     on_error: str = help_field(
         "stop", "Bad data rows: 'stop' at the first, or 'skip' them with a report file."
@@ -82,6 +90,8 @@ class ILQLConfig:
             )
         if self.on_error not in ("stop", "skip"):
             raise ConfigError(f"ilql.on_error must be stop or skip; got {self.on_error!r}")
+        if self.n_step < 0:
+            raise ConfigError(f"ilql.n_step must be 0 (Monte-Carlo) or a horizon >= 1; got {self.n_step}")
         if not 0 < self.tau < 1:
             raise ConfigError(f"ilql.tau must be in (0, 1); got {self.tau}")
         if not 0 <= self.gamma <= 1 or not 0 < self.target_update <= 1:
@@ -263,6 +273,7 @@ def batch_loss(model, batch: ILQLBatch, device, cfg: ILQLConfig) -> tuple[torch.
         cfg.gamma,
         cfg.tau,
         cfg.cql_scale,
+        cfg.n_step,
     )
     bc = -masked_mean(out["logprobs"], mask)  # the LM keeps modelling the data (AWR/BC term)
     stats["loss/bc"] = float(bc.detach())
@@ -305,7 +316,9 @@ def train(
     lm, tokenizer = load_causal_lm(
         resolve_world_model(cfg.model, world, show_progress and is_main), device=str(device), dtype=run.dtype
     )
-    if cfg.trainable_layers >= 0:
+    if cfg.trainable_layers == 0:  # heads only: the LM's output stays the logged policy's
+        lm.requires_grad_(False)
+    elif cfg.trainable_layers > 0:
         freeze_lower_layers(lm, cfg.trainable_layers)
     model = ILQLModel(lm).to(device)
     rows = load_rows(cfg, tokenizer, str(device))

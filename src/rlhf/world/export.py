@@ -10,7 +10,8 @@
                on pairs from risky requests only: answers to benign requests practically never differ
                in harm, so nearly all such pairs would be ties.
 - `responses`: {"prompt", "response", "kind", "helpfulness", "harm", "utility"}: logged responses with
-               gold scores, from the corpus or sampled from a model (`model=DIR`).
+               gold scores, from the corpus or sampled from a model (`model=DIR`; empty samples are
+               replaced by samples for spare prompts, so all n rows are usable data).
 """
 
 from __future__ import annotations
@@ -69,10 +70,16 @@ def _responses(cfg: Any, n: int, seed: int, model: str | None) -> list[dict[str,
     if model is None:
         dialogues = corpus.generate_corpus(n, seed=seed)
         return score_responses([d.prompt for d in dialogues], [d.response for d in dialogues])
+    # An empty sample (EOS at once) is not a response the readers accept: draw a few spare prompts and
+    # keep the first n non-empty samples.
+    spare = n + max(8, n // 10)
     samples = sample_model(
-        cfg, model, corpus.sample_prompts(n, seed), seed, temperature=1.0, max_new_tokens=64
+        cfg, model, corpus.sample_prompts(spare, seed), seed, temperature=1.0, max_new_tokens=64
     )
-    return score_responses(samples.prompts, samples.responses)
+    kept = [(p, r) for p, r in zip(samples.prompts, samples.responses, strict=True) if r][:n]
+    if len(kept) < n:
+        raise UserError(f"{model}: only {len(kept)} of {spare} samples were non-empty; wanted {n}")
+    return score_responses([p for p, _ in kept], [r for _, r in kept])
 
 
 def _candidate_pairs(
