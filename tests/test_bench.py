@@ -42,3 +42,12 @@ def test_bench_dpo_writes_figures(small_world, tmp_path):
     assert (
         row["timed_steps"] == 2 and 0 < row["pairs_per_second_with_reference_pass"] < row["pairs_per_second"]
     )
+
+
+def test_bench_ilql_writes_figures(small_world, tmp_path):
+    from rlhf.bench import bench_ilql
+
+    figures = bench_ilql(small_root(small_world), tmp_path / "ilql.json", steps=2, warmup=1, batch_size=4)
+    saved = json.loads((tmp_path / "ilql.json").read_text())
+    assert [r["trained"] for r in saved["runs"]] == ["heads only (default)", "heads and the whole LM"]
+    assert saved["runs"][0]["responses_per_second"] == figures["runs"][0]["responses_per_second"] > 0

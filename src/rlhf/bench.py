@@ -318,7 +318,7 @@ def bench_dpo(
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         torch.manual_seed(0)
         model, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
-        pairs = bench_pairs(batch_size * (steps + warmup), 70, tokenizer)
+        pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
         batches = make_batches(pairs, tokenizer, dpo_cfg)
         tokens = [int(b.attention_mask.sum(1).max()) for b in batches]
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -364,8 +364,79 @@ def bench_dpo(
             "reference": "log-probs cached once with the initial model (no reference model during training)",
             "batch_pairs": batch_size,
             "max_length": dpo_cfg.max_length,
-            "target_tokens_per_sequence": 70,
+            "target_tokens_per_sequence": 75,
             "optimizer": "AdamW, grad clip 1.0",
+            "warmup_steps": warmup,
+            "statistic": "median seconds per step over the timed steps",
+        },
+        "machine": machine(),
+        "runs": runs,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def bench_ilql(
+    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32
+) -> dict[str, Any]:
+    """Time the ILQL trainer's step (one forward of LM + heads, the losses, backward, AdamW, Polyak
+    update) on world responses of about 70 tokens, heads only (the default) and with the whole LM."""
+    from rlhf.algorithms.ilql import ILQLConfig, ILQLModel, batch_loss, make_batches
+    from rlhf.data import RewardedResponse
+    from rlhf.models import load_causal_lm
+    from rlhf.world.report import resolve_world_model
+
+    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    runs = []
+    for trainable in (0, -1):
+        torch.manual_seed(0)
+        lm, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+        ilql_cfg = ILQLConfig(batch_size=batch_size, max_length=128, trainable_layers=trainable)
+        if trainable == 0:
+            lm.requires_grad_(False)
+        model = ILQLModel(lm)
+        rng = np.random.default_rng(0)
+        pairs = bench_pairs((batch_size * (steps + warmup) + 1) // 2, 70, tokenizer)
+        rows = [RewardedResponse(p.prompt, text, float(rng.normal()), "bench")
+                for p in pairs for text in (p.chosen, p.rejected)]  # fmt: skip
+        batches = make_batches(rows, tokenizer, ilql_cfg)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        timings = []
+        for i, batch in enumerate(batches):
+            started = time.perf_counter()
+            loss, _ = batch_loss(model, batch, "cpu", ilql_cfg)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.heads.update_targets(ilql_cfg.target_update)
+            if i >= warmup:
+                timings.append(time.perf_counter() - started)
+        per_step = float(np.median(timings))
+        runs.append(
+            {
+                "trained": "heads only (default)" if trainable == 0 else "heads and the whole LM",
+                "responses_per_second": batch_size / per_step,
+                "seconds_per_step": per_step,
+                "seconds_per_step_min_max": [float(np.min(timings)), float(np.max(timings))],
+                "timed_steps": len(timings),
+                "mean_tokens_per_sequence": float(
+                    np.mean([float(b.attention_mask.sum(1).float().mean()) for b in batches])
+                ),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    figures = {
+        "benchmark": "ilql",
+        "command": "rlhf bench ilql",
+        "configuration": {
+            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads); two Q heads, two targets, V head",
+            "batch_responses": batch_size,
+            "max_length": 128,
+            "target_tokens_per_sequence": 70,
+            "optimizer": "AdamW, grad clip 1.0, Polyak update every step",
             "warmup_steps": warmup,
             "statistic": "median seconds per step over the timed steps",
         },

@@ -713,6 +713,29 @@ def bench_ppo(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("ilql")
+def bench_ilql(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/ilql.json"
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimiser steps (after warm-up).")] = 30,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Responses per step.")] = 32,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """ILQL training throughput (responses/second) and peak memory, heads only and with the whole LM."""
+    from rlhf.bench import bench_ilql as run_bench
+
+    figures = run_bench(_config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size)
+    for row in figures["runs"]:
+        typer.echo(
+            f"{row['trained']}: {row['responses_per_second']:.1f} responses/s "
+            f"({row['seconds_per_step'] * 1000:.1f} ms/step), peak RSS {row['peak_rss_mib']:.0f} MiB"
+        )
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("dpo")
 def bench_dpo(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
