@@ -105,6 +105,9 @@ def init_reward_model(
             pad_token_id=tokenizer.pad_token_id,
             dtype=dtype,
             local_files_only=True,
+            # a reward model as the backbone (preference-model pretraining, then fine-tuning): its score
+            # layer may have another number of heads; the heads are new either way
+            ignore_mismatched_sizes=True,
         )
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign checkpoint is a user-facing error
         raise UserError(

@@ -96,3 +96,24 @@ def collate_sequences(
         input_ids[i, width : width + len(response)] = torch.tensor(response)
         attention_mask[i, width - len(prompt) : width + len(response)] = 1
     return input_ids, attention_mask, attention_mask[:, width:].bool(), width
+
+
+def collate_contiguous(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Prompt + response contiguous in each row, right-padded to the longest row: less padding than
+    `collate_sequences` when prompt lengths vary. Returns input_ids and attention_mask (N, L), the first
+    column s that holds a response token in some row (the shortest prompt's length), and response_mask
+    (N, L - s) marking each row's response tokens among columns s.. (a longer prompt's tail is masked)."""
+    start = min(map(len, prompts))
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+    n = len(prompts)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    response_mask = torch.zeros((n, width), dtype=torch.bool)
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        end = len(prompt) + len(response)
+        input_ids[i, :end] = torch.tensor(prompt + response)
+        attention_mask[i, :end] = 1
+        response_mask[i, len(prompt) : end] = True
+    return input_ids, attention_mask, response_mask[:, start:], start

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from rlhf.algorithms.dpo import DPOConfig, collate_pairs, make_batches, train
+from rlhf.algorithms.dpo import DPOBatch, DPOConfig, collate_pairs, make_batches, train
 from rlhf.config import RunConfig
 from rlhf.io import write_jsonl
 from rlhf.training import fit_length, tokenize_response
@@ -25,11 +25,34 @@ def test_fit_length_cuts_prompt_left_then_response_right():
 
 def test_collate_pairs_layout_by_hand():
     # two pairs: prompts [1, 2] and [3]; chosen [4, 0] / [5], rejected [6] / [7, 8, 0]  (0 = EOS here)
-    ids, mask, response_mask, width = collate_pairs([([1, 2], [4, 0], [6]), ([3], [5], [7, 8, 0])], pad_id=9)
-    assert width == 2
-    assert ids.tolist() == [[1, 2, 4, 0, 9], [9, 3, 5, 9, 9], [1, 2, 6, 9, 9], [9, 3, 7, 8, 0]]
-    assert mask.tolist() == [[1, 1, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
-    assert response_mask.tolist() == [[1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]]
+    ids, mask, response_mask, start = collate_pairs([([1, 2], [4, 0], [6]), ([3], [5], [7, 8, 0])], pad_id=9)
+    # rows: chosen of pair 1 and 2, then rejected of pair 1 and 2; contiguous, right-padded to 4
+    assert ids.tolist() == [[1, 2, 4, 0], [3, 5, 9, 9], [1, 2, 6, 9], [3, 7, 8, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    # responses can start at column 1 (the shorter prompt); masks cover columns 1..3
+    assert start == 1
+    assert response_mask.tolist() == [[0, 1, 1], [1, 0, 0], [0, 1, 0], [1, 1, 1]]
+
+
+def test_batched_log_probs_equal_one_pair_at_a_time(small_world):
+    from rlhf.algorithms.dpo import sequence_logps
+    from rlhf.logprobs import response_logprobs
+    from rlhf.models import load_causal_lm
+
+    _, world_dir = small_world
+    model, _ = load_causal_lm(world_dir, device="cpu", dtype="float32")
+    rows = [([5, 6, 7], [8, 9, 2], [10, 2]), ([11], [12, 13, 14, 2], [2]), ([15, 16], [17, 2], [18, 19, 2])]
+    ids, mask, response_mask, start = collate_pairs(rows, pad_id=0)
+    batch_logps = sequence_logps(
+        model,
+        DPOBatch(ids, mask, response_mask, start, torch.ones(3), torch.zeros(3, dtype=torch.bool)),
+        "cpu",
+    )
+    singles = []
+    for prompt, response in [(r[0], r[1]) for r in rows] + [(r[0], r[2]) for r in rows]:
+        one = torch.tensor([prompt + response])
+        singles.append(response_logprobs(model, one, torch.ones_like(one), len(prompt))[0].sum())
+    torch.testing.assert_close(batch_logps, torch.stack(singles).detach(), atol=1e-4, rtol=1e-4)
 
 
 def test_response_tokens_are_what_the_policy_would_generate(small_world):

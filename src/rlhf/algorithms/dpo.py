@@ -103,12 +103,12 @@ class DPOConfig:
 
 @dataclass
 class DPOBatch:
-    """B pairs as 2B rows (chosen then rejected): left-padded prompts, right-padded responses."""
+    """B pairs as 2B rows (chosen then rejected), prompt + response contiguous and right-padded."""
 
-    input_ids: torch.Tensor  # (2B, Lq + T)
-    attention_mask: torch.Tensor  # (2B, Lq + T)
-    response_mask: torch.Tensor  # (2B, T)
-    query_width: int  # Lq: responses start at this column
+    input_ids: torch.Tensor  # (2B, L)
+    attention_mask: torch.Tensor  # (2B, L)
+    response_mask: torch.Tensor  # (2B, L - s): each row's response tokens among columns s..
+    query_width: int  # s: the first column holding a response token in some row
     weight: torch.Tensor  # (B,)
     tie: torch.Tensor  # (B,) bool
     ref_logps: torch.Tensor | None = None  # (2B,) cached reference sequence log-probs
@@ -118,12 +118,14 @@ class DPOBatch:
 
 
 def collate_pairs(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> tuple:
-    """(prompt, chosen, rejected) token lists -> input_ids, attention_mask, response_mask, query width,
-    for 2B rows: the chosen responses, then the rejected ones."""
-    from rlhf.training import collate_sequences
+    """(prompt, chosen, rejected) token lists -> input_ids, attention_mask, response_mask and the first
+    response column, for 2B rows (the chosen responses, then the rejected ones), each prompt + response
+    contiguous and right-padded (`rlhf.training.collate_contiguous`): 16% of the benchmark's positions
+    were padding with prompts and responses padded separately."""
+    from rlhf.training import collate_contiguous
 
     prompts = [r[0] for r in rows] * 2
-    return collate_sequences(prompts, [r[1] for r in rows] + [r[2] for r in rows], pad_id)
+    return collate_contiguous(prompts, [r[1] for r in rows] + [r[2] for r in rows], pad_id)
 
 
 def make_batches(pairs: list, tokenizer: Any, cfg: DPOConfig) -> list[DPOBatch]:
