@@ -108,3 +108,16 @@ def test_reward_config_json_is_readable(saved_rm):
     _, _, out = saved_rm
     meta = json.loads((out / REWARD_CONFIG).read_text())
     assert meta["objectives"] == ["helpful", "harmless"] and meta["ensemble_kind"] == "heads"
+
+
+def test_a_reward_model_can_be_the_backbone_of_another(tiny_lm_dir, tmp_path):
+    """Preference-model pretraining then fine-tuning: a one-head reward model starts a two-head one."""
+    from rlhf.reward_model import init_reward_model, save_reward_model
+
+    first, tokenizer = init_reward_model(tiny_lm_dir, ["reward"], 1, seed=0)
+    save_reward_model(tmp_path / "pmp", first, tokenizer)
+    second, _ = init_reward_model(tmp_path / "pmp", ["helpful", "harmless"], 2, seed=1)
+    assert second.meta.objectives == ["helpful", "harmless"] and second.heads.shape[:2] == (2, 2)
+    body = dict(second.seq_model.base_model.named_parameters())
+    for name, param in first.seq_model.base_model.named_parameters():
+        torch.testing.assert_close(body[name], param)  # the backbone carries over, the heads are new
