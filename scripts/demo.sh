@@ -31,7 +31,7 @@ $rlhf reward score --model "$run_dir/reward_model" --data "$run_dir/policy_sampl
 echo "== 7. PPO against the reward model (KL penalty to the initial policy), then gold before/after =="
 $rlhf ppo train --reward "$run_dir/reward_model" --out "$run_dir/ppo_policy"
 echo "-- initial policy, 256 prompts it was not trained on:"
-$rlhf world sample --model world --n 256 --seed 123 --jsonl "$run_dir/eval_initial.jsonl" | sed -n '/mean helpfulness/,$p'
+$rlhf world sample --model world --reference world --n 256 --seed 123 --jsonl "$run_dir/eval_initial.jsonl" | sed -n '/mean helpfulness/,$p'
 echo "-- after PPO, the same prompts:"
-$rlhf world sample --model "$run_dir/ppo_policy" --n 256 --seed 123 --jsonl "$run_dir/eval_ppo.jsonl" | sed -n '/mean helpfulness/,$p'
+$rlhf world sample --model "$run_dir/ppo_policy" --reference world --n 256 --seed 123 --jsonl "$run_dir/eval_ppo.jsonl" | sed -n '/mean helpfulness/,$p'
 echo "demo done: outputs in $run_dir"
