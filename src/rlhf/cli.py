@@ -359,15 +359,7 @@ def reward_train(
     if out is None:
         raise UserError("give --out DIR for the trained reward model")
     result = train(cfg.reward, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
-    if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
-        return
-    if "stopped_at_step" in result.metrics:
-        typer.echo(
-            f"stopped at step {result.metrics['stopped_at_step']}; continue with --resume (checkpoint in {result.out}/checkpoint)"
-        )
-        return
-    _print_metrics(result.metrics)
-    typer.echo(f"reward model saved to {result.out}")
+    _report_training(result, "reward model")
 
 
 @reward_app.command("eval")
@@ -437,6 +429,19 @@ def _apply(section, **values) -> None:
     from rlhf.config import validate_all
 
     validate_all(section)
+
+
+def _report_training(result, what: str) -> None:
+    """The end of an offline training command: a time-boxed stop, or the metrics and where it went."""
+    if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
+        return
+    if "stopped_at_step" in result.metrics:
+        typer.echo(
+            f"stopped at step {result.metrics['stopped_at_step']}; continue with --resume (checkpoint in {result.out}/checkpoint)"
+        )
+        return
+    _print_metrics(result.metrics)
+    typer.echo(f"{what} saved to {result.out}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -522,15 +527,7 @@ def dpo_train(
     if out is None:
         raise UserError("give --out DIR for the trained policy")
     result = train(cfg.dpo, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
-    if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
-        return
-    if "stopped_at_step" in result.metrics:
-        typer.echo(
-            f"stopped at step {result.steps}; continue with --resume (checkpoint in {result.out}/checkpoint)"
-        )
-        return
-    _print_metrics(result.metrics)
-    typer.echo(f"policy saved to {result.out}")
+    _report_training(result, "policy")
 
 
 # ----------------------------------------------------------------------------- ilql
@@ -570,15 +567,7 @@ def ilql_train(
     if out is None:
         raise UserError("give --out DIR for the trained model")
     result = train(cfg.ilql, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
-    if not result.metrics:
-        return
-    if "stopped_at_step" in result.metrics:
-        typer.echo(
-            f"stopped at step {result.steps}; continue with --resume (checkpoint in {result.out}/checkpoint)"
-        )
-        return
-    _print_metrics(result.metrics)
-    typer.echo(f"ILQL model saved to {result.out}")
+    _report_training(result, "ILQL model")
 
 
 @ilql_app.command("generate")

@@ -384,7 +384,7 @@ def train(
         return ILQLResult(out, step, {"stopped_at_step": step})
 
     # 4. the LM (plain transformers) with the heads beside it, atomically
-    metrics = {**stats, "steps": step, "responses": len(rows)}
+    metrics = {**stats, "steps": step, "responses": len(rows)} if is_main else {}
     if is_main:
         save_ilql(out, raw, tokenizer, {"run": asdict(run), "ilql": asdict(cfg)})
     accelerator.wait_for_everyone()
