@@ -95,7 +95,9 @@ def test_fleiss_kappa_from_labels_matches_statsmodels():
         fleiss_kappa(np.array([[1, 1], [2, 0], [0, 1]]))  # unequal raters per item
 
 
-@pytest.mark.parametrize(("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)])
+@pytest.mark.parametrize(
+    ("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)]
+)
 def test_krippendorff_alpha_published_example(level, published):
     alpha, _ = krippendorff_alpha(KRIPP, level)
     assert alpha == pytest.approx(published, abs=5e-4)
@@ -119,8 +121,12 @@ def test_nominal_alpha_treats_tie_codes_as_names():
     rng = np.random.default_rng(3)
     labels = rng.integers(-1, 2, (4, 30))
     relabelled = np.select([labels == -1, labels == 0], [7, 3], 5)
-    assert krippendorff_alpha(labels, "nominal")[0] == pytest.approx(krippendorff_alpha(relabelled, "nominal")[0])
-    assert krippendorff_alpha(labels, "interval")[0] != pytest.approx(krippendorff_alpha(relabelled, "interval")[0])
+    assert krippendorff_alpha(labels, "nominal")[0] == pytest.approx(
+        krippendorff_alpha(relabelled, "nominal")[0]
+    )
+    assert krippendorff_alpha(labels, "interval")[0] != pytest.approx(
+        krippendorff_alpha(relabelled, "interval")[0]
+    )
     with pytest.raises(ValueError):
         krippendorff_alpha(labels, "ratio")
 

@@ -54,7 +54,11 @@ def category_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels (L, I) codes -> (counts (I, C), categories (C,)): how many labellers gave each category."""
     labels = np.asarray(labels)
     cats = np.unique(labels[labels != MISSING])
-    counts = np.stack([(labels == c).sum(axis=0) for c in cats], axis=1) if len(cats) else np.zeros((labels.shape[1], 0))
+    counts = (
+        np.stack([(labels == c).sum(axis=0) for c in cats], axis=1)
+        if len(cats)
+        else np.zeros((labels.shape[1], 0))
+    )
     return counts.astype(float), cats
 
 
