@@ -8,8 +8,8 @@ import pytest
 from rlhf.feedback.agreement import (
     MISSING,
     agreement_with_gold,
-    cohen_kappa,
     category_counts,
+    cohen_kappa,
     fleiss_kappa,
     krippendorff_alpha,
     majority_vs_gold,
