@@ -905,6 +905,63 @@ def bench_serve(
         raise UserError(f"labels lost or duplicated: {f}")
 
 
+# ----------------------------------------------------------------------------- active learning, labellers
+
+feedback_app = typer.Typer(
+    help="Labeller statistics: agreement, reliability weights, disagreement with gold.", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@bench_app.command("active")
+def bench_active(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Figures: <out>.json and <out>.png.")] = Path(
+        "bench/active"
+    ),
+    results: Annotated[
+        Path | None, typer.Option(help="Also write the summary in the results schema here.")
+    ] = Path("results/active.json"),
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: random,disagreement,entropy,bald,diverse,cost.")
+    ] = "random,disagreement,entropy,bald,diverse,cost",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method.")] = 5,
+    initial: Annotated[int, typer.Option(min=1, help="Random labels before the first acquisition.")] = 250,
+    batch: Annotated[int, typer.Option(min=1, help="Labels acquired per round.")] = 250,
+    max_labels: Annotated[int, typer.Option(min=1, help="Labels at the end of a run.")] = 2000,
+    target: Annotated[
+        int, typer.Option(min=1, help="Random's accuracy at this many labels is the bar.")
+    ] = 2000,
+    pool: Annotated[int, typer.Option(min=1, help="Candidate pairs per seed.")] = 6000,
+    test: Annotated[int, typer.Option(min=1, help="Held-out gold test pairs.")] = 1000,
+    train: Annotated[
+        str, typer.Option(help="full (fine-tune each round) or heads (frozen backbone).")
+    ] = "full",
+    epochs: Annotated[float, typer.Option(help="Reward-model epochs per round ('full').")] = 3.0,
+    ensemble: Annotated[int, typer.Option(min=1, help="Ensemble heads.")] = 4,
+) -> None:
+    """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random."""
+    import json
+
+    from rlhf.active import ActiveConfig, results_record
+    from rlhf.active import bench_active as run_bench
+
+    cfg = ActiveConfig(
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        seeds=seeds, initial_labels=initial, batch_labels=batch, max_labels=max_labels,
+        target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
+        ensemble_size=ensemble,
+    )  # fmt: skip
+    f = run_bench(cfg, out, log=typer.echo)
+    typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")
+    for name, m in f["methods"].items():
+        typer.echo(f"{name}: labels to match random {m['labels_to_match_random']}, final {m['curve'][-1]}")
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(results_record(f), indent=2))
+        typer.echo(f"wrote {results}")
+    typer.echo(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

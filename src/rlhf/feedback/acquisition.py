@@ -32,7 +32,7 @@ def preference_probs(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """H(p) in nats, elementwise; H(0) = H(1) = 0."""
-    p = np.clip(p, EPS, 1 - EPS)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)  # float32 would round 1 - EPS to 1
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
