@@ -10,9 +10,11 @@ Every function returns ``(value, stats)``; `acquire` is the one interface the lo
 - bald: mutual information between the label and the ensemble member, H[mean p] - mean H[p]
   (Houlsby et al. 2011): high only where members confidently *disagree*, so pairs that are a coin
   flip for every member (equal-utility pairs, whose labels are noise) are not chased.
-- diverse: BALD weighted greedy k-center over pair embeddings (Sener & Savarese 2018 for k-center):
-  each pick maximises BALD x distance to the nearest pick (or labelled pair), so a batch does not ask
-  the same question fifty times.
+- diverse: BALD-weighted greedy k-center over pair embeddings (Sener & Savarese 2018 for k-center):
+  each pick maximises BALD x min(1, distance to the nearest pick or labelled pair / r), r the pool's
+  median nearest-neighbour distance. A candidate nearer a pick than a typical neighbour counts as
+  asked already, so a batch does not ask the same question fifty times; beyond r, information alone
+  decides (uncapped distance made the batch chase outliers: 0.695 vs random's 0.722 at 2,000 labels).
 - cost: BALD per expected labelling second (the information a label buys per unit of the budget that
   actually runs out); seconds come from `fit_time_model` on measured times.
 """
@@ -68,9 +70,11 @@ def k_center_greedy(
     k: int,
     weights: np.ndarray | None = None,
     labelled: np.ndarray | None = None,
+    radius: float | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Greedy (weighted) k-center: repeatedly pick argmax_i weights_i * d(i, nearest pick or labelled).
-    With no picks or labelled points yet, the first pick is argmax weights (the most informative).
+    """Greedy (weighted) k-center: repeatedly pick argmax_i weights_i * g(d(i, nearest pick or labelled)),
+    g(d) = d, or min(d / radius, 1) with a radius. With no picks or labelled points yet, the first pick
+    is argmax weights (the most informative).
     embeddings (N, D) -- for a pair, h_a - h_b, the direction a linear reward head sees; weights (N,) >= 0;
     labelled (K, D). Returns the picked indices (k,) in pick order."""
     n = len(embeddings)
@@ -81,13 +85,24 @@ def k_center_greedy(
         nearest = pair_distances(embeddings, labelled).min(axis=1)
     picks: list[int] = []
     for _ in range(k):
-        gain = w * np.where(np.isinf(nearest), 1.0, nearest)
+        spread = nearest if radius is None else np.minimum(nearest / max(radius, EPS), 1.0)
+        gain = w * np.where(np.isinf(nearest), 1.0, spread)
         gain[picks] = -np.inf
         i = int(np.argmax(gain))
         picks.append(i)
         nearest = np.minimum(nearest, pair_distances(embeddings, embeddings[i : i + 1])[:, 0])
     covered = float(nearest.max()) if n else 0.0
     return np.array(picks, dtype=np.int64), {"acquisition/k_center_radius": covered}
+
+
+def nearest_neighbour_radius(embeddings: np.ndarray, rng: np.random.Generator, sample: int = 1000) -> float:
+    """Median distance from a candidate to its nearest other candidate (on a sample of at most `sample`)."""
+    if len(embeddings) < 2:
+        return 0.0
+    idx = rng.choice(len(embeddings), min(sample, len(embeddings)), replace=False)
+    d = pair_distances(embeddings[idx], embeddings[idx])
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
 
 
 def fit_time_model(words: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
@@ -127,7 +142,10 @@ def acquire(
         if embeddings is None:
             raise ValueError("acquisition 'diverse' needs embeddings")
         score = info
-        picks, more = k_center_greedy(embeddings, k, weights=info + EPS, labelled=labelled_embeddings)
+        radius = nearest_neighbour_radius(embeddings, rng)
+        picks, more = k_center_greedy(
+            embeddings, k, weights=info + EPS, labelled=labelled_embeddings, radius=radius
+        )
         stats.update(more)
     else:
         if method == "cost":
