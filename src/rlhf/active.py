@@ -194,7 +194,8 @@ def fit_linear_heads(
 
 @dataclass
 class Labels:
-    """The labels so far, as text indices: chosen, rejected, tie, labeller, seconds; and the pool rows."""
+    """The labels so far: rows ((prompt, a, b), choice 0/1/None, labeller name) and, as text indices,
+    chosen, rejected, tie; with labeller names and seconds."""
 
     rows: list
     chosen: list
@@ -241,9 +242,10 @@ class Scorer:
             self.cache.update(zip(missing, hidden, strict=True))
         return np.stack([self.cache[t] for t in texts])
 
-    def fit(self, texts: list[str], pool: list, labels: Labels, weight: np.ndarray, seed: int) -> None:
+    def fit(self, texts: list[str], labels: Labels, weight: np.ndarray, seed: int) -> None:
+        """Train on `labels` (per-label `weight`); `texts` are what the text indices point to."""
         if self.cfg.train == "full":
-            prefs = [to_preference(*pool[i], c, n, float(w)) for (i, c, n), w in
+            prefs = [to_preference(*item, c, n, float(w)) for (item, c, n), w in
                      zip(labels.rows, weight, strict=True)]  # fmt: skip
             self.model, self.tokenizer = fit_reward_ensemble(self.backbone, prefs, self.cfg, seed)
             return
@@ -282,7 +284,7 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
             labeller = panel.labellers[int(label_rng.integers(len(panel)))]
             answer = labeller.compare(prompt, a, b, label_rng)
             first, second = (ab[i, 0], ab[i, 1]) if answer.choice != 1 else (ab[i, 1], ab[i, 0])
-            labels.rows.append((int(i), answer.choice, labeller.spec.name))
+            labels.rows.append((pool[i], answer.choice, labeller.spec.name))
             labels.chosen.append(first)
             labels.rejected.append(second)
             labels.tie.append(answer.choice is None)
@@ -297,7 +299,7 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
         # 2. fit, measure
         started = time.monotonic()
         n = len(labels.rows)
-        scorer.fit(texts, pool, labels, np.ones(n), seed * 100_003 + n)
+        scorer.fit(texts, labels, np.ones(n), seed * 100_003 + n)
         mean = scorer.score(test_texts)[0].mean(1)
         accuracy = float((np.where(mean[test_ab[:, 0]] > mean[test_ab[:, 1]], 0, 1) == test_gold).mean())
         curve.append([n, accuracy])

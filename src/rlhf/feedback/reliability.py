@@ -102,11 +102,11 @@ def flag_unreliable(
 
 
 def label_weights(
-    rationality: np.ndarray, labeller: np.ndarray, min_weight: float = 0.02
+    rationality: np.ndarray, labeller: np.ndarray, min_weight: float = 0.02, power: float = 1.0
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Per-label weights max(beta_l, 0), normalised to mean 1 over the labels, floored at `min_weight`.
-    rationality (L,), labeller (N,) -> (N,)."""
-    raw = np.maximum(np.asarray(rationality, float)[labeller], 0.0)  # (N,)
+    """Per-label weights max(beta_l, 0)^power, normalised to mean 1 over the labels, floored at
+    `min_weight`. rationality (L,), labeller (N,) -> (N,)."""
+    raw = np.maximum(np.asarray(rationality, float)[labeller], 0.0) ** power  # (N,)
     mean = raw.mean() if len(raw) and raw.mean() > 0 else 1.0
     w = np.maximum(raw / mean, min_weight)
     return w, {"reliability/weight_min": float(w.min()) if len(w) else float("nan"),
