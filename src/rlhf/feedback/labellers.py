@@ -27,9 +27,12 @@ def _pairs_only(rows: list[dict]) -> list[dict]:
 
 
 def reliability_report(
-    rows: list[dict[str, Any]], flag_fraction: float = 0.6, power: float = 1.0
+    rows: list[dict[str, Any]], flag_fraction: float = 0.6, power: float = 1.0, drop_flagged: bool = True
 ) -> dict[str, Any]:
-    """Per-labeller rationality, position bias, label count, flag and weight (see the module docstring)."""
+    """Per-labeller rationality, position bias, label count, flag and weight (see the module docstring).
+    With `drop_flagged` a flagged labeller's rationality counts as 0 in the weights (weight = the floor):
+    the usual crowdsourcing practice of setting suspected spammers aside, rather than trusting a
+    rationality estimated from ~100 labels."""
     rows = [r for r in _pairs_only(rows) if not r.get("tie")]
     if not rows:
         return {"labellers": [], "n_labels": 0}
@@ -55,7 +58,8 @@ def reliability_report(
         positions_known,
     )
     flagged, more = flag_unreliable(fit["rationality"], fit["n_labels"], fraction=flag_fraction)
-    per_label, _ = label_weights(fit["rationality"], labeller, power=power)  # mean 1 over the labels
+    trusted = np.where(flagged, 0.0, fit["rationality"]) if drop_flagged else fit["rationality"]
+    per_label, _ = label_weights(trusted, labeller, power=power)  # mean 1 over the labels
     weight = dict(zip(labeller.tolist(), per_label.tolist(), strict=True))
     return {
         "n_labels": len(rows),
