@@ -83,6 +83,8 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
 
     torch.manual_seed(seed)
     model, tokenizer = init_reward_model(backbone, ["reward"], cfg.ensemble_size, seed=seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     rcfg = RewardConfig(ensemble_size=cfg.ensemble_size, batch_size=cfg.batch_size, max_length=cfg.max_length)
     tokenize = lambda texts: tokenize_texts(tokenizer, texts, cfg.max_length)  # noqa: E731
     order = np.random.default_rng(seed).permutation(len(pairs))
@@ -98,7 +100,7 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
             epoch_order = rng.permutation(len(batches))
         batch = batches[epoch_order[step % len(batches)]]
         boot = bootstrap_weights(cfg.ensemble_size, len(batch.chosen), generator, cfg.ensemble_size > 1)
-        loss, _ = pair_loss(model, batch, tokenizer.pad_token_id, "cpu", rcfg, boot)
+        loss, _ = pair_loss(model, batch, tokenizer.pad_token_id, device, rcfg, boot)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -118,10 +120,10 @@ def score_and_embed(model, tokenizer, texts: list[str], max_length: int, batch: 
     hidden = np.zeros((len(rows), model.heads.shape[-1]), dtype=np.float32)
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id)
-        h = model.last_hidden(input_ids, mask)  # (B, D)
-        scores[idx] = torch.einsum("bd,nd->bn", h, model.heads[:, 0]).numpy()
-        hidden[idx] = h.numpy()
+        input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, model.heads.device)
+        h = model.last_hidden(input_ids, mask).float()  # (B, D)
+        scores[idx] = torch.einsum("bd,nd->bn", h, model.heads[:, 0].float()).cpu().numpy()
+        hidden[idx] = h.cpu().numpy()
     return scores, hidden
 
 

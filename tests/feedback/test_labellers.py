@@ -62,3 +62,14 @@ def test_flag_in_store(make_store):
     b, _ = store.add_labeller("bob")
     assert flag_in_store(store, ["bob", "nobody"]) == 1
     assert store.get_labeller(b.id).flagged and not store.get_labeller(a.id).flagged
+
+
+@pytest.mark.slow
+def test_reliability_experiment_tiny(small_world):
+    from rlhf.feedback.labellers import reliability_experiment
+
+    world_cfg, _ = small_world
+    result = reliability_experiment(seeds=1, n_pairs=60, test_size=80, world=world_cfg, log=lambda _: None)
+    run = result["runs"][0]
+    assert 0.0 <= run["unweighted"] <= 1.0 and 0.0 <= run["weighted"] <= 1.0
+    assert len(run["labellers"]) == 10 and result["config"]["labels_per_pair"] == 3

@@ -192,6 +192,7 @@ def reliability_experiment(
     train: str = "heads",
     power: float = 1.0,
     epochs: float = 3.0,
+    test_size: int = 1000,
     world=None,
     log=print,
 ) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def reliability_experiment(
     from rlhf.data import join_prompt_response
     from rlhf.world.report import resolve_world_model
 
-    cfg = ActiveConfig(train=train, test_size=1000, epochs=epochs)
+    cfg = ActiveConfig(train=train, test_size=test_size, epochs=epochs)
     scorer = Scorer(cfg, resolve_world_model(cfg.model, world, show_progress=False))
     test_pairs, test_gold = gold_test_set(cfg.test_size)
     test_texts, test_ab = pair_texts(test_pairs)
