@@ -73,3 +73,36 @@ def test_reliability_experiment_tiny(small_world):
     run = result["runs"][0]
     assert 0.0 <= run["unweighted"] <= 1.0 and 0.0 <= run["weighted"] <= 1.0
     assert len(run["labellers"]) == 10 and result["config"]["labels_per_pair"] == 3
+
+
+def test_cli_reliability_writes_weights_and_report(tmp_path, capsys):
+    import json
+
+    from rlhf.cli import main
+    from rlhf.io import read_jsonl
+
+    labels = tmp_path / "noisy.jsonl"
+    assert main(["feedback", "panel-labels", "--out", str(labels), "--pairs", "150"]) == 0
+    out, report = tmp_path / "weighted.jsonl", tmp_path / "report.json"
+    code = main(
+        [
+            "feedback",
+            "reliability",
+            "--data",
+            str(labels),
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+            "--gold",
+        ]
+    )
+    assert code == 0
+    assert "majority disagrees with gold" in capsys.readouterr().out
+    rows = read_jsonl(out)
+    assert len(rows) == 450 and all(r["weight"] > 0 for r in rows)
+    saved = json.loads(report.read_text())
+    assert {"reliability", "disagreement"} <= set(saved) and len(saved["reliability"]["labellers"]) == 10
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    assert main(["feedback", "reliability", "--data", str(empty)]) != 0  # no labeller ids: a user error
