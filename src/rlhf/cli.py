@@ -894,6 +894,160 @@ def bench_serve(
         raise UserError(f"labels lost or duplicated: {f}")
 
 
+# ----------------------------------------------------------------------------- active learning, labellers
+
+feedback_app = typer.Typer(
+    help="Labeller statistics: agreement, reliability weights, disagreement with gold.", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@bench_app.command("active")
+def bench_active(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Figures: <out>.json and <out>.png.")] = Path(
+        "bench/active"
+    ),
+    results: Annotated[
+        Path | None, typer.Option(help="Also write the summary in the results schema here.")
+    ] = Path("results/active.json"),
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: random,disagreement,entropy,bald,diverse,cost.")
+    ] = "random,disagreement,entropy,bald,diverse,cost",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method.")] = 5,
+    initial: Annotated[int, typer.Option(min=1, help="Random labels before the first acquisition.")] = 250,
+    batch: Annotated[int, typer.Option(min=1, help="Labels acquired per round.")] = 250,
+    max_labels: Annotated[int, typer.Option(min=1, help="Labels at the end of a run.")] = 2000,
+    target: Annotated[
+        int, typer.Option(min=1, help="Random's accuracy at this many labels is the bar.")
+    ] = 2000,
+    pool: Annotated[int, typer.Option(min=1, help="Candidate pairs per seed.")] = 6000,
+    test: Annotated[int, typer.Option(min=1, help="Held-out gold test pairs.")] = 1000,
+    train: Annotated[
+        str, typer.Option(help="full (fine-tune each round) or heads (frozen backbone).")
+    ] = "full",
+    epochs: Annotated[float, typer.Option(help="Reward-model epochs per round ('full').")] = 3.0,
+    ensemble: Annotated[int, typer.Option(min=1, help="Ensemble heads.")] = 4,
+) -> None:
+    """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random."""
+    import json
+
+    from rlhf.active import ActiveConfig, results_record
+    from rlhf.active import bench_active as run_bench
+
+    cfg = ActiveConfig(
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        seeds=seeds, initial_labels=initial, batch_labels=batch, max_labels=max_labels,
+        target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
+        ensemble_size=ensemble,
+    )  # fmt: skip
+    f = run_bench(cfg, out, log=typer.echo)
+    typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")
+    for name, m in f["methods"].items():
+        typer.echo(f"{name}: labels to match random {m['labels_to_match_random']}, final {m['curve'][-1]}")
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(results_record(f), indent=2))
+        typer.echo(f"wrote {results}")
+    typer.echo(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+@feedback_app.command("reliability")
+def feedback_reliability(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Preference pairs (JSONL) with labeller_id.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the rows with reliability `weight` here.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report (JSON) here.")] = None,
+    gold: Annotated[
+        bool, typer.Option("--gold", help="Add the disagreement report against the world's gold judge.")
+    ] = False,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Mark flagged labellers in this feedback database.")
+    ] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Disagreement examples to keep.")] = 10,
+) -> None:
+    """Per-labeller rationality and position bias (Bradley-Terry), weights, flags; with --gold, where the
+    labellers' majority disagrees with gold."""
+    import json
+
+    from rlhf.feedback.labellers import disagreement_report, flag_in_store, reliability_report, weighted_rows
+    from rlhf.io import read_jsonl, write_jsonl
+
+    rows = read_jsonl(data)
+    rel = reliability_report(rows)
+    if not rel["labellers"]:
+        raise UserError(f"{data}: no pair rows with a labeller_id to fit")
+    typer.echo(
+        f"{rel['n_labels']} labels, {rel['n_items']} responses; position bias fitted: {rel['position_bias_fitted']}"
+    )
+    for row in sorted(rel["labellers"], key=lambda r: r["rationality"]):
+        flag = "  FLAGGED" if row["flagged"] else ""
+        typer.echo(
+            f"{row['labeller_id']:>24}  rationality {row['rationality']:6.2f}  bias {row['position_bias']:+.2f}  "
+            f"labels {row['n_labels']:5d}  weight {row['weight']:.2f}{flag}"
+        )
+    full = {"reliability": rel}
+    if gold:
+        dis = disagreement_report(rows, examples=examples)
+        full["disagreement"] = dis
+        typer.echo(
+            f"majority disagrees with gold on {dis['majority_disagrees_with_gold']} of {dis['majority_decided']} "
+            f"decided pairs ({dis['disagreement_rate']:.1%}); Krippendorff's alpha (nominal) "
+            f"{dis['krippendorff_alpha_nominal']:.3f}; labeller agreement with gold {dis['agreement_with_gold']:.3f}"
+        )
+    if db is not None:
+        from rlhf.feedback.store import FeedbackStore
+
+        store = FeedbackStore(db)
+        n = flag_in_store(store, [r["labeller_id"] for r in rel["labellers"] if r["flagged"]])
+        store.close()
+        typer.echo(f"flagged {n} labellers in {db}")
+    if out is not None:
+        typer.echo(f"wrote {write_jsonl(out, weighted_rows(rows, rel))} weighted rows to {out}")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(full, indent=2))
+        typer.echo(f"wrote {report}")
+
+
+@feedback_app.command("panel-labels")
+def feedback_panel_labels(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL of labelled pairs.")],
+    pairs: Annotated[int, typer.Option(min=1, help="Corpus pairs; each gets 3 labels.")] = 700,
+    seed: Annotated[int, typer.Option(help="Seed of the panel, the pairs and the answers.")] = 0,
+) -> None:
+    """World pairs labelled by a noisy panel (30% spammers, 10% length-judging), with chosen_position."""
+    from rlhf.feedback.labellers import noisy_panel_labels
+    from rlhf.io import write_jsonl
+
+    _, rows = noisy_panel_labels(seed, pairs)
+    typer.echo(f"wrote {write_jsonl(out, rows)} labels to {out}")
+
+
+@bench_app.command("reliability")
+def bench_reliability(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
+        "bench/reliability.json"
+    ),
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds (panel, pairs, answers, model).")] = 3,
+    pairs: Annotated[int, typer.Option(min=1, help="Corpus pairs per seed, 3 labels each.")] = 700,
+    train: Annotated[str, typer.Option(help="full (fine-tune) or heads (frozen backbone).")] = "heads",
+    epochs: Annotated[float, typer.Option(help="Reward-model epochs ('full').")] = 3.0,
+) -> None:
+    """Reward-model gold accuracy with vs without reliability weights on a panel with 30% spammers."""
+    import json
+
+    from rlhf.feedback.labellers import reliability_experiment
+
+    f = reliability_experiment(seeds=seeds, n_pairs=pairs, train=train, epochs=epochs, log=typer.echo)
+    typer.echo(
+        f"mean gold accuracy: unweighted {f['mean_unweighted']:.3f}, weighted {f['mean_weighted']:.3f}"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(f, indent=2))
+    typer.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -1,0 +1,108 @@
+"""Labeller reports on preference rows: reliability weights, flags in the store, disagreement with gold."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf.feedback.labellers import (
+    disagreement_report,
+    flag_in_store,
+    noisy_panel_labels,
+    reliability_report,
+    weighted_rows,
+)
+
+
+def test_reliability_report_on_a_noisy_panel_weights_spammers_down():
+    _, rows = noisy_panel_labels(seed=0, n_pairs=400)
+    report = reliability_report(rows)
+    assert report["position_bias_fitted"] and report["n_labels"] == sum(not r["tie"] for r in rows)
+    kinds = {r["labeller_id"]: r["kind"] for r in rows}
+    by_kind = {}
+    for row in report["labellers"]:
+        by_kind.setdefault(kinds[row["labeller_id"]], []).append(row)
+    assert max(r["weight"] for r in by_kind["spammer"]) < min(r["weight"] for r in by_kind["gold"])
+    assert not any(r["flagged"] for r in by_kind["gold"])
+    out = weighted_rows(rows, report)
+    # weights have mean 1 over the (non-tie) labels they were fitted on
+    strict = [r["weight"] for r in out if not r["tie"]]
+    assert sum(strict) / len(strict) == pytest.approx(1.0, abs=0.01)
+    # without positions the bias is not fitted but the spammers still rank lowest
+    plain = [{k: v for k, v in r.items() if k != "chosen_position"} for r in rows]
+    report = reliability_report(plain)
+    assert not report["position_bias_fitted"]
+    lowest = sorted(report["labellers"], key=lambda r: r["rationality"])[:3]
+    assert {kinds[r["labeller_id"]] for r in lowest} == {"spammer"}
+
+
+def test_disagreement_report_by_hand():
+    utility = {"good": 1.0, "bad": 0.0, "meh": 0.5}
+    rows = [
+        # pair (good, bad): majority 2-1 for bad -> disagrees with gold
+        {"prompt": "p", "chosen": "bad", "rejected": "good", "labeller_id": "x"},
+        {"prompt": "p", "chosen": "bad", "rejected": "good", "labeller_id": "y"},
+        {"prompt": "p", "chosen": "good", "rejected": "bad", "labeller_id": "z"},
+        # pair (meh, bad): majority for meh -> agrees; a tie vote does not count
+        {"prompt": "p", "chosen": "meh", "rejected": "bad", "labeller_id": "x"},
+        {"prompt": "p", "chosen": "meh", "rejected": "bad", "labeller_id": "y", "tie": True},
+    ]
+    report = disagreement_report(rows, gold_fn=lambda p, r: utility[r])
+    assert report["pairs"] == 2 and report["majority_decided"] == 2
+    assert report["majority_disagrees_with_gold"] == 1 and report["disagreement_rate"] == 0.5
+    example = report["examples"][0]
+    assert example["majority_preferred"] == "bad" and example["gold_preferred"] == "good"
+    assert example["gold_utility_gap"] == 1.0
+    # x: right on (meh, bad), wrong on (good, bad) -> 1/2; y: wrong (its tie skipped) -> 0; z: right -> 1
+    assert report["labellers"] == {"x": 0.5, "y": 0.0, "z": 1.0}
+
+
+def test_flag_in_store(make_store):
+    store = make_store()
+    a, _ = store.add_labeller("ann")
+    b, _ = store.add_labeller("bob")
+    assert flag_in_store(store, ["bob", "nobody"]) == 1
+    assert store.get_labeller(b.id).flagged and not store.get_labeller(a.id).flagged
+
+
+@pytest.mark.slow
+def test_reliability_experiment_tiny(small_world):
+    from rlhf.feedback.labellers import reliability_experiment
+
+    world_cfg, _ = small_world
+    result = reliability_experiment(seeds=1, n_pairs=60, test_size=80, world=world_cfg, log=lambda _: None)
+    run = result["runs"][0]
+    assert 0.0 <= run["unweighted"] <= 1.0 and 0.0 <= run["weighted"] <= 1.0
+    assert len(run["labellers"]) == 10 and result["config"]["labels_per_pair"] == 3
+
+
+def test_cli_reliability_writes_weights_and_report(tmp_path, capsys):
+    import json
+
+    from rlhf.cli import main
+    from rlhf.io import read_jsonl
+
+    labels = tmp_path / "noisy.jsonl"
+    assert main(["feedback", "panel-labels", "--out", str(labels), "--pairs", "150"]) == 0
+    out, report = tmp_path / "weighted.jsonl", tmp_path / "report.json"
+    code = main(
+        [
+            "feedback",
+            "reliability",
+            "--data",
+            str(labels),
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+            "--gold",
+        ]
+    )
+    assert code == 0
+    assert "majority disagrees with gold" in capsys.readouterr().out
+    rows = read_jsonl(out)
+    assert len(rows) == 450 and all(r["weight"] > 0 for r in rows)
+    saved = json.loads(report.read_text())
+    assert {"reliability", "disagreement"} <= set(saved) and len(saved["reliability"]["labellers"]) == 10
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    assert main(["feedback", "reliability", "--data", str(empty)]) != 0  # no labeller ids: a user error
