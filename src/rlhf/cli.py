@@ -64,6 +64,12 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override one config key, e.g. --set world.steps=500 (repeatable)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config's seed).")]
+PreferenceDataOpt = Annotated[
+    str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")
+]
+EvalDataOpt = Annotated[
+    str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
+]
 OnErrorOpt = Annotated[
     str | None,
     typer.Option(
@@ -330,9 +336,7 @@ def world_export(
 
 @reward_app.command("train")
 def reward_train(
-    data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")
-    ] = None,
+    data: PreferenceDataOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Directory for the trained reward model.")
     ] = None,
@@ -340,9 +344,7 @@ def reward_train(
         str | None,
         typer.Option("--model", "-m", help="Backbone causal LM ('world' = the built world model)."),
     ] = None,
-    eval_data: Annotated[
-        str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
-    ] = None,
+    eval_data: EvalDataOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -500,17 +502,13 @@ def ppo_train(
 
 @dpo_app.command("train")
 def dpo_train(
-    data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Preference file: JSONL, Parquet or datasets folder.")
-    ] = None,
+    data: PreferenceDataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained policy.")] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Initial policy and reference ('world' = the world model)."),
     ] = None,
-    eval_data: Annotated[
-        str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
-    ] = None,
+    eval_data: EvalDataOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
