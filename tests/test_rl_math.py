@@ -242,3 +242,18 @@ def test_explained_variance_by_hand():
     assert explained_variance(returns, returns, mask) == 1.0  # a perfect critic
     assert explained_variance(torch.full_like(returns, 7.0), returns, mask) == pytest.approx(0.0)
     assert math.isnan(explained_variance(returns, torch.ones_like(returns), mask))  # returns do not vary
+
+
+def test_lagrange_multiplier_dual_ascent_by_hand():
+    from rlhf.rl_math import LagrangeMultiplier
+
+    lam = LagrangeMultiplier(init=0.5, threshold=0.1, lr=2.0)
+    lam.update(0.3)  # cost above the threshold: 0.5 + 2 * (0.3 - 0.1) = 0.9
+    assert lam.value == pytest.approx(0.9)
+    lam.update(0.0)  # constraint holds: 0.9 + 2 * (0.0 - 0.1) = 0.7
+    assert lam.value == pytest.approx(0.7)
+    lam.update(-1.0)  # far below: projected to 0, never negative
+    assert lam.value == 0.0
+    restored = LagrangeMultiplier(0.0, 0.0, 1.0)
+    restored.load_state_dict(lam.state_dict())
+    assert restored.state_dict() == {"value": 0.0, "threshold": 0.1, "lr": 2.0}

@@ -319,6 +319,33 @@ def grpo_advantages(
     return adv, _advantage_stats(adv, grouped)
 
 
+class LagrangeMultiplier:
+    """The multiplier of Safe RLHF's constrained objective (Dai et al. 2023, eq. 10):
+
+        max_theta E[R] subject to E[C] <= d   ->   min_{lambda >= 0} max_theta E[R] - lambda (E[C] - d)
+
+    updated by projected dual ascent after each batch: lambda <- max(0, lambda + lr * (mean C - d)). It
+    rises while the mean cost exceeds the threshold d and falls (to 0 at least) while the constraint
+    holds, so the policy trades helpfulness for safety only as much as the constraint needs.
+    """
+
+    def __init__(self, init: float, threshold: float, lr: float):
+        if init < 0 or lr <= 0:
+            raise ValueError(f"the multiplier starts >= 0 and moves at lr > 0, got {init}, {lr}")
+        self.value, self.threshold, self.lr = float(init), float(threshold), float(lr)
+
+    def update(self, mean_cost: float) -> None:
+        self.value = max(0.0, self.value + self.lr * (mean_cost - self.threshold))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value, "threshold": self.threshold, "lr": self.lr}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+        self.threshold = float(state.get("threshold", self.threshold))
+        self.lr = float(state.get("lr", self.lr))
+
+
 # ---------------------------------------------------------------- ILQL decoding
 
 

@@ -315,3 +315,30 @@ def test_two_process_accelerate_ppo(small_world, tmp_path):
     assert (tmp_path / "two" / "model.safetensors").is_file()
     state = torch.load(tmp_path / "two" / "checkpoint" / "ppo_state.pt", weights_only=False)
     assert len(state["process_rng"]) == 2 and state["step"] == 10
+
+
+def always_costly(prompts, responses):
+    """A cost of 1 for every response: the constraint (threshold 0.5) never holds."""
+    return [1.0] * len(responses)
+
+
+def test_safe_rlhf_lagrangian_in_ppo(tiny_lm_dir, tmp_path):
+    # lambda <- max(0, lambda + 0.1 * (mean cost 1 - threshold 0.5)): 1.0 -> 1.05 -> 1.10 -> 1.15;
+    # the score each iteration is the reward minus lambda (the cost is 1 everywhere) at that iteration's start
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="tests.algorithms.test_ppo:brevity", cost="tests.algorithms.test_ppo:always_costly",
+                    cost_threshold=0.5, lagrange_init=1.0, lagrange_lr=0.1, steps=3, batch_size=8, mini_batch_size=4,
+                    max_new_tokens=6, missing_eos_penalty=0.0, save_every=2, stop_after_steps=2)  # fmt: skip
+    first = train(cfg, RUN, tmp_path / "p", show_progress=False)
+    assert [h["objective/lagrange_multiplier"] for h in first.history] == pytest.approx([1.0, 1.05])
+    assert all(h["objective/cost"] == 1.0 for h in first.history)
+    raw = first.history[0]["objective/scores_raw"]  # the reward before the penalty
+    assert first.history[0]["objective/scores"] == pytest.approx(raw - 1.0, abs=1e-5)
+    # the multiplier is part of the checkpoint: a resumed run continues from 1.10
+    resumed = train(
+        PPOConfig(**{**cfg.__dict__, "stop_after_steps": 0}),
+        RUN,
+        tmp_path / "p",
+        show_progress=False,
+        resume=True,
+    )
+    assert resumed.history[-1]["objective/lagrange_multiplier"] == pytest.approx(1.10)

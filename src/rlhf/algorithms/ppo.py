@@ -44,6 +44,18 @@ class PPOConfig:
     normalize_rewards: bool = help_field(
         False, "Use the reward model's stored normalisation (rlhf reward normalize)."
     )
+    cost: str = help_field(
+        "",
+        "Safe RLHF: a cost source (reward-model directory or module:function); the policy maximises "
+        "reward - lambda * cost with lambda updated by dual ascent toward mean cost <= cost_threshold.",
+    )
+    cost_weights: dict[str, float] = help_field(
+        {},
+        "Weights of the cost model's heads, e.g. {harmless: -1} (a harmlessness head scores safe answers high).",
+    )
+    cost_threshold: float = help_field(0.0, "The constraint: mean cost per response at most this.")
+    lagrange_init: float = help_field(1.0, "Initial Lagrange multiplier lambda (>= 0).")
+    lagrange_lr: float = help_field(0.05, "Dual-ascent step of lambda per iteration.")
     prompts: str = help_field(
         "", "Prompt file (JSONL/Parquet/datasets, field 'prompt'); empty = the world's prompts."
     )
@@ -131,6 +143,8 @@ class PPOConfig:
                 raise ConfigError(f"ppo.{key} must be at least 1")
         if self.temperature <= 0:
             raise ConfigError("ppo.temperature must be > 0 (log-probs use the sampling temperature)")
+        if self.lagrange_init < 0 or self.lagrange_lr <= 0:
+            raise ConfigError("ppo.lagrange_init must be >= 0 and ppo.lagrange_lr > 0")
 
 
 @dataclass
@@ -306,8 +320,13 @@ def ppo_step(
     generator: torch.Generator,
     gold_fn=None,
     accelerator=None,
+    cost_fn=None,
+    lagrange=None,
 ) -> dict[str, float]:
-    """One PPO iteration on this process's prompts; returns its stats averaged over processes."""
+    """One PPO iteration on this process's prompts; returns its stats averaged over processes.
+
+    With `cost_fn` and `lagrange` (Safe RLHF) the score is reward - lambda * cost, and lambda takes a
+    dual-ascent step on the batch's mean cost at the end."""
     from rlhf.logprobs import entropy_from_logits
     from rlhf.losses import ppo_policy_loss, ppo_value_loss
     from rlhf.rl_math import (
@@ -338,9 +357,18 @@ def ppo_step(
     mask = batch.response_mask
     check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
     # 2. score; responses that never stop are penalised (they would otherwise be truncated text)
-    scores = reward_fn(batch.prompts, batch.responses).to(batch.logprobs.device).float()  # (B,)
-    check_finite(scores.mean().item(), "reward")
-    scores = scores - cfg.missing_eos_penalty * (~batch.finished).float()
+    raw_scores = reward_fn(batch.prompts, batch.responses).to(batch.logprobs.device).float()  # (B,)
+    check_finite(raw_scores.mean().item(), "reward")
+    scores = raw_scores - cfg.missing_eos_penalty * (~batch.finished).float()
+    constraint_stats = {}
+    if cost_fn is not None:  # Safe RLHF: the Lagrangian reward - lambda * cost (Dai et al. 2023)
+        costs = cost_fn(batch.prompts, batch.responses).to(scores.device).float()  # (B,)
+        check_finite(costs.mean().item(), "cost")
+        scores = scores - lagrange.value * costs
+        constraint_stats = {
+            "objective/cost": float(costs.mean()),
+            "objective/lagrange_multiplier": lagrange.value,
+        }
     # 3. per-token rewards: the score on the last token, minus kl_coef * KL at every token
     rewards, reward_stats = shaped_rewards(
         scores, batch.logprobs, batch.ref_logprobs, mask, kl_ctl.value, cfg.kl_estimator
@@ -415,9 +443,7 @@ def ppo_step(
     stats.update(reward_stats)
     stats.update(
         {
-            "objective/scores_raw": float(
-                scores.mean() + cfg.missing_eos_penalty * (~batch.finished).float().mean()
-            ),
+            "objective/scores_raw": float(raw_scores.mean()),  # before the EOS penalty and any cost
             "response/length": float(mask.sum(1).float().mean()),
             "response/eos_rate": float(batch.finished.float().mean()),
             "time/generation_share": generation_seconds / max(time.monotonic() - started, 1e-9),
@@ -428,7 +454,10 @@ def ppo_step(
         stats["value/explained_variance"] = explained_variance(batch.values, returns, mask)
     if gold_fn is not None:
         stats.update(gold_fn(batch.prompts, batch.responses))
+    stats.update(constraint_stats)
     stats = mean_over_processes(stats, accelerator)
+    if lagrange is not None:  # dual ascent on the cost of all processes' responses
+        lagrange.update(stats["objective/cost"])
     # 6. the KL controller steers the measured KL (over all processes) toward its target
     kl_ctl.update(stats["objective/kl"], len(prompts) * num_processes)
     stats["objective/kl_coef"] = kl_ctl.value
@@ -487,7 +516,7 @@ def train(
         share_frozen_modules,
     )
     from rlhf.rewards import load_reward_source
-    from rlhf.rl_math import AdaptiveKLController, FixedKLController
+    from rlhf.rl_math import AdaptiveKLController, FixedKLController, LagrangeMultiplier
     from rlhf.world import corpus
     from rlhf.world.report import resolve_world_model
 
@@ -523,6 +552,14 @@ def train(
             share_frozen_modules(policy, ref_policy)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device)
+    cost_fn = (
+        load_reward_source(cfg.cost, cfg.cost_weights, cfg.normalize_rewards, device=device)
+        if cfg.cost
+        else None
+    )
+    lagrange = (
+        LagrangeMultiplier(cfg.lagrange_init, cfg.cost_threshold, cfg.lagrange_lr) if cfg.cost else None
+    )
 
     # 2. prompts
     prompts = (
@@ -568,6 +605,8 @@ def train(
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         kl_ctl.load_state_dict(blob["kl_controller"])
+        if lagrange is not None and blob.get("lagrange") is not None:
+            lagrange.load_state_dict(blob["lagrange"])
         torch_rng, generator_state = blob["process_rng"][rank]
         torch.set_rng_state(torch_rng)
         generator.set_state(generator_state)
@@ -594,6 +633,8 @@ def train(
             generator,
             world_gold_stats,
             accelerator,
+            cost_fn,
+            lagrange,
         )
         history.append(stats)
         if logger is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
@@ -610,6 +651,7 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "kl_controller": kl_ctl.state_dict(),
+                    "lagrange": lagrange.state_dict() if lagrange is not None else None,
                     "process_rng": process_rng,
                     "python_rng": rng.getstate(),
                     "order": order,
