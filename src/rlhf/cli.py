@@ -631,6 +631,59 @@ def ilql_generate(
         typer.echo(f"wrote {len(rows)} rows to {out}")
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_policy(
+    policy: Annotated[str, typer.Option("--policy", help="The policy to evaluate (directory or 'world').")],
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="The policy to compare with ('world' = initial LM).")
+    ] = "world",
+    judge: Annotated[
+        str,
+        typer.Option(
+            "--judge", help="'gold' (the world's hidden utility) or a reward model / module:function."
+        ),
+    ] = "gold",
+    prompts: Annotated[
+        str | None,
+        typer.Option("--prompts", "-p", help="Prompt file (field 'prompt'); default: world prompts."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="World prompts when no file is given.")] = 256,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Maximum tokens per response.")] = 64,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Win rate of a policy against a baseline on the same prompts, mean scores, KL, response kinds."""
+    import json
+
+    from rlhf.data import load_prompts
+    from rlhf.evaluation import evaluate
+    from rlhf.models import load_tokenizer, resolve_model_path
+    from rlhf.world.report import resolve_world_model
+
+    cfg = _config(config, sets)
+    texts = None
+    if prompts:
+        tokenizer = load_tokenizer(
+            resolve_model_path(resolve_world_model(policy, cfg.world, cfg.run.progress))
+        )
+        texts = load_prompts(prompts, tokenizer=tokenizer)
+    result = evaluate(
+        cfg, policy, baseline, judge, texts, n, cfg.run.seed if seed is None else seed, max_new_tokens
+    )
+    _print_metrics({k: v for k, v in result.items() if isinstance(v, int | float)})
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
 # ----------------------------------------------------------------------------- bench
 
 

@@ -1,6 +1,7 @@
-"""Evaluation of trained policies: KL to a reference on the policy's own samples (more to come: win rates,
-curves and the report of the closed loop)."""
+"""Evaluation of trained policies: KL to a reference on the policy's own samples, and head-to-head win
+rates against a baseline judged by the world's gold or by a reward model."""
 
+from rlhf.evaluation.compare import evaluate, win_rate
 from rlhf.evaluation.kl import sampled_kl
 
-__all__ = ["sampled_kl"]
+__all__ = ["evaluate", "sampled_kl", "win_rate"]
