@@ -45,6 +45,27 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_training_steps(
+    model, optimizer, batches: list, warmup: int, bf16: bool, loss_of, after_step=None
+) -> list[float]:
+    """Seconds of each optimiser step after the first `warmup`: loss (bf16 autocast on request),
+    backward, clip to 1.0, step, then `after_step`."""
+    timings = []
+    for i, batch in enumerate(batches):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
+        if i >= warmup:
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
 def bench_pairs(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> list:
     """World pairs whose prompt+response is about `target_tokens` long: responses of one request are
     concatenated until long enough (the reference configuration has sequences of about 75 tokens)."""
@@ -98,19 +119,11 @@ def bench_reward(
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         boot = torch.ones(1, batch_size)
         model.train()
-        timings = []
-        for i, batch in enumerate(batches):
-            started = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss, _ = pair_loss(
-                    model, batch, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot
-                )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if i >= warmup:
-                timings.append(time.perf_counter() - started)
+
+        timings = time_training_steps(
+            model, optimizer, batches, warmup, precision == "bf16",
+            lambda b: pair_loss(model, b, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot)[0],  # noqa: B023 - called within this iteration
+        )  # fmt: skip
         per_step = float(np.median(timings))
         runs.append(
             {
@@ -328,17 +341,11 @@ def bench_dpo(
         reference_seconds = time.perf_counter() - started
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         model.train()
-        timings = []
-        for i, batch in enumerate(batches):
-            started = time.perf_counter()
-            with autocast:
-                loss, _ = batch_loss(model, batch, "cpu", dpo_cfg)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if i >= warmup:
-                timings.append(time.perf_counter() - started)
+
+        timings = time_training_steps(
+            model, optimizer, batches, warmup, precision == "bf16",
+            lambda b: batch_loss(model, b, "cpu", dpo_cfg)[0],  # noqa: B023 - called within this iteration
+        )  # fmt: skip
         per_step = float(np.median(timings))
         n_pairs = sum(len(b) for b in batches)
         runs.append(
@@ -403,17 +410,11 @@ def bench_ilql(
                 for p in pairs for text in (p.chosen, p.rejected)]  # fmt: skip
         batches = make_batches(rows, tokenizer, ilql_cfg)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        timings = []
-        for i, batch in enumerate(batches):
-            started = time.perf_counter()
-            loss, _ = batch_loss(model, batch, "cpu", ilql_cfg)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            model.heads.update_targets(ilql_cfg.target_update)
-            if i >= warmup:
-                timings.append(time.perf_counter() - started)
+        timings = time_training_steps(
+            model, optimizer, batches, warmup, False,
+            lambda b: batch_loss(model, b, "cpu", ilql_cfg)[0],  # noqa: B023 - called within this iteration
+            after_step=lambda: model.heads.update_targets(ilql_cfg.target_update),  # noqa: B023 - same
+        )  # fmt: skip
         per_step = float(np.median(timings))
         runs.append(
             {

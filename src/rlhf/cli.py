@@ -356,10 +356,7 @@ def reward_train(
 
     cfg = _config(config, sets)
     _apply(cfg.reward, data=data, model=model, eval_data=eval_data, on_error=on_error)
-    if seed is not None:
-        cfg.run.seed = seed
-    if out is None:
-        raise UserError("give --out DIR for the trained reward model")
+    _set_seed_and_require_out(cfg, seed, out, "reward model")
     result = train(cfg.reward, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
     _report_training(result, "reward model")
 
@@ -433,6 +430,14 @@ def _apply(section, **values) -> None:
     validate_all(section)
 
 
+def _set_seed_and_require_out(cfg, seed: int | None, out: Path | None, what: str) -> None:
+    """What every training command checks first: --seed overrides the config, --out is required."""
+    if seed is not None:
+        cfg.run.seed = seed
+    if out is None:
+        raise UserError(f"give --out DIR for the trained {what}")
+
+
 def _report_training(result, what: str) -> None:
     """The end of an offline training command: a time-boxed stop, or the metrics and where it went."""
     if not result.metrics:  # a non-main process of a data-parallel run: the main one reports
@@ -480,10 +485,7 @@ def ppo_train(
 
     cfg = _config(config, sets)
     _apply(cfg.ppo, policy=policy, reward=reward, prompts=prompts)
-    if seed is not None:
-        cfg.run.seed = seed
-    if out is None:
-        raise UserError("give --out DIR for the trained policy")
+    _set_seed_and_require_out(cfg, seed, out, "policy")
     result = train(cfg.ppo, cfg.run, out, world=cfg.world, show_progress=cfg.run.progress, resume=resume)
     if len(result.history) < cfg.ppo.steps:
         typer.echo(
@@ -520,10 +522,7 @@ def dpo_train(
 
     cfg = _config(config, sets)
     _apply(cfg.dpo, data=data, model=model, eval_data=eval_data, on_error=on_error)
-    if seed is not None:
-        cfg.run.seed = seed
-    if out is None:
-        raise UserError("give --out DIR for the trained policy")
+    _set_seed_and_require_out(cfg, seed, out, "policy")
     result = train(cfg.dpo, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
     _report_training(result, "policy")
 
@@ -560,10 +559,7 @@ def ilql_train(
 
     cfg = _config(config, sets)
     _apply(cfg.ilql, data=data, model=model, reward=reward, on_error=on_error)
-    if seed is not None:
-        cfg.run.seed = seed
-    if out is None:
-        raise UserError("give --out DIR for the trained model")
+    _set_seed_and_require_out(cfg, seed, out, "model")
     result = train(cfg.ilql, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
     _report_training(result, "ILQL model")
 
