@@ -1095,6 +1095,124 @@ def bench_reliability(
     typer.echo(f"wrote {out}")
 
 
+# ----------------------------------------------------------------------------- closed loop, report, demo
+
+
+@app.command("loop")
+def loop_run(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (rounds, labels, report).")
+    ] = None,
+    labellers: Annotated[
+        str | None,
+        typer.Option("--labellers", help="panel (simulated) or web (people, via rlhf label serve)."),
+    ] = None,
+    algorithm: Annotated[
+        str | None, typer.Option("--algorithm", help="Policy update: ppo, dpo or ilql.")
+    ] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Number of rounds.")] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Feedback store URL (default: sqlite in the run directory).")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out: finished rounds and phases are kept.")
+    ] = False,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write <out>/report.html at the end.")
+    ] = True,
+) -> None:
+    """Iterative online RLHF: rounds of sample, acquire, label, reward model, policy update, evaluation."""
+    from rlhf.loop import run_loop
+
+    cfg = _config(config, sets)
+    _apply(cfg.loop, labellers=labellers, algorithm=algorithm, rounds=rounds, store=store)
+    _set_seed_and_require_out(cfg, seed, out, "run")
+    result = run_loop(cfg, out, resume=resume, show_progress=cfg.run.progress, log=typer.echo)
+    first, last = result.rounds[0]["eval"], result.rounds[-1]["eval"]
+    typer.echo(f"gold helpfulness {first['gold_helpfulness']:.3f} -> {last['gold_helpfulness']:.3f}; harmful "
+               f"share {first['harmful_share']:.3f} -> {last['harmful_share']:.3f}; KL {last['kl']:.2f}")  # fmt: skip
+    if report:
+        from rlhf.evaluation.report import write_report
+
+        typer.echo(f"report: {write_report(out)}")
+
+
+@app.command("report")
+def report_write(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of rlhf loop or rlhf demo.")],
+    active_results: Annotated[
+        Path | None,
+        typer.Option("--active-results", help="An `rlhf bench active` JSON to plot beside the run."),
+    ] = None,
+) -> None:
+    """Write RUN_DIR/report.html with PNG plots (rewards, KL, reward-model accuracy, frontier, labellers, samples)."""
+    from rlhf.evaluation.report import write_report
+
+    typer.echo(f"report: {write_report(run_dir, active_results)}")
+
+
+@app.command("frontier")
+def frontier_sweep(
+    reward: Annotated[
+        str, typer.Option("--reward", "-r", help="Reward model with helpful and harmless heads.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for frontier.json, frontier.png and policies.")
+    ],
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Harm weights of the weighted sum, e.g. 0,1,3.")
+    ] = None,
+    thresholds: Annotated[
+        str | None, typer.Option("--thresholds", help="Safe RLHF cost bounds, e.g. -0.5,-1 (normalised).")
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Train PPO policies that trade helpfulness for harmlessness differently; plot the frontier."""
+    from rlhf.evaluation.frontier import run_frontier
+
+    cfg = _config(config, sets)
+    if seed is not None:
+        cfg.run.seed = seed
+    for name, text in (("harm_weights", weights), ("cost_thresholds", thresholds)):
+        if text is not None:
+            try:
+                setattr(cfg.frontier, name, [float(v) for v in text.split(",") if v.strip()])
+            except ValueError:
+                raise UserError(
+                    f"--{name.split('_')[0]}s: expected numbers separated by commas, got {text!r}"
+                ) from None
+    run_frontier(cfg, cfg.frontier, reward, out, cfg.run.progress, typer.echo)
+    typer.echo(f"wrote {out / 'frontier.json'} and {out / 'frontier.png'}")
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where the run, report.html and summary.json go.")
+    ] = Path("runs/demo"),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted demo in --out.")] = False,
+    frontier: Annotated[
+        bool, typer.Option("--frontier/--no-frontier", help="Train the frontier sweep.")
+    ] = True,
+    active_results: Annotated[
+        Path | None, typer.Option("--active-results", help="An `rlhf bench active` JSON for the report.")
+    ] = None,
+) -> None:
+    """The end-to-end demo on the bundled world: a short closed loop, then report.html and summary.json."""
+    from rlhf.demo import format_summary, run_demo
+
+    summary = run_demo(out, str(config) if config else None, sets or [], resume=resume, frontier=frontier,
+                       active_results=active_results, log=typer.echo)  # fmt: skip
+    typer.echo(format_summary(summary, out))
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -12,6 +12,8 @@ from rlhf.algorithms.ilql import ILQLConfig
 from rlhf.algorithms.ppo import PPOConfig
 from rlhf.algorithms.reward import RewardConfig
 from rlhf.config import RunConfig, load_config
+from rlhf.evaluation.frontier import FrontierConfig
+from rlhf.loop import LoopConfig
 from rlhf.world.build import WorldConfig
 from rlhf.world.panel import PanelConfig
 
@@ -34,6 +36,12 @@ class RootConfig:
     )
     ilql: ILQLConfig = field(
         default_factory=ILQLConfig, metadata={"help": "ILQL offline RL on logged rewards."}
+    )
+    loop: LoopConfig = field(
+        default_factory=LoopConfig, metadata={"help": "The closed loop of iterative online RLHF."}
+    )
+    frontier: FrontierConfig = field(
+        default_factory=FrontierConfig, metadata={"help": "The helpful-harmless frontier sweep."}
     )
 
 

@@ -35,6 +35,11 @@ class PPOConfig:
     policy: str = help_field(
         "world", "Initial policy: causal LM directory or cached id; 'world' = the world model."
     )
+    reference: str = help_field(
+        "",
+        "Reference of the KL penalty: a causal LM directory ('world' = the world model); empty = a frozen "
+        "copy of `policy`. Iterative RLHF sets it to the first policy while `policy` is the last round's.",
+    )
     reward: str = help_field(
         "", "Reward: a reward-model directory, or module:function taking (prompts, responses)."
     )
@@ -485,6 +490,7 @@ STATE_FILE = "ppo_state.pt"
 class PPOResult:
     out: Path
     history: list[dict[str, float]]
+    lagrange: float | None = None  # Safe RLHF: the multiplier after the last dual-ascent step
 
 
 def train(
@@ -531,9 +537,8 @@ def train(
     rng = random.Random(run.seed)  # the same prompt order everywhere; each process takes its own share
 
     # 1. models: the policy, its critic (a head on its trunk or a separate copy), a frozen reference
-    policy, tokenizer = load_causal_lm(
-        resolve_world_model(cfg.policy, world, show_progress and is_main), device=device, dtype=run.dtype
-    )
+    policy_path = resolve_world_model(cfg.policy, world, show_progress and is_main)
+    policy, tokenizer = load_causal_lm(policy_path, device=device, dtype=run.dtype)
     disable_dropout(policy)
     critic = None
     if cfg.advantage == "gae":
@@ -541,8 +546,23 @@ def train(
         if isinstance(critic, nn.Linear):
             nn.init.zeros_(critic.weight)
             nn.init.zeros_(critic.bias)
+        # a policy saved by an earlier PPO run brings its critic: a warm value estimate (iterative RLHF)
+        saved_critic = Path(policy_path) / ("critic.pt" if cfg.critic == "separate" else "value_head.pt")
+        if saved_critic.is_file():
+            critic.load_state_dict(torch.load(saved_critic, map_location="cpu", weights_only=True))
         critic.to(device)
-    if cfg.lora_r > 0:  # the reference is the same weights with the adapters off: no second copy
+    if cfg.reference:
+        ref_policy, _ = load_causal_lm(
+            resolve_world_model(cfg.reference, world, show_progress and is_main),
+            device=device,
+            dtype=run.dtype,
+        )
+        ref_policy.eval().requires_grad_(False)
+        if cfg.lora_r > 0:
+            add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
+        elif cfg.trainable_layers >= 0:
+            freeze_lower_layers(policy, cfg.trainable_layers)
+    elif cfg.lora_r > 0:  # the reference is the same weights with the adapters off: no second copy
         add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
         ref_policy = AdaptersDisabled(policy)
     else:
@@ -665,7 +685,7 @@ def train(
     if logger is not None:
         logger.close()
     if last_step < cfg.steps:  # time-boxed: the checkpoint holds the run, --resume continues it
-        return PPOResult(out, history)
+        return PPOResult(out, history, lagrange.value if lagrange is not None else None)
 
     # 5. save the policy (plain transformers) and the critic beside it, atomically
     def write_critic(path: Path) -> None:
@@ -685,4 +705,4 @@ def train(
             out, merged_copy(policy), tokenizer, extra_files=extra, carry=("logs", CHECKPOINT_DIR)
         )
     accelerator.wait_for_everyone()
-    return PPOResult(out, history)
+    return PPOResult(out, history, lagrange.value if lagrange is not None else None)

@@ -15,6 +15,7 @@ import numpy as np
 
 from rlhf.feedback.records import Candidate, LabelIn
 from rlhf.feedback.store import FeedbackStore
+from rlhf.world.panel import QUESTIONS
 
 # the panel's strengths 1..4 (slightly, better, much, definitely better) on the store's scale
 PANEL_STRENGTH = {1: "slightly_better", 2: "better", 3: "much_better", 4: "much_better"}
@@ -49,9 +50,13 @@ def push_acquired(store: FeedbackStore, items, picks, scores, **kw) -> list[int]
 
 
 def register_panel(store: FeedbackStore, panel) -> dict[int, object]:
-    """Add each simulated labeller to the store (onboarded: the panel has no onboarding to do);
-    returns {store labeller id: panel Labeller}."""
-    return {store.add_labeller(lab.spec.name, onboarded=True)[0].id: lab for lab in panel.labellers}
+    """Add each simulated labeller to the store (onboarded: the panel has no onboarding to do), or find
+    the one a previous run added; returns {store labeller id: panel Labeller}."""
+    ids = {}
+    for lab in panel.labellers:
+        known = store.labeller_by_name(lab.spec.name)
+        ids[known.id if known else store.add_labeller(lab.spec.name, onboarded=True)[0].id] = lab
+    return ids
 
 
 def answer_task(task, labeller, rng: np.random.Generator) -> LabelIn:
@@ -59,8 +64,9 @@ def answer_task(task, labeller, rng: np.random.Generator) -> LabelIn:
     ids = [r.id for r in task.responses]
     texts = [r.text for r in task.responses]
     request_id = f"sim-{labeller.spec.name}-{task.id}"
+    question = task.objective if task.objective in QUESTIONS else "helpful"
     if task.kind == "pairwise":
-        c = labeller.compare(task.prompt, texts[0], texts[1], rng)
+        c = labeller.compare(task.prompt, texts[0], texts[1], rng, question=question)
         if c.choice is None:
             return LabelIn(
                 task.id, request_id, choice=None, strength="tie", seconds=c.seconds, displayed_order=ids
@@ -68,12 +74,12 @@ def answer_task(task, labeller, rng: np.random.Generator) -> LabelIn:
         return LabelIn(task.id, request_id, choice=ids[c.choice], strength=PANEL_STRENGTH[c.strength],
                        seconds=c.seconds, displayed_order=ids)  # fmt: skip
     if task.kind == "ranking":
-        r = labeller.rank(task.prompt, texts, rng)
+        r = labeller.rank(task.prompt, texts, rng, question=question)
         return LabelIn(
             task.id, request_id, ranking=[ids[i] for i in r.order], seconds=r.seconds, displayed_order=ids
         )
     if task.kind == "rating":
-        r = labeller.rate(task.prompt, texts[0], rng)
+        r = labeller.rate(task.prompt, texts[0], rng, question=question)
         return LabelIn(task.id, request_id, rating=r.score, seconds=r.seconds, displayed_order=ids)
     raise ValueError(f"simulated labellers do not answer {task.kind!r} tasks")
 

@@ -155,6 +155,11 @@ class FeedbackStore:
         except IntegrityError as exc:
             raise Conflict(f"a labeller named {name!r} already exists") from exc
 
+    def labeller_by_name(self, name: str) -> LabellerView | None:
+        with self.read() as s:
+            labeller = s.scalars(select(Labeller).where(Labeller.name == name)).first()
+            return _labeller_view(labeller) if labeller else None
+
     def labeller_by_token(self, token: str) -> LabellerView | None:
         if not token or len(token) > 200:
             return None
@@ -479,9 +484,13 @@ class FeedbackStore:
                 raise NotFound(f"label {label_id} not found among your labels")
             return _label_view(s, label)
 
-    def count_labels(self) -> int:
+    def count_labels(self, task_ids: Sequence[int] | None = None) -> int:
+        """Labels stored, all of them or those answering `task_ids`."""
+        query = select(func.count()).select_from(Label)
+        if task_ids is not None:
+            query = query.where(Label.task_id.in_(list(task_ids)))
         with self.read() as s:
-            return s.scalar(select(func.count()).select_from(Label))
+            return s.scalar(query)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,0 +1,105 @@
+"""The helpfulness-harmlessness frontier: `rlhf frontier`.
+
+One reward model with helpful and harmless heads; several PPO policies trained from the same initial
+policy, each trading the two off differently -- a fixed weight on the harmless head (the weighted sum)
+or a bound on the expected harm cost (Safe RLHF's constraint, Dai et al. 2023) -- and each evaluated by
+the world's hidden gold on the same prompts as the loop's rounds. The points, and the frontier of those
+no other point beats on both axes, go to `<out>/frontier.json` and `<out>/frontier.png`; inside a loop
+run directory the report draws them beside the rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import ConfigError, help_field
+from rlhf.errors import UserError
+
+
+@dataclass
+class FrontierConfig:
+    """`rlhf frontier`: PPO policies between helpful and harmless."""
+
+    harm_weights: list[float] = help_field(
+        [0.0, 1.0, 3.0],
+        "Weighted sum: one policy per weight w on the harmless head (helpful + w * harmless).",
+    )
+    cost_thresholds: list[float] = help_field(
+        [], "Safe RLHF: one policy per bound on the mean harm cost (normalised units)."
+    )
+    steps: int = help_field(20, "PPO iterations per policy.")
+
+    def validate(self) -> None:
+        if not self.harm_weights and not self.cost_thresholds:
+            raise ConfigError("frontier: give at least one harm weight or cost threshold")
+        if self.steps < 1:
+            raise ConfigError(f"frontier.steps must be at least 1; got {self.steps}")
+
+
+def settings(cfg: FrontierConfig) -> list[tuple[str, str, float]]:
+    """(name, method, parameter) per policy of the sweep."""
+    return [(f"w={w:g}", "weighted", w) for w in cfg.harm_weights] + [
+        (f"cost<={t:g}", "lagrangian", t) for t in cfg.cost_thresholds
+    ]
+
+
+def run_frontier(
+    root: Any,
+    cfg: FrontierConfig,
+    reward_dir: str | Path,
+    out: str | Path,
+    show_progress: bool = True,
+    log=print,
+) -> list[dict[str, Any]]:
+    """Train and evaluate one policy per setting; write `<out>/frontier.json` and `<out>/frontier.png`."""
+    from rlhf.algorithms import ppo
+    from rlhf.evaluation.report import FRONTIER_FILE, pareto_front, plot_frontier
+    from rlhf.loop import OBJECTIVES, Policy, eval_prompts, evaluate_policy, write_json_atomic
+    from rlhf.models import load_causal_lm
+    from rlhf.reward_model import load_reward_model
+    from rlhf.world.report import resolve_world_model
+
+    cfg.validate()
+    reward_dir = Path(reward_dir).expanduser()
+    model, _ = load_reward_model(str(reward_dir), device="cpu")
+    missing = [o for o in OBJECTIVES if o not in model.objectives]
+    if missing:
+        raise UserError(f"{reward_dir}: the frontier needs helpful and harmless heads; it lacks {missing}")
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    initial = str(resolve_world_model(root.loop.policy, root.world, show_progress))
+    reference, _ = load_causal_lm(initial, device="cpu")
+    prompts = eval_prompts(root.loop)
+    points = []
+    for name, method, value in settings(cfg):
+        policy_dir = out / "frontier" / name.replace("<=", "_le_").replace("=", "_")
+        ppo_cfg = dataclasses.replace(
+            root.ppo, policy=initial, reference="", reward=str(reward_dir), steps=cfg.steps,
+            normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
+        )  # fmt: skip
+        if method == "weighted":
+            ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": value}
+        else:
+            ppo_cfg.cost, ppo_cfg.cost_weights, ppo_cfg.cost_threshold = (
+                str(reward_dir),
+                {"harmless": -1.0},
+                value,
+            )
+        result = ppo.train(ppo_cfg, root.run, policy_dir, world=root.world, show_progress=show_progress)
+        figures, _ = evaluate_policy(Policy(str(policy_dir)), reference, prompts, root.loop.max_new_tokens,
+                                     reward_dir, True)  # fmt: skip
+        point = {"name": name, "method": method, "parameter": value, "policy": str(policy_dir), **figures}
+        if result.lagrange is not None:
+            point["lagrange"] = result.lagrange
+        points.append(point)
+        log(f"{name}: gold helpfulness {figures['gold_helpfulness']:.3f}, harmful share "
+            f"{figures['harmful_share']:.2f}, KL {figures['kl']:.2f}")  # fmt: skip
+    front = pareto_front([(p["gold_helpfulness"], p["harmful_share"]) for p in points])
+    for i, p in enumerate(points):
+        p["on_frontier"] = i in front
+    write_json_atomic(out / FRONTIER_FILE, points)
+    plot_frontier([], points, out / "frontier.png")
+    return points

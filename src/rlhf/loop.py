@@ -1,0 +1,725 @@
+"""The closed loop of iterative online RLHF: `rlhf loop` and the demo's engine.
+
+Each round reads as the method (Bai et al. 2022, section 4.5; Ouyang et al. 2022):
+1. sample: two responses from the current policy to each prompt of a fresh pool (helpfulness pairs on
+   any request, harmlessness pairs on risky ones);
+2. acquire: the reward-model ensemble of the last round scores every candidate pair and an acquisition
+   function picks the `labels_per_round` most informative (the first round, with no model yet, picks
+   at random); a share of them goes to several labellers, so agreement can be measured;
+3. label: the picks go into the feedback store's queue; the simulated panel answers them through the
+   same store calls the web app makes, or people do through `rlhf label serve` (`labellers=web`: the
+   loop waits until the round's labels are in);
+4. reward model: a helpful + harmless ensemble trained on every label so far (warm-started from the
+   last round's backbone), normalised on the initial policy's samples;
+5. policy: PPO (or DPO / ILQL) from the current policy, with the KL penalty to the *initial* policy;
+   the harm cost enters as a fixed weight or as the Safe RLHF constraint (Lagrange multiplier);
+6. evaluate: gold helpfulness, harmful-answer share on risky requests, proxy reward and KL to the
+   initial policy, on fixed prompts.
+
+Every phase writes its output atomically into `round_NN.partial/`; a finished round is renamed
+`round_NN/`. `--resume` keeps the finished rounds and the finished phases of the interrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf.config import ConfigError, help_field
+from rlhf.errors import UserError
+from rlhf.feedback.acquisition import METHODS
+
+PHASES = ("sample", "acquire", "label", "reward", "policy", "evaluate")
+ALGORITHMS = ("ppo", "dpo", "ilql")
+SAFETY = ("lagrangian", "weighted", "none")
+LOOP_CONFIG = "loop_config.yaml"
+ROUND_RECORD = "round.json"
+METRICS_FILE = "metrics.jsonl"
+REFERENCE_SAMPLES = "reference_samples.jsonl"  # initial-policy samples the reward model is normalised on
+OBJECTIVES = ("helpful", "harmless")
+
+
+@dataclass
+class LoopConfig:
+    """`rlhf loop`: rounds of sample -> acquire -> label -> reward model -> policy -> evaluate."""
+
+    policy: str = help_field(
+        "world",
+        "Initial policy (causal LM directory; 'world' = the world model); the KL reference throughout.",
+    )
+    rounds: int = help_field(3, "Number of rounds.")
+    labels_per_round: int = help_field(400, "Comparisons acquired and labelled per round.")
+    harmless_share: float = help_field(
+        0.25, "Share of each round's comparisons asking 'which is less harmful?' (on risky requests)."
+    )
+    pool_per_label: int = help_field(4, "Candidate pairs sampled per comparison acquired.")
+    acquisition: str = help_field("entropy", f"Acquisition function: {', '.join(METHODS)}.")
+    first_acquisition: str = help_field(
+        "random", "Acquisition of the first round, before any reward model exists."
+    )
+    overlap_share: float = help_field(
+        0.1, "Share of comparisons given to several labellers (agreement and reliability statistics)."
+    )
+    overlap_labellers: int = help_field(3, "Labellers per overlapped comparison.")
+    labellers: str = help_field(
+        "panel", "'panel': the simulated labeller panel; 'web': people, through `rlhf label serve`."
+    )
+    store: str = help_field(
+        "", "Feedback store URL (SQLite or PostgreSQL); empty = sqlite:///RUN_DIR/feedback.db."
+    )
+    project: str = help_field("loop", "Project name in the feedback store (`rlhf label serve --project`).")
+    web_poll_seconds: float = help_field(5.0, "labellers=web: seconds between checks for new labels.")
+    web_timeout_seconds: float = help_field(
+        0.0, "labellers=web: go on with the labels in after this long (0 = wait for all of them)."
+    )
+    algorithm: str = help_field("ppo", "Policy update: ppo (config section ppo), dpo or ilql.")
+    safety: str = help_field(
+        "lagrangian",
+        "How the harm cost (the negated harmless head) enters: 'lagrangian' (Safe RLHF: maximise "
+        "helpfulness subject to cost <= cost_threshold), 'weighted' (helpful + harm_weight * harmless), "
+        "'none' (helpfulness only).",
+    )
+    harm_weight: float = help_field(1.0, "safety=weighted (and ILQL's rewards): weight of the harmless head.")
+    cost_threshold: float = help_field(
+        -0.5,
+        "safety=lagrangian: bound on the mean cost, in standard deviations of the initial policy's "
+        "harmless scores (-0.5: half a std more harmless than the initial policy).",
+    )
+    policy_steps: int = help_field(20, "PPO iterations per round (DPO / ILQL: optimiser steps).")
+    reward_epochs: float = help_field(2.0, "Reward-model epochs over all labels so far, each round.")
+    reward_ensemble: int = help_field(3, "Reward-model ensemble heads (the acquisition's uncertainty).")
+    warm_start_reward: bool = help_field(
+        True, "Start each round's reward model from the last round's backbone (heads start fresh)."
+    )
+    eval_prompts: int = help_field(256, "Prompts (all request kinds) of the gold and KL evaluation.")
+    eval_risky_prompts: int = help_field(128, "Risky requests on which the response kinds are counted.")
+    showcase_prompts: int = help_field(8, "Fixed prompts whose responses the report shows each round.")
+    gold_test_pairs: int = help_field(500, "Corpus pairs with a gold order for reward-model accuracy.")
+    max_new_tokens: int = help_field(48, "Response length when sampling.")
+
+    def validate(self) -> None:
+        choices = {
+            "acquisition": (self.acquisition, METHODS),
+            "first_acquisition": (self.first_acquisition, METHODS),
+            "labellers": (self.labellers, ("panel", "web")),
+            "algorithm": (self.algorithm, ALGORITHMS),
+            "safety": (self.safety, SAFETY),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"loop.{key} must be one of {', '.join(allowed)}; got {value!r}")
+        for key in ("rounds", "labels_per_round", "pool_per_label", "overlap_labellers", "policy_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"loop.{key} must be at least 1; got {getattr(self, key)}")
+        for key in ("harmless_share", "overlap_share"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"loop.{key} must be in [0, 1]; got {getattr(self, key)}")
+        if self.reward_ensemble < 2 and self.acquisition not in ("random", "diverse"):
+            raise ConfigError(
+                f"loop.acquisition={self.acquisition} reads ensemble disagreement: "
+                "loop.reward_ensemble must be at least 2"
+            )
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def round_dir(run_dir: Path, index: int, partial: bool = False) -> Path:
+    return run_dir / (f"round_{index:02d}" + (".partial" if partial else ""))
+
+
+def finished_rounds(run_dir: Path) -> list[int]:
+    return sorted(
+        int(p.name.split("_")[1]) for p in run_dir.glob("round_[0-9][0-9]") if (p / ROUND_RECORD).is_file()
+    )
+
+
+def read_round(run_dir: Path, index: int) -> dict[str, Any]:
+    return json.loads((round_dir(run_dir, index) / ROUND_RECORD).read_text())
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+
+
+def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    from rlhf.io import write_jsonl
+
+    write_jsonl(path, rows)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    from rlhf.io import read_jsonl
+
+    return read_jsonl(path)
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+def is_ilql_dir(path: str | Path) -> bool:
+    from rlhf.algorithms.ilql import HEADS_FILE
+
+    return (Path(path) / HEADS_FILE).is_file()
+
+
+class Policy:
+    """A policy of the loop, whatever trained it: `sample` draws responses, `kl_to` measures the sampled
+    KL to a reference LM. An ILQL directory samples with its Q/V heads steering the LM."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from rlhf.models import load_causal_lm
+
+        self.path = path
+        self.ilql = None
+        if is_ilql_dir(path):
+            from rlhf.algorithms.ilql import load_ilql
+
+            self.ilql, self.tokenizer, self.generation = load_ilql(path, device=device)
+            self.lm = self.ilql.lm
+        else:
+            self.lm, self.tokenizer = load_causal_lm(path, device=device)
+
+    def sample(self, prompts: list[str], seed: int, max_new_tokens: int):
+        from rlhf.rollout import SamplingConfig, sample
+
+        if self.ilql is not None:
+            from rlhf.algorithms.ilql import generate
+
+            return generate(self.ilql, self.tokenizer, prompts, self.generation["beta"],
+                            self.generation["top_k"], max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
+        return sample(
+            self.lm, self.tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens), seed=seed
+        )
+
+    def kl_to(self, reference, samples) -> float:
+        from rlhf.evaluation.kl import sampled_kl
+
+        policy = None if self.ilql is not None else self.lm
+        return float(np.mean(sampled_kl(policy, reference, self.tokenizer, samples)))
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def sample_pool(policy: Policy, cfg: LoopConfig, seed: int) -> list[dict[str, Any]]:
+    """Candidate pairs: two samples of the policy per prompt, identical or empty ones dropped."""
+    from rlhf.world import corpus
+
+    n_harmless = round(cfg.labels_per_round * cfg.harmless_share)
+    wanted = {"helpful": cfg.labels_per_round - n_harmless, "harmless": n_harmless}
+    rows: list[dict[str, Any]] = []
+    for offset, objective in enumerate(OBJECTIVES):
+        if wanted[objective] == 0:
+            continue
+        kinds = ("risky",) if objective == "harmless" else None
+        prompts = corpus.sample_prompts(wanted[objective] * cfg.pool_per_label, seed * 7 + offset, kinds)
+        twice = policy.sample(prompts + prompts, seed * 7 + offset, cfg.max_new_tokens)
+        half = len(prompts)
+        for prompt, a, b in zip(prompts, twice.responses[:half], twice.responses[half:], strict=True):
+            # the store refuses NUL (PostgreSQL text cannot hold it); a tiny LM can emit one
+            if a and b and a != b and "\x00" not in a + b:
+                rows.append({"prompt": prompt, "a": a, "b": b, "objective": objective})
+    return rows
+
+
+def member_scores(model_dir: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Every ensemble member's score of every text: (B, N members, H objectives)."""
+    import torch
+
+    from rlhf.reward_model import load_reward_model, pad_right, tokenize_texts
+
+    model, tokenizer = load_reward_model(str(model_dir), device="cpu")
+    rows = tokenize_texts(tokenizer, texts, 512)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = np.zeros((len(rows), model.meta.ensemble_size, len(model.objectives)), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(order), 64):
+            idx = order[start : start + 64]
+            input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, "cpu")
+            out[idx] = model(input_ids, mask).float().numpy()
+    return out, list(model.objectives)
+
+
+def acquire_pairs(
+    pool: list[dict[str, Any]], cfg: LoopConfig, reward_dir: Path | None, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Pick each objective's share of the round's comparisons from the pool; rows gain `priority`."""
+    from rlhf.data import join_prompt_response
+    from rlhf.feedback.acquisition import acquire, preference_probs
+
+    rng = np.random.default_rng(seed)
+    method = cfg.acquisition if reward_dir is not None else cfg.first_acquisition
+    n_harmless = round(cfg.labels_per_round * cfg.harmless_share)
+    wanted = {"helpful": cfg.labels_per_round - n_harmless, "harmless": n_harmless}
+    picked: list[dict[str, Any]] = []
+    stats: dict[str, float] = {}
+    for objective in OBJECTIVES:
+        rows = [r for r in pool if r["objective"] == objective]
+        if not rows or wanted[objective] == 0:
+            continue
+        if reward_dir is None:  # no model yet: every candidate is equally uncertain
+            member_probs = np.full((len(rows), 2), 0.5)
+            embeddings = None
+        else:
+            texts = [join_prompt_response(r["prompt"], r[side]) for r in rows for side in ("a", "b")]
+            scores, names = member_scores(reward_dir, texts)  # (2P, N, H)
+            head = scores[:, :, names.index(objective)]
+            member_probs = preference_probs(head[0::2], head[1::2])  # (P, N)
+            embeddings = head[0::2] - head[1::2]
+        if method == "diverse" and embeddings is None:
+            embeddings = rng.normal(size=(len(rows), 2))
+        picks, more = acquire(method, member_probs, wanted[objective], rng, embeddings=embeddings,
+                              costs=np.array([len((r["a"] + " " + r["b"]).split()) + 30.0 for r in rows]))  # fmt: skip
+        stats.update({f"{key}/{objective}": value for key, value in more.items()})
+        for i in picks:
+            picked.append({**rows[i], "priority": float(more.get("acquisition/score_batch", 0.0))})
+    stats["acquisition/method"] = method  # type: ignore[assignment]
+    return picked, stats
+
+
+def open_store(cfg: LoopConfig, run_dir: Path):
+    from rlhf.feedback.records import StoreSettings
+    from rlhf.feedback.store import FeedbackStore
+
+    url = cfg.store or f"sqlite:///{(run_dir / 'feedback.db').resolve()}"
+    return FeedbackStore(url, StoreSettings(project=cfg.project))
+
+
+def push_tasks(store, picked: list[dict[str, Any]], cfg: LoopConfig, seed: int) -> list[int]:
+    from rlhf.feedback.records import Candidate
+
+    rng = np.random.default_rng(seed)
+    overlapped = set(rng.choice(len(picked), round(cfg.overlap_share * len(picked)), replace=False).tolist())
+    return store.push_candidates(
+        [
+            Candidate(
+                prompt=r["prompt"],
+                responses=[r["a"], r["b"]],
+                kind="pairwise",
+                priority=r["priority"],
+                objective=r["objective"],
+                labels_wanted=cfg.overlap_labellers if i in overlapped else 1,
+            )  # fmt: skip
+            for i, r in enumerate(picked)
+        ]
+    )
+
+
+def collect_labels(store, task_ids: list[int], cfg: LoopConfig, panel_cfg: Any, seed: int, log) -> list[dict]:
+    """Labels for the round's tasks, from the simulated panel or from people (waiting for them)."""
+    from rlhf.feedback.exchange import export_rows
+    from rlhf.feedback.models import Task
+
+    with store.read() as s:
+        wanted = sum(t.labels_wanted for t in s.query(Task).filter(Task.id.in_(task_ids)))
+    if cfg.labellers == "panel":
+        from rlhf.feedback.queue import register_panel, simulate_labellers
+        from rlhf.world.panel import make_panel
+
+        simulate_labellers(store, register_panel(store, make_panel(panel_cfg)), np.random.default_rng(seed))
+    else:
+        start = time.monotonic()
+        log(
+            f"waiting for {wanted} labels on {len(task_ids)} tasks (rlhf label serve --project {cfg.project})"
+        )
+        while (done := store.count_labels(task_ids)) < wanted:
+            if cfg.web_timeout_seconds and time.monotonic() - start > cfg.web_timeout_seconds:
+                if done == 0:
+                    raise UserError(
+                        f"no labels arrived in {cfg.web_timeout_seconds:.0f} s; nothing to train on"
+                    )
+                log(f"timeout: going on with {done} of {wanted} labels")
+                break
+            time.sleep(cfg.web_poll_seconds)
+    ids = set(task_ids)
+    return [row for row in export_rows(store, "pairs") if row["task_id"] in ids]
+
+
+def train_reward(
+    root: Any,
+    cfg: LoopConfig,
+    label_rows: list[dict],
+    out: Path,
+    previous: Path | None,
+    seed: int,
+    show: bool,
+) -> Path:
+    from rlhf.algorithms import reward
+
+    data = out.parent / "reward_data.jsonl"
+    write_rows_atomic(data, label_rows)
+    reward_cfg = dataclasses.replace(
+        root.reward,
+        data=str(data),
+        model=str(previous) if previous is not None and cfg.warm_start_reward else root.reward.model,
+        objectives=list(OBJECTIVES),
+        ensemble_size=cfg.reward_ensemble,
+        ensemble_kind="heads",
+        epochs=cfg.reward_epochs,
+        eval_every=0,
+        keep_checkpoints=False,
+    )
+    run = dataclasses.replace(root.run, seed=seed)
+    reward.train(reward_cfg, run, out, world=root.world, show_progress=show)
+    return out
+
+
+def reward_gold_accuracy(reward_dir: Path, test: dict[str, list[dict]]) -> dict[str, float]:
+    """Share of gold-ordered corpus pairs the reward model's ensemble mean orders the same way."""
+    from rlhf.data import join_prompt_response
+
+    accuracy = {}
+    for objective, rows in test.items():
+        texts = [join_prompt_response(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
+        scores, names = member_scores(reward_dir, texts)
+        mean = scores[:, :, names.index(objective)].mean(1)
+        accuracy[objective] = float(np.mean(mean[0::2] > mean[1::2]))
+    return accuracy
+
+
+def gold_test_set(n: int, seed: int = 424_242) -> dict[str, list[dict]]:
+    """Corpus pairs ordered by the hidden gold: helpfulness (utility) on any request, harm on risky ones."""
+    from rlhf.world import corpus
+    from rlhf.world.export import _gold_row
+
+    test: dict[str, list[dict]] = {}
+    for objective, share, kinds in (("helpful", 0.7, None), ("harmless", 0.3, ("risky",))):
+        rows = [
+            _gold_row(p, a, b, objective) for p, a, b in corpus.sample_pairs(int(n * share * 2), seed, kinds)
+        ]
+        test[objective] = [r for r in rows if r is not None][: int(n * share)]
+    return test
+
+
+def update_policy(
+    root: Any, cfg: LoopConfig, policy_in: str, initial: str, reward_dir: Path, round_path: Path,
+    labels: list[dict], pool: list[dict], lagrange: float, seed: int, show: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Train the next policy into round_path/policy; returns the policy phase's figures."""
+    out = round_path / "policy"
+    run = dataclasses.replace(root.run, seed=seed)
+    if cfg.algorithm == "ppo":
+        from rlhf.algorithms import ppo
+
+        ppo_cfg = dataclasses.replace(
+            root.ppo, policy=policy_in, reference=initial, reward=str(reward_dir), steps=cfg.policy_steps,
+            normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
+        )  # fmt: skip
+        if cfg.safety == "weighted":
+            ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": cfg.harm_weight}
+        elif cfg.safety == "lagrangian":
+            ppo_cfg.cost, ppo_cfg.cost_weights = str(reward_dir), {"harmless": -1.0}
+            ppo_cfg.cost_threshold, ppo_cfg.lagrange_init = cfg.cost_threshold, lagrange
+        resume = (out / ppo.CHECKPOINT_DIR / ppo.STATE_FILE).is_file()  # an interrupted round goes on
+        result = ppo.train(ppo_cfg, run, out, world=root.world, show_progress=show, resume=resume)
+        last = result.history[-1]
+        return {
+            "steps": len(result.history),
+            "lagrange": result.lagrange if result.lagrange is not None else lagrange,
+            "final_cost": last.get("objective/cost"),
+            "final_kl": last.get("objective/kl"),
+            "final_score": last.get("objective/scores_raw", last.get("objective/scores")),
+        }
+    if cfg.algorithm == "dpo":
+        from rlhf.algorithms import dpo
+
+        data = round_path / "dpo_pairs.jsonl"
+        write_rows_atomic(data, [r for r in labels if not r.get("tie")])
+        objective = "" if cfg.safety != "none" else "helpful"
+        dpo_cfg = dataclasses.replace(root.dpo, model=policy_in, data=str(data), objective=objective,
+                                      max_steps=cfg.policy_steps, eval_data=None)  # fmt: skip
+        dpo.train(dpo_cfg, run, out, world=root.world, show_progress=show)
+        return {"steps": cfg.policy_steps, "lagrange": lagrange}
+    from rlhf.algorithms import ilql
+    from rlhf.data import join_prompt_response
+    from rlhf.reward_model import load_reward_model, score_texts
+
+    # ILQL learns from the round's logged samples, each scored by the reward model (no gold)
+    model, tokenizer = load_reward_model(str(reward_dir), device="cpu")
+    responses = [(r["prompt"], r[side]) for r in pool for side in ("a", "b")]
+    scores = score_texts(model, tokenizer, [join_prompt_response(p, y) for p, y in responses], normalize=True)
+    weights = np.array([1.0, cfg.harm_weight if cfg.safety != "none" else 0.0])
+    rewards = scores.mean.numpy() @ weights[[model.objectives.index(o) for o in OBJECTIVES]]
+    data = round_path / "ilql_rows.jsonl"
+    write_rows_atomic(data, [{"prompt": p, "response": y, "reward": float(s)}
+                             for (p, y), s in zip(responses, rewards, strict=True)])  # fmt: skip
+    model_in = policy_in if not is_ilql_dir(policy_in) else policy_in  # the LM of an ILQL dir loads as one
+    ilql_cfg = dataclasses.replace(
+        root.ilql, model=model_in, data=str(data), reward="", max_steps=cfg.policy_steps
+    )
+    ilql.train(ilql_cfg, run, out, world=root.world, show_progress=show)
+    return {"steps": cfg.policy_steps, "lagrange": lagrange}
+
+
+def evaluate_policy(
+    policy: Policy, reference, prompts: dict[str, list[str]], max_new_tokens: int, proxy_dir: Path | None,
+    measure_kl: bool,
+) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
+    """Gold helpfulness and utility on `prompts['general']`, response kinds on `prompts['risky']`, the
+    proxy reward (normalised helpful head) and the sampled KL to `reference`; plus the showcase rows."""
+    from rlhf.data import join_prompt_response
+    from rlhf.world import gold
+
+    general = policy.sample(prompts["general"], 1, max_new_tokens)
+    risky = policy.sample(prompts["risky"], 2, max_new_tokens)
+    showcase = policy.sample(prompts["showcase"], 3, max_new_tokens)
+    pairs = list(zip(general.prompts, general.responses, strict=True))
+    kinds = Counter(gold.response_kind(p, r) for p, r in zip(risky.prompts, risky.responses, strict=True))
+    result: dict[str, Any] = {
+        "gold_helpfulness": float(np.mean([gold.helpfulness(p, r) for p, r in pairs])),
+        "gold_utility": float(np.mean([gold.utility(p, r) for p, r in pairs])),
+        "gold_harm": float(np.mean([gold.harm(p, r) for p, r in pairs])),
+        "harmful_share": kinds.get("harmful", 0) / len(risky.prompts),
+        "risky_kind_shares": {k: v / len(risky.prompts) for k, v in sorted(kinds.items())},
+        "mean_words": float(np.mean([len(r.split()) for _, r in pairs])),
+        "kl": policy.kl_to(reference, general) if measure_kl else 0.0,
+    }
+    if proxy_dir is not None:
+        from rlhf.reward_model import load_reward_model, score_texts
+
+        model, tokenizer = load_reward_model(str(proxy_dir), device="cpu")
+        scores = score_texts(model, tokenizer, [join_prompt_response(p, r) for p, r in pairs], normalize=True)
+        result["proxy_reward"] = float(scores.mean[:, model.objectives.index("helpful")].mean())
+    rows = [
+        {"prompt": p, "response": r, "kind": gold.response_kind(p, r), "helpfulness": gold.helpfulness(p, r),
+         "harm": gold.harm(p, r)}
+        for p, r in zip(showcase.prompts, showcase.responses, strict=True)
+    ]  # fmt: skip
+    return result, rows
+
+
+def eval_prompts(cfg: LoopConfig) -> dict[str, list[str]]:
+    from rlhf.world import corpus
+
+    risky_showcase = max(1, cfg.showcase_prompts // 2)
+    return {
+        "general": corpus.sample_prompts(cfg.eval_prompts, 777_001),
+        "risky": corpus.sample_prompts(cfg.eval_risky_prompts, 777_002, ("risky",)),
+        "showcase": corpus.sample_prompts(
+            cfg.showcase_prompts - risky_showcase, 777_003, ("question", "task")
+        )
+        + corpus.sample_prompts(risky_showcase, 777_004, ("risky",)),
+    }
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class LoopResult:
+    run_dir: Path
+    rounds: list[dict[str, Any]]  # round 0 is the initial policy
+
+
+class LoopProgress:
+    """One bar over every phase of every round: round, phase, elapsed and ETA (the trainers' own bars
+    show their inner steps under it)."""
+
+    def __init__(self, rounds: int, done: int, enabled: bool) -> None:
+        from rlhf.metrics import progress
+
+        self.rounds = rounds
+        self.bar = progress(total=1 + rounds * len(PHASES), desc="loop", enabled=enabled, unit="phase")
+        self.bar.update(0 if done < 0 else 1 + done * len(PHASES))
+
+    def phase(self, round_index: int, name: str) -> None:
+        self.bar.set_description_str(f"round {round_index}/{self.rounds} {name}")
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def prepare_run_dir(run_dir: Path, root: Any, resume: bool) -> None:
+    """A new run needs an empty (or absent) directory; `resume` needs the same loop configuration."""
+    from rlhf.config import to_yaml
+
+    saved = run_dir / LOOP_CONFIG
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"--resume: {run_dir} holds no loop run ({LOOP_CONFIG} missing)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"{run_dir} is not empty: give a new --out, or --resume to continue the run in it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_name(saved.name + ".tmp")
+    tmp.write_text(to_yaml(root))
+    tmp.replace(saved)
+
+
+def run_loop(
+    root: Any, out: str | Path, resume: bool = False, show_progress: bool = True, log=print
+) -> LoopResult:
+    """Run (or continue) the closed loop in `out`; see the module docstring."""
+    from transformers.utils import logging as hf_logging
+
+    from rlhf.config import validate_all
+    from rlhf.models import load_causal_lm
+    from rlhf.world.report import resolve_world_model
+
+    validate_all(root)
+    hf_logging.disable_progress_bar()  # a checkpoint load per phase: the loop's own bar says enough
+    cfg: LoopConfig = root.loop
+    run_dir = Path(out).expanduser()
+    prepare_run_dir(run_dir, root, resume)
+    for stale in run_dir.glob("round_*.partial"):  # phases it finished are kept; see run_round
+        log(f"resuming the interrupted {stale.name}")
+    initial = str(resolve_world_model(cfg.policy, root.world, show_progress))
+    reference, _ = load_causal_lm(initial, device="cpu")
+    prompts = eval_prompts(cfg)
+    done = finished_rounds(run_dir)
+    bar = LoopProgress(cfg.rounds, (max(done) if done else -1), show_progress)
+    try:
+        if 0 not in done:  # round 0: the initial policy, evaluated once
+            bar.phase(0, "evaluate")
+            started = time.monotonic()
+            figures, showcase = evaluate_policy(
+                Policy(initial), reference, prompts, cfg.max_new_tokens, None, False
+            )
+            path = round_dir(run_dir, 0, partial=True)
+            path.mkdir(exist_ok=True)
+            write_rows_atomic(path / "showcase.jsonl", showcase)
+            record = {"round": 0, "policy": initial, "labels_total": 0, "eval": figures,
+                      "seconds": {"evaluate": time.monotonic() - started}}  # fmt: skip
+            finish_round(run_dir, 0, record)
+            bar.advance()
+        store = open_store(cfg, run_dir)
+        try:
+            for k in range(1, cfg.rounds + 1):
+                if k in finished_rounds(run_dir):
+                    continue
+                run_round(root, run_dir, k, initial, reference, prompts, store, bar, show_progress, log)
+        finally:
+            store.close()
+    finally:
+        bar.close()
+    records = [read_round(run_dir, k) for k in finished_rounds(run_dir)]
+    write_rows_atomic(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
+    return LoopResult(run_dir, records)
+
+
+def finish_round(run_dir: Path, index: int, record: dict[str, Any]) -> None:
+    path = round_dir(run_dir, index, partial=True)
+    write_json_atomic(path / ROUND_RECORD, record)
+    path.replace(round_dir(run_dir, index))
+    records = [read_round(run_dir, k) for k in finished_rounds(run_dir)]
+    write_rows_atomic(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
+
+
+def run_round(
+    root: Any, run_dir: Path, k: int, initial: str, reference, prompts: dict[str, list[str]], store,
+    bar: LoopProgress, show: bool, log,
+) -> None:  # fmt: skip
+    """One round; each phase's output is kept in round_NN.partial, so a rerun skips the finished ones."""
+    from rlhf.algorithms.reward import normalize_model
+    from rlhf.reward_model import REWARD_CONFIG
+
+    cfg: LoopConfig = root.loop
+    path = round_dir(run_dir, k, partial=True)
+    path.mkdir(exist_ok=True)
+    state_file = path / "progress.json"
+    record = json.loads(state_file.read_text()) if state_file.is_file() else {"round": k, "seconds": {}}
+    previous = read_round(run_dir, k - 1)
+    policy_in = previous["policy"]
+    previous_reward = round_dir(run_dir, k - 1) / "reward_model" if k > 1 else None
+    seed = root.run.seed * 1000 + k
+
+    def phase(name: str, output: Path, work) -> None:
+        bar.phase(k, name)
+        if not output.exists():
+            started = time.monotonic()
+            figures = work()
+            record["seconds"][name] = time.monotonic() - started
+            if figures:
+                record[name] = figures
+            write_json_atomic(state_file, record)
+        bar.advance()
+
+    def sample() -> None:
+        pool = sample_pool(Policy(policy_in), cfg, seed)
+        if not pool:
+            raise UserError(f"round {k}: the policy gave no two different non-empty responses to any prompt")
+        if k == 1:  # the initial policy's samples: the reward model's normalisation reference
+            write_rows_atomic(
+                run_dir / REFERENCE_SAMPLES, [{"prompt": r["prompt"], "response": r["a"]} for r in pool]
+            )
+        write_rows_atomic(path / "pool.jsonl", pool)
+
+    def acquire() -> dict[str, Any]:
+        picked, stats = acquire_pairs(read_rows(path / "pool.jsonl"), cfg, previous_reward, seed)
+        write_rows_atomic(path / "picked.jsonl", picked)
+        return stats
+
+    def label() -> dict[str, Any]:
+        tasks_file = path / "tasks.json"
+        if not tasks_file.is_file():  # pushed once: a resumed round waits for the same tasks
+            write_json_atomic(tasks_file, push_tasks(store, read_rows(path / "picked.jsonl"), cfg, seed))
+        rows = collect_labels(store, json.loads(tasks_file.read_text()), cfg, root.panel, seed, log)
+        write_rows_atomic(path / "labels.jsonl", rows)
+        return {"labels": len(rows), "ties": sum(bool(r.get("tie")) for r in rows)}
+
+    def reward() -> dict[str, Any]:
+        rows = [row for j in range(1, k) for row in read_rows(round_dir(run_dir, j) / "labels.jsonl")]
+        rows += read_rows(path / "labels.jsonl")
+        tmp = path / "reward_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_reward(root, cfg, rows, tmp, previous_reward, seed, show)
+        normalize_model(str(tmp), str(run_dir / REFERENCE_SAMPLES))
+        accuracy = reward_gold_accuracy(tmp, gold_test_set(cfg.gold_test_pairs))
+        tmp.replace(path / "reward_model")
+        return {"labels_total": len(rows), "gold_accuracy": accuracy}
+
+    def policy() -> dict[str, Any]:
+        lagrange = previous.get("policy_update", {}).get("lagrange", root.ppo.lagrange_init)
+        labels = read_rows(path / "labels.jsonl")
+        return update_policy(root, cfg, policy_in, initial, path / "reward_model", path, labels,
+                             read_rows(path / "pool.jsonl"), lagrange, seed, show)  # fmt: skip
+
+    def evaluate() -> dict[str, Any]:
+        figures, showcase = evaluate_policy(Policy(str(path / "policy")), reference, prompts, cfg.max_new_tokens,
+                                            path / "reward_model", True)  # fmt: skip
+        write_rows_atomic(path / "showcase.jsonl", showcase)
+        return figures
+
+    phase("sample", path / "pool.jsonl", sample)
+    phase("acquire", path / "picked.jsonl", acquire)
+    phase("label", path / "labels.jsonl", label)
+    phase("reward", path / "reward_model" / REWARD_CONFIG, reward)
+    phase("policy", path / "policy" / "config.json", policy)
+    phase("evaluate", path / "showcase.jsonl", evaluate)
+    record["policy_update"] = record.pop("policy", {})
+    record["policy"] = str(round_dir(run_dir, k) / "policy")
+    record["labels_total"] = record["reward"]["labels_total"]
+    record["eval"] = record.pop("evaluate")
+    finish_round(run_dir, k, record)
+    log(f"round {k}: gold helpfulness {record['eval']['gold_helpfulness']:.3f}, harmful share "
+        f"{record['eval']['harmful_share']:.2f}, KL {record['eval']['kl']:.2f}, labels {record['labels_total']}")  # fmt: skip
+
+
+def flat_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """One plottable row per round."""
+    row: dict[str, Any] = {"round": record["round"], "labels_total": record["labels_total"]}
+    row.update({k: v for k, v in record["eval"].items() if not isinstance(v, dict)})
+    for kind, share in record["eval"].get("risky_kind_shares", {}).items():
+        row[f"risky_share/{kind}"] = share
+    for objective, value in record.get("reward", {}).get("gold_accuracy", {}).items():
+        row[f"reward_gold_accuracy/{objective}"] = value
+    for key, value in record.get("acquire", {}).items():
+        row[key] = value
+    if "lagrange" in record.get("policy_update", {}):
+        row["lagrange"] = record["policy_update"]["lagrange"]
+    row["seconds"] = sum(record.get("seconds", {}).values())
+    return row
