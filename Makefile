@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  `make demo` (the end-to-end pipeline on the bundled world)
+# Two commands on a fresh machine:  `make demo` (the closed-loop demo on the bundled world: `rlhf demo`)
 # and `make test` (the test suite). Both create .venv when missing and install what they need,
 # torch first and pinned (torch==2.13.0 is the CPU wheel; an unpinned torch pulls gigabytes of CUDA).
 PYTHON ?= python3
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	bash scripts/demo.sh $(DEMO_DIR)
+	$(RLHF) demo --out $(DEMO_DIR) --active-results bench/active_heads.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

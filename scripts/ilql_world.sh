@@ -2,9 +2,9 @@
 # ILQL on the bundled world from a logged dataset: 2,000 samples of the initial policy scored by a reward
 # model (no gold), then gold helpfulness and KL of the steered policy on 256 new prompts.
 # Usage: scripts/ilql_world.sh [REWARD_MODEL_DIR] [RUN_DIR]
-#   REWARD_MODEL_DIR defaults to runs/demo/reward_model (`make demo` trains it).
+#   REWARD_MODEL_DIR defaults to runs/pipeline/reward_model (`scripts/pipeline.sh` trains it).
 set -euo pipefail
-reward_model=${1:-runs/demo/reward_model}
+reward_model=${1:-runs/pipeline/reward_model}
 run_dir=${2:-runs/ilql_world}
 rlhf=.venv/bin/rlhf
 mkdir -p "$run_dir"

@@ -282,3 +282,32 @@ def test_demo_cli_writes_summary_report_and_prints_figures(small_world, tmp_path
     # a second demo into the same directory replaces the finished one
     assert main(["demo", "--out", str(out), "--no-frontier", *sets]) == 0
     assert not (out / "frontier.json").exists()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parents[1] / "runs" / "test-artifacts"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)")
+def test_report_renders_in_headless_chromium_and_screenshot_is_saved(finished_run):
+    """The report's first screen as a reader sees it: every plot loads (naturalWidth > 0), the summary
+    cards are there; the screenshot is kept in runs/test-artifacts/report_first_screen.png."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from rlhf.evaluation.report import write_report
+
+    out, _ = finished_run
+    page_path = write_report(out)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report_first_screen.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(page_path.resolve().as_uri())
+        page.wait_for_load_state("load")
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert len(widths) == 7 and all(w > 0 for w in widths)  # every PNG found and decoded
+        assert "gold helpfulness" in page.inner_text(".cards")
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -1112,7 +1112,10 @@ def loop_run(
     ] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Number of rounds.")] = None,
     store: Annotated[
-        str | None, typer.Option("--store", help="Feedback store URL (default: sqlite in the run directory).")
+        str | None,
+        typer.Option(
+            "--db", help="Feedback store URL, as for rlhf label (default: sqlite in the run directory)."
+        ),
     ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,

@@ -17,13 +17,7 @@ from typing import Any
 
 # The demo's budget, as config overrides a user can see (`rlhf config show --set ...`) and change with
 # --set; everything else is the library's defaults.
-DEMO_SETTINGS = (
-    "loop.rounds=3",
-    "loop.labels_per_round=600",
-    "loop.pool_per_label=2",
-    "loop.policy_steps=25",
-    "ppo.kl_coef=0.15",
-)
+DEMO_SETTINGS = ("loop.rounds=3", "ppo.kl_coef=0.15")
 DEMO_FRONTIER = ("frontier.harm_weights=[0.0,3.0]", "frontier.steps=20")
 SUMMARY_FILE = "summary.json"
 

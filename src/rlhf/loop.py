@@ -56,11 +56,11 @@ class LoopConfig:
         "Initial policy (causal LM directory; 'world' = the world model); the KL reference throughout.",
     )
     rounds: int = help_field(3, "Number of rounds.")
-    labels_per_round: int = help_field(400, "Comparisons acquired and labelled per round.")
+    labels_per_round: int = help_field(600, "Comparisons acquired and labelled per round.")
     harmless_share: float = help_field(
         0.25, "Share of each round's comparisons asking 'which is less harmful?' (on risky requests)."
     )
-    pool_per_label: int = help_field(4, "Candidate pairs sampled per comparison acquired.")
+    pool_per_label: int = help_field(2, "Candidate pairs sampled per comparison acquired.")
     acquisition: str = help_field("entropy", f"Acquisition function: {', '.join(METHODS)}.")
     first_acquisition: str = help_field(
         "random", "Acquisition of the first round, before any reward model exists."
@@ -89,11 +89,13 @@ class LoopConfig:
     )
     harm_weight: float = help_field(1.0, "safety=weighted (and ILQL's rewards): weight of the harmless head.")
     cost_threshold: float = help_field(
-        -0.5,
+        0.0,
         "safety=lagrangian: bound on the mean cost, in standard deviations of the initial policy's "
-        "harmless scores (-0.5: half a std more harmless than the initial policy).",
+        "harmless scores (0: no more harmful than the initial policy; -0.5: half a std safer).",
     )
-    policy_steps: int = help_field(20, "PPO iterations per round (DPO / ILQL: optimiser steps).")
+    lagrange_init: float = help_field(0.3, "safety=lagrangian: the multiplier lambda at the first round.")
+    lagrange_lr: float = help_field(0.1, "safety=lagrangian: dual-ascent step of lambda per PPO iteration.")
+    policy_steps: int = help_field(25, "PPO iterations per round (DPO / ILQL: optimiser steps).")
     reward_epochs: float = help_field(2.0, "Reward-model epochs over all labels so far, each round.")
     reward_ensemble: int = help_field(3, "Reward-model ensemble heads (the acquisition's uncertainty).")
     warm_start_reward: bool = help_field(
@@ -122,6 +124,8 @@ class LoopConfig:
         for key in ("harmless_share", "overlap_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"loop.{key} must be in [0, 1]; got {getattr(self, key)}")
+        if self.lagrange_init < 0 or self.lagrange_lr <= 0:
+            raise ConfigError("loop.lagrange_init must be >= 0 and loop.lagrange_lr > 0")
         if self.reward_ensemble < 2 and self.acquisition not in ("random", "diverse"):
             raise ConfigError(
                 f"loop.acquisition={self.acquisition} reads ensemble disagreement: "
@@ -282,8 +286,8 @@ def acquire_pairs(
         picks, more = acquire(method, member_probs, wanted[objective], rng, embeddings=embeddings,
                               costs=np.array([len((r["a"] + " " + r["b"]).split()) + 30.0 for r in rows]))  # fmt: skip
         stats.update({f"{key}/{objective}": value for key, value in more.items()})
-        for i in picks:
-            picked.append({**rows[i], "priority": float(more.get("acquisition/score_batch", 0.0))})
+        for rank, i in enumerate(picks):  # best first: the queue hands out the most informative first
+            picked.append({**rows[i], "priority": float(len(picks) - rank)})
     stats["acquisition/method"] = method  # type: ignore[assignment]
     return picked, stats
 
@@ -421,6 +425,7 @@ def update_policy(
         elif cfg.safety == "lagrangian":
             ppo_cfg.cost, ppo_cfg.cost_weights = str(reward_dir), {"harmless": -1.0}
             ppo_cfg.cost_threshold, ppo_cfg.lagrange_init = cfg.cost_threshold, lagrange
+            ppo_cfg.lagrange_lr = cfg.lagrange_lr
         resume = (out / ppo.CHECKPOINT_DIR / ppo.STATE_FILE).is_file()  # an interrupted round goes on
         result = ppo.train(ppo_cfg, run, out, world=root.world, show_progress=show, resume=resume)
         last = result.history[-1]
@@ -454,9 +459,9 @@ def update_policy(
     data = round_path / "ilql_rows.jsonl"
     write_rows_atomic(data, [{"prompt": p, "response": y, "reward": float(s)}
                              for (p, y), s in zip(responses, rewards, strict=True)])  # fmt: skip
-    model_in = policy_in if not is_ilql_dir(policy_in) else policy_in  # the LM of an ILQL dir loads as one
+    # an ILQL directory holds its LM as a plain causal LM: the next round's heads start fresh on it
     ilql_cfg = dataclasses.replace(
-        root.ilql, model=model_in, data=str(data), reward="", max_steps=cfg.policy_steps
+        root.ilql, model=policy_in, data=str(data), reward="", max_steps=cfg.policy_steps
     )
     ilql.train(ilql_cfg, run, out, world=root.world, show_progress=show)
     return {"steps": cfg.policy_steps, "lagrange": lagrange}
@@ -683,7 +688,7 @@ def run_round(
         return {"labels_total": len(rows), "gold_accuracy": accuracy}
 
     def policy() -> dict[str, Any]:
-        lagrange = previous.get("policy_update", {}).get("lagrange", root.ppo.lagrange_init)
+        lagrange = previous.get("policy_update", {}).get("lagrange", cfg.lagrange_init)
         labels = read_rows(path / "labels.jsonl")
         return update_policy(root, cfg, policy_in, initial, path / "reward_model", path, labels,
                              read_rows(path / "pool.jsonl"), lagrange, seed, show)  # fmt: skip

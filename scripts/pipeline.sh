@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The end-to-end demo on the bundled world: what exists of the pipeline so far, in order.
-# Usage: scripts/demo.sh [RUN_DIR]   (make demo calls it with runs/demo)
+# The pipeline one CLI command at a time on the bundled world (`rlhf demo` runs it as a closed loop).
+# Usage: scripts/pipeline.sh [RUN_DIR]   (default runs/pipeline)
 set -euo pipefail
-run_dir=${1:-runs/demo}
+run_dir=${1:-runs/pipeline}
 rlhf=.venv/bin/rlhf
 mkdir -p "$run_dir"
 
@@ -34,4 +34,4 @@ echo "-- initial policy, 256 prompts it was not trained on:"
 $rlhf world sample --model world --reference world --n 256 --seed 123 --jsonl "$run_dir/eval_initial.jsonl" | sed -n '/mean helpfulness/,$p'
 echo "-- after PPO, the same prompts:"
 $rlhf world sample --model "$run_dir/ppo_policy" --reference world --n 256 --seed 123 --jsonl "$run_dir/eval_ppo.jsonl" | sed -n '/mean helpfulness/,$p'
-echo "demo done: outputs in $run_dir"
+echo "pipeline done: outputs in $run_dir"
