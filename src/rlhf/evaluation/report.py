@@ -364,8 +364,9 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
         ),
         (
             plot_overoptimisation(run["steps"], plots / "overoptimisation.png"),
-            "Every PPO batch of every round: "
-            "the proxy reward keeps rising with KL while gold helpfulness flattens or falls (Gao et al. 2022).",
+            "Every PPO batch of every round, against its KL to the initial policy: where the proxy reward "
+            "keeps rising and gold helpfulness does not, the policy is over-optimising the reward model "
+            "(Gao et al. 2022).",
         ),
         (
             plot_reward_accuracy(rounds, plots / "reward_accuracy.png"),
