@@ -311,3 +311,22 @@ def test_report_renders_in_headless_chromium_and_screenshot_is_saved(finished_ru
         page.screenshot(path=str(shot))
         browser.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_cli_user_mistakes_are_one_line_errors(tmp_path, capsys, finished_run):
+    from rlhf.cli import main
+
+    assert main(["report", str(tmp_path / "missing")]) != 0
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["loop"]) != 0
+    assert "give --out DIR" in capsys.readouterr().err
+    assert main(["loop", "--out", str(tmp_path / "x"), "--algorithm", "sarsa"]) != 0
+    assert "loop.algorithm must be one of ppo, dpo, ilql" in capsys.readouterr().err
+    assert main(["frontier", "--reward", str(tmp_path), "--out", str(tmp_path / "f"), "--weights", "1,x"]) != 0
+    assert "expected numbers separated by commas" in capsys.readouterr().err
+    out, _ = finished_run
+    bad = tmp_path / "not_active.json"
+    bad.write_text('{"hello": 1}')
+    assert main(["report", str(out), "--active-results", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert "not an `rlhf bench active` result" in err and "Traceback" not in err

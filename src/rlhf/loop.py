@@ -238,21 +238,12 @@ def sample_pool(policy: Policy, cfg: LoopConfig, seed: int) -> list[dict[str, An
 
 
 def member_scores(model_dir: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Every ensemble member's score of every text: (B, N members, H objectives)."""
-    import torch
-
-    from rlhf.reward_model import load_reward_model, pad_right, tokenize_texts
+    """Every ensemble member's score of every text: (B, N members, H objectives), and the head names."""
+    from rlhf.reward_model import load_reward_model
+    from rlhf.reward_model import member_scores as score_members
 
     model, tokenizer = load_reward_model(str(model_dir), device="cpu")
-    rows = tokenize_texts(tokenizer, texts, 512)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = np.zeros((len(rows), model.meta.ensemble_size, len(model.objectives)), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(order), 64):
-            idx = order[start : start + 64]
-            input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, "cpu")
-            out[idx] = model(input_ids, mask).float().numpy()
-    return out, list(model.objectives)
+    return score_members(model, tokenizer, texts).numpy(), list(model.objectives)
 
 
 def acquire_pairs(

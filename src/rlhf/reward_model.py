@@ -249,15 +249,10 @@ class Scores:
 
 
 @torch.no_grad()
-def score_texts(
-    model: RewardModel,
-    tokenizer: Any,
-    texts: list[str],
-    batch_size: int = 64,
-    max_length: int = 512,
-    normalize: bool = False,
-) -> Scores:
-    """Score joined prompt+response texts. With `normalize`, apply the stored reference statistics."""
+def member_scores(
+    model: RewardModel, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 512
+) -> torch.Tensor:
+    """Every ensemble member's raw score of every text: (B, N members, H objectives), on the CPU."""
     model.eval()
     device = next(model.parameters()).device
     rows = tokenize_texts(tokenizer, texts, max_length)
@@ -268,6 +263,20 @@ def score_texts(
         idx = order[start : start + batch_size]
         input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, device)
         out[idx] = model(input_ids, mask).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def score_texts(
+    model: RewardModel,
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 512,
+    normalize: bool = False,
+) -> Scores:
+    """Score joined prompt+response texts. With `normalize`, apply the stored reference statistics."""
+    out = member_scores(model, tokenizer, texts, batch_size, max_length)  # (B, N, H)
     mean, std = out.mean(1), out.std(1, unbiased=False)
     if normalize:
         mean, std = apply_normalization(model.meta, mean, std)

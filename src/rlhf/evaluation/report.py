@@ -213,8 +213,9 @@ def plot_acquisition(rounds: list[dict], path: Path, active_results: dict | None
     rows = [r for r in rounds if "acquire" in r]
     width = 0.2
     for j, objective in enumerate(("helpful", "harmless")):
-        batch = [r["acquire"].get(f"acquisition/score_batch/{objective}", np.nan) for r in rows]
-        pool = [r["acquire"].get(f"acquisition/score_pool/{objective}", np.nan) for r in rows]
+        # BALD (expected information gain about the reward model) measures every method on one scale
+        batch = [r["acquire"].get(f"acquisition/bald_batch/{objective}", np.nan) for r in rows]
+        pool = [r["acquire"].get(f"acquisition/bald_mean/{objective}", np.nan) for r in rows]
         x = np.array([r["round"] for r in rows], dtype=float)
         ax.bar(x + (2 * j - 1.5) * width, pool, width, color="lightgrey" if j == 0 else "silver",
                label=f"pool ({objective})")  # fmt: skip
@@ -222,9 +223,11 @@ def plot_acquisition(rounds: list[dict], path: Path, active_results: dict | None
                label=f"acquired ({objective})")  # fmt: skip
     ax.set_xticks([r["round"] for r in rows],
                   [f"{r['round']}\n{r['acquire'].get('acquisition/method', '')}" for r in rows])  # fmt: skip
-    ax.set_ylabel("mean acquisition score")
+    ax.set_ylabel("mean expected information gain (BALD, nats)")
     ax.set_title("Acquired batch vs candidate pool")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_ylim(0, max(1e-3, 1.4 * np.nanmax([0.0, *[r["acquire"].get(f"acquisition/bald_batch/{o}", 0.0)
+                                                   for r in rows for o in ("helpful", "harmless")]])))  # fmt: skip
     if active_results:
         ax = axes[0][1]
         for name, m in active_results["methods"].items():
@@ -386,8 +389,8 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
         ),
         (
             plot_acquisition(rounds, plots / "acquisition.png", active),
-            "Mean acquisition score of the "
-            "comparisons acquired against the whole candidate pool (round 1 has no model: random)."
+            "Expected information gain (BALD) of the comparisons acquired against the whole candidate "
+            "pool (round 1 has no reward model yet: random picks, zero gain)."
             + (
                 " Right: accuracy against labels per acquisition function, from rlhf bench active."
                 if active
