@@ -78,6 +78,10 @@ def test_policy_starts_from_last_round_with_kl_to_the_initial_policy(finished_ru
     config = (out / "round_02" / "policy" / "rlhf_config.yaml").read_text()
     assert f"policy: {out / 'round_01' / 'policy'}" in config
     assert f"reference: {result.rounds[0]['policy']}" in config
+    # the penalty is to the initial policy: round 2 starts away from it (a copy of its own start would
+    # give a log-ratio of exactly 0 on the first batch)
+    first = json.loads((out / "round_02" / "policy" / "logs" / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(first["objective/kl"]) > 1e-6
 
 
 def test_crash_mid_round_keeps_earlier_rounds_and_resume_finishes(small_world, tmp_path, monkeypatch):
@@ -322,7 +326,9 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path, capsys, finished_run):
     assert "give --out DIR" in capsys.readouterr().err
     assert main(["loop", "--out", str(tmp_path / "x"), "--algorithm", "sarsa"]) != 0
     assert "loop.algorithm must be one of ppo, dpo, ilql" in capsys.readouterr().err
-    assert main(["frontier", "--reward", str(tmp_path), "--out", str(tmp_path / "f"), "--weights", "1,x"]) != 0
+    assert (
+        main(["frontier", "--reward", str(tmp_path), "--out", str(tmp_path / "f"), "--weights", "1,x"]) != 0
+    )
     assert "expected numbers separated by commas" in capsys.readouterr().err
     out, _ = finished_run
     bad = tmp_path / "not_active.json"
