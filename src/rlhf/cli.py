@@ -420,6 +420,35 @@ def reward_normalize(
     typer.echo(f"normalisation stored: mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}")
 
 
+@reward_app.command("pmp-pairs")
+def reward_pmp_pairs(
+    data: Annotated[str, typer.Option("--data", "-d", help="Dialogues: rows with prompt and response.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pairs file (JSONL) for rlhf reward train.")],
+    group_field: Annotated[
+        str | None, typer.Option("--group-field", help="Draw the rejected response from the same group.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the pairing.")] = 0,
+) -> None:
+    """Label-free preference-model pretraining pairs: each dialogue's own response over another prompt's."""
+    from rlhf.data import pretraining_pairs, read_response_rows
+    from rlhf.io import write_jsonl
+
+    rows, prompts, responses = read_response_rows(data)
+    groups = None
+    if group_field:
+        missing = [i + 1 for i, r in enumerate(rows) if group_field not in r]
+        if missing:
+            raise UserError(
+                f"{data}: row {missing[0]} has no field {group_field!r} ({len(missing)} rows lack it)"
+            )
+        groups = [str(r[group_field]) for r in rows]
+    pairs = pretraining_pairs(prompts, responses, seed, groups)
+    write_jsonl(out, pairs)
+    typer.echo(
+        f"wrote {len(pairs)} pairs to {out} ({len(rows) - len(pairs)} dialogues had no other to pair with)"
+    )
+
+
 def _apply(section, **values) -> None:
     """Command-line flags win over the config file and --set."""
     for key, value in values.items():

@@ -17,7 +17,12 @@ from rlhf.data.records import (
     join_prompt_response,
     write_preferences,
 )
-from rlhf.data.responses import RewardedResponse, load_rewarded_responses, read_response_rows
+from rlhf.data.responses import (
+    RewardedResponse,
+    load_rewarded_responses,
+    pretraining_pairs,
+    read_response_rows,
+)
 
 __all__ = [
     "KINDS",
@@ -29,6 +34,7 @@ __all__ = [
     "load_prompts",
     "RewardedResponse",
     "load_rewarded_responses",
+    "pretraining_pairs",
     "read_response_rows",
     "split_by_prompt",
     "write_preferences",

@@ -100,3 +100,29 @@ def _reward(data: dict[str, Any], field: str) -> float | tuple[float, ...]:
     if not all(math.isfinite(v) for v in values):
         raise RowError(f"field '{field}' must be finite; got {value!r}")
     return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
+
+
+def pretraining_pairs(
+    prompts: list[str], responses: list[str], seed: int, groups: list[str] | None = None, tries: int = 20
+) -> list[dict[str, str]]:
+    """Label-free preference-model pretraining pairs (Askell et al. 2021, section 4): for each dialogue,
+    its own response is preferred to the response another dialogue gave to a different prompt.
+
+    With `groups` the other dialogue comes from the same group (e.g. the same task type), a harder
+    negative. A dialogue with no usable other one after `tries` draws is left out (counted by the caller:
+    len(result) <= len(prompts))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i in range(len(prompts)):
+        members.setdefault(groups[i] if groups else "", []).append(i)
+    pairs = []
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        pool = members[groups[i] if groups else ""]
+        for _ in range(tries):
+            j = pool[int(rng.integers(len(pool)))]
+            if prompts[j] != prompt and responses[j] != response:
+                pairs.append({"prompt": prompt, "chosen": response, "rejected": responses[j]})
+                break
+    return pairs
