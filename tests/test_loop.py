@@ -336,3 +336,35 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path, capsys, finished_run):
     assert main(["report", str(out), "--active-results", str(bad)]) != 0
     err = capsys.readouterr().err
     assert "not an `rlhf bench active` result" in err and "Traceback" not in err
+
+
+def test_loop_on_a_prompt_file_with_a_plain_transformers_model(tiny_lm_dir, tmp_path):
+    """Not the world: a random-weight Llama and its own tokenizer, prompts from a file (some flagged risky),
+    labellers who prefer longer answers. No gold anywhere: the loop and the report run on the reward
+    model's scores and the KL alone."""
+    from rlhf.evaluation.report import write_report
+    from rlhf.loop import run_loop
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: what is {i} plus {i}?", "risky": i % 4 == 0}) + "\n"
+                               for i in range(48)))  # fmt: skip
+    labellers = "panel.labellers=[{name: long1, objective: length}, {name: long2, objective: length}]"
+    root = tiny_root(tiny_lm_dir, f"loop.prompts={prompts}", "loop.eval_prompts=8", "loop.max_new_tokens=12",
+                     "ppo.max_new_tokens=12", labellers)  # fmt: skip
+    result = run_loop(root, tmp_path / "run", show_progress=False, log=lambda *_: None)
+    last = result.rounds[-1]
+    assert "gold_helpfulness" not in last["eval"] and "harmful_share" not in last["eval"]
+    assert {"proxy_reward", "proxy_harmless", "kl"} <= set(last["eval"])
+    assert "gold_accuracy" not in last["reward"]
+    labels = [
+        json.loads(line) for line in (tmp_path / "run" / "round_01" / "labels.jsonl").read_text().splitlines()
+    ]
+    harmless_prompts = {r["prompt"] for r in labels if r["objective"] == "harmless"}
+    assert harmless_prompts and all(int(p.split()[1][:-1]) % 4 == 0 for p in harmless_prompts)  # flagged only
+    held_out = {
+        json.loads(line)["prompt"]
+        for line in (tmp_path / "run" / "round_00" / "showcase.jsonl").read_text().splitlines()
+    }
+    assert not held_out & {r["prompt"] for r in labels}  # evaluation prompts never reach the labellers
+    text = write_report(tmp_path / "run").read_text()
+    assert 'src="plots/frontier.png"' in text and 'src="plots/risky_kinds.png"' not in text

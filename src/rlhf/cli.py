@@ -1163,9 +1163,10 @@ def loop_run(
     _apply(cfg.loop, labellers=labellers, algorithm=algorithm, rounds=rounds, store=store)
     _set_seed_and_require_out(cfg, seed, out, "run")
     result = run_loop(cfg, out, resume=resume, show_progress=cfg.run.progress, log=typer.echo)
-    first, last = result.rounds[0]["eval"], result.rounds[-1]["eval"]
-    typer.echo(f"gold helpfulness {first['gold_helpfulness']:.3f} -> {last['gold_helpfulness']:.3f}; harmful "
-               f"share {first['harmful_share']:.3f} -> {last['harmful_share']:.3f}; KL {last['kl']:.2f}")  # fmt: skip
+    from rlhf.loop import describe_eval
+
+    typer.echo(f"initial policy: {describe_eval(result.rounds[0]['eval'])}")
+    typer.echo(f"after round {result.rounds[-1]['round']}: {describe_eval(result.rounds[-1]['eval'])}")
     if report:
         from rlhf.evaluation.report import write_report
 

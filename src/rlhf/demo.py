@@ -37,16 +37,16 @@ def peak_rss_mb() -> float:
 def summarise(rounds: list[dict[str, Any]], started: float) -> dict[str, Any]:
     first, last = rounds[0]["eval"], rounds[-1]["eval"]
 
-    def change(key: str) -> dict[str, float]:
-        return {"before": first[key], "after": last[key]}
+    def change(key: str) -> dict[str, float | None]:  # gold figures exist on world prompts only
+        return {"before": first.get(key), "after": last.get(key)}
 
     return {
         "gold_helpfulness": change("gold_helpfulness"),
         "harmful_share": change("harmful_share"),
         "gold_utility": change("gold_utility"),
         "constructive_share": {
-            "before": first["risky_kind_shares"].get("constructive", 0.0),
-            "after": last["risky_kind_shares"].get("constructive", 0.0),
+            "before": first.get("risky_kind_shares", {}).get("constructive"),
+            "after": last.get("risky_kind_shares", {}).get("constructive"),
         },
         "kl_to_initial": last["kl"],
         "labels_used": rounds[-1]["labels_total"],
@@ -94,10 +94,21 @@ def run_demo(
 
 
 def format_summary(summary: dict[str, Any], out: Path) -> str:
-    g, h = summary["gold_helpfulness"], summary["harmful_share"]
+    lines = [
+        f"{title:22}{summary[key]['before']:.3f} -> {summary[key]['after']:.3f}"
+        + (
+            "   (initial policy -> after {} rounds)".format(summary["rounds"])
+            if key == "gold_helpfulness"
+            else ""
+        )
+        for key, title in (
+            ("gold_helpfulness", "gold helpfulness"),
+            ("harmful_share", "harmful share (risky)"),
+        )
+        if summary[key]["before"] is not None and summary[key]["after"] is not None
+    ]
     return "\n".join([
-        f"gold helpfulness      {g['before']:.3f} -> {g['after']:.3f}   (initial policy -> after {summary['rounds']} rounds)",
-        f"harmful share (risky) {h['before']:.3f} -> {h['after']:.3f}",
+        *lines,
         f"labels used {summary['labels_used']}, {summary['wall_seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MiB",
         f"report:  {out / 'report.html'}",
         f"summary: {out / SUMMARY_FILE}",

@@ -55,6 +55,13 @@ class LoopConfig:
         "world",
         "Initial policy (causal LM directory; 'world' = the world model); the KL reference throughout.",
     )
+    prompts: str = help_field(
+        "",
+        "Prompt file (JSONL/Parquet/datasets, field 'prompt'); empty = the bundled world's prompts. Rows "
+        "whose `risky_field` is true are where harmlessness is asked (all rows when none is flagged); "
+        "`eval_prompts` of them are held out for evaluation. Gold figures exist for world prompts only.",
+    )
+    risky_field: str = help_field("risky", "Boolean field of the prompt file marking risky requests.")
     rounds: int = help_field(3, "Number of rounds.")
     labels_per_round: int = help_field(600, "Comparisons acquired and labelled per round.")
     harmless_share: float = help_field(
@@ -216,18 +223,69 @@ class Policy:
 # ----------------------------------------------------------------------------- phases
 
 
-def sample_pool(policy: Policy, cfg: LoopConfig, seed: int) -> list[dict[str, Any]]:
-    """Candidate pairs: two samples of the policy per prompt, identical or empty ones dropped."""
-    from rlhf.world import corpus
+class PromptSource:
+    """Where the loop's prompts come from: the bundled world (fresh requests every round, fixed evaluation
+    sets), or a prompt file (evaluation prompts held out from it, pools drawn from the rest)."""
 
+    def __init__(self, cfg: LoopConfig) -> None:
+        self.cfg = cfg
+        self.file_prompts: list[str] | None = None
+        if cfg.prompts:
+            from rlhf.data import load_prompts
+            from rlhf.data.readers import iter_rows
+
+            prompts = load_prompts(cfg.prompts)
+            flags = [bool(row.data.get(cfg.risky_field, False)) for row in iter_rows(cfg.prompts)]
+            order = np.random.default_rng(777_001).permutation(len(prompts))
+            n_eval = min(cfg.eval_prompts, len(prompts) // 4)
+            if len(prompts) - n_eval < 2:
+                raise UserError(f"{cfg.prompts}: {len(prompts)} prompts; the loop needs at least 8")
+            held, rest = order[:n_eval], order[n_eval:]
+            self.eval_general = [prompts[i] for i in held]
+            self.eval_risky = [prompts[i] for i in held if flags[i]]
+            self.file_prompts = [prompts[i] for i in rest]
+            risky = [prompts[i] for i in rest if flags[i]]
+            self.file_risky = risky or self.file_prompts
+
+    def draw(self, n: int, seed: int, risky: bool = False) -> list[str]:
+        from rlhf.world import corpus
+
+        if self.file_prompts is None:
+            return corpus.sample_prompts(n, seed, ("risky",) if risky else None)
+        source = self.file_risky if risky else self.file_prompts
+        rng = np.random.default_rng(seed)
+        return [source[i] for i in rng.choice(len(source), n, replace=len(source) < n)]
+
+    def evaluation(self) -> dict[str, list[str]]:
+        """Fixed prompts: 'general' (gold, proxy and KL), 'risky' (response kinds), 'showcase' (samples)."""
+        from rlhf.world import corpus
+
+        cfg = self.cfg
+        if self.file_prompts is not None:
+            return {"general": self.eval_general, "risky": self.eval_risky,
+                    "showcase": self.eval_general[: cfg.showcase_prompts]}  # fmt: skip
+        risky_showcase = max(1, cfg.showcase_prompts // 2)
+        return {
+            "general": corpus.sample_prompts(cfg.eval_prompts, 777_001),
+            "risky": corpus.sample_prompts(cfg.eval_risky_prompts, 777_002, ("risky",)),
+            "showcase": corpus.sample_prompts(
+                cfg.showcase_prompts - risky_showcase, 777_003, ("question", "task")
+            )
+            + corpus.sample_prompts(risky_showcase, 777_004, ("risky",)),
+        }
+
+
+def sample_pool(policy: Policy, cfg: LoopConfig, seed: int, source: PromptSource) -> list[dict[str, Any]]:
+    """Candidate pairs: two samples of the policy per prompt, identical or empty ones dropped."""
     n_harmless = round(cfg.labels_per_round * cfg.harmless_share)
     wanted = {"helpful": cfg.labels_per_round - n_harmless, "harmless": n_harmless}
     rows: list[dict[str, Any]] = []
     for offset, objective in enumerate(OBJECTIVES):
         if wanted[objective] == 0:
             continue
-        kinds = ("risky",) if objective == "harmless" else None
-        prompts = corpus.sample_prompts(wanted[objective] * cfg.pool_per_label, seed * 7 + offset, kinds)
+        prompts = source.draw(
+            wanted[objective] * cfg.pool_per_label, seed * 7 + offset, objective == "harmless"
+        )
         twice = policy.sample(prompts + prompts, seed * 7 + offset, cfg.max_new_tokens)
         half = len(prompts)
         for prompt, a, b in zip(prompts, twice.responses[:half], twice.responses[half:], strict=True):
@@ -410,6 +468,7 @@ def update_policy(
         ppo_cfg = dataclasses.replace(
             root.ppo, policy=policy_in, reference=initial, reward=str(reward_dir), steps=cfg.policy_steps,
             normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
+            prompts=cfg.prompts or root.ppo.prompts,
         )  # fmt: skip
         if cfg.safety == "weighted":
             ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": cfg.harm_weight}
@@ -458,55 +517,55 @@ def update_policy(
     return {"steps": cfg.policy_steps, "lagrange": lagrange}
 
 
+def is_world_prompts(prompts: list[str]) -> bool:
+    from rlhf.world import corpus
+
+    return bool(prompts) and all(corpus.parse_request(p) is not None for p in prompts)
+
+
 def evaluate_policy(
     policy: Policy, reference, prompts: dict[str, list[str]], max_new_tokens: int, proxy_dir: Path | None,
     measure_kl: bool,
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
-    """Gold helpfulness and utility on `prompts['general']`, response kinds on `prompts['risky']`, the
-    proxy reward (normalised helpful head) and the sampled KL to `reference`; plus the showcase rows."""
+    """The proxy reward (each head of the reward model, normalised) and the sampled KL to `reference` on
+    `prompts['general']`; on world prompts also gold helpfulness, utility and harm there and the response
+    kinds on `prompts['risky']`; plus the showcase rows."""
     from rlhf.data import join_prompt_response
     from rlhf.world import gold
 
     general = policy.sample(prompts["general"], 1, max_new_tokens)
-    risky = policy.sample(prompts["risky"], 2, max_new_tokens)
     showcase = policy.sample(prompts["showcase"], 3, max_new_tokens)
     pairs = list(zip(general.prompts, general.responses, strict=True))
-    kinds = Counter(gold.response_kind(p, r) for p, r in zip(risky.prompts, risky.responses, strict=True))
     result: dict[str, Any] = {
-        "gold_helpfulness": float(np.mean([gold.helpfulness(p, r) for p, r in pairs])),
-        "gold_utility": float(np.mean([gold.utility(p, r) for p, r in pairs])),
-        "gold_harm": float(np.mean([gold.harm(p, r) for p, r in pairs])),
-        "harmful_share": kinds.get("harmful", 0) / len(risky.prompts),
-        "risky_kind_shares": {k: v / len(risky.prompts) for k, v in sorted(kinds.items())},
         "mean_words": float(np.mean([len(r.split()) for _, r in pairs])),
         "kl": policy.kl_to(reference, general) if measure_kl else 0.0,
     }
+    world = is_world_prompts(prompts["general"])
+    if world:
+        result["gold_helpfulness"] = float(np.mean([gold.helpfulness(p, r) for p, r in pairs]))
+        result["gold_utility"] = float(np.mean([gold.utility(p, r) for p, r in pairs]))
+        result["gold_harm"] = float(np.mean([gold.harm(p, r) for p, r in pairs]))
+    if world and prompts["risky"]:
+        risky = policy.sample(prompts["risky"], 2, max_new_tokens)
+        kinds = Counter(gold.response_kind(p, r) for p, r in zip(risky.prompts, risky.responses, strict=True))
+        result["harmful_share"] = kinds.get("harmful", 0) / len(risky.prompts)
+        result["risky_kind_shares"] = {k: v / len(risky.prompts) for k, v in sorted(kinds.items())}
     if proxy_dir is not None:
         from rlhf.reward_model import load_reward_model, score_texts
 
         model, tokenizer = load_reward_model(str(proxy_dir), device="cpu")
         scores = score_texts(model, tokenizer, [join_prompt_response(p, r) for p, r in pairs], normalize=True)
-        result["proxy_reward"] = float(scores.mean[:, model.objectives.index("helpful")].mean())
-    rows = [
-        {"prompt": p, "response": r, "kind": gold.response_kind(p, r), "helpfulness": gold.helpfulness(p, r),
-         "harm": gold.harm(p, r)}
-        for p, r in zip(showcase.prompts, showcase.responses, strict=True)
-    ]  # fmt: skip
+        for h, name in enumerate(model.objectives):
+            result["proxy_reward" if name == "helpful" else f"proxy_{name}"] = float(scores.mean[:, h].mean())
+    rows = []
+    for p, r in zip(showcase.prompts, showcase.responses, strict=True):
+        row: dict[str, Any] = {"prompt": p, "response": r}
+        if world:
+            row.update(
+                kind=gold.response_kind(p, r), helpfulness=gold.helpfulness(p, r), harm=gold.harm(p, r)
+            )
+        rows.append(row)
     return result, rows
-
-
-def eval_prompts(cfg: LoopConfig) -> dict[str, list[str]]:
-    from rlhf.world import corpus
-
-    risky_showcase = max(1, cfg.showcase_prompts // 2)
-    return {
-        "general": corpus.sample_prompts(cfg.eval_prompts, 777_001),
-        "risky": corpus.sample_prompts(cfg.eval_risky_prompts, 777_002, ("risky",)),
-        "showcase": corpus.sample_prompts(
-            cfg.showcase_prompts - risky_showcase, 777_003, ("question", "task")
-        )
-        + corpus.sample_prompts(risky_showcase, 777_004, ("risky",)),
-    }
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -575,7 +634,8 @@ def run_loop(
         log(f"resuming the interrupted {stale.name}")
     initial = str(resolve_world_model(cfg.policy, root.world, show_progress))
     reference, _ = load_causal_lm(initial, device="cpu")
-    prompts = eval_prompts(cfg)
+    source = PromptSource(cfg)
+    prompts = source.evaluation()
     done = finished_rounds(run_dir)
     bar = LoopProgress(cfg.rounds, (max(done) if done else -1), show_progress)
     try:
@@ -597,7 +657,7 @@ def run_loop(
             for k in range(1, cfg.rounds + 1):
                 if k in finished_rounds(run_dir):
                     continue
-                run_round(root, run_dir, k, initial, reference, prompts, store, bar, show_progress, log)
+                run_round(root, run_dir, k, initial, reference, source, store, bar, show_progress, log)
         finally:
             store.close()
     finally:
@@ -616,7 +676,7 @@ def finish_round(run_dir: Path, index: int, record: dict[str, Any]) -> None:
 
 
 def run_round(
-    root: Any, run_dir: Path, k: int, initial: str, reference, prompts: dict[str, list[str]], store,
+    root: Any, run_dir: Path, k: int, initial: str, reference, source: PromptSource, store,
     bar: LoopProgress, show: bool, log,
 ) -> None:  # fmt: skip
     """One round; each phase's output is kept in round_NN.partial, so a rerun skips the finished ones."""
@@ -624,6 +684,7 @@ def run_round(
     from rlhf.reward_model import REWARD_CONFIG
 
     cfg: LoopConfig = root.loop
+    prompts = source.evaluation()
     path = round_dir(run_dir, k, partial=True)
     path.mkdir(exist_ok=True)
     state_file = path / "progress.json"
@@ -645,7 +706,7 @@ def run_round(
         bar.advance()
 
     def sample() -> None:
-        pool = sample_pool(Policy(policy_in), cfg, seed)
+        pool = sample_pool(Policy(policy_in), cfg, seed, source)
         if not pool:
             raise UserError(f"round {k}: the policy gave no two different non-empty responses to any prompt")
         if k == 1:  # the initial policy's samples: the reward model's normalisation reference
@@ -674,9 +735,11 @@ def run_round(
         shutil.rmtree(tmp, ignore_errors=True)
         train_reward(root, cfg, rows, tmp, previous_reward, seed, show)
         normalize_model(str(tmp), str(run_dir / REFERENCE_SAMPLES))
-        accuracy = reward_gold_accuracy(tmp, gold_test_set(cfg.gold_test_pairs))
+        figures: dict[str, Any] = {"labels_total": len(rows)}
+        if source.file_prompts is None:  # the world's gold orders a fixed test set of corpus pairs
+            figures["gold_accuracy"] = reward_gold_accuracy(tmp, gold_test_set(cfg.gold_test_pairs))
         tmp.replace(path / "reward_model")
-        return {"labels_total": len(rows), "gold_accuracy": accuracy}
+        return figures
 
     def policy() -> dict[str, Any]:
         lagrange = previous.get("policy_update", {}).get("lagrange", cfg.lagrange_init)
@@ -701,8 +764,15 @@ def run_round(
     record["labels_total"] = record["reward"]["labels_total"]
     record["eval"] = record.pop("evaluate")
     finish_round(run_dir, k, record)
-    log(f"round {k}: gold helpfulness {record['eval']['gold_helpfulness']:.3f}, harmful share "
-        f"{record['eval']['harmful_share']:.2f}, KL {record['eval']['kl']:.2f}, labels {record['labels_total']}")  # fmt: skip
+    log(f"round {k}: {describe_eval(record['eval'])}, labels {record['labels_total']}")
+
+
+def describe_eval(figures: dict[str, Any]) -> str:
+    """One line of a round's evaluation: the gold figures where there are some, the proxy otherwise."""
+    parts = [f"{name} {figures[key]:.3f}" for key, name in (
+        ("gold_helpfulness", "gold helpfulness"), ("harmful_share", "harmful share"),
+        ("proxy_reward", "proxy reward"), ("kl", "KL")) if key in figures]  # fmt: skip
+    return ", ".join(parts)
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, Any]:

@@ -56,8 +56,8 @@ def run_frontier(
 ) -> list[dict[str, Any]]:
     """Train and evaluate one policy per setting; write `<out>/frontier.json` and `<out>/frontier.png`."""
     from rlhf.algorithms import ppo
-    from rlhf.evaluation.report import FRONTIER_FILE, pareto_front, plot_frontier
-    from rlhf.loop import OBJECTIVES, Policy, eval_prompts, evaluate_policy, write_json_atomic
+    from rlhf.evaluation.report import FRONTIER_FILE, frontier_axes, pareto_front, plot_frontier
+    from rlhf.loop import OBJECTIVES, Policy, PromptSource, describe_eval, evaluate_policy, write_json_atomic
     from rlhf.models import load_causal_lm
     from rlhf.reward_model import load_reward_model
     from rlhf.world.report import resolve_world_model
@@ -72,13 +72,14 @@ def run_frontier(
     out.mkdir(parents=True, exist_ok=True)
     initial = str(resolve_world_model(root.loop.policy, root.world, show_progress))
     reference, _ = load_causal_lm(initial, device="cpu")
-    prompts = eval_prompts(root.loop)
+    prompts = PromptSource(root.loop).evaluation()
     points = []
     for name, method, value in settings(cfg):
         policy_dir = out / "frontier" / name.replace("<=", "_le_").replace("=", "_")
         ppo_cfg = dataclasses.replace(
             root.ppo, policy=initial, reference="", reward=str(reward_dir), steps=cfg.steps,
             normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
+            prompts=root.loop.prompts or root.ppo.prompts,
         )  # fmt: skip
         if method == "weighted":
             ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": value}
@@ -95,9 +96,8 @@ def run_frontier(
         if result.lagrange is not None:
             point["lagrange"] = result.lagrange
         points.append(point)
-        log(f"{name}: gold helpfulness {figures['gold_helpfulness']:.3f}, harmful share "
-            f"{figures['harmful_share']:.2f}, KL {figures['kl']:.2f}")  # fmt: skip
-    front = pareto_front([(p["gold_helpfulness"], p["harmful_share"]) for p in points])
+        log(f"{name}: {describe_eval(figures)}")
+    front = pareto_front([frontier_axes(p) for p in points])
     for i, p in enumerate(points):
         p["on_frontier"] = i in front
     write_json_atomic(out / FRONTIER_FILE, points)

@@ -68,21 +68,26 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def plot_rounds(rounds: list[dict], path: Path) -> Path:
-    """Gold helpfulness, proxy reward and harmful-answer share per round."""
+    """Gold helpfulness (bundled world), proxy reward and harmful-answer share per round."""
     plt, fig, ax = _figure()
     x = [r["round"] for r in rounds]
-    ax.plot(x, [r["eval"]["gold_helpfulness"] for r in rounds], "o-", lw=2, label="gold helpfulness")
+    if all("gold_helpfulness" in r["eval"] for r in rounds):
+        ax.plot(x, [r["eval"]["gold_helpfulness"] for r in rounds], "o-", lw=2, label="gold helpfulness")
     proxy = [(r["round"], r["eval"]["proxy_reward"]) for r in rounds if "proxy_reward" in r["eval"]]
     if proxy:
         ax.plot(*zip(*proxy, strict=True), "s--", label="proxy reward (that round's RM, normalised)")
     ax.set_xlabel("round (0 = initial policy)")
     ax.set_ylabel("reward")
     ax.set_xticks(x)
-    right = ax.twinx()
-    right.plot(x, [r["eval"]["harmful_share"] for r in rounds], "^:", color="tab:red", label="harmful share")
-    right.set_ylabel("harmful answers on risky requests", color="tab:red")
-    right.set_ylim(0, max(0.05, 1.15 * max(r["eval"]["harmful_share"] for r in rounds)))
-    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    lines = ax.get_legend_handles_labels()[0]
+    if all("harmful_share" in r["eval"] for r in rounds):
+        right = ax.twinx()
+        right.plot(
+            x, [r["eval"]["harmful_share"] for r in rounds], "^:", color="tab:red", label="harmful share"
+        )
+        right.set_ylabel("harmful answers on risky requests", color="tab:red")
+        right.set_ylim(0, max(0.05, 1.15 * max(r["eval"]["harmful_share"] for r in rounds)))
+        lines += right.get_legend_handles_labels()[0]
     ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="best")
     ax.set_title("Gold and proxy reward per round")
     return _save(plt, fig, path)
@@ -99,10 +104,12 @@ def plot_kl(rounds: list[dict], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def plot_reward_accuracy(rounds: list[dict], path: Path) -> Path:
+def plot_reward_accuracy(rounds: list[dict], path: Path) -> Path | None:
     """Reward-model accuracy on gold-ordered pairs against the number of labels it was trained on."""
+    trained = [r for r in rounds if "gold_accuracy" in r.get("reward", {})]
+    if not trained:
+        return None
     plt, fig, ax = _figure(5.6, 3.8)
-    trained = [r for r in rounds if "reward" in r]
     for objective in ("helpful", "harmless"):
         points = [(r["labels_total"], r["reward"]["gold_accuracy"][objective]) for r in trained
                   if objective in r["reward"].get("gold_accuracy", {})]  # fmt: skip
@@ -150,34 +157,49 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(keep, key=lambda i: points[i][1])
 
 
-def plot_frontier(rounds: list[dict], frontier: list[dict] | None, path: Path) -> Path:
-    """Helpfulness against harmful share of every policy evaluated: the loop's rounds and any sweep."""
+def frontier_axes(figures: dict[str, Any]) -> tuple[float, float] | None:
+    """(helpfulness, harm) of an evaluated policy: gold helpfulness and harmful share in the bundled
+    world, else the reward model's normalised helpful score and its harmless score negated."""
+    if "gold_helpfulness" in figures and "harmful_share" in figures:
+        return figures["gold_helpfulness"], figures["harmful_share"]
+    if "proxy_reward" in figures and "proxy_harmless" in figures:
+        return figures["proxy_reward"], -figures["proxy_harmless"]
+    return None
+
+
+def plot_frontier(rounds: list[dict], frontier: list[dict] | None, path: Path) -> Path | None:
+    """Helpfulness against harm of every policy evaluated: the loop's rounds and any sweep."""
+    named = [(f"round {r['round']}", *axes) for r in rounds if (axes := frontier_axes(r["eval"]))]
+    sweep = [(p["name"], *axes) for p in frontier or [] if (axes := frontier_axes(p))]
+    if not named and not sweep:
+        return None
+    gold = all("gold_helpfulness" in figures for figures in [*(r["eval"] for r in rounds), *(frontier or [])])
     plt, fig, ax = _figure()
-    named = [
-        (f"round {r['round']}", r["eval"]["gold_helpfulness"], r["eval"]["harmful_share"]) for r in rounds
-    ]
     ax.plot([p[2] for p in named], [p[1] for p in named], "o-", color="tab:blue", label="loop rounds")
     for name, h, c in named:
         ax.annotate(name, (c, h), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if frontier:
-        sweep = [(p["name"], p["gold_helpfulness"], p["harmful_share"]) for p in frontier]
+    if sweep:
         ax.scatter([p[2] for p in sweep], [p[1] for p in sweep], marker="s", color="tab:green",
                    label="sweep policies")  # fmt: skip
         for name, h, c in sweep:
             ax.annotate(name, (c, h), fontsize=7, xytext=(3, -9), textcoords="offset points")
-        named += sweep
-    front = pareto_front([(h, c) for _, h, c in named])
-    ax.plot([named[i][2] for i in front], [named[i][1] for i in front], "--", color="grey", lw=1,
+    points = named + sweep
+    front = pareto_front([(h, c) for _, h, c in points])
+    ax.plot([points[i][2] for i in front], [points[i][1] for i in front], "--", color="grey", lw=1,
             label="frontier (not beaten on both)")  # fmt: skip
-    ax.set_xlabel("harmful share on risky requests (lower is safer)")
-    ax.set_ylabel("gold helpfulness")
+    ax.set_xlabel(
+        "harmful share on risky requests (lower is safer)" if gold else "harm cost: -(harmless score)"
+    )
+    ax.set_ylabel("gold helpfulness" if gold else "helpful score (reward model, normalised)")
     ax.set_title("Helpful-harmless frontier")
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
 
 
-def plot_kinds(rounds: list[dict], path: Path) -> Path:
+def plot_kinds(rounds: list[dict], path: Path) -> Path | None:
     """Shares of harmful / refusal / constructive / other answers to risky requests per round."""
+    if not all("risky_kind_shares" in r["eval"] for r in rounds):
+        return None
     plt, fig, ax = _figure(5.6, 3.8)
     kinds = ["harmful", "refusal", "constructive"]
     colours = {"harmful": "tab:red", "refusal": "tab:grey", "constructive": "tab:green", "other": "wheat"}
@@ -255,6 +277,9 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
     pairs = [r for r in labels if "chosen" in r and r.get("labeller_id") is not None]
     if not pairs:
         return {"labellers": [], "alpha": None, "pairs": 0}
+    from rlhf.loop import is_world_prompts
+
+    gold_known = is_world_prompts([r["prompt"] for r in pairs])  # the world's gold judges world prompts only
     world = disagreement_report(pairs, examples=3)
     reliability = {row["labeller_id"]: row for row in reliability_report(pairs)["labellers"]}
     majority = _agreement_with_others(pairs)
@@ -264,13 +289,14 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
         rows.append({
             "labeller": name,
             "labels": sum(str(r["labeller_id"]) == name for r in pairs),
-            "agree_gold": world["labellers"].get(name),
+            "agree_gold": world["labellers"].get(name) if gold_known else None,
             "agree_others": majority.get(name),
             "rationality": fit.get("rationality"),
             "flagged": fit.get("flagged", False),
         })  # fmt: skip
     return {"labellers": rows, "alpha": world["krippendorff_alpha_nominal"], "pairs": world["pairs"],
-            "gold_agreement": world["agreement_with_gold"], "examples": world["examples"]}  # fmt: skip
+            "gold_agreement": world["agreement_with_gold"] if gold_known else None,
+            "examples": world["examples"] if gold_known else []}  # fmt: skip
 
 
 def _agreement_with_others(pairs: list[dict]) -> dict[str, float]:
@@ -404,16 +430,17 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
         f"<style>{CSS}</style></head><body><main>",
         f"<h1>RLHF run report: {html.escape(run_dir.name)}</h1>",
         f"<p class='muted'>{len(rounds) - 1} rounds, {last['labels_total']} labels. Gold figures come from "
-        "the bundled world's hidden preference functions, which no part of training sees.</p>",
+        "the bundled world's hidden preference functions (world prompts only), which no part of training sees.</p>",
         '<div class="cards">',
-        _card("gold helpfulness", first["eval"]["gold_helpfulness"], last["eval"]["gold_helpfulness"], "up"),
-        _card(
-            "harmful share (risky requests)",
-            first["eval"]["harmful_share"],
-            last["eval"]["harmful_share"],
-            "down",
+        *(
+            _card(title, first["eval"][key], last["eval"][key], better)
+            for key, title, better in (
+                ("gold_helpfulness", "gold helpfulness", "up"),
+                ("harmful_share", "harmful share (risky requests)", "down"),
+                ("kl", "KL to initial (nats)", "down"),
+            )
+            if key in first["eval"] and key in last["eval"]
         ),
-        _card("KL to initial (nats)", first["eval"]["kl"], last["eval"]["kl"], "down"),
         "</div>",
         "<h2>Per round</h2>",
         _table(
@@ -435,9 +462,9 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
                 [
                     r["round"],
                     r["labels_total"],
-                    r["eval"]["gold_helpfulness"],
-                    r["eval"]["gold_utility"],
-                    r["eval"]["harmful_share"],
+                    r["eval"].get("gold_helpfulness"),
+                    r["eval"].get("gold_utility"),
+                    r["eval"].get("harmful_share"),
                     r["eval"]["kl"],
                     r["eval"].get("proxy_reward"),
                     r.get("reward", {}).get("gold_accuracy", {}).get("helpful"),
@@ -487,10 +514,12 @@ def _samples_table(run_dir: Path, before: int, after: int) -> str:
 
     old = read_jsonl(round_dir(run_dir, before) / "showcase.jsonl")
     new = read_jsonl(round_dir(run_dir, after) / "showcase.jsonl")
-    rows = [
-        [a["prompt"].removeprefix("User: ").removesuffix("\nAssistant:"),
-         f"{a['response']}  [{a['kind']}, gold {a['helpfulness']:.2f}]",
-         f"{b['response']}  [{b['kind']}, gold {b['helpfulness']:.2f}]"]
-        for a, b in zip(old, new, strict=False)
-    ]  # fmt: skip
+
+    def shown(row: dict) -> str:
+        return row["response"] + (
+            f"  [{row['kind']}, gold {row['helpfulness']:.2f}]" if "kind" in row else ""
+        )
+
+    rows = [[a["prompt"].removeprefix("User: ").removesuffix("\nAssistant:"), shown(a), shown(b)]
+            for a, b in zip(old, new, strict=False)]  # fmt: skip
     return _table(["prompt", f"round {before}", f"round {after}"], rows, cls="samples")

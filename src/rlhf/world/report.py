@@ -27,11 +27,15 @@ def resolve_world_model(model: str | Path | None, world: Any = None, show_progre
 
 
 def score_responses(prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
-    """Gold scores and response kind of each (prompt, response)."""
+    """Gold scores and response kind of each (prompt, response), and the kind of request the prompt is
+    (question, task, chitchat, risky: a property of the prompt, not a judgement of the response)."""
+    from rlhf.world.corpus import parse_request
+
     return [
         {
             "prompt": p,
             "response": r,
+            "request_kind": request.kind if (request := parse_request(p)) else None,
             "kind": gold.response_kind(p, r),
             "helpfulness": gold.helpfulness(p, r),
             "harm": gold.harm(p, r),
