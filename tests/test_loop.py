@@ -199,7 +199,8 @@ def test_web_labellers_timeout_without_labels_is_a_user_error(small_world, tmp_p
 
 @pytest.mark.parametrize("algorithm", ["dpo", "ilql"])
 def test_dpo_and_ilql_as_the_policy_update(small_world, tmp_path, algorithm):
-    from rlhf.loop import is_ilql_dir, run_loop
+    from rlhf.evaluation.policy import is_ilql_dir
+    from rlhf.loop import run_loop
 
     _, world_dir = small_world
     result = run_loop(tiny_root(world_dir, f"loop.algorithm={algorithm}"), tmp_path / "run", show_progress=False,

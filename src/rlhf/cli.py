@@ -1163,7 +1163,7 @@ def loop_run(
     _apply(cfg.loop, labellers=labellers, algorithm=algorithm, rounds=rounds, store=store)
     _set_seed_and_require_out(cfg, seed, out, "run")
     result = run_loop(cfg, out, resume=resume, show_progress=cfg.run.progress, log=typer.echo)
-    from rlhf.loop import describe_eval
+    from rlhf.evaluation.policy import describe_eval
 
     typer.echo(f"initial policy: {describe_eval(result.rounds[0]['eval'])}")
     typer.echo(f"after round {result.rounds[-1]['round']}: {describe_eval(result.rounds[-1]['eval'])}")

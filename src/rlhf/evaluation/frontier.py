@@ -56,8 +56,9 @@ def run_frontier(
 ) -> list[dict[str, Any]]:
     """Train and evaluate one policy per setting; write `<out>/frontier.json` and `<out>/frontier.png`."""
     from rlhf.algorithms import ppo
+    from rlhf.evaluation.policy import Policy, describe_eval, evaluate_policy
     from rlhf.evaluation.report import FRONTIER_FILE, frontier_axes, pareto_front, plot_frontier
-    from rlhf.loop import OBJECTIVES, Policy, PromptSource, describe_eval, evaluate_policy, write_json_atomic
+    from rlhf.loop import OBJECTIVES, PromptSource, write_json_atomic
     from rlhf.models import load_causal_lm
     from rlhf.reward_model import load_reward_model
     from rlhf.world.report import resolve_world_model

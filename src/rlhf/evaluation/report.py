@@ -277,7 +277,7 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
     pairs = [r for r in labels if "chosen" in r and r.get("labeller_id") is not None]
     if not pairs:
         return {"labellers": [], "alpha": None, "pairs": 0}
-    from rlhf.loop import is_world_prompts
+    from rlhf.evaluation.policy import is_world_prompts
 
     gold_known = is_world_prompts([r["prompt"] for r in pairs])  # the world's gold judges world prompts only
     world = disagreement_report(pairs, examples=3)
