@@ -331,6 +331,11 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path, capsys, finished_run):
         main(["frontier", "--reward", str(tmp_path), "--out", str(tmp_path / "f"), "--weights", "1,x"]) != 0
     )
     assert "expected numbers separated by commas" in capsys.readouterr().err
+    few = tmp_path / "few.jsonl"
+    few.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert main(["loop", "--out", str(tmp_path / "y"), "--set", f"loop.prompts={few}"]) != 0
+    assert "2 prompts; the loop needs at least 8" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()  # checked before anything is written
     out, _ = finished_run
     bad = tmp_path / "not_active.json"
     bad.write_text('{"hello": 1}')

@@ -199,9 +199,11 @@ class PromptSource:
             prompts = load_prompts(cfg.prompts)
             flags = [bool(row.data.get(cfg.risky_field, False)) for row in iter_rows(cfg.prompts)]
             order = np.random.default_rng(777_001).permutation(len(prompts))
-            n_eval = min(cfg.eval_prompts, len(prompts) // 4)
-            if len(prompts) - n_eval < 2:
-                raise UserError(f"{cfg.prompts}: {len(prompts)} prompts; the loop needs at least 8")
+            if len(prompts) < 8:
+                raise UserError(
+                    f"{cfg.prompts}: {len(prompts)} prompts; the loop needs at least 8 (a quarter is held out)"
+                )
+            n_eval = max(1, min(cfg.eval_prompts, len(prompts) // 4))
             held, rest = order[:n_eval], order[n_eval:]
             self.eval_general = [prompts[i] for i in held]
             self.eval_risky = [prompts[i] for i in held if flags[i]]
@@ -337,7 +339,8 @@ def collect_labels(store, task_ids: list[int], cfg: LoopConfig, panel_cfg: Any, 
     else:
         start = time.monotonic()
         log(
-            f"waiting for {wanted} labels on {len(task_ids)} tasks (rlhf label serve --project {cfg.project})"
+            f"waiting for {wanted} labels on {len(task_ids)} tasks: people label them at `rlhf label serve "
+            f"--db {store.engine.url.render_as_string(hide_password=True)} --project {cfg.project}`"
         )
         while (done := store.count_labels(task_ids)) < wanted:
             if cfg.web_timeout_seconds and time.monotonic() - start > cfg.web_timeout_seconds:
@@ -504,12 +507,22 @@ def run_loop(
     hf_logging.disable_progress_bar()  # a checkpoint load per phase: the loop's own bar says enough
     cfg: LoopConfig = root.loop
     run_dir = Path(out).expanduser()
+    source = PromptSource(cfg)  # a bad prompt file is an error before anything is written
+    per_iteration = root.ppo.batch_size // root.ppo.samples_per_prompt
+    if (
+        cfg.algorithm == "ppo"
+        and source.file_prompts is not None
+        and len(source.file_prompts) < per_iteration
+    ):
+        raise UserError(
+            f"{cfg.prompts}: {len(source.file_prompts)} prompts after holding out the evaluation ones; a PPO "
+            f"iteration needs {per_iteration} (lower ppo.batch_size or give more prompts)"
+        )
     prepare_run_dir(run_dir, root, resume)
     for stale in run_dir.glob("round_*.partial"):  # phases it finished are kept; see run_round
         log(f"resuming the interrupted {stale.name}")
     initial = str(resolve_world_model(cfg.policy, root.world, show_progress))
     reference, _ = load_causal_lm(initial, device="cpu")
-    source = PromptSource(cfg)
     prompts = source.evaluation()
     done = finished_rounds(run_dir)
     bar = LoopProgress(cfg.rounds, (max(done) if done else -1), show_progress)
