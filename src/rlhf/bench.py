@@ -6,7 +6,6 @@ them. For comparisons between whole processes, wrap the command in `farm-bench` 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from rlhf.errors import UserError
+from rlhf.io import write_json
 
 
 def machine() -> dict[str, Any]:
@@ -151,9 +151,7 @@ def bench_reward(
         "machine": machine(),
         "runs": runs,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
+    write_json(out, figures)
     return figures
 
 
@@ -310,9 +308,7 @@ def bench_ppo(
         "plain_generate_tokens_per_second": plain,
         "runs": runs,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
+    write_json(out, figures)
     return figures
 
 
@@ -379,9 +375,7 @@ def bench_dpo(
         "machine": machine(),
         "runs": runs,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
+    write_json(out, figures)
     return figures
 
 
@@ -444,7 +438,5 @@ def bench_ilql(
         "machine": machine(),
         "runs": runs,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2))
+    write_json(out, figures)
     return figures

@@ -70,7 +70,8 @@ def run_demo(
     from rlhf.config_root import load_root_config
     from rlhf.evaluation.frontier import run_frontier
     from rlhf.evaluation.report import FRONTIER_FILE, write_report
-    from rlhf.loop import LOOP_CONFIG, round_dir, run_loop, write_json_atomic
+    from rlhf.io import write_json
+    from rlhf.loop import LOOP_CONFIG, round_dir, run_loop
 
     started = time.monotonic()
     root = load_root_config(config, [*DEMO_SETTINGS, *DEMO_FRONTIER, *sets])
@@ -89,7 +90,7 @@ def run_demo(
         "report": str(report),
         "settings": [*DEMO_SETTINGS, *sets],
     }
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

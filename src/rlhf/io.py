@@ -32,6 +32,21 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
     return count
 
 
+def write_json(path: str | Path, value: Any) -> None:
+    """Write one JSON document (indented) through a temporary file beside `path`, then rename."""
+    text = json.dumps(value, indent=2)
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError` naming it."""
     path = Path(path).expanduser()

@@ -43,6 +43,7 @@ from rlhf.evaluation.policy import (
     reward_gold_accuracy,
 )
 from rlhf.feedback.acquisition import METHODS
+from rlhf.io import read_jsonl, write_json, write_jsonl
 
 PHASES = ("sample", "acquire", "label", "reward", "policy", "evaluate")
 ALGORITHMS = ("ppo", "dpo", "ilql")
@@ -162,24 +163,6 @@ def finished_rounds(run_dir: Path) -> list[int]:
 
 def read_round(run_dir: Path, index: int) -> dict[str, Any]:
     return json.loads((round_dir(run_dir, index) / ROUND_RECORD).read_text())
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
-
-
-def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    from rlhf.io import write_jsonl
-
-    write_jsonl(path, rows)
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    from rlhf.io import read_jsonl
-
-    return read_jsonl(path)
 
 
 # ----------------------------------------------------------------------------- phases
@@ -367,7 +350,7 @@ def train_reward(
     from rlhf.algorithms import reward
 
     data = out.parent / "reward_data.jsonl"
-    write_rows_atomic(data, label_rows)
+    write_jsonl(data, label_rows)
     reward_cfg = dataclasses.replace(
         root.reward,
         data=str(data),
@@ -419,7 +402,7 @@ def update_policy(
         from rlhf.algorithms import dpo
 
         data = round_path / "dpo_pairs.jsonl"
-        write_rows_atomic(data, [r for r in labels if not r.get("tie")])
+        write_jsonl(data, [r for r in labels if not r.get("tie")])
         objective = "" if cfg.safety != "none" else "helpful"
         dpo_cfg = dataclasses.replace(root.dpo, model=policy_in, data=str(data), objective=objective,
                                       max_steps=cfg.policy_steps, eval_data=None)  # fmt: skip
@@ -436,7 +419,7 @@ def update_policy(
     weights = np.array([1.0, cfg.harm_weight if cfg.safety != "none" else 0.0])
     rewards = scores.mean.numpy() @ weights[[model.objectives.index(o) for o in OBJECTIVES]]
     data = round_path / "ilql_rows.jsonl"
-    write_rows_atomic(data, [{"prompt": p, "response": y, "reward": float(s)}
+    write_jsonl(data, [{"prompt": p, "response": y, "reward": float(s)}
                              for (p, y), s in zip(responses, rewards, strict=True)])  # fmt: skip
     # an ILQL directory holds its LM as a plain causal LM: the next round's heads start fresh on it
     ilql_cfg = dataclasses.replace(
@@ -535,7 +518,7 @@ def run_loop(
             )
             path = round_dir(run_dir, 0, partial=True)
             path.mkdir(exist_ok=True)
-            write_rows_atomic(path / "showcase.jsonl", showcase)
+            write_jsonl(path / "showcase.jsonl", showcase)
             record = {"round": 0, "policy": initial, "labels_total": 0, "eval": figures,
                       "seconds": {"evaluate": time.monotonic() - started}}  # fmt: skip
             finish_round(run_dir, 0, record)
@@ -551,16 +534,16 @@ def run_loop(
     finally:
         bar.close()
     records = [read_round(run_dir, k) for k in finished_rounds(run_dir)]
-    write_rows_atomic(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
+    write_jsonl(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
     return LoopResult(run_dir, records)
 
 
 def finish_round(run_dir: Path, index: int, record: dict[str, Any]) -> None:
     path = round_dir(run_dir, index, partial=True)
-    write_json_atomic(path / ROUND_RECORD, record)
+    write_json(path / ROUND_RECORD, record)
     path.replace(round_dir(run_dir, index))
     records = [read_round(run_dir, k) for k in finished_rounds(run_dir)]
-    write_rows_atomic(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
+    write_jsonl(run_dir / METRICS_FILE, [flat_metrics(r) for r in records])
 
 
 def run_round(
@@ -590,7 +573,7 @@ def run_round(
             record["seconds"][name] = time.monotonic() - started
             if figures:
                 record[name] = figures
-            write_json_atomic(state_file, record)
+            write_json(state_file, record)
         bar.advance()
 
     def sample() -> None:
@@ -598,27 +581,27 @@ def run_round(
         if not pool:
             raise UserError(f"round {k}: the policy gave no two different non-empty responses to any prompt")
         if k == 1:  # the initial policy's samples: the reward model's normalisation reference
-            write_rows_atomic(
+            write_jsonl(
                 run_dir / REFERENCE_SAMPLES, [{"prompt": r["prompt"], "response": r["a"]} for r in pool]
             )
-        write_rows_atomic(path / "pool.jsonl", pool)
+        write_jsonl(path / "pool.jsonl", pool)
 
     def acquire() -> dict[str, Any]:
-        picked, stats = acquire_pairs(read_rows(path / "pool.jsonl"), cfg, previous_reward, seed)
-        write_rows_atomic(path / "picked.jsonl", picked)
+        picked, stats = acquire_pairs(read_jsonl(path / "pool.jsonl"), cfg, previous_reward, seed)
+        write_jsonl(path / "picked.jsonl", picked)
         return stats
 
     def label() -> dict[str, Any]:
         tasks_file = path / "tasks.json"
         if not tasks_file.is_file():  # pushed once: a resumed round waits for the same tasks
-            write_json_atomic(tasks_file, push_tasks(store, read_rows(path / "picked.jsonl"), cfg, seed))
+            write_json(tasks_file, push_tasks(store, read_jsonl(path / "picked.jsonl"), cfg, seed))
         rows = collect_labels(store, json.loads(tasks_file.read_text()), cfg, root.panel, seed, log)
-        write_rows_atomic(path / "labels.jsonl", rows)
+        write_jsonl(path / "labels.jsonl", rows)
         return {"labels": len(rows), "ties": sum(bool(r.get("tie")) for r in rows)}
 
     def reward() -> dict[str, Any]:
-        rows = [row for j in range(1, k) for row in read_rows(round_dir(run_dir, j) / "labels.jsonl")]
-        rows += read_rows(path / "labels.jsonl")
+        rows = [row for j in range(1, k) for row in read_jsonl(round_dir(run_dir, j) / "labels.jsonl")]
+        rows += read_jsonl(path / "labels.jsonl")
         tmp = path / "reward_model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         train_reward(root, cfg, rows, tmp, previous_reward, seed, show)
@@ -631,14 +614,14 @@ def run_round(
 
     def policy() -> dict[str, Any]:
         lagrange = previous.get("policy_update", {}).get("lagrange", cfg.lagrange_init)
-        labels = read_rows(path / "labels.jsonl")
+        labels = read_jsonl(path / "labels.jsonl")
         return update_policy(root, cfg, policy_in, initial, path / "reward_model", path, labels,
-                             read_rows(path / "pool.jsonl"), lagrange, seed, show)  # fmt: skip
+                             read_jsonl(path / "pool.jsonl"), lagrange, seed, show)  # fmt: skip
 
     def evaluate() -> dict[str, Any]:
         figures, showcase = evaluate_policy(Policy(str(path / "policy")), reference, prompts, cfg.max_new_tokens,
                                             path / "reward_model", True)  # fmt: skip
-        write_rows_atomic(path / "showcase.jsonl", showcase)
+        write_jsonl(path / "showcase.jsonl", showcase)
         return figures
 
     phase("sample", path / "pool.jsonl", sample)

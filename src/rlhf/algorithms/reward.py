@@ -718,10 +718,9 @@ def normalize_model(
 ) -> tuple[list[float], list[float]]:
     """Store mean/std of the scores over reference policy samples in the model's reward_config.json."""
     import dataclasses
-    import json
-    import os
 
     from rlhf.data import read_response_rows
+    from rlhf.io import write_json
     from rlhf.reward_model import REWARD_CONFIG, load_reward_model, normalization_stats, score_texts
 
     model, tokenizer = load_reward_model(model_dir, device=device)
@@ -736,8 +735,5 @@ def normalize_model(
     )
     mean, std = normalization_stats(scores.mean)
     meta = dataclasses.replace(model.meta, norm_mean=mean, norm_std=std)
-    path = Path(model_dir) / REWARD_CONFIG
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(meta), indent=2))
-    os.replace(tmp, path)
+    write_json(Path(model_dir) / REWARD_CONFIG, dataclasses.asdict(meta))
     return mean, std

@@ -58,7 +58,8 @@ def run_frontier(
     from rlhf.algorithms import ppo
     from rlhf.evaluation.policy import Policy, describe_eval, evaluate_policy
     from rlhf.evaluation.report import FRONTIER_FILE, frontier_axes, pareto_front, plot_frontier
-    from rlhf.loop import OBJECTIVES, PromptSource, write_json_atomic
+    from rlhf.io import write_json
+    from rlhf.loop import OBJECTIVES, PromptSource
     from rlhf.models import load_causal_lm
     from rlhf.reward_model import load_reward_model
     from rlhf.world.report import resolve_world_model
@@ -101,6 +102,6 @@ def run_frontier(
     front = pareto_front([frontier_axes(p) for p in points])
     for i, p in enumerate(points):
         p["on_frontier"] = i in front
-    write_json_atomic(out / FRONTIER_FILE, points)
+    write_json(out / FRONTIER_FILE, points)
     plot_frontier([], points, out / "frontier.png")
     return points
