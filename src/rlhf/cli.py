@@ -1003,6 +1003,13 @@ def bench_active(
     ] = "full",
     epochs: Annotated[float, typer.Option(help="Reward-model epochs per round ('full').")] = 3.0,
     ensemble: Annotated[int, typer.Option(min=1, help="Ensemble heads.")] = 4,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Reward-model backbone: 'world' (the built world LM), or a causal LM or reward-model "
+            "directory (e.g. a preference-model-pretrained one)."
+        ),
+    ] = "world",
 ) -> None:
     """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random."""
     import json
@@ -1014,7 +1021,7 @@ def bench_active(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         seeds=seeds, initial_labels=initial, batch_labels=batch, max_labels=max_labels,
         target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
-        ensemble_size=ensemble,
+        ensemble_size=ensemble, model=model,
     )  # fmt: skip
     f = run_bench(cfg, out, log=typer.echo)
     typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")

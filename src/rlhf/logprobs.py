@@ -86,6 +86,17 @@ def response_logprobs(
     _check_temperature(temperature)
     if not 1 <= response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
+    if _worth_packing(model, attention_mask, response_start):
+        return _packed_or_padded(
+            model, input_ids, attention_mask, response_start, temperature, return_logits, value_head
+        )
+    return _padded_response_logprobs(
+        model, input_ids, attention_mask, response_start, temperature, return_logits, value_head
+    )
+
+
+def _padded_response_logprobs(model, input_ids, attention_mask, response_start, temperature, return_logits,
+                              value_head):  # fmt: skip
     position_ids = position_ids_from_mask(attention_mask)  # (B, L)
     kwargs = {}
     width = input_ids.shape[1] - response_start + 1  # the positions whose logits predict response tokens
@@ -111,6 +122,74 @@ def response_logprobs(
     hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, D)
     values = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1)  # (B, T)
     return logprobs, (logits if return_logits else None), values
+
+
+def _worth_packing(model: Any, attention_mask: torch.Tensor, response_start: int) -> bool:
+    """Pack when a third or so of the batch is padding, rows are contiguous and every prompt has a token."""
+    from rlhf import packing
+
+    return (
+        packing.padding_share(attention_mask) >= packing.MIN_PADDING_SHARE
+        and bool(attention_mask[:, response_start - 1].bool().all())
+        and packing.contiguous_rows(attention_mask)
+        and packing.supports_packing(model)
+    )
+
+
+def _packed_or_padded(model, input_ids, attention_mask, response_start, temperature, return_logits, value_head):
+    """The packed forward; the first time for a model, checked against the padded one (a model whose
+    attention ignores the row boundaries is then run padded from here on)."""
+    from rlhf import packing
+
+    args = (model, input_ids, attention_mask, response_start, temperature, return_logits, value_head)
+    try:
+        packed = _packed_response_logprobs(*args)
+    except packing.PackingUnsupported:
+        packing.set_packing_verdict(model, False)
+        return _padded_response_logprobs(*args)
+    if getattr(model, "_rlhf_packing", None) is None:
+        with torch.no_grad():
+            padded = _padded_response_logprobs(*args)
+        valid = attention_mask[:, response_start:].bool()
+        tolerance = 1e-3 if packed[0].dtype == torch.float32 else 5e-2
+        same = all(
+            torch.allclose(a[valid].float(), b[valid].float(), atol=tolerance, rtol=tolerance)
+            for a, b in zip(packed, padded, strict=True)
+            if a is not None
+        )
+        packing.set_packing_verdict(model, same)
+        if not same:
+            return _padded_response_logprobs(*args)
+    return packed
+
+
+def _packed_response_logprobs(model, input_ids, attention_mask, response_start, temperature, return_logits,
+                              value_head):  # fmt: skip
+    """`response_logprobs` on the real tokens only (`rlhf.packing`); padding positions get 0."""
+    from rlhf.packing import pack, packed_forward
+
+    packed = pack(input_ids, attention_mask)
+    valid = attention_mask[:, response_start:].bool()  # (B, T)
+    keep = packed.flat_index[:, response_start:][valid] - 1  # (K,): the positions predicting each token
+    kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
+    out = packed_forward(model, packed, keep, output_hidden_states=value_head is not None, **kwargs)
+    logits = out.logits[0] if kwargs else out.logits[0, keep]  # (K, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = gather_logprobs(logits[None], input_ids[:, response_start:][valid][None])[0]  # (K,)
+    logprobs = picked.new_zeros(valid.shape)
+    logprobs[valid] = picked
+    full_logits = None
+    if return_logits:
+        full_logits = logits.new_zeros((*valid.shape, logits.shape[-1]))
+        full_logits[valid] = logits
+    if value_head is None:
+        return logprobs, full_logits
+    hidden = out.hidden_states[-1][0, keep]  # (K, D)
+    picked_values = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1)  # (K,)
+    values = picked_values.new_zeros(valid.shape)
+    values[valid] = picked_values
+    return logprobs, full_logits, values
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -195,6 +195,18 @@ class Rollout:
     query_width: int
     generate_seconds: float = 0.0  # the `generate` call alone
     generated_positions: int = 0  # B x steps generated (finished rows keep being padded until all stop)
+    # the policy forward's (logprobs, logits, values) with their autograd graph, kept when the first
+    # update's forward would repeat it exactly (see `reusable_first_forward`)
+    first_forward: tuple | None = None
+
+
+def reusable_first_forward(models: "PolicyModels", cfg: "PPOConfig", n_rows: int) -> bool:
+    """Whether the first update may backpropagate through the rollout's own policy forward: with one
+    minibatch per epoch its forward sees the same parameters and rows, and without dropout the same
+    function, so running it again would compute the same tensors (TRL likewise skips the old-policy
+    forward when it makes one update per rollout)."""
+    dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in models.policy.modules())
+    return cfg.mini_batch_size >= n_rows and not dropout
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -227,8 +239,11 @@ def policy_forward(
 
 
 @torch.no_grad()
-def rollout(models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=nullcontext) -> Rollout:
-    """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs."""
+def rollout(
+    models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=nullcontext, keep_graph: bool = False
+) -> Rollout:
+    """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs.
+    With `keep_graph` the policy forward keeps its autograd graph and logits (`Rollout.first_forward`)."""
     from rlhf.logprobs import response_logprobs, truncate_after_eos
 
     policy, tokenizer = models.policy, models.tokenizer
@@ -259,8 +274,16 @@ def rollout(models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=n
         raise UserError("the policy generated no tokens; check max_new_tokens")
     input_ids = torch.cat([enc["input_ids"], responses], dim=1)  # (B, Lq + T)
     attention_mask = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
+    first_forward = None
     with autocast():
-        logprobs, _, values = policy_forward(models, input_ids, attention_mask, width, cfg.temperature)
+        with torch.enable_grad() if keep_graph else nullcontext():
+            logprobs, logits, values = policy_forward(
+                models, input_ids, attention_mask, width, cfg.temperature, return_logits=keep_graph
+            )
+        if keep_graph:
+            first_forward = (logprobs, logits, values)
+            logprobs = logprobs.detach()
+            values = values.detach() if values is not None else None
         ref_logprobs, _ = response_logprobs(
             models.ref_policy, input_ids, attention_mask, width, cfg.temperature
         )
@@ -279,6 +302,7 @@ def rollout(models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=n
         width,
         generate_seconds,
         int(out.shape[0] * (out.shape[1] - width)),
+        first_forward,
     )
 
 
@@ -357,7 +381,7 @@ def ppo_step(
     started = time.monotonic()
     models.policy.eval()
     # 1. sample, and log-probs of policy and frozen reference on the generated tokens
-    batch = rollout(models, prompts, cfg, autocast)
+    batch = rollout(models, prompts, cfg, autocast, keep_graph=reusable_first_forward(models, cfg, len(prompts)))
     generation_seconds = time.monotonic() - started
     mask = batch.response_mask
     check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
@@ -403,14 +427,18 @@ def ppo_step(
             idx = order[start : start + cfg.mini_batch_size]
             m = mask[idx]
             with autocast():
-                logprobs, logits, values = policy_forward(
-                    models,
-                    batch.input_ids[idx],
-                    batch.attention_mask[idx],
-                    batch.query_width,
-                    cfg.temperature,
-                    return_logits=True,
-                )
+                if batch.first_forward is not None:  # the rollout's forward, at these very parameters
+                    logprobs, logits, values = (t[idx] if t is not None else None for t in batch.first_forward)
+                    batch.first_forward = None
+                else:
+                    logprobs, logits, values = policy_forward(
+                        models,
+                        batch.input_ids[idx],
+                        batch.attention_mask[idx],
+                        batch.query_width,
+                        cfg.temperature,
+                        return_logits=True,
+                    )
                 pg_loss, pg_stats = ppo_policy_loss(
                     logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
                 )

@@ -1,0 +1,167 @@
+"""Padding-free forwards: a batch of padded rows run as one packed sequence.
+
+A PPO batch is left-padded prompts followed by responses that stop at EOS and are right-padded to the
+longest one. On the benchmark batch (32 prompts of about 44 tokens, responses of 13 tokens on average
+and up to 32) a third of the positions are padding, and every matrix multiply of the forward and the
+backward pays for them. Packing keeps only the real tokens: the rows' tokens are laid end to end in one
+(1, N) sequence, each row's positions restart at 0, and attention runs causally inside each row
+(`packed_attention`, given the rows' boundaries through transformers' varlen keyword `cu_seq_lens_q`).
+The linear layers then see N real tokens and nothing else; the results are the padded forward's
+(tested to float tolerance), scattered back to the padded layout.
+
+Used by `rlhf.logprobs.response_logprobs` for models whose attention goes through transformers'
+attention interface (`_supports_attention_backend`: Llama, Qwen, Mistral, GPT-2, GPT-NeoX, ...). The
+first packed forward of each model is checked against the padded one; a model that does not pass the
+varlen keywords through to its attention falls back to padded rows for good.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_NAME = "rlhf_packed"
+MIN_PADDING_SHARE = 0.15  # below this, the packed attention's per-row calls cost more than they save
+
+
+def packed_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention inside each packed row (transformers' attention-interface signature).
+    query (1, H, N, Dh), key and value (1, Hkv, N, Dh), cu_seq_lens_q (R + 1,) row boundaries
+    -> (1, N, H, Dh)."""
+    if cu_seq_lens_q is None:
+        raise PackingUnsupported("the model did not pass cu_seq_lens_q to its attention")
+    lengths = cu_seq_lens_q.diff().tolist()
+    gqa = key.shape[1] != query.shape[1]
+    # split, not slicing: the backward of R slices would write R full-size zero gradients, one cat here
+    rows = [
+        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
+        for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True)
+    ]  # fmt: skip
+    return torch.cat(rows, dim=2).transpose(1, 2).contiguous(), None
+
+
+class PackingUnsupported(RuntimeError):
+    """The model's forward does not run through `packed_attention` with row boundaries."""
+
+
+_registered = False
+
+
+def register_attention() -> None:
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(ATTENTION_NAME, packed_attention)
+        _registered = True
+
+
+@dataclass
+class Packed:
+    """A padded (B, L) batch as one packed row: `input_ids` and `position_ids` (1, N), the rows'
+    boundaries `cu_seq_lens` (B + 1,), and `flat_index` (B, L): each padded position's index in the
+    packed row (-1 on padding)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    cu_seq_lens: torch.Tensor
+    max_length: int
+    flat_index: torch.Tensor
+
+
+def contiguous_rows(attention_mask: torch.Tensor) -> bool:
+    """Whether every row's real tokens are one run (left and right padding only); (B, L) -> bool."""
+    mask = attention_mask.bool()
+    starts = (mask[:, 1:] & ~mask[:, :-1]).sum(-1) + mask[:, 0].long()  # runs of 1s per row
+    return bool((starts <= 1).all()) and bool(mask.any(-1).all())
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Packed:
+    """Lay the real tokens of each row end to end. Rows must be contiguous (`contiguous_rows`)."""
+    mask = attention_mask.bool()  # (B, L)
+    lengths = mask.sum(-1)  # (B,)
+    flat_index = torch.where(mask, mask.reshape(-1).long().cumsum(0).view_as(mask) - 1, -1)  # (B, L)
+    positions = (mask.long().cumsum(-1) - 1)[mask]  # (N,): 0, 1, ... within each row
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=input_ids.device)
+    cu[1:] = lengths.cumsum(0)
+    return Packed(input_ids[mask][None], positions[None], cu, int(lengths.max()), flat_index)
+
+
+def modules_of(model: Any):
+    """The modules of `model`, or of the module a plain wrapper holds as `.model` (`AdaptersDisabled`)."""
+    while not isinstance(model, torch.nn.Module) and hasattr(model, "model"):
+        model = model.model
+    return model.modules()
+
+
+def padding_share(attention_mask: torch.Tensor) -> float:
+    return 1.0 - float(attention_mask.float().mean())
+
+
+@contextmanager
+def attention_implementation(model: Any, name: str):
+    """Temporarily route every config of `model` (and its wrappers' inner models) to attention `name`."""
+    from transformers import PretrainedConfig
+
+    configs = {}
+    for module in modules_of(model):
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            configs[id(config)] = config
+    previous = {key: config._attn_implementation for key, config in configs.items()}
+    try:
+        for config in configs.values():
+            config._attn_implementation = name
+        yield
+    finally:
+        for key, config in configs.items():
+            config._attn_implementation = previous[key]
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether `model` may be run packed: its transformers model routes attention through the attention
+    interface, and a first packed forward has not been found to differ from the padded one."""
+    verdict = getattr(model, "_rlhf_packing", None)
+    if verdict is not None:
+        return verdict
+    from transformers import PreTrainedModel
+
+    inner = [m for m in modules_of(model) if isinstance(m, PreTrainedModel)]
+    return bool(inner) and all(getattr(type(m), "_supports_attention_backend", False) for m in inner)
+
+
+def set_packing_verdict(model: Any, ok: bool) -> None:
+    model._rlhf_packing = ok
+
+
+def packed_forward(model: Any, packed: Packed, keep: torch.Tensor, output_hidden_states: bool, **kwargs):
+    """One forward of `model` over the packed row, with LM-head logits at the packed positions `keep`
+    (1-D) only when the model takes `logits_to_keep`."""
+    register_attention()
+    with attention_implementation(model, ATTENTION_NAME):
+        return model(
+            input_ids=packed.input_ids,
+            position_ids=packed.position_ids,
+            attention_mask=None,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+            cu_seq_lens_q=packed.cu_seq_lens,
+            cu_seq_lens_k=packed.cu_seq_lens,
+            max_length_q=packed.max_length,
+            max_length_k=packed.max_length,
+            **kwargs,
+        )

@@ -1,0 +1,121 @@
+"""Packed (padding-free) forwards: the layout by hand, and the same log-probs, values, logits and
+gradients as the padded forward on Llama (grouped-query attention too) and GPT-2."""
+
+import pytest
+import torch
+
+import rlhf.logprobs as logprobs_module
+from rlhf.logprobs import _packed_response_logprobs, _padded_response_logprobs, response_logprobs
+from rlhf.packing import contiguous_rows, pack, supports_packing
+
+
+def test_pack_by_hand():
+    ids = torch.tensor([[9, 5, 6, 7, 9], [1, 2, 9, 9, 9]])
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    packed = pack(ids, mask)
+    assert packed.input_ids.tolist() == [[5, 6, 7, 1, 2]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 0, 1]]
+    assert packed.cu_seq_lens.tolist() == [0, 3, 5]
+    assert packed.max_length == 3
+    assert packed.flat_index.tolist() == [[-1, 0, 1, 2, -1], [3, 4, -1, -1, -1]]
+
+
+def test_contiguous_rows():
+    assert contiguous_rows(torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]]))
+    assert not contiguous_rows(torch.tensor([[1, 0, 1, 0]]))  # a hole inside the row
+    assert not contiguous_rows(torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))  # an empty row
+
+
+def ppo_like_batch(vocab: int, seed: int = 0, rows: int = 6, prompt: int = 9, response: int = 7):
+    """Left-padded prompts of 2..prompt tokens, responses of 1..response tokens right-padded after EOS."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (rows, prompt + response), generator=g)
+    prompt_len = torch.randint(2, prompt + 1, (rows,), generator=g)
+    response_len = torch.randint(1, response + 1, (rows,), generator=g)
+    column = torch.arange(prompt + response)
+    mask = (column >= prompt - prompt_len[:, None]) & (column < prompt + response_len[:, None])
+    return torch.where(mask, ids, 0), mask.long(), prompt
+
+
+def llama(num_key_value_heads: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=num_key_value_heads, max_position_embeddings=64,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    return GPT2LMHeadModel(config)
+
+
+def forward_and_grads(fn, model, head, ids, mask, start):
+    model.zero_grad(set_to_none=True)
+    head.zero_grad(set_to_none=True)
+    logprobs, logits, values = fn(model, ids, mask, start, 0.7, True, head)
+    valid = mask[:, start:].bool()
+    (logprobs[valid].sum() + values[valid].pow(2).sum() + logits[valid].logsumexp(-1).sum()).backward()
+    grads = [p.grad.clone() for p in [*model.parameters(), *head.parameters()] if p.grad is not None]
+    return logprobs[valid], logits[valid], values[valid], grads
+
+
+@pytest.mark.parametrize("make", [lambda: llama(4), lambda: llama(2), gpt2], ids=["llama", "llama-gqa", "gpt2"])
+def test_packed_equals_padded_with_gradients(make):
+    model = make().train()
+    for module in model.modules():  # dropout off, as PPO runs the policy
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    head = torch.nn.Linear(32, 1)
+    ids, mask, start = ppo_like_batch(97)
+    assert supports_packing(model)
+    padded = forward_and_grads(_padded_response_logprobs, model, head, ids, mask, start)
+    packed = forward_and_grads(_packed_response_logprobs, model, head, ids, mask, start)
+    for a, b in zip(padded[:3], packed[:3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert len(padded[3]) == len(packed[3])
+    for a, b in zip(padded[3], packed[3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # and the comparison can fail: one row's positions shifted by one change its log-probs
+    shifted = ids.clone()
+    shifted[0, start] = (shifted[0, start] + 1) % 97
+    moved = _packed_response_logprobs(model, shifted, mask, start, 0.7, False, None)[0]
+    assert not torch.allclose(moved[mask[:, start:].bool()], packed[0].detach(), atol=1e-4)
+
+
+@torch.no_grad()
+def test_response_logprobs_packs_only_where_padding_is_worth_it(monkeypatch):
+    model = llama(4).eval()
+    calls = []
+    real = logprobs_module._packed_response_logprobs
+    monkeypatch.setattr(
+        logprobs_module, "_packed_response_logprobs", lambda *a: calls.append(1) or real(*a)
+    )
+    ids, mask, start = ppo_like_batch(97)
+    response_logprobs(model, ids, mask, start)
+    assert calls and model._rlhf_packing is True  # checked once against the padded forward
+    calls.clear()
+    full = torch.ones_like(mask)
+    response_logprobs(model, ids, full, start)  # no padding: the padded forward
+    assert not calls
+
+
+@torch.no_grad()
+def test_a_packed_forward_that_differs_falls_back_for_good(monkeypatch):
+    model = llama(4).eval()
+    real = logprobs_module._packed_response_logprobs
+    monkeypatch.setattr(
+        logprobs_module, "_packed_response_logprobs", lambda *a: (real(*a)[0] + 1.0, None)
+    )
+    ids, mask, start = ppo_like_batch(97)
+    got, _ = response_logprobs(model, ids, mask, start)
+    expected, _ = _padded_response_logprobs(model, ids, mask, start, 1.0, False, None)
+    valid = mask[:, start:].bool()
+    torch.testing.assert_close(got[valid], expected[valid])
+    assert model._rlhf_packing is False and not supports_packing(model)
