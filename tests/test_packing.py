@@ -66,7 +66,9 @@ def forward_and_grads(fn, model, head, ids, mask, start):
     return logprobs[valid], logits[valid], values[valid], grads
 
 
-@pytest.mark.parametrize("make", [lambda: llama(4), lambda: llama(2), gpt2], ids=["llama", "llama-gqa", "gpt2"])
+@pytest.mark.parametrize(
+    "make", [lambda: llama(4), lambda: llama(2), gpt2], ids=["llama", "llama-gqa", "gpt2"]
+)
 def test_packed_equals_padded_with_gradients(make):
     model = make().train()
     for module in model.modules():  # dropout off, as PPO runs the policy
@@ -94,9 +96,7 @@ def test_response_logprobs_packs_only_where_padding_is_worth_it(monkeypatch):
     model = llama(4).eval()
     calls = []
     real = logprobs_module._packed_response_logprobs
-    monkeypatch.setattr(
-        logprobs_module, "_packed_response_logprobs", lambda *a: calls.append(1) or real(*a)
-    )
+    monkeypatch.setattr(logprobs_module, "_packed_response_logprobs", lambda *a: calls.append(1) or real(*a))
     ids, mask, start = ppo_like_batch(97)
     response_logprobs(model, ids, mask, start)
     assert calls and model._rlhf_packing is True  # checked once against the padded forward
@@ -110,9 +110,7 @@ def test_response_logprobs_packs_only_where_padding_is_worth_it(monkeypatch):
 def test_a_packed_forward_that_differs_falls_back_for_good(monkeypatch):
     model = llama(4).eval()
     real = logprobs_module._packed_response_logprobs
-    monkeypatch.setattr(
-        logprobs_module, "_packed_response_logprobs", lambda *a: (real(*a)[0] + 1.0, None)
-    )
+    monkeypatch.setattr(logprobs_module, "_packed_response_logprobs", lambda *a: (real(*a)[0] + 1.0, None))
     ids, mask, start = ppo_like_batch(97)
     got, _ = response_logprobs(model, ids, mask, start)
     expected, _ = _padded_response_logprobs(model, ids, mask, start, 1.0, False, None)

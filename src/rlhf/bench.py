@@ -175,6 +175,8 @@ PPO_VARIANTS = {
     # TRL's RLOO / GRPO reference: 8 prompts x 4 samples, one update per rollout
     "rloo": {"advantage": "rloo", "samples_per_prompt": 4, "ppo_epochs": 1},
     "grpo": {"advantage": "grpo", "samples_per_prompt": 4, "ppo_epochs": 1},
+    # GRPO without its KL term, as TRL's GRPOTrainer runs by default (beta = 0): no reference model
+    "grpo_nokl": {"advantage": "grpo", "samples_per_prompt": 4, "ppo_epochs": 1, "kl_coef": 0.0},
 }
 
 
@@ -217,8 +219,8 @@ def bench_ppo(
             torch.manual_seed(0)
             policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
             disable_dropout(policy)
-            ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
-            setting = PPO_VARIANTS[variant]
+            setting = {"kl_coef": 0.05, **PPO_VARIANTS[variant]}
+            ref_policy = copy.deepcopy(policy).eval().requires_grad_(False) if setting["kl_coef"] else None
             value = None
             if setting["advantage"] == "gae":
                 hidden = policy.config.hidden_size
@@ -246,7 +248,7 @@ def bench_ppo(
                     for _ in range(ppo_cfg.samples_per_prompt)
                 ]
                 started = time.perf_counter()
-                stats = ppo_step(models, optimizer, scheduler, reward_fn, FixedKLController(0.05), batch, ppo_cfg,
+                stats = ppo_step(models, optimizer, scheduler, reward_fn, FixedKLController(ppo_cfg.kl_coef), batch, ppo_cfg,
                                  generator, accelerator=accelerator)  # fmt: skip
                 seconds = time.perf_counter() - started
                 if i >= warmup:
@@ -261,6 +263,7 @@ def bench_ppo(
                     "value": {"gae": f"{critic} critic"}.get(ppo_cfg.advantage, "none (critic-free)"),
                     "prompts_x_samples": f"{n_prompts} x {ppo_cfg.samples_per_prompt}",
                     "ppo_epochs": ppo_cfg.ppo_epochs,
+                    "reference": "separate frozen copy" if ref_policy is not None else "none (kl_coef 0)",
                     "episodes_per_second": batch_size / per_iteration,
                     "seconds_per_iteration": per_iteration,
                     "seconds_min_max": [float(min(r[0] for r in rows)), float(max(r[0] for r in rows))],

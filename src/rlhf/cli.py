@@ -746,7 +746,8 @@ def bench_ppo(
         list[str] | None,
         typer.Option(
             "--variant",
-            help="ppo (32 prompts, 4 epochs), rloo or grpo (8 prompts x 4 samples, 1 epoch); repeatable.",
+            help="ppo (32 prompts, 4 epochs), rloo, grpo or grpo_nokl (8 prompts x 4 samples, 1 epoch; "
+            "grpo_nokl: no KL term and no reference, TRL's default); repeatable.",
         ),
     ] = None,
     critic: Annotated[str, typer.Option(help="PPO's value function: shared or separate.")] = "shared",

@@ -136,7 +136,9 @@ def _worth_packing(model: Any, attention_mask: torch.Tensor, response_start: int
     )
 
 
-def _packed_or_padded(model, input_ids, attention_mask, response_start, temperature, return_logits, value_head):
+def _packed_or_padded(
+    model, input_ids, attention_mask, response_start, temperature, return_logits, value_head
+):
     """The packed forward; the first time for a model, checked against the padded one (a model whose
     attention ignores the row boundaries is then run padded from here on)."""
     from rlhf import packing

@@ -100,7 +100,9 @@ def decode(
     state = out.hidden_states[-1][:, -1] if hidden else None  # (P, D)
     if repeats > 1:
         cache[cache_arg].batch_repeat_interleave(repeats)
-        logits, attention_mask, positions = (t.repeat_interleave(repeats, 0) for t in (logits, attention_mask, positions))
+        logits, attention_mask, positions = (
+            t.repeat_interleave(repeats, 0) for t in (logits, attention_mask, positions)
+        )
         state = state.repeat_interleave(repeats, 0) if hidden else None
     position = positions[:, -1:]  # (B, 1)
     done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)

@@ -112,20 +112,23 @@ def says_sure(prompts, responses):
     return [float(r.startswith("Sure")) for r in responses]
 
 
-@pytest.mark.parametrize("advantage", ["rloo", "grpo"])
-def test_critic_free_estimators_raise_the_reward(small_world, tmp_path, advantage):
+@pytest.mark.parametrize("advantage,kl_coef", [("rloo", 0.01), ("grpo", 0.01), ("grpo", 0.0)])
+def test_critic_free_estimators_raise_the_reward(small_world, tmp_path, advantage, kl_coef):
     _, world_dir = small_world
     cfg = PPOConfig(
         policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, advantage=advantage,
-        samples_per_prompt=4, steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16, kl_coef=0.01,
+        samples_per_prompt=4, steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16, kl_coef=kl_coef,
         missing_eos_penalty=0.0,
     )  # fmt: skip
     result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
     scores = [h["objective/scores"] for h in result.history]
     assert sum(scores[:2]) / 2 < 0.3 and sum(scores[-3:]) / 3 > 0.6, scores
     assert "value/explained_variance" not in result.history[0] and "scores/group_std" in result.history[0]
-    if advantage == "grpo":
-        assert "loss/kl_term" in result.history[0]
+    if kl_coef == 0:  # GRPO without its KL term (TRL's beta = 0): no reference, no KL measured
+        assert "loss/kl_term" not in result.history[0] and "objective/kl" not in result.history[0]
+    else:
+        assert "objective/kl" in result.history[0]
+        assert ("loss/kl_term" in result.history[0]) == (advantage == "grpo")
 
 
 def test_group_estimators_need_groups():

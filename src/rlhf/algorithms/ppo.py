@@ -158,11 +158,12 @@ class PolicyModels:
 
     `critic` is None (rloo, grpo), a linear head on the policy's trunk (`critic='shared'`) or a
     `ValueModel` (`critic='separate'`). `ref_policy` may share the policy's frozen lower blocks or be the
-    policy itself with LoRA adapters disabled (`AdaptersDisabled`).
+    policy itself with LoRA adapters disabled (`AdaptersDisabled`); None when there is no KL term
+    (`kl_coef` fixed at 0): nothing is held or run for it, and `objective/kl` is not logged.
     """
 
     policy: nn.Module
-    ref_policy: Any
+    ref_policy: Any | None
     critic: nn.Module | None
     tokenizer: Any
 
@@ -200,7 +201,7 @@ class Rollout:
     first_forward: tuple | None = None
 
 
-def reusable_first_forward(models: "PolicyModels", cfg: "PPOConfig", n_rows: int) -> bool:
+def reusable_first_forward(models: PolicyModels, cfg: PPOConfig, n_rows: int) -> bool:
     """Whether the first update may backpropagate through the rollout's own policy forward: with one
     minibatch per epoch its forward sees the same parameters and rows, and without dropout the same
     function, so running it again would compute the same tensors (TRL likewise skips the old-policy
@@ -245,14 +246,15 @@ def rollout(
     """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs.
     With `keep_graph` the policy forward keeps its autograd graph and logits (`Rollout.first_forward`)."""
     from rlhf.logprobs import response_logprobs, truncate_after_eos
-
     from rlhf.rollout import decode, repeated_prompts, sample_next
 
     policy, tokenizer = models.policy, models.tokenizer
     device = next(policy.parameters()).device
     tokenizer.padding_side = "left"
     repeats = repeated_prompts(prompts)  # K samples per prompt: each prompt is encoded once
-    enc = tokenizer(prompts[::repeats], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    enc = tokenizer(prompts[::repeats], return_tensors="pt", padding=True, add_special_tokens=False).to(
+        device
+    )
     started = time.perf_counter()
     # Decoding multiplies (B, D) rows: on a CPU bf16 is slower there than fp32 (measured 24 vs 114
     # GFLOP/s at B = 32 on the benchmark machine, while (2560, 128) x (128, 512) runs 8x faster in
@@ -279,9 +281,12 @@ def rollout(
             first_forward = (logprobs, logits, values)
             logprobs = logprobs.detach()
             values = values.detach() if values is not None else None
-        ref_logprobs, _ = response_logprobs(
-            models.ref_policy, input_ids, attention_mask, width, cfg.temperature
-        )
+        if models.ref_policy is None:  # no KL term: the reference is the policy itself, KL 0
+            ref_logprobs = logprobs
+        else:
+            ref_logprobs, _ = response_logprobs(
+                models.ref_policy, input_ids, attention_mask, width, cfg.temperature
+            )
     finished = (responses == tokenizer.eos_token_id).any(dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return Rollout(
@@ -376,7 +381,9 @@ def ppo_step(
     started = time.monotonic()
     models.policy.eval()
     # 1. sample, and log-probs of policy and frozen reference on the generated tokens
-    batch = rollout(models, prompts, cfg, autocast, keep_graph=reusable_first_forward(models, cfg, len(prompts)))
+    batch = rollout(
+        models, prompts, cfg, autocast, keep_graph=reusable_first_forward(models, cfg, len(prompts))
+    )
     generation_seconds = time.monotonic() - started
     mask = batch.response_mask
     check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
@@ -416,6 +423,7 @@ def ppo_step(
     params = models.trainable_parameters()
     stats_sum: dict[str, float] = {}
     n_updates = 0
+    entropies: list[float] = []
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(len(prompts), generator=generator)
         for start in range(0, len(prompts), cfg.mini_batch_size):
@@ -423,7 +431,9 @@ def ppo_step(
             m = mask[idx]
             with autocast():
                 if batch.first_forward is not None:  # the rollout's forward, at these very parameters
-                    logprobs, logits, values = (t[idx] if t is not None else None for t in batch.first_forward)
+                    logprobs, logits, values = (
+                        t[idx] if t is not None else None for t in batch.first_forward
+                    )
                     batch.first_forward = None
                 else:
                     logprobs, logits, values = policy_forward(
@@ -432,7 +442,7 @@ def ppo_step(
                         batch.attention_mask[idx],
                         batch.query_width,
                         cfg.temperature,
-                        return_logits=True,
+                        return_logits=cfg.ent_coef > 0 or n_updates == 0,
                     )
                 pg_loss, pg_stats = ppo_policy_loss(
                     logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
@@ -440,19 +450,20 @@ def ppo_step(
                 if cfg.ent_coef > 0:
                     entropy = masked_mean(entropy_from_logits(logits), m)
                     loss = pg_loss - cfg.ent_coef * entropy
-                else:  # a diagnostic only: no backward through a (B, T, V) softmax
-                    with torch.no_grad():
-                        entropy = masked_mean(entropy_from_logits(logits), m)
+                    entropies.append(entropy.item())
+                else:
                     loss = pg_loss
+                    if n_updates == 0:  # a diagnostic only: the sampling policy's, no (B, T, V) backward
+                        with torch.no_grad():
+                            entropies.append(masked_mean(entropy_from_logits(logits), m).item())
                 if values is not None:
                     vf_loss, vf_stats = ppo_value_loss(
                         values.float(), batch.values[idx], returns[idx], m, cfg.cliprange_value
                     )
                     loss = loss + cfg.vf_coef * vf_loss
                     pg_stats = {**pg_stats, **vf_stats}
-                if (
-                    cfg.advantage == "grpo"
-                ):  # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
+                if cfg.advantage == "grpo" and models.ref_policy is not None:
+                    # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
                     kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), m)
                     loss = loss + kl_ctl.value * kl_term
                     pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
@@ -463,12 +474,15 @@ def ppo_step(
             for group in models.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
             optimizer.step()
-            for key, value in {**pg_stats, "policy/entropy": entropy.item()}.items():
+            for key, value in pg_stats.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + float(value)
             n_updates += 1
     scheduler.step()
     stats = {key: value / n_updates for key, value in stats_sum.items()}
+    stats["policy/entropy"] = sum(entropies) / len(entropies)
     stats.update(reward_stats)
+    if models.ref_policy is None:  # not measured: there is no reference
+        del stats["objective/kl"]
     stats.update(
         {
             "objective/scores_raw": float(raw_scores.mean()),  # before the EOS penalty and any cost
@@ -487,7 +501,7 @@ def ppo_step(
     if lagrange is not None:  # dual ascent on the cost of all processes' responses
         lagrange.update(stats["objective/cost"])
     # 6. the KL controller steers the measured KL (over all processes) toward its target
-    kl_ctl.update(stats["objective/kl"], len(prompts) * num_processes)
+    kl_ctl.update(stats.get("objective/kl", 0.0), len(prompts) * num_processes)
     stats["objective/kl_coef"] = kl_ctl.value
     return stats
 
@@ -574,25 +588,27 @@ def train(
         if saved_critic.is_file():
             critic.load_state_dict(torch.load(saved_critic, map_location="cpu", weights_only=True))
         critic.to(device)
-    if cfg.reference:
+    # kl_coef fixed at 0 (GRPO without its KL term, TRL's beta = 0): no reference to hold or run
+    no_kl = cfg.kl_coef == 0 and not cfg.adaptive_kl
+    ref_policy, copied = None, False
+    if cfg.reference and not no_kl:
         ref_policy, _ = load_causal_lm(
             resolve_world_model(cfg.reference, world, show_progress and is_main),
             device=device,
             dtype=run.dtype,
         )
         ref_policy.eval().requires_grad_(False)
-        if cfg.lora_r > 0:
-            add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
-        elif cfg.trainable_layers >= 0:
-            freeze_lower_layers(policy, cfg.trainable_layers)
-    elif cfg.lora_r > 0:  # the reference is the same weights with the adapters off: no second copy
+    if cfg.lora_r > 0:
         add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
-        ref_policy = AdaptersDisabled(policy)
+        if ref_policy is None and not no_kl:  # the same weights with the adapters off: no second copy
+            ref_policy = AdaptersDisabled(policy)
     else:
-        ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+        if ref_policy is None and not no_kl:
+            ref_policy, copied = copy.deepcopy(policy).eval().requires_grad_(False), True
         if cfg.trainable_layers >= 0:
             freeze_lower_layers(policy, cfg.trainable_layers)
-            share_frozen_modules(policy, ref_policy)
+            if copied:
+                share_frozen_modules(policy, ref_policy)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device)
     cost_fn = (
@@ -683,7 +699,9 @@ def train(
         if logger is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             logger.log(stats, step)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}")
+            bar.set_postfix(
+                score=f"{stats['objective/scores']:.3f}", kl=f"{stats.get('objective/kl', float('nan')):.2f}"
+            )
         done = step + 1
         if (cfg.save_every and done % cfg.save_every == 0) or done == last_step:
             process_rng = gather_object([(torch.get_rng_state(), generator.get_state())])
