@@ -1,10 +1,11 @@
-"""The decoding core: token for token what transformers' `generate` samples, with the same seed; the
-top-k / top-p filters against transformers' warpers; a prompt encoded once for its K samples."""
+"""The decoding core: greedy decoding token for token as `generate`; the temperature, top-k and top-p
+filters against transformers' warpers; sampled tokens against the model's distribution; a prompt
+encoded once for its K samples."""
 
 import pytest
 import torch
 
-from rlhf.rollout import decode, repeated_prompts, sample_next
+from rlhf.rollout import decode, filtered_scores, repeated_prompts, sample_next
 from tests.conftest import make_model, make_tokenizer
 
 PROMPTS = ["the cat sat on", "a dog", "tell me about the weather today please", "hi"]
@@ -22,37 +23,53 @@ def encode(tokenizer, prompts):
     return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
-@pytest.mark.parametrize(
-    "temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (1.0, 20, 0.9), (0.0, 0, 1.0)]
-)
 @torch.no_grad()
-def test_decode_samples_what_generate_samples(lm, temperature, top_k, top_p):
+def test_greedy_decode_is_greedy_generate(lm):
     model, tokenizer = lm
     enc = encode(tokenizer, PROMPTS)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    torch.manual_seed(3)
-    greedy = temperature <= 0
-    expected = model.generate(
-        **enc, max_new_tokens=12, do_sample=not greedy, temperature=None if greedy else temperature,
-        top_k=top_k or None, top_p=top_p if top_p < 1 else None, eos_token_id=eos, pad_token_id=pad,
-    )[:, enc["input_ids"].shape[1] :]  # fmt: skip
-    torch.manual_seed(3)
-    choose = lambda logits, _: (sample_next(logits, temperature, top_k, top_p), None)  # noqa: E731
+    expected = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=pad)
+    choose = lambda logits, _: (sample_next(logits, 0.0), None)  # noqa: E731
     got, _ = decode(model, enc["input_ids"], enc["attention_mask"], 12, choose, eos, pad)
-    assert torch.equal(got, expected)
+    assert torch.equal(got, expected[:, enc["input_ids"].shape[1] :])
 
 
-def test_sample_next_filters_by_hand():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8), (1.0, 20, 0.9)]
+)
+def test_filters_are_transformers_warpers(temperature, top_k, top_p):
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(1)) * 3
+    expected = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    torch.testing.assert_close(filtered_scores(logits, temperature, top_k, top_p), expected)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.8)])
+@torch.no_grad()
+def test_decode_samples_the_models_distribution(lm, temperature, top_k, top_p):
+    # 40,000 first tokens of one prompt against the model's filtered next-token distribution; the random
+    # model's head is scaled so the distribution is not near-uniform (total variation by chance: about 0.02)
+    import copy
+
+    model, tokenizer = lm
+    model = copy.deepcopy(model)
+    model.lm_head.weight.mul_(12.0)
+    enc = encode(tokenizer, PROMPTS[:1])
+    logits = model(**enc).logits[:, -1]
+    expected = filtered_scores(logits, temperature, top_k, top_p).softmax(-1)[0]  # (V,)
     torch.manual_seed(0)
-    top2 = torch.stack([sample_next(logits, 1.0, top_k=2) for _ in range(400)])
-    assert set(top2.flatten().tolist()) == {0, 1}
-    nucleus = torch.stack([sample_next(logits, 1.0, top_p=0.75) for _ in range(400)])  # 0.5 + 0.3 >= 0.75
-    assert set(nucleus.flatten().tolist()) == {0, 1}
-    assert sample_next(logits, 0.0).item() == 0
-    # temperature: at T = 0.5 the first token's share is 0.25 / (0.25 + 0.09 + 0.0225 + 0.0025) = 0.685
-    hot = torch.stack([sample_next(logits, 0.5) for _ in range(4000)]).flatten()
-    assert abs((hot == 0).float().mean().item() - 0.685) < 0.03
+    choose = lambda logits, _: (sample_next(logits, temperature, top_k, top_p), None)  # noqa: E731
+    tokens, _ = decode(model, enc["input_ids"], enc["attention_mask"], 1, choose, -1, 0, repeats=40_000)
+    empirical = torch.bincount(tokens[:, 0], minlength=len(expected)).float() / 40_000
+    assert (empirical[expected == 0] == 0).all()  # filtered tokens are never drawn
+    assert 0.5 * (empirical - expected).abs().sum() < 0.05, 0.5 * (empirical - expected).abs().sum()
+    if (temperature, top_k, top_p) != (1.0, 0, 1.0):  # the filters visibly change the distribution
+        assert 0.5 * (empirical - logits.softmax(-1)[0]).abs().sum() > 0.08
 
 
 @torch.no_grad()

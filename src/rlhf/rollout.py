@@ -42,12 +42,12 @@ class Samples:
     logprobs: list[float] | None = None
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """One token per row from next-token logits (B, V) -> (B,): argmax when temperature <= 0, else
-    softmax(logits / temperature) restricted to the top k and to the nucleus of mass top_p, in the order
-    and with the tie rules of transformers' temperature, top-k and top-p warpers."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
+def filtered_scores(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """logits / temperature with everything outside the top k and outside the nucleus of mass top_p set to
+    -inf, in the order and with the tie rules of transformers' temperature, top-k and top-p warpers:
+    (B, V) -> (B, V) float32."""
     scores = logits.float() / temperature
     if top_k > 0:
         kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[:, -1:]  # (B, 1)
@@ -57,7 +57,20 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p:
         drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p  # (B, V), the least likely first
         drop[:, -1] = False  # the most likely token always stays
         scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(scores.softmax(dim=-1), 1)[:, 0]
+    return scores
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """One token per row from next-token logits (B, V) -> (B,): argmax when temperature <= 0, else a draw
+    from softmax(`filtered_scores`). Drawn by inverting the cumulative distribution with one uniform
+    per row: the same distribution as `torch.multinomial`, which on a CPU draws an exponential per
+    vocabulary entry and took 1.2 ms for (32, 2048), 40x the inversion (a sixth of a decoding step)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    cdf = filtered_scores(logits, temperature, top_k, top_p).softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    u = torch.rand(len(cdf), 1, device=cdf.device) * cdf[:, -1:]  # scaled: the last entry may round below 1
+    # the first token whose cumulative probability exceeds u; a token of probability 0 never is
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
 
 
 @torch.no_grad()
