@@ -7,7 +7,8 @@
 
 Log-probs must be taken at the temperature the responses were sampled with, and with position ids
 that skip left padding, or the PPO ratio is off from the first step ("The N+ implementation details of
-RLHF with PPO", Huang et al. 2024). This module imports only torch.
+RLHF with PPO", Huang et al. 2024). This module imports only torch; a padded batch may run packed
+(`rlhf.packing`, which uses transformers' attention interface), with the same results.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def _padded_response_logprobs(model, input_ids, attention_mask, response_start, 
 
 
 def _worth_packing(model: Any, attention_mask: torch.Tensor, response_start: int) -> bool:
-    """Pack when a third or so of the batch is padding, rows are contiguous and every prompt has a token."""
+    """Pack when 15% or more of the batch is padding, rows are contiguous and every prompt has a token."""
     from rlhf import packing
 
     return (
