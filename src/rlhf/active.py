@@ -1,13 +1,18 @@
 """Active preference learning on the toy world: `rlhf bench active` and the reliability-weighting report.
 
 One run (method, seed) reads as the loop it measures:
-1. candidates: a fixed pool of world corpus pairs (``corpus.sample_pairs``), a fixed gold test set;
-2. a random start of `initial_labels` pairs (the same for every method of a seed), labelled by the panel;
+1. candidates: a fixed pool of world corpus pairs (``corpus.sample_pairs``) -- or, for a method named
+   ``ranking:NAME``, of K-sets to rank (``corpus.sample_sets``) -- and a fixed gold test set of pairs;
+2. a random start of `initial_labels` tasks (the same for every method of a seed and feedback type),
+   labelled by the panel;
 3. each round: fit a reward-model ensemble (M heads on one backbone, Poisson bootstrap) on the labels so
    far, measure its gold accuracy on the test set, score the unlabelled pool (member probabilities and
    pair embeddings), acquire a batch, have the panel label it; until `max_labels`.
-Labels come from the default simulated panel: each pair is answered by one labeller drawn at random,
-as a queue worker would; ties stay in as ties. Curves are averaged over seeds with a 95% t-interval.
+Labels come from the default simulated panel: each task is answered by one labeller drawn at random,
+as a queue worker would; ties stay in as ties. A label is one task: one comparison, or one ranking of
+K responses (Plackett-Luce loss), which takes the labeller longer -- so every curve also records the
+labelling seconds it cost, and the summary gives the seconds each method needs to match random as well
+as the labels. Curves are averaged over seeds with a 95% t-interval.
 
 The reward model is trained in memory with the reward trainer's batching and loss (`make_pair_batches`,
 `pair_loss`): the same Bradley-Terry maths, none of its checkpoint I/O, so a round costs its training.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,16 @@ import numpy as np
 import torch
 
 from rlhf.config import help_field
-from rlhf.feedback.acquisition import METHODS, acquire, fit_time_model, preference_probs
+from rlhf.feedback.acquisition import METHODS, acquire, fit_time_model, preference_probs, set_preference_probs
+
+RANKING_PREFIX = "ranking:"  # a method "ranking:bald" acquires K-sets by BALD and asks for rankings
+
+
+def parse_method(name: str) -> tuple[str, str]:
+    """'bald' -> ('pairs', 'bald'); 'ranking:bald' -> ('ranking', 'bald')."""
+    if name.startswith(RANKING_PREFIX):
+        return "ranking", name[len(RANKING_PREFIX) :]
+    return "pairs", name
 
 
 @dataclass
@@ -34,7 +48,12 @@ class ActiveConfig:
     """`rlhf bench active`: random vs acquisition functions on the toy world."""
 
     model: str = help_field("world", "Reward-model backbone; 'world' = the built world model.")
-    methods: list[str] = help_field(list(METHODS), "Acquisition functions to compare (random included).")
+    methods: list[str] = help_field(
+        list(METHODS),
+        "Acquisition functions to compare (random included); 'ranking:NAME' asks for K-way rankings of "
+        "K-sets that NAME picks instead of comparisons of pairs.",
+    )
+    ranking_size: int = help_field(6, "Responses per ranking (K) for 'ranking:' methods.")
     seeds: int = help_field(5, "Seeds per method (pool, panel composition, initial batch, labels).")
     initial_labels: int = help_field(250, "Random pairs labelled before the first acquisition.")
     batch_labels: int = help_field(250, "Pairs acquired and labelled per round.")
@@ -58,11 +77,16 @@ class ActiveConfig:
     def validate(self) -> None:
         from rlhf.errors import ConfigError
 
-        unknown = set(self.methods) - set(METHODS)
+        unknown = sorted(m for m in self.methods if parse_method(m)[1] not in METHODS)
         if unknown:
             raise ConfigError(
-                f"unknown acquisition methods {sorted(unknown)}; choose from {', '.join(METHODS)}"
+                f"unknown acquisition methods {unknown}; choose from {', '.join(METHODS)}, each "
+                f"optionally as {RANKING_PREFIX}NAME"
             )
+        if f"{RANKING_PREFIX}diverse" in self.methods:
+            raise ConfigError("'diverse' spreads pairs over pair embeddings; it has no ranking: form")
+        if self.ranking_size < 2:
+            raise ConfigError(f"active.ranking_size must be at least 2; got {self.ranking_size}")
         if self.train not in ("full", "heads"):
             raise ConfigError(f"active.train must be 'full' or 'heads'; got {self.train!r}")
         if not 0 < self.initial_labels <= self.max_labels <= self.pool_size:
@@ -74,11 +98,20 @@ class ActiveConfig:
 # ----------------------------------------------------------------------------- the reward model
 
 
-def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int):
-    """A fresh M-head reward model trained on `pairs` (PreferencePair) for `cfg.epochs`; returns (model, tokenizer)."""
+def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int, rankings: list = ()):
+    """A fresh M-head reward model trained on `pairs` (PreferencePair) and `rankings` (RankingExample,
+    Plackett-Luce) for `cfg.epochs`; returns (model, tokenizer)."""
     from transformers import get_scheduler
 
-    from rlhf.algorithms.reward import RewardConfig, bootstrap_weights, make_pair_batches, pair_loss
+    from rlhf.algorithms.reward import (
+        RankingBatch,
+        RewardConfig,
+        bootstrap_weights,
+        make_pair_batches,
+        make_ranking_batches,
+        pair_loss,
+        ranking_loss,
+    )
     from rlhf.reward_model import init_reward_model, tokenize_texts
 
     torch.manual_seed(seed)
@@ -89,6 +122,10 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
     tokenize = lambda texts: tokenize_texts(tokenizer, texts, cfg.max_length)  # noqa: E731
     order = np.random.default_rng(seed).permutation(len(pairs))
     batches = make_pair_batches([pairs[i] for i in order], tokenize, ["reward"], cfg.batch_size, rcfg)
+    if rankings:
+        order = np.random.default_rng([seed, 1]).permutation(len(rankings))
+        per_batch = max(1, cfg.batch_size // cfg.ranking_size)  # about batch_size responses a step
+        batches += make_ranking_batches([rankings[i] for i in order], tokenize, ["reward"], per_batch, rcfg)
     steps = max(1, math.ceil(len(batches) * cfg.epochs))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = get_scheduler("cosine", optimizer, int(0.05 * steps), steps)
@@ -99,8 +136,12 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
         if step % len(batches) == 0:
             epoch_order = rng.permutation(len(batches))
         batch = batches[epoch_order[step % len(batches)]]
-        boot = bootstrap_weights(cfg.ensemble_size, len(batch.chosen), generator, cfg.ensemble_size > 1)
-        loss, _ = pair_loss(model, batch, tokenizer.pad_token_id, device, rcfg, boot)
+        ranked = isinstance(batch, RankingBatch)
+        size = len(batch.responses) if ranked else len(batch.chosen)
+        boot = bootstrap_weights(cfg.ensemble_size, size, generator, cfg.ensemble_size > 1)
+        loss, _ = (ranking_loss if ranked else pair_loss)(
+            model, batch, tokenizer.pad_token_id, device, rcfg, boot
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -127,15 +168,23 @@ def score_and_embed(model, tokenizer, texts: list[str], max_length: int, batch: 
     return scores, hidden
 
 
-def pair_texts(pairs: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarray]:
-    """Unique joined texts of (prompt, a, b) pairs and the (P, 2) index of each pair's a and b."""
+def set_texts(sets: list[tuple[str, list[str]]]) -> tuple[list[str], np.ndarray]:
+    """Unique joined texts of (prompt, [K responses]) sets and the (N, K) text index of each response."""
     from rlhf.data import join_prompt_response
 
     index: dict[str, int] = {}
-    ab = np.array(
-        [[index.setdefault(join_prompt_response(p, r), len(index)) for r in (a, b)] for p, a, b in pairs]
-    ).reshape(-1, 2)
-    return list(index), ab
+    rows = [[index.setdefault(join_prompt_response(p, r), len(index)) for r in rs] for p, rs in sets]
+    return list(index), np.array(rows, dtype=np.int64).reshape(len(sets), -1)
+
+
+def pair_texts(pairs: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarray]:
+    """Unique joined texts of (prompt, a, b) pairs and the (P, 2) index of each pair's a and b."""
+    return set_texts([(p, [a, b]) for p, a, b in pairs])
+
+
+def pair_accuracy(scores: np.ndarray, ab: np.ndarray, gold: np.ndarray) -> float:
+    """Share of pairs whose order under `scores` (T,) matches `gold` (0: a better, 1: b); ab (P, 2)."""
+    return float((np.where(scores[ab[:, 0]] > scores[ab[:, 1]], 0, 1) == gold).mean())
 
 
 def gold_test_set(n: int, seed: int = 999_331) -> tuple[list[tuple[str, str, str]], np.ndarray]:
@@ -161,12 +210,14 @@ def fit_linear_heads(
     n_heads: int,
     seed: int,
     l2: float,
+    rankings: np.ndarray | None = None,
 ) -> np.ndarray:
     """M Bradley-Terry linear heads on frozen features (the reward model with `trainable_layers=0`),
     each on its own Poisson(1) bootstrap of the labels, by full-batch L-BFGS on the reward trainer's
-    loss. features (T, D) standardised; chosen, rejected (N,) text indices; -> W (M, D)."""
+    loss. features (T, D) standardised; chosen, rejected (N,) text indices; rankings (R, K) text indices
+    best first, fitted by the Plackett-Luce loss (added to the pairs' loss; weight 1); -> W (M, D)."""
     from rlhf.algorithms.reward import bootstrap_weights
-    from rlhf.losses import bradley_terry_loss
+    from rlhf.losses import bradley_terry_loss, plackett_luce_loss
 
     x = torch.from_numpy(features).float()
     diff_c, diff_r = x[torch.from_numpy(chosen)], x[torch.from_numpy(rejected)]  # (N, D)
@@ -174,6 +225,10 @@ def fit_linear_heads(
     boot = bootstrap_weights(n_heads, len(chosen), generator, n_heads > 1)  # (M, N)
     w = torch.from_numpy(weight).float()
     tie_t = torch.from_numpy(tie)
+    ranked = torch.from_numpy(rankings) if rankings is not None and len(rankings) else None
+    if ranked is not None:
+        boot_ranked = bootstrap_weights(n_heads, len(ranked), generator, n_heads > 1)  # (M, R)
+        in_order = torch.arange(ranked.shape[1]).expand_as(ranked)  # rows are already best first
     heads = torch.zeros(n_heads, x.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS([heads], max_iter=100, line_search_fn="strong_wolfe")
 
@@ -181,8 +236,14 @@ def fit_linear_heads(
         optimizer.zero_grad()
         loss = heads.new_zeros(())
         for m in range(n_heads):  # one weighted mean per member, as in the trainer's loss
-            part, _ = bradley_terry_loss(diff_c @ heads[m], diff_r @ heads[m], weights=boot[m] * w, tie=tie_t)
-            loss = loss + part
+            if len(chosen):
+                part, _ = bradley_terry_loss(
+                    diff_c @ heads[m], diff_r @ heads[m], weights=boot[m] * w, tie=tie_t
+                )
+                loss = loss + part
+            if ranked is not None:
+                part, _ = plackett_luce_loss((x @ heads[m])[ranked], in_order, weights=boot_ranked[m])
+                loss = loss + part
         loss = loss + l2 * (heads**2).sum()
         loss.backward()
         return loss
@@ -196,19 +257,28 @@ def fit_linear_heads(
 
 @dataclass
 class Labels:
-    """The labels so far: rows ((prompt, a, b), choice 0/1/None, labeller name) and, as text indices,
-    chosen, rejected, tie; with labeller names and seconds."""
+    """The labels so far. Comparisons: rows ((prompt, a, b), choice 0/1/None, labeller name) and, as text
+    indices, chosen, rejected, tie. Rankings: ranking_rows ((prompt, responses), order best first,
+    labeller name) and `rankings`, the text indices best first. Per task: labeller names and seconds."""
 
-    rows: list
-    chosen: list
-    rejected: list
-    tie: list
-    labeller: list
-    seconds: list
+    rows: list = field(default_factory=list)
+    chosen: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    tie: list = field(default_factory=list)
+    labeller: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    ranking_rows: list = field(default_factory=list)
+    rankings: list = field(default_factory=list)
 
     def arrays(self):
         return (np.array(self.chosen, dtype=np.int64), np.array(self.rejected, dtype=np.int64),
                 np.array(self.tie, dtype=bool))  # fmt: skip
+
+    def ranking_array(self) -> np.ndarray | None:
+        return np.array(self.rankings, dtype=np.int64) if self.rankings else None
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.ranking_rows)
 
 
 def to_preference(prompt: str, a: str, b: str, choice: int | None, labeller: str, weight: float = 1.0):
@@ -221,6 +291,14 @@ def to_preference(prompt: str, a: str, b: str, choice: int | None, labeller: str
     chosen, rejected = (a, b) if choice == 0 else (b, a)
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected, labeller_id=labeller, weight=weight
+    )
+
+
+def to_ranking(prompt: str, responses: list[str], order: tuple[int, ...], labeller: str):
+    from rlhf.data import RankingExample
+
+    return RankingExample(
+        prompt=prompt, responses=tuple(responses), ranking=tuple((i,) for i in order), labeller_id=labeller
     )
 
 
@@ -245,17 +323,20 @@ class Scorer:
         return np.stack([self.cache[t] for t in texts])
 
     def fit(self, texts: list[str], labels: Labels, weight: np.ndarray, seed: int) -> None:
-        """Train on `labels` (per-label `weight`); `texts` are what the text indices point to."""
+        """Train on `labels` (`weight` per comparison; rankings weigh 1); `texts` are what the text
+        indices point to."""
         if self.cfg.train == "full":
             prefs = [to_preference(*item, c, n, float(w)) for (item, c, n), w in
                      zip(labels.rows, weight, strict=True)]  # fmt: skip
-            self.model, self.tokenizer = fit_reward_ensemble(self.backbone, prefs, self.cfg, seed)
+            rankings = [to_ranking(*item, order, n) for item, order, n in labels.ranking_rows]
+            self.model, self.tokenizer = fit_reward_ensemble(self.backbone, prefs, self.cfg, seed, rankings)
             return
         feats = self.features(texts)
         self.mu, self.sd = feats.mean(0), feats.std(0) + 1e-6  # standardised: one L2 strength fits all
         chosen, rejected, tie = labels.arrays()
         self.heads = fit_linear_heads((feats - self.mu) / self.sd, chosen, rejected, tie, weight,
-                                      self.cfg.ensemble_size, seed, self.cfg.head_l2)  # fmt: skip
+                                      self.cfg.ensemble_size, seed, self.cfg.head_l2,
+                                      labels.ranking_array())  # fmt: skip
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Member scores (T, M) and hidden states (T, D)."""
@@ -265,32 +346,50 @@ class Scorer:
         return ((feats - self.mu) / self.sd) @ self.heads.T, feats
 
 
+def candidate_pool(feedback: str, cfg: ActiveConfig, seed: int) -> list[tuple[str, list[str]]]:
+    """The seed's candidates as (prompt, responses): corpus pairs, or K-sets for rankings."""
+    from rlhf.world.corpus import sample_pairs, sample_sets
+
+    if feedback == "ranking":
+        return sample_sets(cfg.pool_size, 10_000 + seed, cfg.ranking_size)
+    return [(p, [a, b]) for p, a, b in sample_pairs(cfg.pool_size, 10_000 + seed)]
+
+
 def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log=print) -> list[list[float]]:
-    """The learning curve [[labels, gold accuracy], ...] of one method and seed (see the module docstring)."""
-    from rlhf.world.corpus import sample_pairs
+    """The learning curve [[labels, gold accuracy, labelling seconds so far], ...] of one method and seed
+    (see the module docstring)."""
     from rlhf.world.panel import PanelConfig, make_panel
 
+    feedback, acquisition = parse_method(method)
     # 1. pool and panel; the initial batch is the seed's, whatever the method
-    pool = sample_pairs(cfg.pool_size, 10_000 + seed)
-    texts, ab = pair_texts(pool)
-    words = np.array([len(f"{p} {a} {b}".split()) for p, a, b in pool], dtype=float)
+    pool = candidate_pool(feedback, cfg, seed)
+    texts, items = set_texts(pool)  # items (N, K) text indices, K = 2 for pairs
+    words = np.array([len(" ".join([p, *rs]).split()) for p, rs in pool], dtype=float)
     panel = make_panel(PanelConfig(seed=seed + cfg.panel_seed_offset))
     label_rng = np.random.default_rng([seed, 1])  # the panel's answers: same stream for every method
-    pick_rng = np.random.default_rng([seed, 2, METHODS.index(method)])
+    pick_rng = np.random.default_rng(
+        [seed, 2, METHODS.index(acquisition)] + ([1] if feedback == "ranking" else [])
+    )
     labelled = list(np.random.default_rng([seed, 0]).permutation(len(pool))[: cfg.initial_labels])
-    labels = Labels([], [], [], [], [], [])
+    labels = Labels()
 
     def label(indices) -> None:
         for i in indices:
-            prompt, a, b = pool[i]
+            prompt, responses = pool[i]
             labeller = panel.labellers[int(label_rng.integers(len(panel)))]
-            answer = labeller.compare(prompt, a, b, label_rng)
-            first, second = (ab[i, 0], ab[i, 1]) if answer.choice != 1 else (ab[i, 1], ab[i, 0])
-            labels.rows.append((pool[i], answer.choice, labeller.spec.name))
-            labels.chosen.append(first)
-            labels.rejected.append(second)
-            labels.tie.append(answer.choice is None)
-            labels.labeller.append(labeller.spec.name)
+            name = labeller.spec.name
+            if feedback == "ranking":
+                answer = labeller.rank(prompt, responses, label_rng)
+                labels.ranking_rows.append((pool[i], answer.order, name))
+                labels.rankings.append(tuple(int(items[i, j]) for j in answer.order))
+            else:
+                answer = labeller.compare(prompt, *responses, label_rng)
+                first, second = items[i] if answer.choice != 1 else items[i, ::-1]
+                labels.rows.append(((prompt, *responses), answer.choice, name))
+                labels.chosen.append(first)
+                labels.rejected.append(second)
+                labels.tie.append(answer.choice is None)
+            labels.labeller.append(name)
             labels.seconds.append(answer.seconds)
 
     label(labelled)
@@ -300,11 +399,10 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
     while True:
         # 2. fit, measure
         started = time.monotonic()
-        n = len(labels.rows)
-        scorer.fit(texts, labels, np.ones(n), seed * 100_003 + n)
-        mean = scorer.score(test_texts)[0].mean(1)
-        accuracy = float((np.where(mean[test_ab[:, 0]] > mean[test_ab[:, 1]], 0, 1) == test_gold).mean())
-        curve.append([n, accuracy])
+        n = len(labels)
+        scorer.fit(texts, labels, np.ones(len(labels.rows)), seed * 100_003 + n)
+        accuracy = pair_accuracy(scorer.score(test_texts)[0].mean(1), test_ab, test_gold)
+        curve.append([n, accuracy, float(np.sum(labels.seconds))])
         log(
             f"{method} seed {seed}: {n} labels, gold accuracy {accuracy:.3f} ({time.monotonic() - started:.1f} s)"
         )
@@ -313,16 +411,20 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
         # 3. score the unlabelled pool, acquire, label
         rest = np.setdiff1d(np.arange(len(pool)), labelled)
         k = min(cfg.batch_labels, cfg.max_labels - n, len(rest))
-        if method == "random":  # needs no scores
+        if acquisition == "random":  # needs no scores
             probs, emb, done = np.full((len(rest), 1), 0.5), None, None
+        elif feedback == "ranking":
+            probs, emb, done = set_preference_probs(scorer.score(texts)[0][items[rest]]), None, None
         else:
             scores, hidden = scorer.score(texts)
-            probs = preference_probs(scores[ab[rest, 0]], scores[ab[rest, 1]])  # (R, M)
-            emb = hidden[ab[rest, 0]] - hidden[ab[rest, 1]]  # (R, D)
-            done = hidden[ab[labelled, 0]] - hidden[ab[labelled, 1]]
+            probs = preference_probs(scores[items[rest, 0]], scores[items[rest, 1]])  # (R, M)
+            emb = hidden[items[rest, 0]] - hidden[items[rest, 1]]  # (R, D)
+            done = hidden[items[labelled, 0]] - hidden[items[labelled, 1]]
         coef, _ = fit_time_model(words[labelled], np.array(labels.seconds))
         costs = coef[0] + coef[1] * words[rest]
-        picks, _ = acquire(method, probs, k, pick_rng, embeddings=emb, costs=costs, labelled_embeddings=done)
+        picks, _ = acquire(
+            acquisition, probs, k, pick_rng, embeddings=emb, costs=costs, labelled_embeddings=done
+        )
         chosen = rest[picks]
         labelled.extend(chosen.tolist())
         label(chosen)
@@ -355,51 +457,73 @@ def labels_to_reach(curve: list[list[float]], target: float) -> int | None:
 
 
 def summarise(curves: dict[str, list[list[list[float]]]], cfg: ActiveConfig) -> dict[str, Any]:
-    """Seed-mean curves with 95% intervals, random's accuracy at `target_labels`, labels to match it."""
+    """Seed-mean curves with 95% intervals, random's accuracy at `target_labels`, labels to match it.
+    Curve rows are [labels, accuracy] or [labels, accuracy, labelling seconds so far]; with seconds,
+    also random's seconds at the target and the seconds each method needs to match random's accuracy."""
     table = {}
     for method, runs in curves.items():
         labels = [row[0] for row in runs[0]]
         per_point = np.array([[run[j][1] for run in runs] for j in range(len(labels))])  # (points, seeds)
-        table[method] = {"labels": labels, "stats": [mean_interval(v) for v in per_point]}
+        timed = all(len(row) > 2 for run in runs for row in run)
+        seconds = [float(np.mean([run[j][2] for run in runs])) for j in range(len(labels))] if timed else None
+        table[method] = {"labels": labels, "stats": [mean_interval(v) for v in per_point], "seconds": seconds}
     random_curve = table.get("random")
-    random_at = None
+    random_at = random_seconds = None
     if random_curve is not None:
         at = [j for j, n in enumerate(random_curve["labels"]) if n <= cfg.target_labels]
-        random_at = random_curve["stats"][at[-1]][0] if at else None
+        if at:
+            random_at = random_curve["stats"][at[-1]][0]
+            if random_curve["seconds"] is not None:
+                random_seconds = random_curve["seconds"][at[-1]]
     methods = {}
     for method, t in table.items():
-        curve = [[n, m] for n, (m, _) in zip(t["labels"], t["stats"], strict=True)]
+        accuracy = [m for m, _ in t["stats"]]
+        curve = [[n, m] for n, m in zip(t["labels"], accuracy, strict=True)]
         methods[method] = {
             "labels_to_match_random": labels_to_reach(curve, random_at) if random_at is not None else None,
             "curve": curve,
             "interval95": [h for _, h in t["stats"]],
         }
-    return {
+        if random_seconds is not None and t["seconds"] is not None:
+            timed_curve = [[sec, m] for sec, m in zip(t["seconds"], accuracy, strict=True)]
+            methods[method]["seconds"] = t["seconds"]
+            methods[method]["seconds_to_match_random"] = labels_to_reach(timed_curve, random_at)
+    result = {
         "random_labels": cfg.target_labels if random_at is not None else None,
         "random_accuracy": random_at,
         "methods": methods,
     }
+    if random_seconds is not None:
+        result["random_seconds"] = random_seconds
+    return result
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Accuracy against labels; beside it, against labelling hours when the curves carry seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, m in result["methods"].items():
-        x = np.array([n for n, _ in m["curve"]])
-        y = np.array([a for _, a in m["curve"]])
-        h = np.array(m["interval95"])
-        ax.plot(x, y, marker="o", ms=3, label=name, lw=2.2 if name == "random" else 1.4)
-        ax.fill_between(x, y - h, y + h, alpha=0.15)
-    if result["random_accuracy"] is not None:
-        ax.axhline(result["random_accuracy"], color="grey", ls=":", lw=1)
-    ax.set_xlabel("labels")
-    ax.set_ylabel("reward-model gold accuracy (held-out pairs)")
-    ax.set_title("Active preference learning on the toy world (mean, 95% interval)")
-    ax.legend(fontsize=8)
+    timed = "random_seconds" in result
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11.5 if timed else 6.4, 4.4), squeeze=False)
+    for ax, unit in zip(axes[0], ["labels", "hours"] if timed else ["labels"], strict=True):
+        for name, m in result["methods"].items():
+            if unit == "hours" and "seconds" not in m:
+                continue
+            x = np.array([n for n, _ in m["curve"]] if unit == "labels" else m["seconds"]) / (
+                1 if unit == "labels" else 3600
+            )
+            y = np.array([a for _, a in m["curve"]])
+            h = np.array(m["interval95"])
+            ax.plot(x, y, marker="o", ms=3, label=name, lw=2.2 if name == "random" else 1.4)
+            ax.fill_between(x, y - h, y + h, alpha=0.15)
+        if result["random_accuracy"] is not None:
+            ax.axhline(result["random_accuracy"], color="grey", ls=":", lw=1)
+        ax.set_xlabel("labels (tasks)" if unit == "labels" else "labelling hours (the panel's timing model)")
+        ax.set_ylabel("reward-model gold accuracy (held-out pairs)")
+        ax.legend(fontsize=8)
+    fig.suptitle("Active preference learning on the toy world (mean, 95% interval)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -429,12 +553,20 @@ def bench_active(cfg: ActiveConfig, out: str | Path, world: Any = None, log=prin
 
 def results_record(result: dict[str, Any]) -> dict[str, Any]:
     """The issue's `results/active.json` schema: random's bar, and per method the labels to match it and
-    the seed-mean curve."""
-    return {
+    the seed-mean curve; with timed curves also random's seconds and each method's seconds to match."""
+    record = {
         "random_labels": result["random_labels"],
         "random_accuracy": result["random_accuracy"],
         "methods": {
             name: {"labels_to_match_random": m["labels_to_match_random"], "curve": m["curve"]}
+            | (
+                {"seconds_to_match_random": m["seconds_to_match_random"]}
+                if "seconds_to_match_random" in m
+                else {}
+            )
             for name, m in result["methods"].items()
         },
     }
+    if "random_seconds" in result:
+        record["random_seconds"] = result["random_seconds"]
+    return record

@@ -988,8 +988,15 @@ def bench_active(
         Path | None, typer.Option(help="Also write the summary in the results schema here.")
     ] = Path("results/active.json"),
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: random,disagreement,entropy,bald,diverse,cost.")
+        str,
+        typer.Option(
+            help="Comma-separated: random,disagreement,entropy,bald,diverse,cost; 'ranking:NAME' (e.g. "
+            "ranking:random, ranking:bald) asks for K-way rankings of K-sets instead of comparisons."
+        ),
     ] = "random,disagreement,entropy,bald,diverse,cost",
+    ranking_size: Annotated[
+        int, typer.Option(min=2, help="Responses per ranking (K), 'ranking:' methods.")
+    ] = 6,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per method.")] = 5,
     initial: Annotated[int, typer.Option(min=1, help="Random labels before the first acquisition.")] = 250,
     batch: Annotated[int, typer.Option(min=1, help="Labels acquired per round.")] = 250,
@@ -1022,12 +1029,20 @@ def bench_active(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         seeds=seeds, initial_labels=initial, batch_labels=batch, max_labels=max_labels,
         target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
-        ensemble_size=ensemble, model=model,
+        ensemble_size=ensemble, model=model, ranking_size=ranking_size,
     )  # fmt: skip
     f = run_bench(cfg, out, log=typer.echo)
     typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")
     for name, m in f["methods"].items():
-        typer.echo(f"{name}: labels to match random {m['labels_to_match_random']}, final {m['curve'][-1]}")
+        seconds = m.get("seconds_to_match_random")
+        timing = (
+            f", labelling seconds to match random {seconds:.0f} of {f['random_seconds']:.0f}"
+            if seconds
+            else ""
+        )
+        typer.echo(
+            f"{name}: labels to match random {m['labels_to_match_random']}{timing}, final {m['curve'][-1]}"
+        )
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(results_record(f), indent=2))

@@ -17,6 +17,8 @@ from rlhf.feedback.acquisition import (
     pair_distances,
     predictive_entropy,
     preference_probs,
+    set_preference_probs,
+    within_set_pairs,
 )
 
 
@@ -98,3 +100,24 @@ def test_fit_time_model_recovers_a_line():
     assert coef == pytest.approx([8.0, 0.25]) and stats["time/r2"] == pytest.approx(1.0)
     coef, _ = fit_time_model(np.array([5.0, 5.0]), np.array([3.0, 5.0]))
     assert coef == pytest.approx([4.0, 0.0])
+
+
+def test_set_candidates_score_the_sum_of_their_pairs():
+    i, j = within_set_pairs(3)
+    assert i.tolist() == [0, 0, 1] and j.tolist() == [1, 2, 2]
+    # set 0: members disagree about response 0 vs the rest; set 1: every member scores all three alike
+    scores = np.array([[[2.0, -2.0], [0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    probs = set_preference_probs(scores)  # (2 sets, 3 pairs, 2 members)
+    assert probs.shape == (2, 3, 2)
+    s2 = 1 / (1 + math.exp(-2.0))
+    assert probs[0] == pytest.approx(np.array([[s2, 1 - s2], [s2, 1 - s2], [0.5, 0.5]]))
+    picks, stats = acquire("bald", probs, 2, np.random.default_rng(0))
+    assert picks.tolist() == [0, 1]
+    # BALD of set 0 = 2 x (ln 2 - H(sigmoid 2)) + 0, set 1 = 0
+    h = -(s2 * math.log(s2) + (1 - s2) * math.log(1 - s2))
+    assert stats["acquisition/score_batch"] == pytest.approx((2 * (math.log(2) - h) + 0.0) / 2)
+    # every pair of both sets has mean probability 1/2, so entropy scores both sets 3 ln 2 alike
+    _, stats = acquire("entropy", probs, 1, np.random.default_rng(0))
+    assert stats["acquisition/score_pool"] == pytest.approx(3 * math.log(2))
+    with pytest.raises(ValueError, match="pairs, not on K-sets"):
+        acquire("diverse", probs, 1, np.random.default_rng(0), embeddings=np.zeros((2, 4)))

@@ -91,6 +91,20 @@ def test_sample_pairs_are_two_different_answers_to_one_request():
         assert prompt.startswith("User: ") and prompt.endswith("\nAssistant:")
 
 
+def test_sample_sets_are_k_different_answers_to_one_request():
+    sets = c.sample_sets(200, 5, k=6)
+    assert sets == c.sample_sets(200, 5, k=6) and len(sets) == 200
+    kinds = set()
+    for prompt, responses in sets:
+        assert len(responses) == 6 and len(set(responses)) == 6
+        request = c.parse_request(prompt)
+        assert request is not None
+        kinds.add(request.kind)
+    assert "risky" in kinds  # few refusal forms, but a risky request still gets six different answers
+    with pytest.raises(ValueError, match="k >= 2"):
+        c.sample_sets(3, 0, k=1)
+
+
 def test_sample_request_draws_from_the_mix():
     rng = np.random.default_rng(0)
     kinds = [c.sample_request(rng, {"question": 1.0}).kind for _ in range(20)]

@@ -17,6 +17,11 @@ Every function returns ``(value, stats)``; `acquire` is the one interface the lo
   decides (uncapped distance made the batch chase outliers: 0.695 vs random's 0.722 at 2,000 labels).
 - cost: BALD per expected labelling second (the information a label buys per unit of the budget that
   actually runs out); seconds come from `fit_time_model` on measured times.
+
+A candidate may also be a K-set to rank: ``member_probs`` (N, P, M) holds the P = K(K-1)/2 within-set
+pairs (`set_preference_probs`), and a set scores the sum of its pairs' scores -- a ranking answers
+every one of its pairs, so its information is taken as theirs added up (they share the K utilities, so
+this over-counts a little; the order it gives is what matters). "diverse" works on pairs only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ EPS = 1e-12
 def preference_probs(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
     """Per-member Bradley-Terry probability that a beats b: sigmoid(r_a - r_b). (N, M), (N, M) -> (N, M)."""
     return 1.0 / (1.0 + np.exp(-(np.asarray(scores_a) - np.asarray(scores_b))))
+
+
+def within_set_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j), i < j, of the K(K-1)/2 pairs of a K-set, row by row: k = 3 -> (0, 0, 1), (1, 2, 2)."""
+    i, j = np.triu_indices(k, 1)
+    return i, j
+
+
+def set_preference_probs(set_scores: np.ndarray) -> np.ndarray:
+    """Member probabilities of every within-set pair: (N, K, M) scores -> (N, P, M), P = K(K-1)/2."""
+    i, j = within_set_pairs(set_scores.shape[1])
+    return preference_probs(set_scores[:, i], set_scores[:, j])
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -127,14 +144,18 @@ def acquire(
     costs: np.ndarray | None = None,
     labelled_embeddings: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Pick `batch_size` of N candidates. member_probs (N, M); embeddings (N, D) for "diverse";
-    costs (N,) expected seconds for "cost". Returns (indices (k,) best first, stats); stats carry the
-    mean score of the picked batch and of the pool (`acquisition/score_batch`, `.../score_pool`)."""
+    """Pick `batch_size` of N candidates. member_probs (N, M) for pairs, (N, P, M) for K-sets (their
+    within-set pairs); embeddings (N, D) for "diverse"; costs (N,) expected seconds for "cost".
+    Returns (indices (k,) best first, stats); stats carry the mean score of the picked batch and of the
+    pool (`acquisition/score_batch`, `.../score_pool`)."""
     if method not in METHODS:
         raise ValueError(f"acquisition method must be one of {METHODS}, got {method!r}")
+    member_probs = np.asarray(member_probs)
+    if member_probs.ndim == 3 and method == "diverse":
+        raise ValueError("acquisition 'diverse' works on pairs, not on K-sets")
     n = len(member_probs)
     k = min(batch_size, n)
-    info, stats = bald(member_probs)
+    info, stats = _per_candidate(bald, member_probs)
     if method == "random":
         score = rng.random(n)
         picks = np.argsort(-score)[:k]
@@ -155,7 +176,8 @@ def acquire(
         elif method == "bald":
             score = info
         else:
-            score, more = (disagreement if method == "disagreement" else predictive_entropy)(member_probs)
+            function = disagreement if method == "disagreement" else predictive_entropy
+            score, more = _per_candidate(function, member_probs)
             stats.update(more)
         # ties (e.g. every score 0 before any training signal) are broken at random, not by index
         picks = np.lexsort((rng.random(n), -score))[:k]
@@ -167,3 +189,12 @@ def acquire(
         }
     )
     return picks, stats
+
+
+def _per_candidate(function, member_probs: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """`function`'s per-pair score; for K-sets (N, P, M) the sum over each set's P pairs -> (N,)."""
+    if member_probs.ndim == 2:
+        return function(member_probs)
+    n, p, m = member_probs.shape
+    score, stats = function(member_probs.reshape(n * p, m))
+    return score.reshape(n, p).sum(axis=1), stats

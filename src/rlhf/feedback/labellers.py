@@ -198,7 +198,7 @@ def reliability_experiment(
 ) -> dict[str, Any]:
     """Reward-model gold accuracy with and without reliability weights, per seed (same labels, same model
     seed), on the noisy panel of `noisy_panel_labels`; also where the spammers rank."""
-    from rlhf.active import ActiveConfig, Labels, Scorer, gold_test_set, pair_texts
+    from rlhf.active import ActiveConfig, Labels, Scorer, gold_test_set, pair_accuracy, pair_texts
     from rlhf.data import join_prompt_response
     from rlhf.world.report import resolve_world_model
 
@@ -211,7 +211,7 @@ def reliability_experiment(
         pairs, rows = noisy_panel_labels(seed, n_pairs, labels_per_pair)
         report = reliability_report(rows, power=power)
         text_index: dict[str, int] = {}
-        labels = Labels([], [], [], [], [], [])
+        labels = Labels()
         for r in rows:
             c = text_index.setdefault(join_prompt_response(r["prompt"], r["chosen"]), len(text_index))
             o = text_index.setdefault(join_prompt_response(r["prompt"], r["rejected"]), len(text_index))
@@ -224,10 +224,7 @@ def reliability_experiment(
         accuracy = {}
         for name, w in (("unweighted", np.ones(len(rows))), ("weighted", weights)):
             scorer.fit(list(text_index), labels, w, seed)
-            mean = scorer.score(test_texts)[0].mean(1)
-            accuracy[name] = float(
-                (np.where(mean[test_ab[:, 0]] > mean[test_ab[:, 1]], 0, 1) == test_gold).mean()
-            )
+            accuracy[name] = pair_accuracy(scorer.score(test_texts)[0].mean(1), test_ab, test_gold)
         kinds = {r["labeller_id"]: r["kind"] for r in rows}
         ranked = sorted(report["labellers"], key=lambda x: x["rationality"])
         runs.append({"seed": seed, **accuracy,

@@ -19,6 +19,7 @@ from rlhf.world.corpus import (
     sample_pairs,
     sample_prompts,
     sample_request,
+    sample_sets,
     split_prompt,
     write_response,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "generate_corpus",
     "parse_request",
     "sample_pairs",
+    "sample_sets",
     "sample_prompts",
     "sample_request",
     "split_prompt",

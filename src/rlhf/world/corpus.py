@@ -574,6 +574,32 @@ def sample_pairs(
     return pairs
 
 
+def sample_sets(
+    n: int, seed: int, k: int, request_kinds: tuple[str, ...] | list[str] | None = None
+) -> list[tuple[str, list[str]]]:
+    """`n` (prompt, [k different responses]) to one request each, kinds drawn independently from the
+    default response mix as in `sample_pairs`, so any two responses of a set are a reference pair: the
+    candidates of a K-way ranking. A request whose kinds have fewer than `k` surface forms between them
+    (a risky request has few refusals) may take several tries; after 20 k draws it is passed over."""
+    if k < 2:
+        raise ValueError(f"a set needs k >= 2 responses, got {k}")
+    rng = np.random.default_rng(seed)
+    kinds_mix = request_mix(request_kinds)
+    sets: list[tuple[str, list[str]]] = []
+    while len(sets) < n:
+        req = sample_request(rng, kinds_mix)
+        mix = DEFAULT_RESPONSE_MIX[req.kind]
+        responses: list[str] = []
+        for _ in range(20 * k):
+            r = write_response(req, _draw(rng, mix), rng)
+            if r not in responses:
+                responses.append(r)
+                if len(responses) == k:
+                    sets.append((format_prompt(req.text), responses))
+                    break
+    return sets
+
+
 def corpus_stats(dialogues: list[Dialogue]) -> dict[str, float]:
     """Shares of each request kind (`request/<kind>`) and response kind (`response/<kind>`), plus `n`."""
     n = max(len(dialogues), 1)
