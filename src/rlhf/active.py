@@ -511,9 +511,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for name, m in result["methods"].items():
             if unit == "hours" and "seconds" not in m:
                 continue
-            x = np.array([n for n, _ in m["curve"]] if unit == "labels" else m["seconds"]) / (
-                1 if unit == "labels" else 3600
-            )
+            x = np.array([n for n, _ in m["curve"]]) if unit == "labels" else np.array(m["seconds"]) / 3600
             y = np.array([a for _, a in m["curve"]])
             h = np.array(m["interval95"])
             ax.plot(x, y, marker="o", ms=3, label=name, lw=2.2 if name == "random" else 1.4)
@@ -558,12 +556,11 @@ def results_record(result: dict[str, Any]) -> dict[str, Any]:
         "random_labels": result["random_labels"],
         "random_accuracy": result["random_accuracy"],
         "methods": {
-            name: {"labels_to_match_random": m["labels_to_match_random"], "curve": m["curve"]}
-            | (
-                {"seconds_to_match_random": m["seconds_to_match_random"]}
-                if "seconds_to_match_random" in m
-                else {}
-            )
+            name: {
+                key: m[key]
+                for key in ("labels_to_match_random", "curve", "seconds_to_match_random")
+                if key in m
+            }
             for name, m in result["methods"].items()
         },
     }

@@ -559,28 +559,16 @@ def sample_pairs(
     the labeller panel is calibrated; same-kind pairs are kept because real comparison data has them.
     `request_kinds` (e.g. ``("risky",)``) restricts the requests, keeping their relative shares; None
     (the default) draws exactly the reference pairs."""
-    rng = np.random.default_rng(seed)
-    kinds_mix = request_mix(request_kinds)
-    pairs = []
-    while len(pairs) < n:
-        req = sample_request(rng, kinds_mix)
-        mix = DEFAULT_RESPONSE_MIX[req.kind]
-        a = write_response(req, _draw(rng, mix), rng)
-        for _ in range(20):  # some kinds have few surface forms (a refusal has 4)
-            b = write_response(req, _draw(rng, mix), rng)
-            if b != a:
-                pairs.append((format_prompt(req.text), a, b))
-                break
-    return pairs
+    return [(prompt, a, b) for prompt, (a, b) in sample_sets(n, seed, 2, request_kinds)]
 
 
 def sample_sets(
     n: int, seed: int, k: int, request_kinds: tuple[str, ...] | list[str] | None = None
 ) -> list[tuple[str, list[str]]]:
-    """`n` (prompt, [k different responses]) to one request each, kinds drawn independently from the
-    default response mix as in `sample_pairs`, so any two responses of a set are a reference pair: the
-    candidates of a K-way ranking. A request whose kinds have fewer than `k` surface forms between them
-    (a risky request has few refusals) may take several tries; after 20 k draws it is passed over."""
+    """`n` (prompt, [k different responses]) to one request each, drawn as `sample_pairs` draws its two,
+    so any two responses of a set are a reference pair: the candidates of a K-way ranking. Some kinds
+    have few surface forms (a refusal has 4), so each further response gets up to 20 draws to differ
+    from those before; a request that runs out of draws is passed over."""
     if k < 2:
         raise ValueError(f"a set needs k >= 2 responses, got {k}")
     rng = np.random.default_rng(seed)
@@ -589,8 +577,8 @@ def sample_sets(
     while len(sets) < n:
         req = sample_request(rng, kinds_mix)
         mix = DEFAULT_RESPONSE_MIX[req.kind]
-        responses: list[str] = []
-        for _ in range(20 * k):
+        responses = [write_response(req, _draw(rng, mix), rng)]
+        for _ in range(20 * (k - 1)):
             r = write_response(req, _draw(rng, mix), rng)
             if r not in responses:
                 responses.append(r)
