@@ -63,3 +63,23 @@ def small_world(tmp_path_factory):
 
     cfg = WorldConfig(**SMALL_WORLD, cache_dir=str(tmp_path_factory.mktemp("world_cache")))
     return cfg, build_world(cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """Factory `family_dir(name, n_positions=128) -> Path`: a saved tiny model of a family (tests/families.py).
+
+    Each (name, n_positions) is built once per session and cached.
+    """
+    from tests.families import build_family
+
+    built: dict[tuple[str, int], Path] = {}
+
+    def get(name: str, n_positions: int = 128) -> Path:
+        key = (name, n_positions)
+        if key not in built:
+            path = tmp_path_factory.mktemp(f"family_{name}_{n_positions}")
+            built[key] = build_family(name, path, n_positions=n_positions)
+        return built[key]
+
+    return get

@@ -112,14 +112,15 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
         pair_loss,
         ranking_loss,
     )
-    from rlhf.reward_model import init_reward_model, tokenize_texts
+    from rlhf.reward_model import init_reward_model
+    from rlhf.sequences import encode_scored_pairs
 
     torch.manual_seed(seed)
     model, tokenizer = init_reward_model(backbone, ["reward"], cfg.ensemble_size, seed=seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     rcfg = RewardConfig(ensemble_size=cfg.ensemble_size, batch_size=cfg.batch_size, max_length=cfg.max_length)
-    tokenize = lambda texts: tokenize_texts(tokenizer, texts, cfg.max_length)  # noqa: E731
+    tokenize = lambda prompts, responses: encode_scored_pairs(tokenizer, prompts, responses, cfg.max_length)  # noqa: E731
     order = np.random.default_rng(seed).permutation(len(pairs))
     batches = make_pair_batches([pairs[i] for i in order], tokenize, ["reward"], cfg.batch_size, rcfg)
     if rankings:
@@ -153,9 +154,10 @@ def fit_reward_ensemble(backbone: str, pairs: list, cfg: ActiveConfig, seed: int
 @torch.no_grad()
 def score_and_embed(model, tokenizer, texts: list[str], max_length: int, batch: int = 128):
     """Member scores (T, M) and last hidden states (T, D) of joined prompt+response texts."""
-    from rlhf.reward_model import pad_right, tokenize_texts
+    from rlhf.reward_model import pad_right
+    from rlhf.sequences import encode_scored
 
-    rows = tokenize_texts(tokenizer, texts, max_length)
+    rows = encode_scored(tokenizer, texts, max_length)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     scores = np.zeros((len(rows), model.meta.ensemble_size), dtype=np.float32)
     hidden = np.zeros((len(rows), model.heads.shape[-1]), dtype=np.float32)

@@ -98,7 +98,8 @@ def bench_reward(
 ) -> dict[str, Any]:
     """Time the reward trainer's step (one forward of chosen+rejected, backward, AdamW) on world pairs."""
     from rlhf.algorithms.reward import RewardConfig, make_pair_batches, pair_loss
-    from rlhf.reward_model import init_reward_model, tokenize_texts
+    from rlhf.reward_model import init_reward_model
+    from rlhf.sequences import encode_scored_pairs
     from rlhf.world.report import resolve_world_model
 
     backbone = resolve_world_model("world", cfg.world, cfg.run.progress)
@@ -110,7 +111,7 @@ def bench_reward(
         pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
         batches = make_pair_batches(
             pairs,
-            partial(tokenize_texts, tokenizer, max_length=reward_cfg.max_length),
+            partial(encode_scored_pairs, tokenizer, max_length=reward_cfg.max_length),
             ["reward"],
             batch_size,
             reward_cfg,
@@ -198,8 +199,8 @@ def bench_ppo(
 
     from accelerate import Accelerator
 
-    from rlhf.algorithms.ppo import PolicyModels, PPOConfig, disable_dropout, ppo_step
-    from rlhf.models import ValueModel, load_causal_lm
+    from rlhf.algorithms.ppo import PolicyModels, PPOConfig, ppo_step
+    from rlhf.models import ValueModel, disable_dropout, load_causal_lm
     from rlhf.reward_model import init_reward_model, save_reward_model
     from rlhf.rewards import load_reward_source
     from rlhf.rl_math import FixedKLController

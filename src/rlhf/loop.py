@@ -246,7 +246,6 @@ def acquire_pairs(
     pool: list[dict[str, Any]], cfg: LoopConfig, reward_dir: Path | None, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Pick each objective's share of the round's comparisons from the pool; rows gain `priority`."""
-    from rlhf.data import join_prompt_response
     from rlhf.feedback.acquisition import acquire, preference_probs
 
     rng = np.random.default_rng(seed)
@@ -263,8 +262,8 @@ def acquire_pairs(
             member_probs = np.full((len(rows), 2), 0.5)
             embeddings = None
         else:
-            texts = [join_prompt_response(r["prompt"], r[side]) for r in rows for side in ("a", "b")]
-            scores, names = member_scores(reward_dir, texts)  # (2P, N, H)
+            pairs = [(r["prompt"], r[side]) for r in rows for side in ("a", "b")]
+            scores, names = member_scores(reward_dir, pairs)  # (2P, N, H)
             head = scores[:, :, names.index(objective)]
             member_probs = preference_probs(head[0::2], head[1::2])  # (P, N)
             embeddings = head[0::2] - head[1::2]
@@ -409,13 +408,13 @@ def update_policy(
         dpo.train(dpo_cfg, run, out, world=root.world, show_progress=show)
         return {"steps": cfg.policy_steps, "lagrange": lagrange}
     from rlhf.algorithms import ilql
-    from rlhf.data import join_prompt_response
     from rlhf.reward_model import load_reward_model, score_texts
+    from rlhf.sequences import scored_text
 
     # ILQL learns from the round's logged samples, each scored by the reward model (no gold)
     model, tokenizer = load_reward_model(str(reward_dir), device="cpu")
     responses = [(r["prompt"], r[side]) for r in pool for side in ("a", "b")]
-    scores = score_texts(model, tokenizer, [join_prompt_response(p, y) for p, y in responses], normalize=True)
+    scores = score_texts(model, tokenizer, [scored_text(tokenizer, p, y) for p, y in responses], normalize=True)
     weights = np.array([1.0, cfg.harm_weight if cfg.safety != "none" else 0.0])
     rewards = scores.mean.numpy() @ weights[[model.objectives.index(o) for o in OBJECTIVES]]
     data = round_path / "ilql_rows.jsonl"

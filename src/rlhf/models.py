@@ -144,6 +144,25 @@ def load_causal_lm(
     return model.to(device).eval(), tokenizer
 
 
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Turn every dropout in `model` off, in train mode too: `nn.Dropout` modules and the attention-dropout
+    rates that transformers' attention implementations read from the module (Llama's, Qwen2's, GPT-NeoX's
+    `attention_dropout`). Needed wherever a ratio or a difference to a reference is computed (PPO's ratio,
+    DPO's and ILQL's log-ratios): with dropout on, policy = reference would not give ratio 1 or loss log 2.
+    Returns how many rates were non-zero."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            changed += module.p > 0
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout_p", "dropout_p"):
+            value = getattr(module, name, None)
+            if isinstance(value, float) and not isinstance(value, bool):
+                changed += value > 0
+                setattr(module, name, 0.0)
+    return changed
+
+
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

@@ -9,8 +9,10 @@ Layout of a saved reward model directory:
 - `reward_config.json`: objectives, ensemble layout, normalisation statistics;
 - `members/member_<k>/` for the full variant (N separate models; the top directory is member 0).
 
-The input is `join_prompt_response(prompt, response)` as text, right-padded (left padding would shift
-Llama's position ids and change the scores), scored at its last non-pad token.
+The input is `rlhf.sequences.scored_text(tokenizer, prompt, response)` tokenized by `encode_scored`,
+right-padded (left padding would shift Llama's position ids and change the scores), and read at the last
+token that is not the pad id: the same score as `AutoModelForSequenceClassification` on `tokenizer(text)`
+(docs/sequences.md).
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ class RewardModel(nn.Module):
         return self.meta.objectives
 
     def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden state of the last non-pad token of each row: (B, D)."""
+        """Hidden state of the last token of each row that is not the pad id: (B, D), transformers' rule."""
+        from rlhf.sequences import score_positions
+
         out = self.seq_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state  # (B, T, D)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        last = (positions * attention_mask).argmax(-1)  # (B,) same rule as transformers' pooling
+        last = score_positions(input_ids, self.seq_model.config.pad_token_id)  # (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -219,14 +222,6 @@ def load_reward_model(
 # ----------------------------------------------------------------------------- scoring
 
 
-def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated from the left so the end of the response (what is scored) is kept."""
-    if not texts:
-        return []
-    rows = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    return [row[-max_length:] for row in rows]
-
-
 def pad_right(
     rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,6 +232,12 @@ def pad_right(
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
     return input_ids.to(device), mask.to(device)
+
+
+def backbone_config(model: Any) -> Any:
+    """The transformers config of a reward model's backbone (of its first member for a full ensemble)."""
+    first = model.members[0] if isinstance(model, RewardModelEnsemble) else model
+    return first.seq_model.config
 
 
 @dataclass
@@ -252,10 +253,13 @@ class Scores:
 def member_scores(
     model: RewardModel, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 512
 ) -> torch.Tensor:
-    """Every ensemble member's raw score of every text: (B, N members, H objectives), on the CPU."""
+    """Every ensemble member's raw score of every text: (B, N members, H objectives), on the CPU. Texts
+    are cut from the left to `max_length` tokens or the model's context length, whichever is shorter."""
+    from rlhf.sequences import cap_length, encode_scored
+
     model.eval()
     device = next(model.parameters()).device
-    rows = tokenize_texts(tokenizer, texts, max_length)
+    rows = encode_scored(tokenizer, texts, cap_length(max_length, backbone_config(model)))
     # Sort by length so each batch pads little; results are put back in input order.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.meta.ensemble_size, len(model.objectives))  # (B, N, H)
@@ -275,7 +279,8 @@ def score_texts(
     max_length: int = 512,
     normalize: bool = False,
 ) -> Scores:
-    """Score joined prompt+response texts. With `normalize`, apply the stored reference statistics."""
+    """Score texts made by `rlhf.sequences.scored_text`. With `normalize`, apply the stored reference
+    statistics."""
     out = member_scores(model, tokenizer, texts, batch_size, max_length)  # (B, N, H)
     mean, std = out.mean(1), out.std(1, unbiased=False)
     if normalize:

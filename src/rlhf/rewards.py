@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import torch
 
@@ -40,8 +44,8 @@ def load_reward_source(
 def _reward_model_source(
     path: str, weights: dict[str, float], normalize: bool, device: str, max_length: int
 ) -> RewardFn:
-    from rlhf.data import join_prompt_response
     from rlhf.reward_model import load_reward_model, score_texts
+    from rlhf.sequences import scored_text
 
     model, tokenizer = load_reward_model(path, device=device)
     unknown = sorted(set(weights) - set(model.objectives))
@@ -56,7 +60,7 @@ def _reward_model_source(
     )
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        texts = [join_prompt_response(p, r) for p, r in zip(prompts, responses, strict=True)]
+        texts = [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
         return score_texts(model, tokenizer, texts, max_length=max_length, normalize=normalize).mean @ vector
 
     return score
@@ -70,13 +74,29 @@ def _function_source(spec: str) -> RewardFn:
         raise UserError(f"reward function {spec!r} cannot be imported: {exc}") from exc
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        values = torch.as_tensor([float(v) for v in fn(list(prompts), list(responses))], dtype=torch.float32)
-        if values.shape != (len(responses),):
-            raise UserError(
-                f"reward function {spec} returned {values.shape[0]} scores for {len(responses)} responses"
-            )
-        if not all(math.isfinite(v) for v in values.tolist()):
-            raise UserError(f"reward function {spec} returned NaN or inf")
-        return values
+        return check_scores(fn(list(prompts), list(responses)), len(responses), f"reward function {spec}")
 
     return score
+
+
+def check_scores(returned: Any, n: int, what: str) -> torch.Tensor:
+    """`returned` as a float tensor (n,), or UserError naming `what` and the first bad entry: not a
+    sequence or tensor, the wrong count, an entry that is not a number (None, text, a list), NaN or inf."""
+    if isinstance(returned, torch.Tensor | np.ndarray):
+        returned = returned.tolist()
+    if not isinstance(returned, Sequence) or isinstance(returned, str | bytes):
+        raise UserError(f"{what} returned {type(returned).__name__}; expected a list of {n} numbers")
+    if len(returned) != n:
+        raise UserError(f"{what} returned {len(returned)} scores for {n} responses")
+    values = []
+    for i, value in enumerate(returned):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        elif isinstance(value, np.ndarray | np.generic) and value.size == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise UserError(f"{what} returned {type(value).__name__} for response {i}; expected a number")
+        if not math.isfinite(value):
+            raise UserError(f"{what} returned {value} for response {i}; expected a finite number")
+        values.append(float(value))
+    return torch.tensor(values, dtype=torch.float32)

@@ -139,6 +139,35 @@ def decode(
     return torch.stack(tokens, dim=1), total
 
 
+def prompt_batch(tokenizer, prompts: Sequence[str], model, max_new_tokens: int, device) -> dict:
+    """Left-padded `input_ids` and `attention_mask` (B, L) of the prompts on `device`, built by
+    `rlhf.sequences.encode_prompts`; a prompt longer than the model's context length less
+    `max_new_tokens` is cut from the left (BOS kept), with a warning saying how many were.
+
+    Raises UserError when `max_new_tokens` leaves no room for a prompt in the context.
+    """
+    import warnings
+
+    from rlhf.errors import UserError
+    from rlhf.sequences import context_length, encode_prompts
+
+    limit = context_length(model.config)
+    room = None if limit is None else limit - max_new_tokens
+    if room is not None and room < 1:
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} fills the model's whole context of {limit} positions; "
+            f"set max_new_tokens below {limit}"
+        )
+    input_ids, attention_mask, cut = encode_prompts(tokenizer, list(prompts), room)
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(prompts)} prompts are longer than the {room} tokens the context of {limit} "
+            f"leaves beside max_new_tokens={max_new_tokens}; they were cut from the left",
+            stacklevel=2,
+        )
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
 def repeated_prompts(prompts: Sequence[str]) -> int:
     """K when `prompts` is each of its distinct prompts K times in a row (K samples per prompt), else 1."""
     for k in range(len(prompts), 1, -1):
@@ -158,7 +187,7 @@ def sample(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: 
     responses, response_ids, finished = [], [], []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = list(prompts[start : start + cfg.batch_size])
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc = prompt_batch(tokenizer, batch, model, cfg.max_new_tokens, device)
         generated, _ = decode(model, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, choose,
                               tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
         _collect(generated, tokenizer, responses, response_ids, finished)
@@ -167,12 +196,14 @@ def sample(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: 
 
 def _collect(generated: torch.Tensor, tokenizer, responses: list, response_ids: list, finished: list) -> None:
     """Append each generated row (B, T_new), cut after its first stop token, to the three lists."""
+    from rlhf.sequences import decode_response
+
     stop_id = tokenizer.eos_token_id
     for row in generated.tolist():
         ids = row[: row.index(stop_id) + 1] if stop_id in row else row
         response_ids.append(ids)
         finished.append(stop_id in ids)
-        responses.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        responses.append(decode_response(tokenizer, ids))
 
 
 @torch.no_grad()
@@ -201,7 +232,7 @@ def sample_steered(
     responses, response_ids, finished, sequence_logprobs = [], [], [], []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = list(prompts[start : start + cfg.batch_size])
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc = prompt_batch(tokenizer, batch, model, cfg.max_new_tokens, device)
         generated, total = decode(model, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, choose,
                                   tokenizer.eos_token_id, tokenizer.pad_token_id, hidden=True)  # fmt: skip
         _collect(generated, tokenizer, responses, response_ids, finished)

@@ -1,15 +1,13 @@
 """What the offline trainers (reward model, DPO, ILQL) share: prompt+response token layout, batch order,
-sharding and resumable checkpoints."""
+sharding and resumable checkpoints. How a prompt and a response become token ids is `rlhf.sequences`."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from rlhf.data import join_prompt_response
 from rlhf.errors import UserError
 
 
@@ -66,19 +64,6 @@ def load_trainer_checkpoint(path: Path, model, optimizer, scheduler, generator) 
     generator.set_state(blob["generator"])
     torch.set_rng_state(blob["torch_rng"])
     return blob["state"]
-
-
-def tokenize_response(tokenizer: Any, prompt: str, response: str) -> list[int]:
-    """The tokens a policy emits after `prompt` to say `response`, EOS included."""
-    continuation = join_prompt_response(prompt, response)[len(prompt) :]
-    return tokenizer(continuation, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-
-
-def fit_length(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
-    """Cut the prompt from the left (its end is what the response follows), then the response from the
-    right, until both fit in `max_length`; at least one prompt token is kept."""
-    keep_prompt = max(1, min(len(prompt), max_length - len(response)))
-    return prompt[-keep_prompt:], response[: max_length - keep_prompt]
 
 
 def collate_sequences(

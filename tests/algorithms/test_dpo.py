@@ -12,7 +12,7 @@ import torch
 from rlhf.algorithms.dpo import DPOBatch, DPOConfig, collate_pairs, make_batches, train
 from rlhf.config import RunConfig
 from rlhf.io import write_jsonl
-from rlhf.training import fit_length, tokenize_response
+from rlhf.sequences import encode_response, fit_length
 
 RUN = RunConfig(seed=0, device="cpu", tensorboard=False, progress=False)
 
@@ -21,6 +21,8 @@ def test_fit_length_cuts_prompt_left_then_response_right():
     assert fit_length([1, 2, 3, 4], [5, 6], 5) == ([2, 3, 4], [5, 6])
     assert fit_length([1, 2, 3, 4], [5, 6, 7, 8, 9], 4) == ([4], [5, 6, 7])  # one prompt token kept
     assert fit_length([1, 2], [5], 10) == ([1, 2], [5])
+    # a leading BOS (id 1 here) stays in front of the kept tail: [BOS, 4] + [5, 6], not [3, 4] + [5, 6]
+    assert fit_length([1, 2, 3, 4], [5, 6], 4, bos_id=1) == ([1, 4], [5, 6])
 
 
 def test_collate_pairs_layout_by_hand():
@@ -61,7 +63,7 @@ def test_response_tokens_are_what_the_policy_would_generate(small_world):
     _, world_dir = small_world
     tokenizer = load_tokenizer(world_dir)
     prompt = "User: I made fried rice.\nAssistant:"
-    ids = tokenize_response(tokenizer, prompt, "Nice!")
+    ids = encode_response(tokenizer, prompt, "Nice!")
     # the world's dialogues put one space after "Assistant:"; the response ends with EOS
     assert tokenizer.decode(ids[:-1]) == " Nice!" and ids[-1] == tokenizer.eos_token_id
     whole = tokenizer(prompt + " Nice!", add_special_tokens=False)["input_ids"]

@@ -71,7 +71,7 @@ def logged_rows(world_dir, n_prompts: int = 200) -> list[dict]:
     for p, r in zip(s.prompts, s.responses, strict=True):
         if not r:
             continue
-        n_tokens = len(tokenizer(" " + r, add_special_tokens=False)["input_ids"])  # as tokenize_response does
+        n_tokens = len(tokenizer(" " + r, add_special_tokens=False)["input_ids"])  # as encode_response does
         rows.append(
             {"prompt": p, "response": r, "reward": [float(r.startswith("Sure"))] + [0.0] * (n_tokens - 1)}
         )

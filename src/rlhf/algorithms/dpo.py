@@ -128,20 +128,41 @@ def collate_pairs(rows: list[tuple[list[int], list[int], list[int]]], pad_id: in
     return collate_contiguous(prompts, [r[1] for r in rows] + [r[2] for r in rows], pad_id)
 
 
-def make_batches(pairs: list, tokenizer: Any, cfg: DPOConfig) -> list[DPOBatch]:
-    """Tokenize every pair once; pairs of similar length share a batch (less padding)."""
-    from rlhf.training import fit_length, group_by_length, tokenize_response
+def make_batches(
+    pairs: list, tokenizer: Any, cfg: DPOConfig, max_length: int | None = None
+) -> list[DPOBatch]:
+    """Tokenize every pair once (`rlhf.sequences`: the prompt as the policy sees it, each response as the
+    tokens it would emit after it, EOS included), cut to `max_length` (default `cfg.max_length`); pairs
+    of similar length share a batch (less padding). A pair whose chosen and rejected tokens are the same
+    after the cut teaches nothing: it is left out, with a warning that counts them."""
+    import warnings
 
-    rows = []
+    from rlhf.sequences import encode_prompt, encode_response, fit_length, special_tokens
+    from rlhf.training import group_by_length
+
+    max_length = max_length or cfg.max_length
+    bos = special_tokens(tokenizer).bos_id
+    rows, kept, same = [], [], 0
     for pair in pairs:
-        prompt = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
-        chosen = tokenize_response(tokenizer, pair.prompt, pair.chosen)
-        rejected = tokenize_response(tokenizer, pair.prompt, pair.rejected)
-        p_chosen, chosen = fit_length(prompt, chosen, cfg.max_length)
-        p_rejected, rejected = fit_length(prompt, rejected, cfg.max_length)
+        prompt = encode_prompt(tokenizer, pair.prompt)
+        chosen = encode_response(tokenizer, pair.prompt, pair.chosen, prompt)
+        rejected = encode_response(tokenizer, pair.prompt, pair.rejected, prompt)
+        p_chosen, chosen = fit_length(prompt, chosen, max_length, bos)
+        p_rejected, rejected = fit_length(prompt, rejected, max_length, bos)
+        if chosen == rejected:
+            same += 1
+            continue
         # both sides condition on the same prompt: the shorter cut of the two
         prompt = p_chosen if len(p_chosen) <= len(p_rejected) else p_rejected
         rows.append((prompt, chosen, rejected))
+        kept.append(pair)
+    if same:
+        warnings.warn(
+            f"{same} of {len(pairs)} pairs have the same chosen and rejected tokens once cut to "
+            f"{max_length} tokens; they were left out (raise dpo.max_length if the model's context allows)",
+            stacklevel=2,
+        )
+    pairs = kept
     order = group_by_length([len(p) + max(len(c), len(r)) for p, c, r in rows], cfg.batch_size)
     batches = []
     for start in range(0, len(order), cfg.batch_size):
@@ -252,7 +273,15 @@ def train(
 
     from rlhf.data import load_preferences, split_by_prompt
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import add_lora, freeze_lower_layers, load_causal_lm, merged_copy, save_pretrained_atomic
+    from rlhf.models import (
+        add_lora,
+        disable_dropout,
+        freeze_lower_layers,
+        load_causal_lm,
+        merged_copy,
+        save_pretrained_atomic,
+    )
+    from rlhf.sequences import cap_length
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
     from rlhf.world.report import resolve_world_model
 
@@ -271,6 +300,7 @@ def train(
     model, tokenizer = load_causal_lm(
         resolve_world_model(cfg.model, world, show_progress and is_main), device=str(device), dtype=run.dtype
     )
+    disable_dropout(model)  # the log-ratios to the cached reference must be 0 while policy = reference
     data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
     if cfg.eval_data:
         train_data = data
@@ -284,8 +314,11 @@ def train(
     # 2. tokenize once into fixed batches; the reference log-probs once, with the initial model
     rng = random.Random(run.seed)
     rng.shuffle(train_pairs)
-    train_batches = make_batches(train_pairs, tokenizer, cfg)
-    eval_batches = make_batches(eval_pairs, tokenizer, cfg) if eval_pairs else []
+    max_length = cap_length(cfg.max_length, model)  # never past the model's context length
+    train_batches = make_batches(train_pairs, tokenizer, cfg, max_length)
+    eval_batches = make_batches(eval_pairs, tokenizer, cfg, max_length) if eval_pairs else []
+    if not train_batches:
+        raise UserError(f"{cfg.data}: no training pairs differ once cut to {max_length} tokens")
     with _autocast(cfg, device):
         cache_reference_logps(model, train_batches + eval_batches, device, rank, n_procs)
 

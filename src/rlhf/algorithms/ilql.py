@@ -199,16 +199,22 @@ def token_rewards(reward: float | tuple[float, ...], n_tokens: int, source: str)
     return [0.0] * (n_tokens - 1) + [float(reward)]
 
 
-def make_batches(rows: list, tokenizer: Any, cfg: ILQLConfig) -> list[ILQLBatch]:
-    from rlhf.training import collate_sequences, fit_length, group_by_length, tokenize_response
+def make_batches(
+    rows: list, tokenizer: Any, cfg: ILQLConfig, max_length: int | None = None
+) -> list[ILQLBatch]:
+    """Tokenize every row once (`rlhf.sequences`, as DPO does), cut to `max_length` (default
+    `cfg.max_length`), in batches of similar length."""
+    from rlhf.sequences import encode_prompt, encode_response, fit_length, special_tokens
+    from rlhf.training import collate_sequences, group_by_length
 
+    max_length = max_length or cfg.max_length
+    bos = special_tokens(tokenizer).bos_id
     tokenized = []
     for row in rows:
-        response = tokenize_response(tokenizer, row.prompt, row.response)
+        prompt = encode_prompt(tokenizer, row.prompt)
+        response = encode_response(tokenizer, row.prompt, row.response, prompt)
         rewards = token_rewards(row.reward, len(response), row.source)
-        prompt, response = fit_length(
-            tokenizer(row.prompt, add_special_tokens=False)["input_ids"], response, cfg.max_length
-        )
+        prompt, response = fit_length(prompt, response, max_length, bos)
         tokenized.append((prompt, response, rewards[: len(response)]))
     order = group_by_length([len(p) + len(r) for p, r, _ in tokenized], cfg.batch_size)
     batches = []
@@ -300,7 +306,8 @@ def train(
     from transformers import get_scheduler
 
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import freeze_lower_layers, load_causal_lm
+    from rlhf.models import disable_dropout, freeze_lower_layers, load_causal_lm
+    from rlhf.sequences import cap_length
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
     from rlhf.world.report import resolve_world_model
 
@@ -316,6 +323,7 @@ def train(
     lm, tokenizer = load_causal_lm(
         resolve_world_model(cfg.model, world, show_progress and is_main), device=str(device), dtype=run.dtype
     )
+    disable_dropout(lm)  # the steered policy's ratio to the logged one is read without dropout
     if cfg.trainable_layers == 0:  # heads only: the LM's output stays the logged policy's
         lm.requires_grad_(False)
     elif cfg.trainable_layers > 0:
@@ -323,7 +331,7 @@ def train(
     model = ILQLModel(lm).to(device)
     rows = load_rows(cfg, tokenizer, str(device))
     random.Random(run.seed).shuffle(rows)
-    batches = make_batches(rows, tokenizer, cfg)
+    batches = make_batches(rows, tokenizer, cfg, cap_length(cfg.max_length, lm))
     mean_return = float(sum(b.rewards.sum() for b in batches) / len(rows))
     if not resume:
         model.heads.start_at(mean_return)

@@ -210,12 +210,6 @@ def reusable_first_forward(models: PolicyModels, cfg: PPOConfig, n_rows: int) ->
     return cfg.mini_batch_size >= n_rows and not dropout
 
 
-def disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
 def policy_forward(
     models: PolicyModels,
     input_ids: torch.Tensor,
@@ -246,15 +240,14 @@ def rollout(
     """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs.
     With `keep_graph` the policy forward keeps its autograd graph and logits (`Rollout.first_forward`)."""
     from rlhf.logprobs import response_logprobs, truncate_after_eos
-    from rlhf.rollout import decode, repeated_prompts, sample_next
+    from rlhf.rollout import decode, prompt_batch, repeated_prompts, sample_next
+    from rlhf.sequences import decode_response
 
     policy, tokenizer = models.policy, models.tokenizer
     device = next(policy.parameters()).device
     tokenizer.padding_side = "left"
     repeats = repeated_prompts(prompts)  # K samples per prompt: each prompt is encoded once
-    enc = tokenizer(prompts[::repeats], return_tensors="pt", padding=True, add_special_tokens=False).to(
-        device
-    )
+    enc = prompt_batch(tokenizer, prompts[::repeats], policy, cfg.max_new_tokens, device)
     started = time.perf_counter()
     # Decoding multiplies (B, D) rows: on a CPU bf16 is slower there than fp32 (measured 24 vs 114
     # GFLOP/s at B = 32 on the benchmark machine, while (2560, 128) x (128, 512) runs 8x faster in
@@ -288,10 +281,9 @@ def rollout(
                 models.ref_policy, input_ids, attention_mask, width, cfg.temperature
             )
     finished = (responses == tokenizer.eos_token_id).any(dim=1)
-    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     return Rollout(
         list(prompts),
-        [t.strip() for t in texts],
+        [decode_response(tokenizer, row) for row in responses.tolist()],
         input_ids,
         attention_mask,
         response_mask,
@@ -551,6 +543,7 @@ def train(
         AdaptersDisabled,
         ValueModel,
         add_lora,
+        disable_dropout,
         freeze_lower_layers,
         load_causal_lm,
         merged_copy,

@@ -13,6 +13,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 from rlhf.config import ConfigError, RunConfig, help_field
-from rlhf.data import join_prompt_response
 from rlhf.errors import UserError, check_finite
+from rlhf.sequences import scored_text
 from rlhf.training import epoch_batches, group_by_length, load_trainer_checkpoint, save_trainer_checkpoint
 
 CHECKPOINT_DIR = "checkpoint"
@@ -171,8 +172,22 @@ def make_pair_batches(
 ) -> list[PairBatch]:
     """Tokenize every pair once and cut them into batches; with `cfg.group_by_length`, pairs of similar
     length share a batch (sorted within megabatches of 50 batches; the given order otherwise)."""
-    chosen = tokenize([join_prompt_response(p.prompt, p.chosen) for p in pairs])
-    rejected = tokenize([join_prompt_response(p.prompt, p.rejected) for p in pairs])
+    prompts = [p.prompt for p in pairs]
+    chosen = tokenize(prompts, [p.chosen for p in pairs])  # token ids of each scored text
+    rejected = tokenize(prompts, [p.rejected for p in pairs])
+    same = [c == r for c, r in zip(chosen, rejected, strict=True)]
+    if any(same):  # truncation cut away all they differ in: no signal, and a tie only by accident
+        warnings.warn(
+            f"{sum(same)} of {len(pairs)} pairs have the same tokens on both sides once cut to the "
+            "maximum length; they were left out (raise reward.max_length if the model's context allows)",
+            stacklevel=2,
+        )
+        keep = [i for i, s in enumerate(same) if not s]
+        pairs, chosen, rejected = (
+            [pairs[i] for i in keep],
+            [chosen[i] for i in keep],
+            [rejected[i] for i in keep],
+        )
     if cfg.group_by_length:
         lengths = [max(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True)]
         order = group_by_length(lengths, batch_size)
@@ -217,9 +232,7 @@ def make_ranking_batches(
             mask[b, : len(flat)] = True
         batches.append(
             RankingBatch(
-                responses=[
-                    tokenize([join_prompt_response(r.prompt, text) for text in r.responses]) for r in part
-                ],
+                responses=[tokenize([r.prompt] * len(r.responses), list(r.responses)) for r in part],
                 order=order,
                 groups=groups,
                 mask=mask,
@@ -309,8 +322,8 @@ def evaluate(
 
     if not pairs:
         return {}, np.zeros(0)
-    texts = [join_prompt_response(p.prompt, p.chosen) for p in pairs] + [
-        join_prompt_response(p.prompt, p.rejected) for p in pairs
+    texts = [scored_text(tokenizer, p.prompt, p.chosen) for p in pairs] + [
+        scored_text(tokenizer, p.prompt, p.rejected) for p in pairs
     ]
     mean = score_texts(model, tokenizer, texts, max_length=max_length).mean  # (2P, H)
     heads = torch.tensor([objective_index(objectives, p.objective, p.source) for p in pairs])
@@ -513,13 +526,15 @@ def _train_one(
     from transformers import get_scheduler
 
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.reward_model import load_reward_model, save_reward_model, tokenize_texts
+    from rlhf.reward_model import load_reward_model, save_reward_model
+    from rlhf.sequences import cap_length, encode_scored_pairs
 
     device = accelerator.device
     rng = random.Random(seed)
 
     # 3. tokenize once; batches are fixed, their order shuffles per epoch
-    tokenize = lambda texts: tokenize_texts(tokenizer, texts, cfg.max_length)  # noqa: E731
+    max_length = cap_length(cfg.max_length, model.seq_model)  # never past the model's context length
+    tokenize = lambda prompts, responses: encode_scored_pairs(tokenizer, prompts, responses, max_length)  # noqa: E731
     pairs = list(train_data.pairs)
     rng.shuffle(pairs)
     pair_batches = make_pair_batches(pairs, tokenize, objectives, cfg.batch_size, cfg)
@@ -700,7 +715,7 @@ def score_file(
     scores = score_texts(
         model,
         tokenizer,
-        [join_prompt_response(p, r) for p, r in zip(prompts, responses, strict=True)],
+        [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)],
         max_length=max_length,
         normalize=normalize,
     )
@@ -730,7 +745,7 @@ def normalize_model(
     scores = score_texts(
         model,
         tokenizer,
-        [join_prompt_response(p, r) for p, r in zip(prompts, responses, strict=True)],
+        [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)],
         max_length=max_length,
     )
     mean, std = normalization_stats(scores.mean)

@@ -21,6 +21,7 @@ def sampled_kl(
     policy such as ILQL's is not one model's forward).
     """
     from rlhf.logprobs import response_logprobs, sequence_logprob
+    from rlhf.rollout import prompt_batch
 
     if policy is None and samples.logprobs is None:
         raise ValueError("sampled_kl needs a policy model or samples that carry their log-probs")
@@ -32,8 +33,9 @@ def sampled_kl(
         responses = [
             ids or [tokenizer.eos_token_id] for ids in samples.response_ids[start : start + batch_size]
         ]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        width, span = enc["input_ids"].shape[1], max(map(len, responses))
+        span = max(map(len, responses))
+        enc = prompt_batch(tokenizer, prompts, reference, span, "cpu")  # as the sampler encoded them
+        width = enc["input_ids"].shape[1]
         response_ids = torch.full((len(prompts), span), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), span), dtype=torch.long)
         for i, ids in enumerate(responses):

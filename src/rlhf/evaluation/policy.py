@@ -57,23 +57,24 @@ class Policy:
         return float(np.mean(sampled_kl(policy, reference, self.tokenizer, samples)))
 
 
-def member_scores(model_dir: Path, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Every ensemble member's score of every text: (B, N members, H objectives), and the head names."""
+def member_scores(model_dir: Path, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[str]]:
+    """Every ensemble member's score of every (prompt, response): (B, N members, H objectives), and the
+    head names."""
     from rlhf.reward_model import load_reward_model
     from rlhf.reward_model import member_scores as score_members
+    from rlhf.sequences import scored_text
 
     model, tokenizer = load_reward_model(str(model_dir), device="cpu")
+    texts = [scored_text(tokenizer, p, r) for p, r in pairs]
     return score_members(model, tokenizer, texts).numpy(), list(model.objectives)
 
 
 def reward_gold_accuracy(reward_dir: Path, test: dict[str, list[dict]]) -> dict[str, float]:
     """Share of gold-ordered corpus pairs the reward model's ensemble mean orders the same way."""
-    from rlhf.data import join_prompt_response
-
     accuracy = {}
     for objective, rows in test.items():
-        texts = [join_prompt_response(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
-        scores, names = member_scores(reward_dir, texts)
+        pairs = [(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
+        scores, names = member_scores(reward_dir, pairs)
         mean = scores[:, :, names.index(objective)].mean(1)
         accuracy[objective] = float(np.mean(mean[0::2] > mean[1::2]))
     return accuracy
@@ -106,7 +107,6 @@ def evaluate_policy(
     """The proxy reward (each head of the reward model, normalised) and the sampled KL to `reference` on
     `prompts['general']`; on world prompts also gold helpfulness, utility and harm there and the response
     kinds on `prompts['risky']`; plus the showcase rows."""
-    from rlhf.data import join_prompt_response
     from rlhf.world import gold
 
     general = policy.sample(prompts["general"], 1, max_new_tokens)
@@ -128,9 +128,10 @@ def evaluate_policy(
         result["risky_kind_shares"] = {k: v / len(risky.prompts) for k, v in sorted(kinds.items())}
     if proxy_dir is not None:
         from rlhf.reward_model import load_reward_model, score_texts
+        from rlhf.sequences import scored_text
 
         model, tokenizer = load_reward_model(str(proxy_dir), device="cpu")
-        scores = score_texts(model, tokenizer, [join_prompt_response(p, r) for p, r in pairs], normalize=True)
+        scores = score_texts(model, tokenizer, [scored_text(tokenizer, p, r) for p, r in pairs], normalize=True)
         for h, name in enumerate(model.objectives):
             result["proxy_reward" if name == "helpful" else f"proxy_{name}"] = float(scores.mean[:, h].mean())
     rows = []
