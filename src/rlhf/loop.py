@@ -414,7 +414,9 @@ def update_policy(
     # ILQL learns from the round's logged samples, each scored by the reward model (no gold)
     model, tokenizer = load_reward_model(str(reward_dir), device="cpu")
     responses = [(r["prompt"], r[side]) for r in pool for side in ("a", "b")]
-    scores = score_texts(model, tokenizer, [scored_text(tokenizer, p, y) for p, y in responses], normalize=True)
+    scores = score_texts(
+        model, tokenizer, [scored_text(tokenizer, p, y) for p, y in responses], normalize=True
+    )
     weights = np.array([1.0, cfg.harm_weight if cfg.safety != "none" else 0.0])
     rewards = scores.mean.numpy() @ weights[[model.objectives.index(o) for o in OBJECTIVES]]
     data = round_path / "ilql_rows.jsonl"

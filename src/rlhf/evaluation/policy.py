@@ -131,7 +131,9 @@ def evaluate_policy(
         from rlhf.sequences import scored_text
 
         model, tokenizer = load_reward_model(str(proxy_dir), device="cpu")
-        scores = score_texts(model, tokenizer, [scored_text(tokenizer, p, r) for p, r in pairs], normalize=True)
+        scores = score_texts(
+            model, tokenizer, [scored_text(tokenizer, p, r) for p, r in pairs], normalize=True
+        )
         for h, name in enumerate(model.objectives):
             result["proxy_reward" if name == "helpful" else f"proxy_{name}"] = float(scores.mean[:, h].mean())
     rows = []
