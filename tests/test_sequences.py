@@ -1,0 +1,285 @@
+"""The sequence contract (rlhf.sequences) on the model families users bring, and the failures rebuilt from
+other frameworks' bug reports (issue 16), each with its right value."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from rlhf import sequences as S
+from rlhf.cli import main
+from rlhf.io import write_jsonl
+
+TEA_PROMPT = "Question: what is tea? Answer:"
+SKY_TEXTS = [
+    ("Question: is the sky blue? Answer:", "yes."),
+    ("Question: is the sky blue? Answer:", "no, it is green."),
+    ("Question: is the grass green? Answer:", "yes, it is green."),
+]
+
+
+def tokenizer_of(path):
+    from rlhf.models import load_tokenizer
+
+    with pytest.warns(UserWarning) if _lacks_pad(path) else _nothing():
+        return load_tokenizer(path)
+
+
+def _lacks_pad(path) -> bool:
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    return not config.get("pad_token")
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def saved_reward_model(path, out, seed: int = 0):
+    """A reward model with random heads on the family's backbone, saved as `rlhf reward train` saves it."""
+    from rlhf.reward_model import init_reward_model, save_reward_model
+
+    model, tokenizer = init_reward_model(path, ["helpful"], 1, seed=seed)
+    save_reward_model(out, model, tokenizer)
+    return out
+
+
+@torch.no_grad()
+def transformers_score(model_dir, input_ids: list[int]) -> float:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    return model(input_ids=torch.tensor([input_ids])).logits[0, 0].item()
+
+
+# ----------------------------------------------------------------------------- unit rules
+
+
+class FakeTokenizer:
+    """Ids by hand: 'a' -> 5, ' a' -> 6; BOS 1 added, EOS 2 (optionally appended)."""
+
+    bos_token_id, eos_token_id, pad_token_id, eos_token = 1, 2, 2, "</s>"
+    chat_template = None
+
+    def __init__(self, appends_eos: bool = False):
+        self.appends_eos = appends_eos
+
+    def __call__(self, text, add_special_tokens=True):
+        if isinstance(text, list):
+            return {"input_ids": [self(t, add_special_tokens)["input_ids"] for t in text]}
+        ids = [5 if w == "a" else 7 for w in text.split()]
+        if add_special_tokens:
+            ids = [1, *ids] + ([2] if self.appends_eos else [])
+        return {"input_ids": ids}
+
+
+def test_special_tokens_are_found_by_encoding_a_probe():
+    assert S.special_tokens(FakeTokenizer()) == S.SpecialTokens(1, 2, 2, adds_bos=True, appends_eos=False)
+    assert S.special_tokens(FakeTokenizer(appends_eos=True)).appends_eos
+
+
+def test_prompt_has_one_bos_and_never_an_eos():
+    tok = FakeTokenizer(appends_eos=True)
+    assert S.encode_prompt(tok, "a b") == [1, 5, 7]  # BOS added, the appended EOS is not
+    assert S.with_bos(tok, [1, 5]) == [1, 5]  # a template that already emitted BOS: not a second one
+    # scored texts: tokenizer(text) as it is, a duplicated BOS collapsed, cut from the left keeping BOS
+    assert S.encode_scored(tok, ["a b a"], 10) == [[1, 5, 7, 5, 2]]
+    assert S.encode_scored(tok, ["a b a b"], 4) == [[1, 5, 7, 2]]  # [1, 5, 7, 5, 7, 2]: BOS + last 3
+
+
+def test_truncate_left_keeps_bos():
+    assert S.truncate_left([1, 5, 6, 7, 8], 3, bos_id=1) == [1, 7, 8]
+    assert S.truncate_left([5, 6, 7, 8], 3, bos_id=1) == [6, 7, 8]
+    assert S.truncate_left([1, 5], 3, bos_id=1) == [1, 5]
+
+
+def test_score_position_is_transformers_rule():
+    # pad 0: rows [3, 4, 0, 0] -> position 1; [3, 0, 4, 0] -> 2 (last non-pad, not first pad - 1)
+    ids = torch.tensor([[3, 4, 0, 0], [3, 0, 4, 0], [3, 4, 5, 6]])
+    assert S.score_positions(ids, 0).tolist() == [1, 2, 3]
+
+
+def test_context_length_from_each_family_config():
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    assert S.context_length(GPT2Config(n_positions=48)) == 48
+    assert S.context_length(GPTNeoXConfig(max_position_embeddings=96)) == 96
+    assert S.context_length(LlamaConfig(max_position_embeddings=64)) == 64
+    assert S.cap_length(512, GPT2Config(n_positions=48)) == 48
+
+
+# ----------------------------------------------------------------------------- issue 16's failures
+
+
+def test_1_reward_score_equals_transformers_when_the_tokenizer_appends_eos(family_dir, tmp_path):
+    # gpt2_eos appends EOS to every input and has no pad (pad = EOS): transformers scores the last token
+    # that is not the pad id, the one before the EOS; rlhf scored the EOS (up to 2.3 apart before)
+    path = family_dir("gpt2_eos")
+    model_dir = saved_reward_model(path, tmp_path / "rm")
+    data = tmp_path / "rows.jsonl"
+    write_jsonl(data, [{"prompt": p, "response": r} for p, r in SKY_TEXTS])
+    assert main(["reward", "score", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "s.jsonl"), "--device", "cpu"]) == 0  # fmt: skip
+    ours = [json.loads(line)["score"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    tokenizer = tokenizer_of(model_dir)
+    theirs = [transformers_score(model_dir, tokenizer(f"{p} {r}")["input_ids"]) for p, r in SKY_TEXTS]
+    assert tokenizer(f"{SKY_TEXTS[0][0]} yes.")["input_ids"][-1] == tokenizer.eos_token_id
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    assert max(theirs) - min(theirs) > 1e-3  # the texts score differently: the check can fail
+
+
+def test_2_dpo_and_ilql_responses_are_the_tail_of_the_joint_encoding(family_dir):
+    from rlhf.algorithms import dpo, ilql
+    from rlhf.data import PreferencePair
+    from rlhf.data.responses import RewardedResponse
+
+    tokenizer = tokenizer_of(family_dir("llama2"))
+    pair = PreferencePair(TEA_PROMPT, "tea is a warm drink.", "no.")
+    [batch] = dpo.make_batches([pair], tokenizer, dpo.DPOConfig(batch_size=1))
+    chosen = batch.input_ids[0][batch.attention_mask[0].bool()].tolist()
+    tokens = tokenizer.convert_ids_to_tokens(chosen)
+    # right value: one BOS, the prompt, then `▁tea ▁is ...` as in the joint encoding, then one EOS;
+    # before, the response was encoded alone: `… ▁Answer:` + `▁` + `▁tea …`, decoding with two spaces
+    joint = tokenizer(f"{TEA_PROMPT} tea is a warm drink.")["input_ids"]
+    assert chosen == joint + [tokenizer.eos_token_id]
+    assert tokens[0] == "<s>" and tokens.count("<s>") == 1 and "▁" not in tokens
+    assert tokenizer.decode(chosen, skip_special_tokens=True) == f"{TEA_PROMPT} tea is a warm drink."
+    row = RewardedResponse(TEA_PROMPT, "tea is a warm drink.", 1.0, "x:1")
+    [ilql_batch] = ilql.make_batches([row], tokenizer, ilql.ILQLConfig(batch_size=1))
+    assert ilql_batch.input_ids[0][ilql_batch.attention_mask[0].bool()].tolist() == chosen
+
+
+def test_3_prompts_longer_than_the_context_are_cut_not_a_crash(family_dir, tmp_path, capsys, recwarn):
+    # GPT-2 with 48 positions and a prompt of about 146 tokens: IndexError with a traceback before
+    path = family_dir("gpt2", n_positions=48)
+    long_prompt = "Question: " + "is the sky blue and is the grass green? " * 16 + "Answer:"
+    tokenizer = tokenizer_of(path)
+    assert len(tokenizer(long_prompt)["input_ids"]) > 140
+    model_dir = saved_reward_model(path, tmp_path / "rm")
+    data = tmp_path / "rows.jsonl"
+    write_jsonl(data, [{"prompt": long_prompt, "response": "yes."}])
+    assert main(["reward", "score", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "s.jsonl"), "--device", "cpu"]) == 0  # fmt: skip
+    ours = json.loads((tmp_path / "s.jsonl").read_text())["score"]
+    # right value: the last 48 tokens (the end, which is scored), as plain transformers scores them
+    ids = tokenizer(f"{long_prompt} yes.")["input_ids"][-48:]
+    assert ours == pytest.approx(transformers_score(model_dir, ids), abs=1e-5)
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [{"prompt": long_prompt}, {"prompt": TEA_PROMPT}])
+    code = main(["ppo", "train", "--policy", str(path), "--reward", "tests.test_sequences:brevity",
+                 "--prompts", str(prompts), "--out", str(tmp_path / "ppo"),
+                 "--set", "ppo.steps=1", "--set", "ppo.batch_size=2", "--set", "ppo.mini_batch_size=2",
+                 "--set", "ppo.max_new_tokens=8", "--set", "run.device=cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert any("1 of 2 prompts are longer than the 40 tokens" in str(w.message) for w in recwarn)
+
+
+def brevity(prompts, responses):
+    return [-len(r) / 10 for r in responses]
+
+
+def none_for_the_first(prompts, responses):
+    return [None, *[1.0] * (len(responses) - 1)]
+
+
+def test_4_a_reward_function_returning_none_is_a_one_line_error(tiny_lm_dir, tmp_path, capsys):
+    from rlhf.errors import UserError
+    from rlhf.rewards import check_scores, load_reward_source
+
+    score = load_reward_source("tests.test_sequences:none_for_the_first")
+    with pytest.raises(UserError, match=r"returned NoneType for response 0; expected a number"):
+        score(["p", "q"], ["a", "b"])
+    for bad, message in [
+        ("1.0", "returned str; expected a list of 2 numbers"),
+        ([1.0, "x"], "returned str for response 1"),
+        ([1.0, [2.0]], "returned list for response 1"),
+        ([1.0, True], "returned bool for response 1"),
+        ([1.0, float("nan")], "returned nan for response 1"),
+        ([1.0], "returned 1 scores for 2 responses"),
+    ]:
+        with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            check_scores(bad, 2, "f")
+    assert check_scores(torch.tensor([1.0, 2.0]), 2, "f").tolist() == [1.0, 2.0]
+    code = main(["ppo", "train", "--policy", str(tiny_lm_dir), "--reward", "tests.test_sequences:none_for_the_first",
+                 "--out", str(tmp_path / "ppo"), "--set", "ppo.steps=1", "--set", "ppo.batch_size=2",
+                 "--set", "ppo.mini_batch_size=2", "--set", "ppo.max_new_tokens=4", "--set", "run.device=cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "returned NoneType for response 0" in err.strip().splitlines()[-1]
+
+
+def test_5_dpo_loss_is_log_2_at_the_start_for_a_model_with_dropout(family_dir, tmp_path):
+    from rlhf.algorithms.dpo import DPOConfig, train
+    from rlhf.config import RunConfig
+
+    path = family_dir("gpt2")  # GPT-2's default dropout 0.1: margin -0.0064, loss 0.6964 before
+    words = ["tea", "bread", "rice", "soup", "milk", "cake", "fish", "beans"]
+    pairs = [
+        {"prompt": f"Question: what is {w}? Answer:", "chosen": f"{w} is good.", "rejected": "no."}
+        for w in words
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    cfg = DPOConfig(model=str(path), data=str(tmp_path / "pairs.jsonl"), batch_size=4, max_steps=1,
+                    eval_fraction=0.25, lr=1e-3)  # fmt: skip
+    train(cfg, RunConfig(seed=0, device="cpu", tensorboard=False, progress=False), tmp_path / "out", show_progress=False)  # fmt: skip
+    logged = [
+        json.loads(line) for line in (tmp_path / "out" / "logs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    first = next(row for row in logged if "loss/dpo" in row)
+    assert first["rewards/margin"] == 0.0 and first["loss/dpo"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_6_a_chat_reward_model_scores_the_text_plain_transformers_scores(family_dir, tmp_path):
+    # Qwen2 (ChatML, no BOS) and Llama-3 (the template emits BOS, the tokenizer adds it too): rlhf's score
+    # of a conversational row is transformers' score of apply_chat_template(prompt + reply, tokenize=True)
+    for family in ("qwen2", "llama3"):
+        path = family_dir(family)
+        model_dir = saved_reward_model(path, tmp_path / family)
+        tokenizer = tokenizer_of(model_dir)
+        question = [{"role": "user", "content": "what is tea?"}]
+        replies = ["tea is a warm drink.", "no. go away."]
+        rows = [{"prompt": question, "response": [{"role": "assistant", "content": r}]} for r in replies]
+        write_jsonl(tmp_path / f"{family}.jsonl", rows)
+        out = tmp_path / f"{family}_scores.jsonl"
+        assert main(["reward", "score", "--model", str(model_dir), "--data", str(tmp_path / f"{family}.jsonl"), "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+        ours = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+        theirs = []
+        for r in replies:
+            conversation = [*question, {"role": "assistant", "content": r}]
+            ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=False)
+            assert ids.count(tokenizer.bos_token_id) <= 1 if tokenizer.bos_token_id is not None else True
+            theirs.append(transformers_score(model_dir, ids))
+        assert ours == pytest.approx(theirs, abs=1e-5), family
+
+
+# ----------------------------------------------------------------------------- the same kinds, other inputs
+
+
+def test_eos_strings_in_data(family_dir):
+    from rlhf.errors import UserError
+
+    tokenizer = tokenizer_of(family_dir("llama2"))
+    plain = S.encode_response(tokenizer, TEA_PROMPT, "tea.")
+    assert S.encode_response(tokenizer, TEA_PROMPT, "tea.</s>") == plain  # a trailing EOS string: one EOS
+    assert plain.count(tokenizer.eos_token_id) == 1
+    with pytest.raises(UserError, match="holds the EOS token '</s>' before its end"):
+        S.encode_response(tokenizer, TEA_PROMPT, "tea.</s> and more")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama2", "llama3", "qwen2"])
+def test_a_prompt_ending_in_a_space_gives_what_generate_continues_with(family_dir, family):
+    # "Answer: " + "tea": the prompt's last token (a space) does not start the joint encoding's tail; the
+    # response is what follows the prompt's own tokens, and the two decode to the whole text
+    tokenizer = tokenizer_of(family_dir(family))
+    prompt = "Question: what is tea? Answer: "
+    prompt_ids = S.encode_prompt(tokenizer, prompt)
+    response = S.encode_response(tokenizer, prompt, "tea is a warm drink.", prompt_ids)
+    text = tokenizer.decode(prompt_ids + response[:-1], skip_special_tokens=True)
+    assert text == prompt + "tea is a warm drink."
