@@ -283,3 +283,27 @@ def test_a_prompt_ending_in_a_space_gives_what_generate_continues_with(family_di
     response = S.encode_response(tokenizer, prompt, "tea is a warm drink.", prompt_ids)
     text = tokenizer.decode(prompt_ids + response[:-1], skip_special_tokens=True)
     assert text == prompt + "tea is a warm drink."
+
+
+def test_pairs_that_truncation_makes_equal_are_counted_and_left_out(family_dir):
+    from rlhf.algorithms import dpo
+    from rlhf.algorithms.reward import RewardConfig, make_pair_batches
+    from rlhf.data import PreferencePair
+
+    tokenizer = tokenizer_of(family_dir("neox"))
+    same_start = "tea is a warm drink and " * 4
+    pairs = [
+        PreferencePair(TEA_PROMPT, same_start + "good.", same_start + "bad."),  # differ only at the end
+        PreferencePair(TEA_PROMPT, "tea is a warm drink.", "no."),
+    ]
+    # DPO cuts responses from the right: at 12 tokens both responses of the first pair are the same
+    with pytest.warns(UserWarning, match="1 of 2 pairs have the same chosen and rejected tokens once cut to 12"):
+        batches = dpo.make_batches(pairs, tokenizer, dpo.DPOConfig(batch_size=4), max_length=12)
+    assert sum(len(b) for b in batches) == 1
+    # the reward model reads the end of the text (cut from the left): the texts stay different there
+    tokenize = lambda prompts, responses: S.encode_scored_pairs(tokenizer, prompts, responses, 12)  # noqa: E731
+    assert sum(len(b.chosen) for b in make_pair_batches(pairs, tokenize, ["reward"], 4, RewardConfig())) == 2
+    # ... but pairs that differ only at the start of a long prompt's response become equal
+    early = [PreferencePair(TEA_PROMPT, "yes. " + same_start, "no. " + same_start)]
+    with pytest.warns(UserWarning, match="1 of 1 pairs have the same tokens on both sides"):
+        assert make_pair_batches(early, tokenize, ["reward"], 4, RewardConfig()) == []

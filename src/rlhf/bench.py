@@ -277,7 +277,10 @@ def bench_ppo(
 
     # The ceiling: plain generate, same model and batch, 64 new tokens forced.
     policy.eval()
-    enc = tokenizer(prompts[:batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+    from rlhf.rollout import prompt_batch
+
+    device = next(policy.parameters()).device
+    enc = prompt_batch(tokenizer, prompts[:batch_size], policy, 64, device)  # as the rollout encodes them
     gen_times = []
     for _ in range(3):
         started = time.perf_counter()
