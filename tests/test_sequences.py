@@ -307,3 +307,12 @@ def test_pairs_that_truncation_makes_equal_are_counted_and_left_out(family_dir):
     early = [PreferencePair(TEA_PROMPT, "yes. " + same_start, "no. " + same_start)]
     with pytest.warns(UserWarning, match="1 of 1 pairs have the same tokens on both sides"):
         assert make_pair_batches(early, tokenize, ["reward"], 4, RewardConfig()) == []
+
+
+def test_a_tokenizer_without_eos_is_a_clear_error():
+    from rlhf.errors import UserError
+
+    tokenizer = FakeTokenizer()
+    tokenizer.eos_token_id = None
+    with pytest.raises(UserError, match="the tokenizer has no EOS token"):
+        S.encode_response(tokenizer, "a", "b")

@@ -158,8 +158,15 @@ def encode_response(
 ) -> list[int]:
     """The tokens a policy emits after `encode_prompt(prompt)` to say `response`, ending with one EOS.
 
-    Raises UserError when the response holds the EOS string before its end (a policy stops there).
+    Raises UserError when the tokenizer has no EOS token, or the response holds the EOS string before its
+    end (a policy stops there).
     """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError(
+            "the tokenizer has no EOS token, so a response cannot end: set tokenizer.eos_token (the token "
+            "the model ends a reply with) and save the tokenizer again"
+        )
     if prompt_ids is None:
         prompt_ids = encode_prompt(tokenizer, prompt)
     text = strip_eos_text(tokenizer, response)
@@ -168,7 +175,6 @@ def encode_response(
         tail = joint[len(prompt_ids) :]
     else:  # the prompt's last token merges with the response's first: encode the continuation alone
         tail = _encode_in_context(tokenizer, join_prompt_response(prompt, text)[len(prompt) :])
-    eos = tokenizer.eos_token_id
     if eos in tail:
         raise UserError(
             f"a response holds the EOS token {tokenizer.eos_token!r} before its end ({text[:40]!r}...); "
