@@ -45,6 +45,7 @@ def test_help_lists_command_groups(capsys):
         ["world", "panel"],
         ["world", "export"],
         ["model", "info"],
+        ["model", "check"],
         ["reward", "train"],
         ["reward", "eval"],
         ["reward", "score"],

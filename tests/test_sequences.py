@@ -297,7 +297,9 @@ def test_pairs_that_truncation_makes_equal_are_counted_and_left_out(family_dir):
         PreferencePair(TEA_PROMPT, "tea is a warm drink.", "no."),
     ]
     # DPO cuts responses from the right: at 12 tokens both responses of the first pair are the same
-    with pytest.warns(UserWarning, match="1 of 2 pairs have the same chosen and rejected tokens once cut to 12"):
+    with pytest.warns(
+        UserWarning, match="1 of 2 pairs have the same chosen and rejected tokens once cut to 12"
+    ):
         batches = dpo.make_batches(pairs, tokenizer, dpo.DPOConfig(batch_size=4), max_length=12)
     assert sum(len(b) for b in batches) == 1
     # the reward model reads the end of the text (cut from the left): the texts stay different there
@@ -316,3 +318,133 @@ def test_a_tokenizer_without_eos_is_a_clear_error():
     tokenizer.eos_token_id = None
     with pytest.raises(UserError, match="the tokenizer has no EOS token"):
         S.encode_response(tokenizer, "a", "b")
+
+
+def variant(family_dir, tmp_path, family: str, **changes):
+    """A copy of a family's model directory whose tokenizer has `changes` (eos_token, chat_template)."""
+    import shutil
+
+    path = tmp_path / f"{family}_variant"
+    shutil.copytree(family_dir(family), path)
+    tokenizer = tokenizer_of(path)
+    for name, value in changes.items():
+        setattr(tokenizer, name, value)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def chat_scores(model_dir, tmp_path, replies):
+    question = [{"role": "user", "content": "what is tea?"}]
+    rows = [{"prompt": question, "response": [{"role": "assistant", "content": r}]} for r in replies]
+    write_jsonl(tmp_path / "chat.jsonl", rows)
+    out = tmp_path / "chat_scores.jsonl"
+    assert main(["reward", "score", "--model", str(model_dir), "--data", str(tmp_path / "chat.jsonl"), "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    ours = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    tokenizer = tokenizer_of(model_dir)
+    theirs = [
+        transformers_score(
+            model_dir,
+            tokenizer.apply_chat_template(
+                [*question, {"role": "assistant", "content": r}], tokenize=True, return_dict=False
+            ),
+        )  # fmt: skip
+        for r in replies
+    ]
+    return ours, theirs
+
+
+def test_a_template_whose_end_of_turn_is_not_eos(family_dir, tmp_path):
+    # Llama-3 base with eos <|end_of_text|> while turns end with <|eot_id|> (Gemma: <end_of_turn> / <eos>):
+    # the end-of-turn was kept in the response and appended again, so the reward model read it twice
+    path = variant(family_dir, tmp_path, "llama3", eos_token="<|end_of_text|>")
+    model_dir = saved_reward_model(path, tmp_path / "rm")
+    ours, theirs = chat_scores(model_dir, tmp_path, ["tea is a warm drink.", "no."])
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    from rlhf.data.readers import render_prompt, render_response
+
+    tokenizer = tokenizer_of(path)
+    question = [{"role": "user", "content": "what is tea?"}]
+    prompt = render_prompt(question, tokenizer)
+    reply = render_response(question, [{"role": "assistant", "content": "tea."}], tokenizer, prompt, "chosen")
+    assert reply == "tea."  # the bare reply: end-of-turn and EOS stripped
+    tokens = tokenizer.convert_ids_to_tokens(S.encode_response(tokenizer, prompt, reply))
+    assert tokens[-1] == "<|end_of_text|>" and "<|eot_id|>" not in tokens  # the policy stops at its EOS
+
+
+def test_a_template_that_writes_no_bos_for_a_tokenizer_that_adds_one(family_dir, tmp_path):
+    # Phi-3 style: the tokenizer adds <s>, the chat template writes none; apply_chat_template(tokenize=True)
+    # has no BOS, and neither does rlhf's chat prompt or scored conversation (there was one extra before)
+    template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    path = variant(family_dir, tmp_path, "llama2", chat_template=template)
+    tokenizer = tokenizer_of(path)
+    question = [{"role": "user", "content": "what is tea?"}]
+    from rlhf.data.readers import render_prompt
+
+    prompt = render_prompt(question, tokenizer)
+    expected = tokenizer.apply_chat_template(
+        question, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    assert S.encode_prompt(tokenizer, prompt) == expected and expected[0] != tokenizer.bos_token_id
+    model_dir = saved_reward_model(path, tmp_path / "rm")
+    ours, theirs = chat_scores(model_dir, tmp_path, ["tea is a warm drink.", "no."])
+    assert ours == pytest.approx(theirs, abs=1e-5)
+
+
+def opt_falcon_bloom_gpt2():
+    from transformers import (
+        BloomConfig,
+        BloomForCausalLM,
+        FalconConfig,
+        FalconForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        OPTConfig,
+        OPTForCausalLM,
+    )
+
+    small = dict(vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    return [
+        (OPTForCausalLM, OPTConfig(hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                                   max_position_embeddings=32, word_embed_proj_dim=32, dropout=0.1,
+                                   attention_dropout=0.1, **small)),
+        (FalconForCausalLM, FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         hidden_dropout=0.1, attention_dropout=0.1, **small)),
+        (BloomForCausalLM, BloomConfig(hidden_size=32, n_layer=2, n_head=2, hidden_dropout=0.1,
+                                       attention_dropout=0.1, **small)),
+        (GPT2LMHeadModel, GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=32, **small)),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(4), ids=["opt", "falcon", "bloom", "gpt2"])
+def test_disable_dropout_turns_off_every_kind_of_rate_and_saves_the_models_own(tmp_path, index):
+    # OPT keeps `dropout` floats for F.dropout, BLOOM and Falcon `hidden_dropout`, and Falcon's layers read
+    # config.hidden_dropout in forward: before, only nn.Dropout and attention_dropout were turned off
+    # (DPO's first loss 0.6908 for OPT instead of log 2 = 0.6931)
+    from rlhf.models import disable_dropout, save_pretrained_atomic
+
+    cls, config = opt_falcon_bloom_gpt2()[index]
+    torch.manual_seed(0)
+    model = cls(config)
+    assert disable_dropout(model) > 0
+    model.train()
+    ids = torch.randint(3, 64, (2, 12))
+    assert torch.equal(model(ids).logits, model(ids).logits)  # train mode, and deterministic
+    save_pretrained_atomic(tmp_path / "saved", model)
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    rates = {k: v for k, v in config.to_dict().items() if k in saved and "drop" in k and isinstance(v, float)}
+    assert rates and all(saved[k] == 0.1 or k == "layerdrop" for k in rates)  # the model's own dropout kept
+    assert all(getattr(model.config, k) == 0.0 for k in rates)  # ... while training goes on without it
+
+
+def test_sampling_with_a_tokenizer_without_eos_is_a_clear_error(family_dir, tmp_path):
+    from rlhf.errors import UserError
+    from rlhf.models import load_causal_lm
+    from rlhf.rollout import SamplingConfig, sample
+
+    model, tokenizer = load_causal_lm(family_dir("neox"), device="cpu", dtype="float32")
+    tokenizer.eos_token = None
+    with pytest.raises(UserError, match="the tokenizer has no EOS token"):
+        sample(model, tokenizer, [TEA_PROMPT], SamplingConfig(max_new_tokens=2))

@@ -162,6 +162,30 @@ def model_info(
     typer.echo(f"vocab: {len(tokenizer)}  eos: {tokenizer.eos_token!r}  pad: {tokenizer.pad_token!r}")
 
 
+@model_app.command("check")
+def model_check(
+    model: Annotated[
+        str, typer.Argument(help="Local directory or model id in the local Hugging Face cache.")
+    ],
+    prompt: Annotated[
+        str | None, typer.Option(help="Prompt of the plain-text example (default: a tea question).")
+    ] = None,
+    response: Annotated[str | None, typer.Option(help="Response of both examples.")] = None,
+    user: Annotated[
+        str | None, typer.Option(help="User message of the chat example (with a chat template).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Show how rlhf builds sequences for a model's tokenizer (no weights loaded), with its pitfalls."""
+    import json
+
+    from rlhf.model_check import check_model, format_check
+
+    messages = [{"role": "user", "content": user}] if user is not None else None
+    report = check_model(model, prompt=prompt, response=response, messages_prompt=messages)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_check(report))
+
+
 # ----------------------------------------------------------------------------- world
 
 
@@ -386,7 +410,7 @@ def reward_eval(
 def reward_score(
     model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
     data: Annotated[
-        str, typer.Option("--data", "-d", help="Rows with prompt and response (or chosen/rejected).")
+        str, typer.Option("--data", "-d", help="Rows with prompt and response (text or chat messages).")
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="JSONL: each input row plus score, score_<head> (and _std).")
@@ -871,11 +895,12 @@ def label_serve(
     """Run the labelling web app (creates the database and schema when missing)."""
     from sqlalchemy.engine import make_url
 
+    from rlhf.io import read_text
     from rlhf.web.app import WebSettings
     from rlhf.web.serve import serve
 
-    if guidelines is not None and not guidelines.is_file():
-        raise UserError(f"{guidelines} is not a file")
+    if guidelines is not None:
+        read_text(guidelines)  # fail here, not on the page: missing, not a file, or not UTF-8
     settings = WebSettings(
         db_url=db,
         project=project,

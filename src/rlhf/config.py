@@ -18,7 +18,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from rlhf.errors import ConfigError
+from rlhf.errors import ConfigError, UserError
+from rlhf.io import read_text
 
 T = TypeVar("T")
 
@@ -93,7 +94,11 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_text(path)  # a BOM is dropped; bytes that are not UTF-8 are named by line and column
+    except UserError as exc:
+        raise ConfigError(f"config file {exc}") from None
+    try:
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

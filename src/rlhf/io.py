@@ -1,9 +1,11 @@
-"""Small file helpers shared by every command: JSONL read/write (atomic), with errors naming file and line."""
+"""Small file helpers shared by every command: UTF-8 text and JSONL reading (a BOM read through, bad bytes
+named by line and column), atomic JSONL/JSON writing, with errors naming file and line."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -47,22 +49,52 @@ def write_json(path: str | Path, value: Any) -> None:
         raise
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError` naming it."""
+# Bytes that are not UTF-8 decode to lone surrogates U+DC80..U+DCFF under "surrogateescape"; valid UTF-8
+# never produces them, so finding one in a line locates the first bad byte exactly.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield `(line_number, line)` of a UTF-8 text file; a leading byte-order mark is dropped.
+
+    A line that is not valid UTF-8 raises `UserError` naming the line, the column and the byte.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig reads files with or without a BOM (Windows editors write one).
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path} line {number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise UserError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+            bad = None if line.isascii() else _BAD_BYTE.search(line)
+            if bad is not None:
+                byte = ord(bad.group()) - 0xDC00
+                utf16 = number == 1 and line.startswith(("\udcff\udcfe", "\udcfe\udcff"))  # its BOM
+                hint = "; the file looks like UTF-16" if utf16 else ""
+                raise UserError(
+                    f"{path} line {number}: not valid UTF-8 (byte 0x{byte:02x} at column {bad.start() + 1}"
+                    f"{hint}); save the file as UTF-8"
+                )
+            yield number, line
+
+
+def read_text(path: str | Path) -> str:
+    """The whole of a UTF-8 text file (BOM dropped), or `UserError` naming the first line that is not UTF-8."""
+    return "".join(line for _, line in iter_text_lines(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError` naming it."""
+    path = Path(path).expanduser()
+    for number, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} line {number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+        yield number, row
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

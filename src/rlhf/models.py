@@ -144,22 +144,44 @@ def load_causal_lm(
     return model.to(device).eval(), tokenizer
 
 
+_SAVED_DROPOUT = "_rlhf_config_dropout"  # a module attribute: survives deepcopy, never saved in config.json
+
+
+def _is_rate(name: str, value: Any) -> bool:
+    return (
+        ("dropout" in name or name.endswith("drop"))  # resid_pdrop, OPT's layerdrop
+        and isinstance(value, float)
+        and not isinstance(value, bool)
+    )
+
+
 def disable_dropout(model: torch.nn.Module) -> int:
-    """Turn every dropout in `model` off, in train mode too: `nn.Dropout` modules and the attention-dropout
-    rates that transformers' attention implementations read from the module (Llama's, Qwen2's, GPT-NeoX's
-    `attention_dropout`). Needed wherever a ratio or a difference to a reference is computed (PPO's ratio,
-    DPO's and ILQL's log-ratios): with dropout on, policy = reference would not give ratio 1 or loss log 2.
-    Returns how many rates were non-zero."""
+    """Turn every dropout in `model` off, in train mode too, as TRL's `disable_dropout_in_model` does and
+    further: `nn.Dropout` modules, the float rates transformers' modules keep as attributes and pass to
+    `F.dropout` or the attention (`attention_dropout`, OPT's `dropout`, BLOOM's and Falcon's
+    `hidden_dropout`...), and the config's rates, which some models read in `forward` (Falcon). Needed
+    wherever a ratio or a difference to a reference is computed (PPO's ratio, DPO's and ILQL's
+    log-ratios): with dropout on, policy = reference would not give ratio 1 or loss log 2.
+
+    The config's own values are kept aside and written back by `save_pretrained_atomic`, so a saved
+    model keeps the dropout it came with. Returns how many non-zero rates were turned off."""
     changed = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             changed += module.p > 0
             module.p = 0.0
-        for name in ("attention_dropout", "attn_dropout_p", "dropout_p"):
-            value = getattr(module, name, None)
-            if isinstance(value, float) and not isinstance(value, bool):
+        for name, value in list(vars(module).items()):
+            if _is_rate(name, value):
                 changed += value > 0
                 setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    if config is not None:
+        saved = {k: v for k, v in vars(config).items() if _is_rate(k, v)}
+        if saved:
+            setattr(model, _SAVED_DROPOUT, {**saved, **getattr(model, _SAVED_DROPOUT, {})})
+            for name in saved:
+                changed += getattr(config, name) > 0
+                setattr(config, name, 0.0)
     return changed
 
 
@@ -211,7 +233,15 @@ def save_pretrained_atomic(
     names to callables `f(path)` that write additional files (configs, statistics) in the same swap."""
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        saved = getattr(model, _SAVED_DROPOUT, {})  # the config's dropout as loaded (see disable_dropout)
+        current = {name: getattr(model.config, name) for name in saved}
+        try:
+            for name, value in saved.items():
+                setattr(model.config, name, value)
+            model.save_pretrained(tmp)
+        finally:
+            for name, value in current.items():
+                setattr(model.config, name, value)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for name, writer in (extra_files or {}).items():

@@ -60,9 +60,13 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     them (lm-human-preferences ``whiten``; "The N+ implementation details of RLHF with PPO", Huang et
     al. 2024). ``shift_mean=False`` adds the mean back -- only the scale changes -- which is how
     rewards are whitened there, keeping their sign. Invalid positions are set to 0 (not left as
-    computed), so a later un-masked sum cannot pick them up.
+    computed), so a later un-masked sum cannot pick them up. With a single valid position (a batch of
+    one response of one token) there is no spread to measure: its variance is taken as 0, so it
+    whitens to 0 (or to itself with ``shift_mean=False``) instead of failing.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    n = int(mask.bool().expand_as(x).sum())
+    mean = masked_mean(x, mask)
+    var = masked_var(x, mask) if n >= 2 else torch.zeros_like(mean)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean
@@ -264,13 +268,21 @@ def _groups(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.view(-1, k)
 
 
+def _all_equal(grouped: torch.Tensor) -> torch.Tensor:
+    """(B, K) -> (B, 1) bool: the group's K scores are all the same. Tested as max == min, not as std 0:
+    the mean of equal floats can be off in the last bit (three float32 scores of 0.1 - 1.0, a penalised
+    response, have a mean 6e-8 away and a std of 7e-8), and GRPO's division then gave A = -0.0006."""
+    return (grouped.amax(dim=1) == grouped.amin(dim=1))[:, None]
+
+
 def _advantage_stats(adv: torch.Tensor, grouped: torch.Tensor) -> Stats:
-    group_std = grouped.detach().float().std(dim=1, unbiased=False)  # (B,)
+    same = _all_equal(grouped).squeeze(1)  # (B,)
+    group_std = grouped.detach().float().std(dim=1, unbiased=False).masked_fill(same, 0.0)  # (B,)
     return {
         "advantages/mean": float(adv.detach().float().mean()),
         "advantages/std": float(adv.detach().float().std(unbiased=False)),
         "scores/group_std": float(group_std.mean()),
-        "scores/zero_std_frac": float((group_std == 0).float().mean()),
+        "scores/zero_std_frac": float(same.float().mean()),
     }
 
 
@@ -286,11 +298,11 @@ def rloo_advantages(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, Stats]:
 
     Stats: ``advantages/mean`` (0 by construction), ``advantages/std``, ``scores/group_std`` (mean
     within-prompt population std) and ``scores/zero_std_frac`` (share of prompts whose K scores are all
-    equal: they give no learning signal).
+    equal: they give no learning signal, and their advantages are exactly 0).
     """
     grouped = _groups(scores, k)  # (B, K)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)  # (B, K) mean of the others
-    adv = (grouped - baseline).reshape(-1)  # (B*K,)
+    adv = (grouped - baseline).masked_fill(_all_equal(grouped), 0.0).reshape(-1)  # (B*K,) 0 if all equal
     return adv, _advantage_stats(adv, grouped)
 
 
@@ -305,9 +317,10 @@ def grpo_advantages(
 
     std is the *sample* std (Bessel-corrected, divide by K - 1): the paper writes only std(r), and the
     reference implementations (TRL's GRPOTrainer, OpenRLHF, verl) all use ``torch.std``'s default, so
-    ours gives the same numbers. A group whose scores are all equal has std 0 and gets A = 0; eps only
-    keeps that finite. ``scale=False`` keeps only the mean-centering (Dr. GRPO, Liu et al. 2025: the
-    division favours prompts that are too easy or too hard).
+    ours gives the same numbers. A group whose scores are all equal has std 0 and gets A = 0 exactly
+    (set, not computed: see ``_all_equal``); eps keeps nearly equal groups finite. ``scale=False``
+    keeps only the mean-centering (Dr. GRPO, Liu et al. 2025: the division favours prompts that are
+    too easy or too hard).
 
     Stats: as ``rloo_advantages``.
     """
@@ -315,7 +328,7 @@ def grpo_advantages(
     centered = grouped - grouped.mean(dim=1, keepdim=True)  # (B, K)
     if scale:
         centered = centered / (grouped.std(dim=1, keepdim=True) + eps)  # sample std over the K samples
-    adv = centered.reshape(-1)  # (B*K,)
+    adv = centered.masked_fill(_all_equal(grouped), 0.0).reshape(-1)  # (B*K,) exactly 0 if all equal
     return adv, _advantage_stats(adv, grouped)
 
 

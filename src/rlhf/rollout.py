@@ -149,8 +149,9 @@ def prompt_batch(tokenizer, prompts: Sequence[str], model, max_new_tokens: int, 
     import warnings
 
     from rlhf.errors import UserError
-    from rlhf.sequences import context_length, encode_prompts
+    from rlhf.sequences import context_length, encode_prompts, require_eos
 
+    require_eos(tokenizer)  # without EOS a response could never end
     limit = context_length(model.config)
     room = None if limit is None else limit - max_new_tokens
     if room is not None and room < 1:

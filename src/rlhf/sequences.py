@@ -4,10 +4,10 @@ Every trainer (reward model, DPO, ILQL, PPO / RLOO / GRPO), the samplers and the
 token ids with these functions; docs/sequences.md states the contract and the model families it is tested
 on (tests/test_sequences.py and tests/test_families_matrix.py hold it against plain transformers).
 
-- **Prompt** (`encode_prompt`): the prompt text's tokens, with the tokenizer's BOS first when the
-  tokenizer adds one and the text does not already start with it (a chat template that emits BOS), so
-  there is exactly one BOS where the model expects one; never an EOS, even from a tokenizer that appends
-  one to every input.
+- **Prompt** (`encode_prompt`): a chat prompt (rendered by the chat template) is exactly the template's
+  tokens, as `apply_chat_template(..., tokenize=True)` gives them: the template decides the BOS. A
+  plain-text prompt gets the tokenizer's BOS first when the tokenizer adds one. Either way at most one
+  BOS, and never an EOS, even from a tokenizer that appends one to every input.
 - **Response** (`encode_response`): the tokens `generate` would emit after the prompt's tokens to write
   the response text, then exactly one EOS: the tail of the joint encoding of `join_prompt_response(prompt,
   response)` when the prompt's tokens are its prefix (so SentencePiece's dummy prefix and byte-level BPE's
@@ -15,9 +15,10 @@ on (tests/test_sequences.py and tests/test_families_matrix.py hold it against pl
   EOS string in the data is dropped; one inside the response is an error (a policy stops there).
 - **Scored text** (`scored_text`, `encode_scored`): what a reward model reads is what plain transformers
   users score: for a chat prompt, the chat template's rendering of the whole conversation (the reply
-  followed by the template's end-of-turn text, as `apply_chat_template(prompt + [reply])`); otherwise the
-  joined text. It is tokenized as `tokenizer(text)` does (the tokenizer's own BOS / EOS), with a duplicated
-  BOS collapsed, and read at the last token that is not the pad id, transformers' pooling rule.
+  followed by the template's end-of-turn text), tokenized as `apply_chat_template(prompt + [reply],
+  tokenize=True)` does; otherwise the joined text, tokenized as `tokenizer(text)` does (the tokenizer's
+  own BOS / EOS, a duplicated BOS collapsed). It is read at the last token that is not the pad id,
+  transformers' pooling rule.
 - **Length** (`context_length`, `truncate_left`): the model's context length comes from its config;
   prompts and scored texts are cut from the left (their end is what matters), keeping a leading BOS;
   responses from the right.
@@ -128,6 +129,29 @@ def is_chat_prompt(tokenizer: Any, prompt: str) -> bool:
     return markers is not None and prompt.endswith(markers.generation_prompt)
 
 
+def is_chat_text(tokenizer: Any, text: str) -> bool:
+    """Whether `text` is a whole conversation rendered by the chat template (a `scored_text` of a chat
+    prompt): it holds the generation prompt and ends with the end-of-turn text."""
+    markers = chat_markers(tokenizer)
+    return (
+        markers is not None
+        and bool(markers.end_of_turn.strip())
+        and markers.generation_prompt in text
+        and text.endswith(markers.end_of_turn)
+    )
+
+
+def strip_end_of_turn(tokenizer: Any, text: str) -> str:
+    """`text` without a trailing end-of-turn text of the chat template and trailing EOS strings, and
+    without trailing whitespace: the bare reply, as a policy's decoded sample reads."""
+    markers = chat_markers(tokenizer)
+    text = text.rstrip()
+    end = markers.end_of_turn.rstrip() if markers is not None else ""
+    if end and text.endswith(end):
+        text = text[: -len(end)].rstrip()
+    return strip_eos_text(tokenizer, text).rstrip()
+
+
 # ----------------------------------------------------------------------------- policy sequences
 
 
@@ -140,8 +164,24 @@ def with_bos(tokenizer: Any, ids: list[int]) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt's token ids as the policy sees them: BOS as the tokenizer adds it (once), never EOS."""
-    return with_bos(tokenizer, tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    """The prompt's token ids as the policy sees them: a chat prompt as the template wrote it, a plain
+    one with BOS as the tokenizer adds it (once); never EOS."""
+    return _encode(tokenizer, prompt, add_bos=not is_chat_prompt(tokenizer, prompt))
+
+
+def _encode(tokenizer: Any, text: str, add_bos: bool) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return with_bos(tokenizer, ids) if add_bos else ids
+
+
+def require_eos(tokenizer: Any) -> int:
+    """The tokenizer's EOS id; UserError when it has none (a response could never end)."""
+    if tokenizer.eos_token_id is None:
+        raise UserError(
+            "the tokenizer has no EOS token, so a response cannot end: set tokenizer.eos_token (the token "
+            "the model ends a reply with) and save the tokenizer again"
+        )
+    return tokenizer.eos_token_id
 
 
 def strip_eos_text(tokenizer: Any, response: str) -> str:
@@ -161,16 +201,11 @@ def encode_response(
     Raises UserError when the tokenizer has no EOS token, or the response holds the EOS string before its
     end (a policy stops there).
     """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise UserError(
-            "the tokenizer has no EOS token, so a response cannot end: set tokenizer.eos_token (the token "
-            "the model ends a reply with) and save the tokenizer again"
-        )
+    eos = require_eos(tokenizer)
     if prompt_ids is None:
         prompt_ids = encode_prompt(tokenizer, prompt)
     text = strip_eos_text(tokenizer, response)
-    joint = encode_prompt(tokenizer, join_prompt_response(prompt, text))
+    joint = _encode(tokenizer, join_prompt_response(prompt, text), not is_chat_prompt(tokenizer, prompt))
     if joint[: len(prompt_ids)] == prompt_ids:
         tail = joint[len(prompt_ids) :]
     else:  # the prompt's last token merges with the response's first: encode the continuation alone
@@ -244,23 +279,29 @@ def scored_text(tokenizer: Any, prompt: str, response: str) -> str:
     """The text a reward model reads for `response` to `prompt`: for a chat prompt the template's whole
     conversation (reply + end-of-turn text, as `apply_chat_template(prompt + [reply])` renders it), else
     `join_prompt_response(prompt, response)`."""
-    text = join_prompt_response(prompt, response)
-    markers = chat_markers(tokenizer)
-    if markers is not None and prompt.endswith(markers.generation_prompt):
-        return strip_eos_text(tokenizer, text) + markers.end_of_turn
-    return text
+    if is_chat_prompt(tokenizer, prompt):
+        return (
+            join_prompt_response(prompt, strip_end_of_turn(tokenizer, response))
+            + chat_markers(tokenizer).end_of_turn
+        )
+    return join_prompt_response(prompt, response)
 
 
 def encode_scored(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of scored texts, as `tokenizer(text)` gives them (its own BOS and EOS) with a duplicated
-    BOS collapsed, cut from the left to `max_length` (BOS kept) so the end, which is scored, stays."""
+    """Token ids of scored texts: a chat conversation as `apply_chat_template(..., tokenize=True)` gives
+    them (the template's special tokens only), any other text as `tokenizer(text)` does (its own BOS and
+    EOS, a duplicated BOS collapsed); cut from the left to `max_length` (a leading BOS kept) so the end,
+    which is scored, stays."""
     if not texts:
         return []
     special = special_tokens(tokenizer)
-    rows = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     bos = special.bos_id if special.adds_bos else None
     out = []
-    for row in rows:
+    for text in texts:
+        chat = is_chat_text(tokenizer, text)
+        row = tokenizer(text, add_special_tokens=not chat)["input_ids"]
+        if not row:
+            raise UserError("an empty prompt and response leave the reward model no token to score")
         if bos is not None and len(row) > 1 and row[0] == bos and row[1] == bos:
             row = row[1:]
         out.append(truncate_left(row, max_length, bos))

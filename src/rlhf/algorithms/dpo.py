@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError, check_finite
 
 CHECKPOINT_DIR = "checkpoint"
@@ -285,6 +285,8 @@ def train(
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
     from rlhf.world.report import resolve_world_model
 
+    validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
+    validate_all(run)
     out = Path(out).expanduser()
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,

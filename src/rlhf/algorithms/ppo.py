@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError, check_finite
 
 
@@ -556,6 +556,8 @@ def train(
     from rlhf.world import corpus
     from rlhf.world.report import resolve_world_model
 
+    validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
+    validate_all(run)
     out = Path(out).expanduser()
     accelerator = Accelerator(
         cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf.config import ConfigError, RunConfig, help_field
+from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError, check_finite
 from rlhf.sequences import scored_text
 from rlhf.training import epoch_batches, group_by_length, load_trainer_checkpoint, save_trainer_checkpoint
@@ -434,6 +434,8 @@ def train(
     from rlhf.reward_model import init_reward_model
     from rlhf.world.report import resolve_world_model
 
+    validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
+    validate_all(run)
     out = Path(out).expanduser()
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
@@ -749,6 +751,13 @@ def normalize_model(
         max_length=max_length,
     )
     mean, std = normalization_stats(scores.mean)
+    # A std of ~0 would be clamped to 1e-6 when applied, multiplying every later score by a million.
+    flat = [f"{name}: std {s:.2g}" for name, s in zip(model.objectives, std, strict=True) if not s > 1e-6]
+    if flat:
+        raise UserError(
+            f"{samples}: the reward model gives all {len(prompts)} samples the same score "
+            f"({', '.join(flat)}), so there is no scale to normalise by; use varied samples"
+        )
     meta = dataclasses.replace(model.meta, norm_mean=mean, norm_std=std)
     write_json(Path(model_dir) / REWARD_CONFIG, dataclasses.asdict(meta))
     return mean, std

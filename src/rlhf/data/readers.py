@@ -130,10 +130,10 @@ def render_response(
     prompt_text: str,
     field: str,
 ) -> str:
-    """The response text: the rendering of prompt + response minus `prompt_text`, without EOS.
-
-    The trailing EOS string and whitespace are stripped so that the reward model scores the same text
-    as a decoded policy sample. The response must start with an assistant message.
+    """The response text: the rendering of prompt + response minus `prompt_text`, without the template's
+    end-of-turn text, EOS or trailing whitespace: the bare reply, as a decoded policy sample reads
+    (`rlhf.sequences.scored_text` puts the end-of-turn back for the reward model). The response must
+    start with an assistant message.
     """
     if response_messages[0]["role"] != "assistant":
         raise RowError(
@@ -148,11 +148,9 @@ def render_response(
             f"field {field!r}: the chat template's rendering of prompt + {field} does not start with its "
             "rendering of the prompt (with add_generation_prompt=True), so the response cannot be cut out"
         )
-    text = full[len(prompt_text) :].rstrip()
-    eos = getattr(tokenizer, "eos_token", None)
-    if eos and text.endswith(eos):
-        text = text[: -len(eos)].rstrip()
-    return text
+    from rlhf.sequences import strip_end_of_turn
+
+    return strip_end_of_turn(tokenizer, full[len(prompt_text) :])
 
 
 def _plain(messages: list[dict[str, Any]]) -> str:

@@ -43,6 +43,8 @@ def read_response_rows(
     for row in iter_rows(path, split=split):
         try:
             prompt_text, response_text = _texts(row, tokenizer)
+            if not (prompt_text + response_text).strip():  # no tokens: a reward model would score padding
+                raise RowError("fields 'prompt' and 'response' are both empty: there is nothing to score")
         except RowError as exc:
             raise UserError(f"{row.where}: {exc}") from exc
         rows.append(dict(row.data))
@@ -81,8 +83,10 @@ def load_rewarded_responses(
         rows_read += 1
         try:
             prompt, response = _texts(row, tokenizer)
-            if not response.strip():
-                raise RowError("field 'response' is empty")
+            # an empty prompt leaves nothing to condition the first response token on (as for preferences)
+            for name, text in (("prompt", prompt), ("response", response)):
+                if not text.strip():
+                    raise RowError(f"field {name!r} is empty")
             records.append(RewardedResponse(prompt, response, _reward(row.data, reward_field), row.source))
         except RowError as exc:
             bad.add(row, exc)

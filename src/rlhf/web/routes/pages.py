@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from rlhf.feedback.store import InvalidInput, LabelIn
+from rlhf.io import read_text
 from rlhf.web.deps import FormUserDep, PageUserDep, SettingsDep, StoreDep
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -165,7 +166,7 @@ def skip_page(
 
 @router.get("/guidelines")
 def guidelines(request: Request, settings: SettingsDep, user: PageUserDep):
-    text = Path(settings.guidelines_file).read_text(encoding="utf-8") if settings.guidelines_file else ""
+    text = read_text(settings.guidelines_file) if settings.guidelines_file else ""  # BOM dropped
     return render(request, "guidelines.html", {"user": user, "custom": text})
 
 
