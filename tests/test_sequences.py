@@ -448,3 +448,15 @@ def test_sampling_with_a_tokenizer_without_eos_is_a_clear_error(family_dir, tmp_
     tokenizer.eos_token = None
     with pytest.raises(UserError, match="the tokenizer has no EOS token"):
         sample(model, tokenizer, [TEA_PROMPT], SamplingConfig(max_new_tokens=2))
+
+
+def test_what_is_remembered_about_a_tokenizer_follows_its_changes(family_dir):
+    tokenizer = tokenizer_of(family_dir("qwen2"))
+    assert S.chat_markers(tokenizer).end_of_turn == "<|im_end|>\n"
+    tokenizer.chat_template = (
+        "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    )
+    assert S.chat_markers(tokenizer) == S.ChatMarkers(">", "]")  # not the ChatML markers remembered
+    assert S.special_tokens(tokenizer).eos_id == tokenizer.eos_token_id
+    tokenizer.eos_token = "<|endoftext|>"
+    assert S.special_tokens(tokenizer).eos_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")

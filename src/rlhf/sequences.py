@@ -65,27 +65,45 @@ _special_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _chat_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def special_tokens(tokenizer: Any) -> SpecialTokens:
-    """The tokenizer's BOS / EOS / pad ids and whether `tokenizer(text)` adds BOS or appends EOS."""
+def _cached(cache: weakref.WeakKeyDictionary, tokenizer: Any, compute):
+    """`compute(tokenizer)`, remembered per tokenizer for as long as its special tokens and chat template
+    stay as they were (a caller may set `tokenizer.eos_token` or `chat_template` later)."""
+    state = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        getattr(tokenizer, "chat_template", None),
+    )
     try:
-        return _special_cache[tokenizer]
+        seen, value = cache[tokenizer]
+        if seen == state:
+            return value
     except (KeyError, TypeError):
         pass
+    value = compute(tokenizer)
+    try:
+        cache[tokenizer] = (state, value)
+    except TypeError:  # a tokenizer that cannot be weakly referenced: computed each time
+        pass
+    return value
+
+
+def special_tokens(tokenizer: Any) -> SpecialTokens:
+    """The tokenizer's BOS / EOS / pad ids and whether `tokenizer(text)` adds BOS or appends EOS."""
+    return _cached(_special_cache, tokenizer, _find_special_tokens)
+
+
+def _find_special_tokens(tokenizer: Any) -> SpecialTokens:
     plain = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
     full = tokenizer(_PROBE, add_special_tokens=True)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    found = SpecialTokens(
+    return SpecialTokens(
         bos_id=bos,
         eos_id=eos,
         pad_id=tokenizer.pad_token_id,
         adds_bos=bos is not None and bool(full) and full[0] == bos and (not plain or plain[0] != bos),
         appends_eos=eos is not None and bool(full) and full[-1] == eos and (not plain or plain[-1] != eos),
     )
-    try:
-        _special_cache[tokenizer] = found
-    except TypeError:
-        pass
-    return found
 
 
 def chat_markers(tokenizer: Any) -> ChatMarkers | None:
@@ -93,16 +111,7 @@ def chat_markers(tokenizer: Any) -> ChatMarkers | None:
     one that has no separate generation prompt, like the bundled world's)."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    try:
-        return _chat_cache[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    markers = _find_chat_markers(tokenizer)
-    try:
-        _chat_cache[tokenizer] = markers
-    except TypeError:
-        pass
-    return markers
+    return _cached(_chat_cache, tokenizer, _find_chat_markers)
 
 
 def _find_chat_markers(tokenizer: Any) -> ChatMarkers | None:
