@@ -374,3 +374,33 @@ def test_loop_on_a_prompt_file_with_a_plain_transformers_model(tiny_lm_dir, tmp_
     assert not held_out & {r["prompt"] for r in labels}  # evaluation prompts never reach the labellers
     text = write_report(tmp_path / "run").read_text()
     assert 'src="plots/frontier.png"' in text and 'src="plots/risky_kinds.png"' not in text
+
+
+def test_loop_renders_chat_prompts_with_the_policys_template(family_dir, tmp_path, monkeypatch):
+    """A conversational prompt file and a Qwen2-style policy: the loop's prompts are the policy's ChatML,
+    as `rlhf ppo train --prompts` renders them (they were the world's `User:/Assistant:` format)."""
+    from rlhf import loop
+
+    policy = family_dir("qwen2")
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": f"what is {i}?"}]}
+            for i in range(12)]  # fmt: skip
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(cfg, tokenizer=None):
+        seen["source"] = real(cfg, tokenizer)
+        raise Stop  # the prompts are all this test needs
+
+    real = loop.PromptSource
+    monkeypatch.setattr(loop, "PromptSource", capture)
+    with pytest.raises(Stop):
+        loop.run_loop(tiny_root(policy, f"loop.prompts={prompts}"), tmp_path / "run", show_progress=False)
+    source = seen["source"]
+    drawn = source.file_prompts + source.eval_general
+    assert len(drawn) == 12
+    assert all(p.startswith("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\n") for p in drawn)
+    assert all(p.endswith("<|im_start|>assistant\n") for p in drawn)

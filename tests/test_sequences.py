@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -460,3 +461,70 @@ def test_what_is_remembered_about_a_tokenizer_follows_its_changes(family_dir):
     assert S.special_tokens(tokenizer).eos_id == tokenizer.eos_token_id
     tokenizer.eos_token = "<|endoftext|>"
     assert S.special_tokens(tokenizer).eos_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_a_replys_own_whitespace_is_scored_as_the_template_renders_it(family_dir, tmp_path):
+    # ChatML keeps content as written: "Tea.\n" renders "Tea.\n<|im_end|>\n"; the whitespace was stripped
+    # before, so the reward model read "Tea.<|im_end|>\n" (-0.4519 against transformers' -0.3833)
+    model_dir = saved_reward_model(family_dir("qwen2"), tmp_path / "rm")
+    ours, theirs = chat_scores(model_dir, tmp_path, ["Tea.\n", "Tea. ", " Tea.", "Tea."])
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    assert len({round(t, 4) for t in theirs}) == 4  # four different texts: the check can fail
+
+
+def test_dpo_rows_of_several_messages_name_their_line_or_are_skipped(family_dir, tmp_path):
+    from rlhf.algorithms import dpo
+    from rlhf.data import load_preferences
+    from rlhf.errors import UserError
+
+    tokenizer = tokenizer_of(family_dir("qwen2"))
+    user = {"role": "user", "content": "what is tea?"}
+    reply = {"role": "assistant", "content": "tea is a drink."}
+    rows = [
+        {"prompt": [user], "chosen": [reply], "rejected": [{"role": "assistant", "content": "no."}]},
+        {"prompt": [user], "chosen": [reply, {"role": "user", "content": "thanks"}, reply],
+         "rejected": [{"role": "assistant", "content": "no!"}]},
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    pairs = load_preferences(tmp_path / "pairs.jsonl", tokenizer=tokenizer).pairs
+    with pytest.raises(UserError, match=r"pairs.jsonl:2: a response holds the EOS token '<\|im_end\|>'"):
+        dpo.make_batches(pairs, tokenizer, dpo.DPOConfig())
+    with pytest.warns(UserWarning, match="1 of 2 pairs have a response no policy could emit; skipped"):
+        batches = dpo.make_batches(pairs, tokenizer, dpo.DPOConfig(on_error="skip"))
+    assert sum(len(b) for b in batches) == 1
+
+
+def test_ilql_keeps_the_return_of_a_response_cut_at_the_limit(family_dir):
+    from rlhf.algorithms import ilql
+    from rlhf.data.responses import RewardedResponse
+
+    tokenizer = tokenizer_of(family_dir("neox"))
+    long = "tea is good and " * 10
+    n = len(S.encode_response(tokenizer, TEA_PROMPT, long)) - 1  # per-token rewards: one per token before EOS
+    rows = [RewardedResponse(TEA_PROMPT, "tea is a warm drink and " * 10, 5.0, "x:1"),
+            RewardedResponse(TEA_PROMPT, "no.", -5.0, "x:2"),
+            RewardedResponse(TEA_PROMPT, long, (1.0,) * (n - 10) + (2.0,) * 10, "x:3")]  # fmt: skip
+    with pytest.warns(UserWarning, match="2 of 3 responses were cut at 24 tokens"):
+        [batch] = ilql.make_batches(rows, tokenizer, ilql.ILQLConfig(batch_size=4), max_length=24)
+    # each row's return survives the cut: 5.0, -5.0, and (n - 10) x 1 + 10 x 2 = n + 10 (EOS gets 0); before,
+    # the first row's reward sat on its EOS, which was cut away, and it trained with a return of 0
+    assert sorted(batch.rewards.sum(1).tolist()) == [-5.0, 5.0, n + 10.0]
+    assert batch.input_ids.shape[1] <= 2 * 24
+
+
+def test_a_reward_model_with_another_chat_template_than_the_policy_says_so(family_dir, tmp_path):
+    from rlhf.data.readers import render_prompt
+    from rlhf.rewards import load_reward_source
+
+    model_dir = saved_reward_model(family_dir("llama3"), tmp_path / "rm")
+    policy_tokenizer = tokenizer_of(family_dir("qwen2"))
+    prompt = render_prompt([{"role": "user", "content": "what is tea?"}], policy_tokenizer)
+    score = load_reward_source(str(model_dir), device="cpu", policy_tokenizer=policy_tokenizer)
+    with pytest.warns(UserWarning, match="not the chat template of the reward model"):
+        score([prompt], ["tea."])
+    same = load_reward_source(str(model_dir), device="cpu", policy_tokenizer=tokenizer_of(model_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from rlhf.data.readers import render_prompt as render
+
+        same([render([{"role": "user", "content": "what is tea?"}], tokenizer_of(model_dir))], ["tea."])

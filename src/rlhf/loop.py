@@ -172,14 +172,16 @@ class PromptSource:
     """Where the loop's prompts come from: the bundled world (fresh requests every round, fixed evaluation
     sets), or a prompt file (evaluation prompts held out from it, pools drawn from the rest)."""
 
-    def __init__(self, cfg: LoopConfig) -> None:
+    def __init__(self, cfg: LoopConfig, tokenizer: Any = None) -> None:
+        """`tokenizer` (the policy's) renders conversational prompts with its chat template, as `rlhf ppo
+        train --prompts` does; None renders them in the world's format."""
         self.cfg = cfg
         self.file_prompts: list[str] | None = None
         if cfg.prompts:
             from rlhf.data import load_prompts
             from rlhf.data.readers import iter_rows
 
-            prompts = load_prompts(cfg.prompts)
+            prompts = load_prompts(cfg.prompts, tokenizer=tokenizer)
             flags = [bool(row.data.get(cfg.risky_field, False)) for row in iter_rows(cfg.prompts)]
             order = np.random.default_rng(777_001).permutation(len(prompts))
             if len(prompts) < 8:
@@ -484,14 +486,16 @@ def run_loop(
     from transformers.utils import logging as hf_logging
 
     from rlhf.config import validate_all
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.world.report import resolve_world_model
 
     validate_all(root)
     hf_logging.disable_progress_bar()  # a checkpoint load per phase: the loop's own bar says enough
     cfg: LoopConfig = root.loop
     run_dir = Path(out).expanduser()
-    source = PromptSource(cfg)  # a bad prompt file is an error before anything is written
+    # a bad prompt file is an error before anything is written; chat prompts in the policy's own template
+    tokenizer = load_tokenizer(cfg.policy) if cfg.prompts and cfg.policy != "world" else None
+    source = PromptSource(cfg, tokenizer)
     per_iteration = root.ppo.batch_size // root.ppo.samples_per_prompt
     if (
         cfg.algorithm == "ppo"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,21 +31,25 @@ def load_reward_source(
     normalize: bool = False,
     device: str = "auto",
     max_length: int = 512,
+    policy_tokenizer: Any = None,
 ) -> RewardFn:
+    """The reward source `spec` (see the module docstring). `policy_tokenizer`, the tokenizer that rendered
+    the prompts, lets a reward model warn when its chat template is not the one the prompts were rendered
+    with: it then reads the policy's chat markup as plain text (docs/sequences.md)."""
     if not spec:
         raise UserError("no reward given: pass a reward-model directory or module:function")
     if Path(spec).expanduser().is_dir():
-        return _reward_model_source(spec, weights or {}, normalize, device, max_length)
+        return _reward_model_source(spec, weights or {}, normalize, device, max_length, policy_tokenizer)
     if ":" in spec:
         return _function_source(spec)
     raise UserError(f"reward {spec!r} is neither a reward-model directory nor module:function")
 
 
 def _reward_model_source(
-    path: str, weights: dict[str, float], normalize: bool, device: str, max_length: int
+    path: str, weights: dict[str, float], normalize: bool, device: str, max_length: int, policy_tokenizer: Any
 ) -> RewardFn:
     from rlhf.reward_model import load_reward_model, score_texts
-    from rlhf.sequences import scored_text
+    from rlhf.sequences import is_chat_prompt, scored_text
 
     model, tokenizer = load_reward_model(path, device=device)
     unknown = sorted(set(weights) - set(model.objectives))
@@ -58,7 +63,21 @@ def _reward_model_source(
         else torch.eye(len(model.objectives))[0]
     )
 
+    warned = []
+
     def score(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        if policy_tokenizer is not None and not warned:
+            foreign = [
+                p for p in prompts if is_chat_prompt(policy_tokenizer, p) and not is_chat_prompt(tokenizer, p)
+            ]
+            if foreign:
+                warned.append(True)
+                warnings.warn(
+                    f"the prompts are rendered with the policy's chat template, which is not the chat template "
+                    f"of the reward model {path}: it reads them as plain text, not as the conversations it was "
+                    "trained on (use a reward model with the policy's template)",
+                    stacklevel=2,
+                )
         texts = [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
         return score_texts(model, tokenizer, texts, max_length=max_length, normalize=normalize).mean @ vector
 

@@ -151,14 +151,15 @@ def is_chat_text(tokenizer: Any, text: str) -> bool:
 
 
 def strip_end_of_turn(tokenizer: Any, text: str) -> str:
-    """`text` without a trailing end-of-turn text of the chat template and trailing EOS strings, and
-    without trailing whitespace: the bare reply, as a policy's decoded sample reads."""
+    """`text` without the chat template's end-of-turn text and EOS strings at its end: the reply as its
+    author wrote it (its own whitespace kept, so that `scored_text` renders it as the template does)."""
     markers = chat_markers(tokenizer)
-    text = text.rstrip()
-    end = markers.end_of_turn.rstrip() if markers is not None else ""
-    if end and text.endswith(end):
-        text = text[: -len(end)].rstrip()
-    return strip_eos_text(tokenizer, text).rstrip()
+    end = markers.end_of_turn if markers is not None else ""
+    if end.strip() and text.endswith(end):
+        text = text[: -len(end)]
+    elif end.strip() and text.rstrip().endswith(end.rstrip()):  # the template's trailing newline trimmed
+        text = text.rstrip()[: -len(end.rstrip())]
+    return strip_eos_text(tokenizer, text)
 
 
 # ----------------------------------------------------------------------------- policy sequences
@@ -194,7 +195,8 @@ def require_eos(tokenizer: Any) -> int:
 
 
 def strip_eos_text(tokenizer: Any, response: str) -> str:
-    """The response without trailing EOS strings (data often ends responses with the EOS string)."""
+    """The response without EOS strings at its end (data often ends responses with the EOS string),
+    and without the whitespace after them; whitespace before them is the response's own."""
     eos = getattr(tokenizer, "eos_token", None)
     text = response
     while eos and text.rstrip().endswith(eos):
@@ -221,10 +223,23 @@ def encode_response(
         tail = _encode_in_context(tokenizer, join_prompt_response(prompt, text)[len(prompt) :])
     if eos in tail:
         raise UserError(
-            f"a response holds the EOS token {tokenizer.eos_token!r} before its end ({text[:40]!r}...); "
-            "a policy stops at EOS, so it could never say the rest: remove it from the data"
+            f"a response holds the EOS token {tokenizer.eos_token!r} before its end ({text[:40]!r}...): a "
+            "policy stops at EOS, so it could never say the rest (a reply of several messages, or the EOS "
+            "string in the text); DPO and ILQL train on one assistant reply"
         )
     return [*tail, eos]
+
+
+def encode_row(
+    tokenizer: Any, prompt: str, responses: list[str], source: str
+) -> tuple[list[int], list[list[int]]]:
+    """A data row's prompt ids and each response's ids (`encode_prompt`, `encode_response`); a response
+    that cannot be a policy's is a UserError naming `source` (the file and line)."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    try:
+        return prompt_ids, [encode_response(tokenizer, prompt, r, prompt_ids) for r in responses]
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}" if source else str(exc)) from exc
 
 
 def _encode_in_context(tokenizer: Any, continuation: str) -> list[int]:

@@ -137,16 +137,22 @@ def make_batches(
     after the cut teaches nothing: it is left out, with a warning that counts them."""
     import warnings
 
-    from rlhf.sequences import encode_prompt, encode_response, fit_length, special_tokens
+    from rlhf.sequences import encode_row, fit_length, special_tokens
     from rlhf.training import group_by_length
 
     max_length = max_length or cfg.max_length
     bos = special_tokens(tokenizer).bos_id
-    rows, kept, same = [], [], 0
+    rows, kept, same, bad = [], [], 0, 0
     for pair in pairs:
-        prompt = encode_prompt(tokenizer, pair.prompt)
-        chosen = encode_response(tokenizer, pair.prompt, pair.chosen, prompt)
-        rejected = encode_response(tokenizer, pair.prompt, pair.rejected, prompt)
+        try:
+            prompt, (chosen, rejected) = encode_row(
+                tokenizer, pair.prompt, [pair.chosen, pair.rejected], pair.source
+            )
+        except UserError:
+            if cfg.on_error != "skip":
+                raise
+            bad += 1
+            continue
         p_chosen, chosen = fit_length(prompt, chosen, max_length, bos)
         p_rejected, rejected = fit_length(prompt, rejected, max_length, bos)
         if chosen == rejected:
@@ -156,6 +162,10 @@ def make_batches(
         prompt = p_chosen if len(p_chosen) <= len(p_rejected) else p_rejected
         rows.append((prompt, chosen, rejected))
         kept.append(pair)
+    if bad:
+        warnings.warn(
+            f"{bad} of {len(pairs)} pairs have a response no policy could emit; skipped", stacklevel=2
+        )
     if same:
         warnings.warn(
             f"{same} of {len(pairs)} pairs have the same chosen and rejected tokens once cut to "

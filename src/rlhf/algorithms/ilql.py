@@ -203,19 +203,43 @@ def make_batches(
     rows: list, tokenizer: Any, cfg: ILQLConfig, max_length: int | None = None
 ) -> list[ILQLBatch]:
     """Tokenize every row once (`rlhf.sequences`, as DPO does), cut to `max_length` (default
-    `cfg.max_length`), in batches of similar length."""
-    from rlhf.sequences import encode_prompt, encode_response, fit_length, special_tokens
+    `cfg.max_length`), in batches of similar length. A response cut at the limit keeps its return: the
+    rewards of the tokens cut away are added to the last token kept (a response-level reward sits on
+    EOS, the first token cut), with a warning that counts such rows."""
+    import warnings
+
+    from rlhf.sequences import encode_row, fit_length, special_tokens
     from rlhf.training import collate_sequences, group_by_length
 
     max_length = max_length or cfg.max_length
     bos = special_tokens(tokenizer).bos_id
-    tokenized = []
+    tokenized, bad, cut = [], 0, 0
     for row in rows:
-        prompt = encode_prompt(tokenizer, row.prompt)
-        response = encode_response(tokenizer, row.prompt, row.response, prompt)
+        try:
+            prompt, [response] = encode_row(tokenizer, row.prompt, [row.response], row.source)
+        except UserError:
+            if cfg.on_error != "skip":
+                raise
+            bad += 1
+            continue
         rewards = token_rewards(row.reward, len(response), row.source)
         prompt, response = fit_length(prompt, response, max_length, bos)
-        tokenized.append((prompt, response, rewards[: len(response)]))
+        if len(response) < len(rewards):
+            cut += 1
+            rewards = [*rewards[: len(response) - 1], sum(rewards[len(response) - 1 :])]
+        tokenized.append((prompt, response, rewards))
+    if bad:
+        warnings.warn(
+            f"{bad} of {len(rows)} rows have a response no policy could emit; skipped", stacklevel=2
+        )
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(rows)} responses were cut at {max_length} tokens (prompt + response); the "
+            "rewards of the tokens cut away sit on the last token kept",
+            stacklevel=2,
+        )
+    if not tokenized:
+        raise UserError("no rows left to train on")
     order = group_by_length([len(p) + len(r) for p, r, _ in tokenized], cfg.batch_size)
     batches = []
     for start in range(0, len(order), cfg.batch_size):
@@ -247,7 +271,7 @@ def load_rows(cfg: ILQLConfig, tokenizer: Any, device: str) -> list:
         for response in (pair.chosen, pair.rejected):
             seen.setdefault((pair.prompt, response), pair.source)
     keys = list(seen)
-    score = load_reward_source(cfg.reward, device=device)
+    score = load_reward_source(cfg.reward, device=device, policy_tokenizer=tokenizer)
     scores = []
     for start in range(0, len(keys), 64):
         part = keys[start : start + 64]

@@ -605,9 +605,12 @@ def train(
             if copied:
                 share_frozen_modules(policy, ref_policy)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
-    reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device)
+    reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
+                                   policy_tokenizer=tokenizer)  # fmt: skip
     cost_fn = (
-        load_reward_source(cfg.cost, cfg.cost_weights, cfg.normalize_rewards, device=device)
+        load_reward_source(
+            cfg.cost, cfg.cost_weights, cfg.normalize_rewards, device=device, policy_tokenizer=tokenizer
+        )  # fmt: skip
         if cfg.cost
         else None
     )

@@ -131,9 +131,9 @@ def render_response(
     field: str,
 ) -> str:
     """The response text: the rendering of prompt + response minus `prompt_text`, without the template's
-    end-of-turn text, EOS or trailing whitespace: the bare reply, as a decoded policy sample reads
-    (`rlhf.sequences.scored_text` puts the end-of-turn back for the reward model). The response must
-    start with an assistant message.
+    end-of-turn text and EOS: the reply as written (`rlhf.sequences.scored_text` puts the end-of-turn
+    back for the reward model, so it reads what `apply_chat_template` renders). The response must start
+    with an assistant message.
     """
     if response_messages[0]["role"] != "assistant":
         raise RowError(

@@ -56,7 +56,7 @@ def evaluate(
     else:
         from rlhf.rewards import load_reward_source
 
-        source = load_reward_source(judge, device=cfg.run.device)
+        source = load_reward_source(judge, device=cfg.run.device, policy_tokenizer=tokenizer)
         score = lambda ps, rs: source(ps, rs).tolist()  # noqa: E731
     ours_scores, theirs_scores = score(prompts, ours.responses), score(prompts, theirs.responses)
     _, stats = win_rate(ours_scores, theirs_scores)
