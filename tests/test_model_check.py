@@ -181,3 +181,19 @@ def test_cli(capsys, family_dir, tmp_path):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "does not exist" in lines[0] and "Traceback" not in err
+
+
+def test_model_max_length_below_the_context_is_a_warning(family_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    path = tmp_path / "short"
+    shutil.copytree(family_dir("qwen2"), path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.model_max_length = 32
+    tokenizer.save_pretrained(path)
+    report = check_model(str(path))
+    assert report["length"]["context_length"] == 128 and report["length"]["model_max_length"] == 32
+    [warning] = [w for w in report["warnings"] if w["code"] == "model_max_length_below_context"]
+    assert "below the model's context length 128" in warning["message"]

@@ -309,6 +309,16 @@ def _warnings(tokenizer: Any, special: dict, chat: dict, length: dict, examples:
                 "set max lengths in the config yourself",
             )
         )
+    context, tokenizer_max = length["context_length"], length["model_max_length"]
+    if context is not None and tokenizer_max is not None and tokenizer_max < context:
+        out.append(
+            _warn(
+                "model_max_length_below_context",
+                f"tokenizer.model_max_length is {tokenizer_max}, below the model's context length {context}: "
+                f"rlhf caps lengths at the context ({context}); transformers will warn about sequences "
+                f"longer than {tokenizer_max} (set model_max_length to {context} if that is the real limit)",
+            )
+        )
     return out
 
 
