@@ -157,3 +157,72 @@ def test_world_build_out_is_a_file(capsys, tmp_path):
     target.write_text("x")
     code, _, err = run_cli(capsys, "world", "build", "--out", str(target))
     assert_one_line_error(code, err, "is a file")
+
+
+def test_root_flags_take_no_value_in_help(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    lines = {
+        line.split()[1]: line
+        for line in out.splitlines()
+        if line.split()[1:2] in (["--debug"], ["--version"])
+    }
+    assert code == 0 and set(lines) == {"--debug", "--version"}
+    assert all("<bool>" not in line for line in lines.values()), lines
+
+
+@pytest.mark.parametrize(
+    "key,ours",
+    [
+        ("reward.learning_rate", "reward.lr"),
+        ("dpo.per_device_train_batch_size", "dpo.batch_size"),
+        ("reward.gradient_accumulation_steps", "reward.grad_accum"),
+        ("dpo.num_train_epochs", "dpo.epochs"),
+        ("ppo.beta", "ppo.kl_coef"),  # GRPO's beta is the KL coefficient
+        ("ppo.num_generations", "ppo.samples_per_prompt"),
+        ("reward.seed", "run.seed"),
+    ],
+)
+def test_trl_key_names_suggest_ours(capsys, key, ours):
+    code, _, err = run_cli(capsys, "config", "show", "--set", f"{key}=1")
+    assert_one_line_error(
+        code, err, f"unknown config key '{key}'", f"did you mean '{ours}' (TRL's {key.split('.')[1]})?"
+    )
+
+
+def test_ppo_summary_from_the_main_process_only_and_negative_kl_noted(capsys, monkeypatch, tmp_path):
+    import rlhf.algorithms.ppo
+    from rlhf.algorithms.ppo import PPOResult
+
+    history = [
+        {"objective/scores": 0.1, "objective/kl": 0.0},
+        {"objective/scores": 0.5, "objective/kl": -0.02},
+    ]
+    results = {}
+    monkeypatch.setattr(rlhf.algorithms.ppo, "train", lambda *a, **kw: results["next"])
+    args = ("ppo", "train", "--out", str(tmp_path), "--set", "ppo.steps=2")
+    results["next"] = PPOResult(tmp_path, history, main_process=False)  # another process of 2: silent
+    assert run_cli(capsys, *args)[:2] == (0, "")
+    results["next"] = PPOResult(tmp_path, history)
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and out.count("policy saved to") == 1
+    kl_line = next(line for line in out.splitlines() if line.startswith("objective/kl"))
+    assert kl_line.startswith("objective/kl: 0.000 (first iteration) -> -0.020 (last) (a sampled estimate")
+    assert "negative value means about 0 plus sampling noise" in kl_line
+    assert "(a sampled" not in next(line for line in out.splitlines() if line.startswith("objective/scores"))
+
+
+def test_kl_note_only_for_negative_estimates(capsys):
+    from rlhf.cli import _print_metrics
+    from rlhf.evaluation.kl import kl_note
+
+    assert kl_note(0.0) == "" and kl_note(1.7) == "" and kl_note(float("nan")) == ""
+    assert "about 0 plus sampling noise" in kl_note(-0.01)
+    _print_metrics({"win_rate": 0.5, "kl_to_baseline": -0.01})  # as `rlhf eval` prints its figures
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("kl_to_baseline < 0 (a sampled estimate")
+    _print_metrics({"win_rate": 0.5, "kl_to_baseline": 0.2})
+    assert "sampled estimate" not in capsys.readouterr().out
+    from rlhf.evaluation.policy import describe_eval  # the loop's line per round
+
+    assert describe_eval({"proxy_reward": 0.5, "kl": 0.25}) == "proxy reward 0.500, KL 0.250"
+    assert describe_eval({"kl": -0.004}).startswith("KL -0.004 (a sampled estimate: KL itself is >= 0")

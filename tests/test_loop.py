@@ -162,10 +162,12 @@ def test_web_labellers_the_loop_waits_for_people(small_world, tmp_path):
                      "loop.web_poll_seconds=0.2", "loop.overlap_share=0")  # fmt: skip
     person = make_panel(PanelConfig(n_labellers=1, n_spammers=0, n_length_biased=0, n_refusal_preferring=0))
     answered = []
+    accounts = FeedbackStore(db, StoreSettings(project="loop"))
+    me, _ = accounts.add_labeller("alice", onboarded=True)  # before the loop: it checks who can label
+    accounts.close()
 
     def label_when_tasks_appear() -> None:
         store = FeedbackStore(db, StoreSettings(project="loop"))
-        me, _ = store.add_labeller("alice", onboarded=True)
         rng = np.random.default_rng(0)
         deadline = time.monotonic() + 120
         while len(answered) < 40 and time.monotonic() < deadline:
@@ -188,11 +190,16 @@ def test_web_labellers_the_loop_waits_for_people(small_world, tmp_path):
 
 
 def test_web_labellers_timeout_without_labels_is_a_user_error(small_world, tmp_path):
+    from rlhf.feedback.store import FeedbackStore
     from rlhf.loop import run_loop
 
     _, world_dir = small_world
+    db = f"sqlite:///{tmp_path / 'people.db'}"
+    accounts = FeedbackStore(db)
+    accounts.add_labeller("alice")  # an account who never labels (with none, the loop fails at once)
+    accounts.close()
     root = tiny_root(world_dir, "loop.rounds=1", "loop.labellers=web", "loop.web_poll_seconds=0.1",
-                     "loop.web_timeout_seconds=0.5")  # fmt: skip
+                     "loop.web_timeout_seconds=0.5", f"loop.store={db}", "loop.overlap_share=0")  # fmt: skip
     with pytest.raises(UserError, match="no labels arrived"):
         run_loop(root, tmp_path / "run", show_progress=False, log=lambda *_: None)
 

@@ -40,3 +40,23 @@ def test_check_finite():
         check_finite(math.nan, "loss", step=7)
     with pytest.raises(NonFiniteError, match="reward is inf"):
         check_finite(math.inf, "reward")
+
+
+def test_missing_tensorboard_is_said_once_with_how_to_install(tmp_path, monkeypatch):
+    import sys
+    import warnings
+
+    import rlhf.metrics
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError
+    monkeypatch.setattr(rlhf.metrics, "_tensorboard_missing_noted", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # count our own once-only, not Python's
+        for run in ("a", "b"):
+            with MetricsLogger(tmp_path / run) as logger:  # tensorboard=True, the default
+                logger.log({"x": 1.0}, step=0)
+        with MetricsLogger(tmp_path / "c", tensorboard=False):
+            pass
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 1 and "pip install -e '.[tensorboard]'" in notes[0], notes
+    assert [row["x"] for row in read_metrics(tmp_path / "b")] == [1.0]  # metrics.jsonl still written

@@ -81,6 +81,21 @@ def test_tokenizer_without_pad_uses_eos_with_warning(tmp_path):
     assert loaded.pad_token == loaded.eos_token == "<|endoftext|>"
 
 
+def test_missing_pad_token_is_warned_once_per_path(tmp_path):
+    import warnings
+
+    tokenizer = make_tokenizer()
+    tokenizer.pad_token = None
+    for name in ("a", "b"):
+        tokenizer.save_pretrained(tmp_path / name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # count our own once-per-path, not Python's once-per-line
+        for name in ("a", "a", "b", "a"):  # a reward run loads its backbone's tokenizer twice
+            assert load_tokenizer(tmp_path / name, padding_side="right").pad_token == "<|endoftext|>"
+    pads = [str(w.message) for w in caught if "no pad token" in str(w.message)]
+    assert [p.split(" has no pad")[0].rsplit("/", 1)[1] for p in pads] == ["a", "b"]
+
+
 def test_device_and_dtype_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"

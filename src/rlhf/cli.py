@@ -5,6 +5,7 @@ User mistakes (`UserError`) print one line on stderr and exit non-zero; `--debug
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -70,6 +71,14 @@ PreferenceDataOpt = Annotated[
 EvalDataOpt = Annotated[
     str | None, typer.Option("--eval-data", help="Separate evaluation file (default: hold out prompts).")
 ]
+EvalSplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-split",
+        help="DatasetDict split to evaluate on: of --eval-data, or of --data without it (default: test, "
+        "else validation).",
+    ),
+]
 OnErrorOpt = Annotated[
     str | None,
     typer.Option(
@@ -89,9 +98,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    # metavar "": flags take no value, but Typer's help would show them as `--debug <bool>`
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors.", metavar="")
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar=""
+        ),
     ] = False,
 ) -> None:
     if debug:
@@ -264,6 +279,8 @@ def world_sample(
 def _print_samples(rows: list[dict], summary: dict) -> None:
     from rich.table import Table
 
+    from rlhf.evaluation.kl import kl_note
+
     table = Table(
         "prompt",
         "response",
@@ -287,7 +304,11 @@ def _print_samples(rows: list[dict], summary: dict) -> None:
     console.print(
         f"mean helpfulness {summary['mean_helpfulness']:.3f}  mean harm {summary['mean_harm']:.3f}  "
         f"finished (emitted EOS) {summary['finished']:.0%}  kinds: {shares}"
-        + (f"  KL to reference {summary['mean_kl']:.2f} nats" if "mean_kl" in summary else "")
+        + (
+            f"  KL to reference {summary['mean_kl']:.2f} nats{kl_note(summary['mean_kl'])}"
+            if "mean_kl" in summary
+            else ""
+        )
     )
 
 
@@ -369,6 +390,7 @@ def reward_train(
         typer.Option("--model", "-m", help="Backbone causal LM ('world' = the built world model)."),
     ] = None,
     eval_data: EvalDataOpt = None,
+    eval_split: EvalSplitOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -379,7 +401,7 @@ def reward_train(
     from rlhf.algorithms.reward import train
 
     cfg = _config(config, sets)
-    _apply(cfg.reward, data=data, model=model, eval_data=eval_data, on_error=on_error)
+    _apply(cfg.reward, data=data, model=model, eval_data=eval_data, eval_split=eval_split, on_error=on_error)
     _set_seed_and_require_out(cfg, seed, out, "reward model")
     result = train(cfg.reward, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
     _report_training(result, "reward model")
@@ -389,6 +411,9 @@ def reward_train(
 def reward_eval(
     model: Annotated[str, typer.Option("--model", "-m", help="Trained reward model directory.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Preference file to evaluate on.")],
+    split: Annotated[
+        str | None, typer.Option("--split", help="DatasetDict split (default: test, else validation).")
+    ] = None,
     on_error: OnErrorOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
@@ -398,7 +423,7 @@ def reward_eval(
     """Pairwise accuracy, loss and calibration (ECE) of a reward model on preference data."""
     from rlhf.algorithms.reward import evaluate_file
 
-    metrics = evaluate_file(model, data, on_error=on_error or "stop", device=device)
+    metrics = evaluate_file(model, data, on_error=on_error or "stop", device=device, split=split)
     _print_metrics(metrics)
     if json_out is not None:
         import json
@@ -511,6 +536,11 @@ def _print_metrics(metrics: dict) -> None:
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     _console().print(table)
+    negative_kl = [k for k, v in metrics.items() if "kl" in k.lower() and isinstance(v, float) and v < 0]
+    if negative_kl:
+        from rlhf.evaluation.kl import kl_note
+
+        typer.echo(f"{', '.join(negative_kl)} < 0{kl_note(metrics[negative_kl[0]])}")
 
 
 # ----------------------------------------------------------------------------- ppo
@@ -540,15 +570,20 @@ def ppo_train(
     _apply(cfg.ppo, policy=policy, reward=reward, prompts=prompts)
     _set_seed_and_require_out(cfg, seed, out, "policy")
     result = train(cfg.ppo, cfg.run, out, world=cfg.world, show_progress=cfg.run.progress, resume=resume)
+    if not result.main_process:  # another process of an `accelerate launch` run: the main one reports
+        return
     if len(result.history) < cfg.ppo.steps:
         typer.echo(
             f"stopped after {len(result.history)} iterations; continue with --resume (checkpoint in {out}/checkpoint)"
         )
         return
     first, last = result.history[0], result.history[-1]
+    from rlhf.evaluation.kl import kl_note
+
     for key in ("objective/scores", "gold/helpfulness", "gold/harm", "objective/kl"):
         if key in first:
-            typer.echo(f"{key}: {first[key]:.3f} (first iteration) -> {last[key]:.3f} (last)")
+            note = kl_note(min(first[key], last[key])) if key == "objective/kl" else ""
+            typer.echo(f"{key}: {first[key]:.3f} (first iteration) -> {last[key]:.3f} (last){note}")
     typer.echo(f"policy saved to {result.out}")
 
 
@@ -564,6 +599,7 @@ def dpo_train(
         typer.Option("--model", "-m", help="Initial policy and reference ('world' = the world model)."),
     ] = None,
     eval_data: EvalDataOpt = None,
+    eval_split: EvalSplitOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -574,7 +610,7 @@ def dpo_train(
     from rlhf.algorithms.dpo import train
 
     cfg = _config(config, sets)
-    _apply(cfg.dpo, data=data, model=model, eval_data=eval_data, on_error=on_error)
+    _apply(cfg.dpo, data=data, model=model, eval_data=eval_data, eval_split=eval_split, on_error=on_error)
     _set_seed_and_require_out(cfg, seed, out, "policy")
     result = train(cfg.dpo, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
     _report_training(result, "policy")
@@ -663,9 +699,11 @@ def ilql_generate(
         summary = summarise(rows)
         if reference is not None:
             from rlhf.evaluation import sampled_kl
+            from rlhf.evaluation.kl import check_same_tokenizer
             from rlhf.world.report import load_world_lm
 
-            ref_lm, _ = load_world_lm(cfg, reference)
+            ref_lm, ref_tokenizer = load_world_lm(cfg, reference)
+            check_same_tokenizer(tokenizer, ref_tokenizer, model, reference)
             summary["mean_kl"] = sum(
                 sampled_kl(None, ref_lm, tokenizer, samples, max(temperature, 1e-6))
             ) / len(rows)
@@ -680,6 +718,58 @@ def ilql_generate(
         typer.echo(f"wrote {len(rows)} rows to {out}")
 
 
+# ----------------------------------------------------------------------------- sample
+
+
+@app.command("sample")
+def sample_model(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM directory ('world' = the world model).")
+    ],
+    prompts: Annotated[
+        str, typer.Option("--prompts", "-p", help="Prompt file (field 'prompt': text or chat messages).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    n_per_prompt: Annotated[
+        int | None,
+        typer.Option("--n-per-prompt", "-k", min=1, help="Responses per prompt (default: 1; tasks: 2)."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="'responses': a {prompt, response} row per response (rlhf reward score / normalize); "
+            "'tasks': a {prompt, responses} row per prompt (rlhf label import).",
+        ),
+    ] = "responses",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Maximum tokens per response.")] = 48,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling (1 = off).")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Top-k sampling (0 = off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Responses generated in one batch.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Sample a model's responses to a prompt file with the training sampler, K per prompt, as JSONL."""
+    from rlhf.rollout import SamplingConfig
+    from rlhf.sampling import sample_file
+    from rlhf.world.report import resolve_world_model
+
+    k = n_per_prompt if n_per_prompt is not None else (2 if fmt == "tasks" else 1)
+    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         batch_size=batch_size)  # fmt: skip
+    summary = sample_file(resolve_world_model(model), prompts, out, k, cfg, seed, fmt, device)
+    what = "tasks" if fmt == "tasks" else "responses"
+    typer.echo(f"wrote {summary.rows} {what} ({summary.prompts} prompts x {k}) to {out}")
+    if summary.left_out:
+        typer.echo(f"{summary.left_out} prompts left out: fewer than 2 different non-empty responses")
+    if summary.unfinished:
+        typer.echo(
+            f"{summary.unfinished} of {summary.responses} responses stopped at --max-new-tokens {max_new_tokens} "
+            "without EOS (cut text)"
+        )
+
+
 # ----------------------------------------------------------------------------- eval
 
 
@@ -687,8 +777,13 @@ def ilql_generate(
 def eval_policy(
     policy: Annotated[str, typer.Option("--policy", help="The policy to evaluate (directory or 'world').")],
     baseline: Annotated[
-        str, typer.Option("--baseline", help="The policy to compare with ('world' = initial LM).")
-    ] = "world",
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="The model to compare with, with the policy's tokenizer ('world' = the world model); "
+            "default: the policy's initial model, from the rlhf_config.yaml saved beside it.",
+        ),
+    ] = None,
     judge: Annotated[
         str,
         typer.Option(
@@ -713,10 +808,12 @@ def eval_policy(
 
     from rlhf.data import load_prompts
     from rlhf.evaluation import evaluate
+    from rlhf.evaluation.compare import resolve_baseline
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.world.report import resolve_world_model
 
     cfg = _config(config, sets)
+    typer.echo("baseline: {} ({})".format(*resolve_baseline(policy, baseline)))
     texts = None
     if prompts:
         tokenizer = load_tokenizer(
@@ -937,8 +1034,14 @@ def label_add_labeller(
 def label_import(
     file: Annotated[
         Path,
-        typer.Argument(help="JSONL: prompt, responses, optional kind/priority/gold (docs/labelling.md)."),
+        typer.Argument(
+            help="JSONL: prompt, responses, optional kind/priority/labels_wanted/objective/gold (docs/labelling.md)."
+        ),
     ],
+    objective: Annotated[
+        str | None,
+        typer.Option(help="Reward head the labels train (e.g. helpful, harmless), for rows naming none."),
+    ] = None,
     db: DbOpt = DEFAULT_DB,
     project: ProjectOpt = "default",
 ) -> None:
@@ -947,7 +1050,7 @@ def label_import(
     from rlhf.feedback.store import FeedbackStore, StoreSettings
 
     store = FeedbackStore(db, StoreSettings(project=project))
-    count = import_file(store, file)
+    count = import_file(store, file, objective)
     store.close()
     typer.echo(f"imported {count} tasks from {file}")
 
@@ -1092,10 +1195,8 @@ def feedback_reliability(
 ) -> None:
     """Per-labeller rationality and position bias (Bradley-Terry), weights, flags; with --gold, where the
     labellers' majority disagrees with gold."""
-    import json
-
     from rlhf.feedback.labellers import disagreement_report, flag_in_store, reliability_report, weighted_rows
-    from rlhf.io import read_jsonl, write_jsonl
+    from rlhf.io import finite_or_none, read_jsonl, write_json, write_jsonl
 
     rows = read_jsonl(data)
     rel = reliability_report(rows)
@@ -1114,10 +1215,13 @@ def feedback_reliability(
     if gold:
         dis = disagreement_report(rows, examples=examples)
         full["disagreement"] = dis
+        alpha = _number(dis["krippendorff_alpha_nominal"], ".3f")
+        if dis["krippendorff_alpha_undefined"]:
+            alpha += f" ({dis['krippendorff_alpha_undefined']})"
         typer.echo(
             f"majority disagrees with gold on {dis['majority_disagrees_with_gold']} of {dis['majority_decided']} "
-            f"decided pairs ({dis['disagreement_rate']:.1%}); Krippendorff's alpha (nominal) "
-            f"{dis['krippendorff_alpha_nominal']:.3f}; labeller agreement with gold {dis['agreement_with_gold']:.3f}"
+            f"decided pairs ({_number(dis['disagreement_rate'], '.1%')}); Krippendorff's alpha (nominal) "
+            f"{alpha}; labeller agreement with gold {_number(dis['agreement_with_gold'], '.3f')}"
         )
     if db is not None:
         from rlhf.feedback.store import FeedbackStore
@@ -1129,9 +1233,13 @@ def feedback_reliability(
     if out is not None:
         typer.echo(f"wrote {write_jsonl(out, weighted_rows(rows, rel))} weighted rows to {out}")
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(full, indent=2))
+        write_json(report, finite_or_none(full))  # an undefined statistic is null, not NaN (invalid JSON)
         typer.echo(f"wrote {report}")
+
+
+def _number(value: float, spec: str) -> str:
+    """A statistic as text; NaN (undefined on these labels, e.g. alpha when all agree) as 'undefined'."""
+    return format(value, spec) if math.isfinite(value) else "undefined"
 
 
 @feedback_app.command("panel-labels")

@@ -55,7 +55,7 @@ class RunConfig:
         None, "Directory for metrics.jsonl and TensorBoard events; default: <out>/logs."
     )
     tensorboard: bool = help_field(
-        True, "Also write TensorBoard events when the tensorboard package is installed."
+        True, "Also write TensorBoard events (needs pip install -e '.[tensorboard]'; without it, one note)."
     )
     progress: bool = help_field(True, "Show progress bars (rate and ETA) on long loops.")
 
@@ -219,15 +219,47 @@ def _check_dotted_key(cls: type, key: str, source: str) -> None:
         walked += part + "."
 
 
+# The names TRL (and transformers' TrainingArguments, peft) give settings we also have, for the "did you
+# mean" of an unknown key: the first of ours that the section has; "run.seed" lives in another section.
+TRL_KEYS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",),
+    "per_device_train_batch_size": ("batch_size",),
+    "train_batch_size": ("batch_size",),
+    "gradient_accumulation_steps": ("grad_accum",),
+    "num_train_epochs": ("epochs",),
+    "lr_scheduler_type": ("lr_schedule",),
+    "beta": ("beta", "kl_coef"),  # GRPO's beta is the KL coefficient
+    "kl_coef": ("kl_coef", "beta"),
+    "eval_steps": ("eval_every",),
+    "save_steps": ("save_every",),
+    "logging_steps": ("log_every",),
+    "num_ppo_epochs": ("ppo_epochs",),
+    "num_generations": ("samples_per_prompt",),
+    "max_completion_length": ("max_new_tokens",),
+    "response_length": ("max_new_tokens",),
+    "epsilon": ("cliprange",),
+    "model_name_or_path": ("model", "policy"),
+    "sft_model_path": ("policy",),
+    "reward_model_path": ("reward",),
+    "bf16": ("mixed_precision",),  # bf16: true is mixed_precision: bf16
+    "r": ("lora_r",),  # peft's LoraConfig
+    "seed": ("seed", "run.seed"),
+}
+
+
 def _unknown_key_message(key: str, names: Iterable[str], prefix: str, source: str | None) -> str:
     where = f" (in {source})" if source else ""
     options = sorted(names)
-    close = difflib.get_close_matches(key[len(prefix) :], options, n=1)
-    hint = (
-        f"; did you mean '{prefix}{close[0]}'?"
-        if close
-        else f"; known keys here: {', '.join(prefix + o for o in options)}"
-    )
+    name = key[len(prefix) :]
+    trl = [ours for ours in TRL_KEYS.get(name, ()) if ours in options or (prefix and ours.startswith("run."))]
+    close = difflib.get_close_matches(name, options, n=1)
+    if trl:
+        target = trl[0] if "." in trl[0] else prefix + trl[0]
+        hint = f"; did you mean '{target}' (TRL's {name})?"
+    elif close:
+        hint = f"; did you mean '{prefix}{close[0]}'?"
+    else:
+        hint = f"; known keys here: {', '.join(prefix + o for o in options)}"
     return f"unknown config key '{key}'{where}{hint}"
 
 

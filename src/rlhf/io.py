@@ -4,6 +4,7 @@ named by line and column), atomic JSONL/JSON writing, with errors naming file an
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -32,6 +33,18 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None: JSON has
+    no NaN, so `null` keeps the file valid, as the metrics logger writes it."""
+    if isinstance(value, float):  # numpy's float64 too
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 def write_json(path: str | Path, value: Any) -> None:

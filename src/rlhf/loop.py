@@ -141,6 +141,16 @@ class LoopConfig:
                 raise ConfigError(f"loop.{key} must be in [0, 1]; got {getattr(self, key)}")
         if self.lagrange_init < 0 or self.lagrange_lr <= 0:
             raise ConfigError("loop.lagrange_init must be >= 0 and loop.lagrange_lr > 0")
+        if (
+            self.safety != "none"
+            and self.algorithm != "dpo"  # DPO learns from the labels themselves, not from the heads
+            and round(self.labels_per_round * self.harmless_share) == 0
+        ):
+            raise ConfigError(
+                f"loop.safety={self.safety} uses the harmless head, but loop.harmless_share={self.harmless_share} "
+                f"of {self.labels_per_round} comparisons gives it no labels (an untrained head): raise "
+                "loop.harmless_share or set loop.safety=none"
+            )
         if self.reward_ensemble < 2 and self.acquisition not in ("random", "diverse"):
             raise ConfigError(
                 f"loop.acquisition={self.acquisition} reads ensemble disagreement: "
@@ -288,11 +298,16 @@ def open_store(cfg: LoopConfig, run_dir: Path):
     return FeedbackStore(url, StoreSettings(project=cfg.project))
 
 
-def push_tasks(store, picked: list[dict[str, Any]], cfg: LoopConfig, seed: int) -> list[int]:
+def labels_wanted(n: int, cfg: LoopConfig, seed: int) -> list[int]:
+    """Labels wanted per picked comparison: `overlap_labellers` on a random `overlap_share` of them, else 1."""
+    rng = np.random.default_rng(seed)
+    overlapped = set(rng.choice(n, round(cfg.overlap_share * n), replace=False).tolist())
+    return [cfg.overlap_labellers if i in overlapped else 1 for i in range(n)]
+
+
+def push_tasks(store, picked: list[dict[str, Any]], wanted: list[int]) -> list[int]:
     from rlhf.feedback.records import Candidate
 
-    rng = np.random.default_rng(seed)
-    overlapped = set(rng.choice(len(picked), round(cfg.overlap_share * len(picked)), replace=False).tolist())
     return store.push_candidates(
         [
             Candidate(
@@ -301,40 +316,126 @@ def push_tasks(store, picked: list[dict[str, Any]], cfg: LoopConfig, seed: int) 
                 kind="pairwise",
                 priority=r["priority"],
                 objective=r["objective"],
-                labels_wanted=cfg.overlap_labellers if i in overlapped else 1,
+                labels_wanted=k,
             )  # fmt: skip
-            for i, r in enumerate(picked)
+            for r, k in zip(picked, wanted, strict=True)
         ]
     )
+
+
+def label_phase(store, path: Path, cfg: LoopConfig, panel_cfg: Any, seed: int, log) -> list[dict]:
+    """Step 3: the round's picks become tasks in the store (once: a resumed round waits for the same
+    tasks), then their labels are collected. With people labelling, a plan that asks more different
+    labellers for a task than have accounts is refused before anything is pushed."""
+    tasks_file = path / "tasks.json"
+    if not tasks_file.is_file():
+        picked = read_jsonl(path / "picked.jsonl")
+        wanted = labels_wanted(len(picked), cfg, seed)
+        if cfg.labellers == "web":
+            accounts = [labeller.name for labeller in store.active_labellers()]
+            check_labellers(wanted, accounts, store_url(store), pushed=False)
+        write_json(tasks_file, push_tasks(store, picked, wanted))
+    return collect_labels(store, json.loads(tasks_file.read_text()), cfg, panel_cfg, seed, log)
+
+
+def store_url(store) -> str:
+    return store.engine.url.render_as_string(hide_password=True)
+
+
+def _names(names, most: int = 6) -> str:
+    names = list(names)
+    return ", ".join(names) if len(names) <= most else f"{len(names)} labellers"
+
+
+def check_labellers(wanted: list[int], accounts: list[str], url: str, pushed: bool) -> None:
+    """People labelling: a task wanting k labels needs k different labeller accounts (the queue gives a
+    task to each labeller once, admins included), or the loop would wait for labels that cannot come.
+    `pushed`: the tasks are already in the store, so only more labellers can complete them."""
+    most = max(wanted, default=0)
+    if most <= len(accounts):
+        return
+    add = f"add labellers with `rlhf label add-labeller NAME --db {url}`"
+    if not accounts:
+        raise UserError(f"{url} has no labeller accounts for the round's {len(wanted)} tasks: {add}, "
+                        "then continue with --resume")  # fmt: skip
+    short = sum(k > len(accounts) for k in wanted)
+    have = (
+        f"{url} has {len(accounts)} active labeller account{'s' * (len(accounts) > 1)} ({_names(accounts)})"
+    )
+    if pushed:
+        raise UserError(f"{short} of the round's {len(wanted)} tasks want {most} labels from different labellers "
+                        f"but {have}: {add}, then continue with --resume")  # fmt: skip
+    raise UserError(f"loop.overlap_labellers={most} asks {most} different labellers for {short} of the round's "
+                    f"{len(wanted)} tasks but {have}: lower it (--set loop.overlap_labellers={len(accounts)}) "
+                    f"or {add}, then continue with --resume")  # fmt: skip
+
+
+def still_coming(task) -> int:
+    """Labels a task can still get: the missing ones, at most one from each labeller who may answer it."""
+    return min(task.missing, len(task.can_label))
+
+
+def describe_waiting(progress: list, shown: int = 8) -> str:
+    """Which tasks wait, for how many more labels, from whom; tasks grouped by (labels, labellers).
+    progress: `TaskProgress` rows. E.g. 'task 7: 2 more labels from each of alice, bob; tasks 1, 2: 1
+    more label each from any one of alice, bob, carol'."""
+    groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for task in progress:
+        if still_coming(task):
+            groups.setdefault((still_coming(task), task.can_label), []).append(task.task_id)
+    parts = []
+    for (need, who), ids in sorted(groups.items(), key=lambda g: (-g[0][0], g[1][0])):
+        listed = ", ".join(map(str, ids[:shown])) + (
+            f" and {len(ids) - shown} more" if len(ids) > shown else ""
+        )
+        whom = (f"any one of {_names(who)}" if need == 1 else f"each of {_names(who)}" if need == len(who)
+                else f"{need} different labellers of {_names(who)}")  # fmt: skip
+        each = " each" if len(ids) > 1 else ""
+        parts.append(
+            f"task{'s' * (len(ids) > 1)} {listed}: {need} more label{'s' * (need > 1)}{each} from {whom}"
+        )
+    return "; ".join(parts)
 
 
 def collect_labels(store, task_ids: list[int], cfg: LoopConfig, panel_cfg: Any, seed: int, log) -> list[dict]:
     """Labels for the round's tasks, from the simulated panel or from people (waiting for them)."""
     from rlhf.feedback.exchange import export_rows
-    from rlhf.feedback.models import Task
 
-    with store.read() as s:
-        wanted = sum(t.labels_wanted for t in s.query(Task).filter(Task.id.in_(task_ids)))
     if cfg.labellers == "panel":
         from rlhf.feedback.queue import register_panel, simulate_labellers
         from rlhf.world.panel import make_panel
 
         simulate_labellers(store, register_panel(store, make_panel(panel_cfg)), np.random.default_rng(seed))
     else:
-        start = time.monotonic()
-        log(
-            f"waiting for {wanted} labels on {len(task_ids)} tasks: people label them at `rlhf label serve "
-            f"--db {store.engine.url.render_as_string(hide_password=True)} --project {cfg.project}`"
-        )
-        while (done := store.count_labels(task_ids)) < wanted:
+        url, start, given_up = store_url(store), time.monotonic(), set()
+        progress = store.task_progress(task_ids)
+        accounts = [labeller.name for labeller in store.active_labellers()]
+        check_labellers([task.labels_wanted for task in progress], accounts, url, pushed=True)
+        if coming := sum(map(still_coming, progress)):  # a resumed round may have them all
+            log(
+                f"waiting for {coming} labels on {sum(still_coming(t) > 0 for t in progress)} of "
+                f"{len(progress)} tasks ({describe_waiting(progress)}): people label them at `rlhf label "
+                f"serve --db {url} --project {cfg.project}`"
+            )
+        while True:
+            for task in progress:  # the labellers left skipped it: wait for what can still come
+                if task.missing > len(task.can_label) and task.task_id not in given_up:
+                    given_up.add(task.task_id)
+                    log(f"task {task.task_id}: {len(task.labelled_by)} of {task.labels_wanted} labels in and "
+                        f"{len(task.can_label)} labellers left who may answer it (the others skipped it); the "
+                        f"round goes on with {len(task.labelled_by) + len(task.can_label)}")  # fmt: skip
+            if not sum(map(still_coming, progress)):
+                break
             if cfg.web_timeout_seconds and time.monotonic() - start > cfg.web_timeout_seconds:
+                done = sum(len(task.labelled_by) for task in progress)
                 if done == 0:
                     raise UserError(
                         f"no labels arrived in {cfg.web_timeout_seconds:.0f} s; nothing to train on"
                     )
-                log(f"timeout: going on with {done} of {wanted} labels")
+                log(f"timeout: going on with {done} labels; still waiting were {describe_waiting(progress)}")
                 break
             time.sleep(cfg.web_poll_seconds)
+            progress = store.task_progress(task_ids)
     ids = set(task_ids)
     return [row for row in export_rows(store, "pairs") if row["task_id"] in ids]
 
@@ -410,7 +511,7 @@ def update_policy(
         dpo.train(dpo_cfg, run, out, world=root.world, show_progress=show)
         return {"steps": cfg.policy_steps, "lagrange": lagrange}
     from rlhf.algorithms import ilql
-    from rlhf.reward_model import load_reward_model, score_texts
+    from rlhf.reward_model import check_heads_trained, load_reward_model, score_texts
     from rlhf.sequences import scored_text
 
     # ILQL learns from the round's logged samples, each scored by the reward model (no gold)
@@ -420,6 +521,7 @@ def update_policy(
         model, tokenizer, [scored_text(tokenizer, p, y) for p, y in responses], normalize=True
     )
     weights = np.array([1.0, cfg.harm_weight if cfg.safety != "none" else 0.0])
+    check_heads_trained(model.meta, dict(zip(OBJECTIVES, weights.tolist(), strict=True)), reward_dir)
     rewards = scores.mean.numpy() @ weights[[model.objectives.index(o) for o in OBJECTIVES]]
     data = round_path / "ilql_rows.jsonl"
     write_jsonl(data, [{"prompt": p, "response": y, "reward": float(s)}
@@ -496,16 +598,6 @@ def run_loop(
     # a bad prompt file is an error before anything is written; chat prompts in the policy's own template
     tokenizer = load_tokenizer(cfg.policy) if cfg.prompts and cfg.policy != "world" else None
     source = PromptSource(cfg, tokenizer)
-    per_iteration = root.ppo.batch_size // root.ppo.samples_per_prompt
-    if (
-        cfg.algorithm == "ppo"
-        and source.file_prompts is not None
-        and len(source.file_prompts) < per_iteration
-    ):
-        raise UserError(
-            f"{cfg.prompts}: {len(source.file_prompts)} prompts after holding out the evaluation ones; a PPO "
-            f"iteration needs {per_iteration} (lower ppo.batch_size or give more prompts)"
-        )
     prepare_run_dir(run_dir, root, resume)
     for stale in run_dir.glob("round_*.partial"):  # phases it finished are kept; see run_round
         log(f"resuming the interrupted {stale.name}")
@@ -597,10 +689,7 @@ def run_round(
         return stats
 
     def label() -> dict[str, Any]:
-        tasks_file = path / "tasks.json"
-        if not tasks_file.is_file():  # pushed once: a resumed round waits for the same tasks
-            write_json(tasks_file, push_tasks(store, read_jsonl(path / "picked.jsonl"), cfg, seed))
-        rows = collect_labels(store, json.loads(tasks_file.read_text()), cfg, root.panel, seed, log)
+        rows = label_phase(store, path, cfg, root.panel, seed, log)
         write_jsonl(path / "labels.jsonl", rows)
         return {"labels": len(rows), "ties": sum(bool(r.get("tie")) for r in rows)}
 

@@ -1,8 +1,8 @@
 """The one metrics logger every trainer uses, and progress bars with rate and ETA.
 
 Each run writes `metrics.jsonl` (one JSON object per logged step: `{"step": 3, "time": 1.2, "loss/lm": 2.5}`)
-and, when the `tensorboard` package is installed, TensorBoard events beside it. Stats are one flat dict with
-slash keys, logged in one place per iteration.
+and, when the `tensorboard` package is installed, TensorBoard events beside it (a missing package is said
+once, with how to install it). Stats are one flat dict with slash keys, logged in one place per iteration.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,11 +85,24 @@ class MetricsLogger:
         self.close()
 
 
+_tensorboard_missing_noted = False  # the "not installed" note is given once per process
+
+
 def _tensorboard_writer(log_dir: Path) -> Any:
+    global _tensorboard_missing_noted
     try:
         import tensorboard  # noqa: F401  (torch's SummaryWriter needs the package)
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
+        # run.tensorboard defaults to true, so a user expects events: say why there are none
+        if not _tensorboard_missing_noted:
+            _tensorboard_missing_noted = True
+            warnings.warn(
+                "run.tensorboard is on but the tensorboard package is not installed, so only metrics.jsonl "
+                "is written; install it with pip install -e '.[tensorboard]' (or pip install tensorboard), "
+                "or --set run.tensorboard=false to silence this",
+                stacklevel=3,
+            )
         return None
     return SummaryWriter(log_dir=str(log_dir))
 

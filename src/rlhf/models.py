@@ -94,6 +94,9 @@ def has_tokenizer_files(path: str | Path) -> bool:
     return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
 
 
+_PAD_WARNED: set[str] = set()  # tokenizer paths whose missing pad token has been reported
+
+
 def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
     """Load a tokenizer; without a pad token, use EOS as pad (with a warning); without either, fail."""
     from transformers import AutoTokenizer
@@ -114,10 +117,12 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
             raise UserError(
                 f"the tokenizer in {path} has neither a pad token nor an EOS token; add one of them"
             )
-        warnings.warn(
-            f"tokenizer in {path} has no pad token; using its EOS token {tokenizer.eos_token!r} as pad",
-            stacklevel=2,
-        )
+        if str(path) not in _PAD_WARNED:  # once per path: a run loads the same tokenizer several times
+            _PAD_WARNED.add(str(path))
+            warnings.warn(
+                f"tokenizer in {path} has no pad token; using its EOS token {tokenizer.eos_token!r} as pad",
+                stacklevel=2,
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 

@@ -43,6 +43,24 @@ class RewardMeta:
     norm_mean: list[float] | None = None  # per objective, over a reference set of policy samples
     norm_std: list[float] | None = None
     version: int = 1
+    # per objective, the comparisons its heads were trained on (None: not recorded, older models); a
+    # head with 0 has random weights and is refused as a reward or cost (`check_heads_trained`)
+    training_pairs: dict[str, int] | None = None
+
+
+def check_heads_trained(meta: RewardMeta, weights: dict[str, float], path: str | Path) -> None:
+    """UserError when a head weighted non-zero got no training pairs: its scores would be random."""
+    if meta.training_pairs is None:
+        return
+    untrained = [name for name, w in weights.items() if w != 0 and meta.training_pairs.get(name, 0) == 0]
+    if untrained:
+        per_head = ", ".join(f"{name} {n}" for name, n in meta.training_pairs.items())
+        name = untrained[0]
+        raise UserError(
+            f"{path}: reward head {name!r} was trained on 0 pairs (pairs per head: {per_head}), so its scores "
+            f"are random; retrain with `objective: {name}` on the rows about it (for `rlhf label import` "
+            f'tasks: "objective": "{name}"), or leave {name!r} out of the reward and cost weights'
+        )
 
 
 class RewardModel(nn.Module):

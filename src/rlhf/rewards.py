@@ -3,15 +3,21 @@
 A spec is one of:
 - a reward-model directory (`rlhf reward train` output): the heads combined with `weights`
   (e.g. {"helpful": 1.0, "harmless": 0.5}; default: the first head), normalised on request;
-- `module:function`: any Python function taking (prompts, responses) lists and returning one number per
-  response, e.g. `rlhf.world.rewards:helpfulness` (the bundled world's hidden gold, for ablations).
+- `module:function`: a Python function returning one number per response, called as
+  `fn(prompts, responses)` with two lists, or TRL's way, `fn(prompts=..., completions=...)` with keyword
+  arguments, when it names a `completions` parameter (`fn(completions, **kwargs)`); e.g.
+  `rlhf.world.rewards:helpfulness` (the bundled world's hidden gold, for ablations). The module is
+  imported from the working directory first, as `python -m` would, then from the installed packages.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import numbers
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +54,7 @@ def load_reward_source(
 def _reward_model_source(
     path: str, weights: dict[str, float], normalize: bool, device: str, max_length: int, policy_tokenizer: Any
 ) -> RewardFn:
-    from rlhf.reward_model import load_reward_model, score_texts
+    from rlhf.reward_model import check_heads_trained, load_reward_model, score_texts
     from rlhf.sequences import is_chat_prompt, scored_text
 
     model, tokenizer = load_reward_model(path, device=device)
@@ -62,6 +68,7 @@ def _reward_model_source(
         if weights
         else torch.eye(len(model.objectives))[0]
     )
+    check_heads_trained(model.meta, dict(zip(model.objectives, vector.tolist(), strict=True)), path)
 
     warned = []
 
@@ -85,16 +92,92 @@ def _reward_model_source(
 
 
 def _function_source(spec: str) -> RewardFn:
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"reward function {spec!r} cannot be imported: {exc}") from exc
+    fn = import_function(spec)
+    call = reward_call(fn, spec)
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        return check_scores(fn(list(prompts), list(responses)), len(responses), f"reward function {spec}")
+        return check_scores(call(list(prompts), list(responses)), len(responses), f"reward function {spec}")
 
     return score
+
+
+def import_function(spec: str) -> Callable:
+    """The function `module:function` names, its module imported with the working directory first on
+    sys.path, as `python -m` puts it: `--reward my_rewards:fn` finds ./my_rewards.py as the user expects."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"reward function {spec!r}: expected module:function, e.g. my_rewards:score")
+    if module_name.endswith(".py"):
+        raise UserError(
+            f"reward function {spec!r}: give the module name without .py, e.g. {module_name[:-3].replace('/', '.')}:{attr}"
+        )
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):  # not a module it imports
+            raise UserError(
+                f"reward function {spec!r} cannot be imported: no module {exc.name!r} in the working directory {cwd} "
+                "or the installed packages (run from the directory holding it, or install it)"
+            ) from exc
+        raise UserError(f"reward function {spec!r} cannot be imported: {exc}") from exc
+    except ImportError as exc:
+        raise UserError(f"reward function {spec!r} cannot be imported: {exc}") from exc
+    finally:
+        if added:  # at the end from now on: imports inside the function still find its siblings, and
+            sys.path.remove(cwd)  # the working directory's files do not shadow installed packages
+            sys.path.append(cwd)
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise UserError(
+            f"reward function {spec!r} cannot be imported: module {module_name!r} has no {attr!r}"
+        )
+    if not callable(fn):
+        raise UserError(f"reward function {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+SIGNATURES = "fn(prompts, responses), or TRL's fn(completions, **kwargs) / fn(prompts, completions, **kwargs)"
+
+
+def reward_call(fn: Callable, spec: str) -> Callable[[list[str], list[str]], Any]:
+    """How to call a user's reward function with (prompts, responses), judged from its signature:
+    TRL's keyword call `fn(prompts=..., completions=...)` when it has a `completions` parameter (passing
+    `prompts` when it names it or takes **kwargs), else the positional call `fn(prompts, responses)`.
+    A signature that fits neither is a UserError naming the accepted ones."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or extension function: no signature to read
+        return lambda prompts, responses: fn(prompts, responses)
+    params = signature.parameters.values()
+    names = {p.name for p in params}
+    var_keyword = any(p.kind is p.VAR_KEYWORD for p in params)
+    required = [
+        p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    shown = f"{getattr(fn, '__name__', 'fn')}{signature}"
+    if "completions" in names:  # TRL: reward_func(prompts=prompts, completions=completions, **kwargs)
+        unknown = [n for n in required if n not in ("prompts", "completions")]
+        positional_only = [p.name for p in params if p.kind is p.POSITIONAL_ONLY]
+        if unknown or positional_only:
+            raise UserError(
+                f"reward function {spec} is {shown}: rlhf passes only prompts and completions; "
+                f"accepted signatures: {SIGNATURES}"
+            )
+        pass_prompts = "prompts" in names or var_keyword
+        return lambda prompts, responses: (
+            fn(prompts=prompts, completions=responses) if pass_prompts else fn(completions=responses)
+        )
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_two = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    if takes_two and len(required) <= 2:
+        return lambda prompts, responses: fn(prompts, responses)
+    if not positional and var_keyword:  # fn(**kwargs): TRL's keywords
+        return lambda prompts, responses: fn(prompts=prompts, completions=responses)
+    raise UserError(f"reward function {spec} is {shown}; accepted signatures: {SIGNATURES}")
 
 
 def check_scores(returned: Any, n: int, what: str) -> torch.Tensor:

@@ -213,6 +213,23 @@ def test_cli_dpo_train_and_bad_input(small_world, sure_file, tmp_path, capsys):
     assert "dpo.loss_type must be one of sigmoid, ipo" in capsys.readouterr().err
 
 
+def test_eval_split_of_the_training_datasetdict(small_world, tmp_path):
+    import datasets
+
+    # --eval-split test without --eval-data: train on the "train" split, evaluate on the 8 "test" pairs
+    rows = sure_rows(40, seed=5)
+    dd = tmp_path / "dd"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:32]), "test": datasets.Dataset.from_list(rows[32:])}
+    ).save_to_disk(dd)
+    _, world_dir = small_world
+    cfg = DPOConfig(model=str(world_dir), data=str(dd), eval_split="test", max_steps=1, batch_size=8)
+    result = train(cfg, RUN, tmp_path / "p", show_progress=False)
+    saved = json.loads((tmp_path / "p" / "eval_metrics.json").read_text())
+    assert (saved["eval_split"], saved["train_pairs"], saved["eval_pairs"]) == ("test", 32, 8)
+    assert result.metrics["eval_split"] == "test"
+
+
 @pytest.mark.slow
 def test_two_process_accelerate_dpo(small_world, sure_file, tmp_path):
     import socket

@@ -308,6 +308,7 @@ def test_two_process_accelerate_ppo(small_world, tmp_path):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("policy saved to") == 1, two.stdout  # only the main process reports
     rows = [
         json.loads(line) for line in (tmp_path / "two" / "logs" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -345,3 +346,78 @@ def test_safe_rlhf_lagrangian_in_ppo(tiny_lm_dir, tmp_path):
         resume=True,
     )
     assert resumed.history[-1]["objective/lagrange_multiplier"] == pytest.approx(1.10)
+
+
+SEEN_PROMPTS: list[str] = []
+
+
+def recording(prompts, responses):
+    """0 for every response; remembers the prompts it was asked about, in order."""
+    SEEN_PROMPTS.extend(prompts)
+    return [0.0] * len(responses)
+
+
+def test_a_small_prompt_file_is_cycled(tiny_lm_dir, tmp_path):
+    # 3 prompts, 4 per iteration (before: "3 prompts, fewer than one iteration needs (4 per process ...)"):
+    # 3 iterations take 12 prompts, 4 passes over the file, each pass every prompt once in a new order
+    from rlhf.io import write_jsonl
+
+    prompts = [f"User: question {i}?\nAssistant:" for i in range(3)]
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in prompts])
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="tests.algorithms.test_ppo:recording", prompts=str(tmp_path / "prompts.jsonl"),
+                    steps=3, batch_size=4, mini_batch_size=16, ppo_epochs=1, max_new_tokens=2)  # fmt: skip
+    SEEN_PROMPTS.clear()
+    lines: list[str] = []
+    result = train(cfg, RUN, tmp_path / "p", show_progress=False, log=lines.append)
+    assert len(result.history) == 3 and len(SEEN_PROMPTS) == 12
+    passes = [sorted(SEEN_PROMPTS[i : i + 3]) for i in range(0, 12, 3)]
+    assert passes == [prompts] * 4
+    assert len({tuple(SEEN_PROMPTS[i : i + 3]) for i in range(0, 12, 3)}) > 1  # reshuffled between passes
+    assert lines == [
+        f"{tmp_path / 'prompts.jsonl'}: 3 prompts, 4 per iteration (ppo.batch_size 4 / ppo.samples_per_prompt 1): "
+        "the prompts are cycled, reshuffled on every pass, so an iteration repeats some of them",
+        "ppo.mini_batch_size (16) is more than ppo.batch_size (4): one gradient step on all 4 responses per epoch",
+    ]
+
+
+@pytest.mark.parametrize(
+    "batch_size,mini_batch_size,k,valid_mini,valid_batch",
+    [
+        (24, 16, 1, 12, 32),  # 12: the largest divisor of 24 below 16; 32: the next multiple of 16
+        (10, 4, 1, 2, 12),
+        (18, 4, 3, 3, 24),  # 24: the next multiple of both 4 and samples_per_prompt 3
+    ],
+)
+def test_conflicting_batch_sizes_name_a_valid_choice(batch_size, mini_batch_size, k, valid_mini, valid_batch):
+    from rlhf.config import ConfigError, validate_all
+
+    def cfg(batch, mini):
+        return PPOConfig(batch_size=batch, mini_batch_size=mini, samples_per_prompt=k,
+                         advantage="rloo" if k > 1 else "gae")  # fmt: skip
+
+    with pytest.raises(ConfigError) as info:
+        validate_all(cfg(batch_size, mini_batch_size))
+    assert str(info.value) == (
+        f"ppo.batch_size ({batch_size}) must be a multiple of ppo.mini_batch_size ({mini_batch_size}): "
+        f"set ppo.mini_batch_size={valid_mini} or ppo.batch_size={valid_batch}"
+    )
+    validate_all(cfg(batch_size, valid_mini))  # both choices are valid
+    validate_all(cfg(valid_batch, mini_batch_size))
+    validate_all(PPOConfig(batch_size=4, mini_batch_size=16))  # one minibatch (before: an error)
+
+
+@pytest.mark.parametrize("advantage,name", [("gae", "PPO"), ("rloo", "RLOO"), ("grpo", "GRPO")])
+def test_progress_bar_names_the_estimator(tiny_lm_dir, tmp_path, monkeypatch, advantage, name):
+    import rlhf.metrics
+
+    bars, real = [], rlhf.metrics.progress
+
+    def recording(*args, **kwargs):
+        bars.append(kwargs["desc"])
+        return real(*args, **{**kwargs, "enabled": False})
+
+    monkeypatch.setattr(rlhf.metrics, "progress", recording)
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="tests.algorithms.test_ppo:brevity", n_world_prompts=8, advantage=advantage,
+                    samples_per_prompt=2, steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, max_new_tokens=3)  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "p", show_progress=True)
+    assert bars == [name] and result.main_process  # one process: it is the main one

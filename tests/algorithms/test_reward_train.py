@@ -157,6 +157,37 @@ def test_cli_train_eval_score_normalize(rule_file, tiny_lm_dir, tmp_path, capsys
     assert json.loads((tmp_path / "m.json").read_text())["eval/accuracy"] > 0.5
 
 
+def test_cli_evaluates_a_datasetdict_on_its_test_split(tiny_lm_dir, tmp_path, capsys):
+    import datasets
+
+    from rlhf.cli import main
+
+    # train: 40 pairs, test: 8 others; a DatasetDict as --eval-data is evaluated on "test", not "train"
+    rows = hidden_rule_rows(48, seed=2)
+    dd = tmp_path / "dd"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:40]), "test": datasets.Dataset.from_list(rows[40:])}
+    ).save_to_disk(dd)
+    out = tmp_path / "rm"
+    sets = ["reward.max_steps=1", "run.progress=false", "run.device=cpu", "run.tensorboard=false"]
+    args = ["reward", "train", "--data", str(dd), "--eval-data", str(dd), "--model", str(tiny_lm_dir)]
+    assert main([*args, "--out", str(out), *(a for s in sets for a in ("--set", s))]) == 0
+    saved = json.loads((out / "eval_metrics.json").read_text())
+    assert saved["eval_split"] == "test" and saved["eval/pairs"] == 8.0
+    assert "eval_split" in capsys.readouterr().out
+    assert (
+        main(["reward", "eval", "--model", str(out), "--data", str(dd), "--json", str(tmp_path / "m.json")])
+        == 0
+    )
+    assert json.loads((tmp_path / "m.json").read_text())["eval_split"] == "test"
+    # an unknown split is one line naming the splits there are
+    assert main(["reward", "eval", "--model", str(out), "--data", str(dd), "--split", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip().endswith("has no split 'dev'; it has: train, test") and len(err.strip().splitlines()) == 1
+    )
+
+
 def test_cli_bad_data_is_one_line(tiny_lm_dir, tmp_path, capsys):
     from rlhf.cli import main
 

@@ -308,3 +308,37 @@ def test_load_prompts_plain_and_messages(tmp_path, tokenizer):
     path = write_parquet(tmp_path / "q.parquet", [{"query": "a"}, {"query": "b"}])
     assert load_prompts(path, field="query") == ["a", "b"]
     assert load_prompts(save_dataset(tmp_path / "ds", [{"prompt": "a"}])) == ["a"]
+
+
+def test_evaluation_data_reads_test_then_validation_and_names_the_split(tmp_path):
+    from rlhf.data import choose_split, load_eval_preferences
+    from rlhf.errors import UserError
+
+    three = save_dataset(
+        tmp_path / "three", None, splits={"train": PAIRS[:1], "validation": PAIRS[1:2], "test": PAIRS[2:]}
+    )
+    two = save_dataset(tmp_path / "two", None, splits={"train": PAIRS[:2], "validation": PAIRS[2:]})
+    only = save_dataset(tmp_path / "only", None, splits={"train": PAIRS})
+    # training data keeps "train"; evaluation data prefers "test", then "validation", then a lone split
+    assert [choose_split(p) for p in (three, two, only)] == ["train", "train", "train"]
+    assert [choose_split(p, purpose="eval") for p in (three, two, only)] == ["test", "validation", "train"]
+    assert choose_split(three, "validation", purpose="eval") == "validation"
+    assert choose_split(write_jsonl(tmp_path / "p.jsonl", PAIRS), purpose="eval") is None  # a file: no splits
+
+    data, split = load_eval_preferences(tmp_path / "p.jsonl", three, None)
+    assert split == "test" and [fields(p) for p in data.pairs] == EXPECTED[2:]
+    # no eval file, only a split: that split of the training DatasetDict
+    data, split = load_eval_preferences(two, None, "validation")
+    assert split == "validation" and [fields(p) for p in data.pairs] == EXPECTED[2:]
+
+    with pytest.raises(UserError, match=r"three has no split 'dev'; it has: train, validation, test$"):
+        choose_split(three, "dev", purpose="eval")
+    odd = save_dataset(tmp_path / "odd", None, splits={"train": PAIRS[:2], "extra": PAIRS[2:]})
+    with pytest.raises(
+        UserError, match=r"no split 'test' or 'validation' to evaluate on; it has: train, extra"
+    ):
+        choose_split(odd, purpose="eval")
+    with pytest.raises(UserError, match=r"p.jsonl is not a saved DatasetDict, so it has no split 'test'"):
+        load_eval_preferences(tmp_path / "p.jsonl", None, "test")
+    with pytest.raises(UserError, match=r"evaluation data is the training data \(.*only split 'train'\)"):
+        load_eval_preferences(only, only, None)  # its lone split is the training split

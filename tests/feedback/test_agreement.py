@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rlhf.feedback.agreement import (
+    LEVELS,
     MISSING,
     agreement_with_gold,
     category_counts,
@@ -15,6 +16,7 @@ from rlhf.feedback.agreement import (
     majority_vs_gold,
     pairwise_cohen_kappa,
 )
+from rlhf.feedback.labellers import disagreement_report
 
 # Wikipedia "Cohen's kappa": 50 grant proposals; A and B both yes on 20, A yes / B no on 5,
 # A no / B yes on 10, both no on 15. p_o = 35/50 = 0.7; A says yes 25/50, B 30/50, so
@@ -91,8 +93,9 @@ def test_fleiss_kappa_from_labels_matches_statsmodels():
     counts, cats = category_counts(labels)
     assert list(cats) == [-1, 0, 1]
     assert fleiss_kappa(counts)[0] == pytest.approx(statsmodels.fleiss_kappa(counts))
-    with pytest.raises(ValueError):
-        fleiss_kappa(np.array([[1, 1], [2, 0], [0, 1]]))  # unequal raters per item
+    # unequal raters per item (2, 2, 1): outside Fleiss' definition -> undefined, said why, not an error
+    kappa, stats = fleiss_kappa(np.array([[1, 1], [2, 0], [0, 1]]))
+    assert np.isnan(kappa) and "1 to 2 raters" in stats["fleiss/undefined"]
 
 
 @pytest.mark.parametrize(
@@ -142,3 +145,86 @@ def test_agreement_with_gold_and_majority():
     # votes item 0: two 0s one 1 -> 0; item 1: two 1s -> 1; item 2: two 1s -> 1; item 3: two 0s -> 0
     assert list(majority) == [0, 1, 1, 0]
     assert stats["gold/majority_disagreement"] == 0.0 and stats["gold/majority_decided"] == 3
+
+
+# ---------------------------------------------------------------- degenerate tables: NaN with a reason
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_alpha_when_the_labellers_agree_on_their_one_shared_item(level):
+    # the loop's case: alice and bob agree (0) on item 0; alice alone answered item 1 (1). The values
+    # seen are {0, 1}, but only item 0 is pairable: coincidences o_00 = 2 * 1 / (2 - 1) = 2, n_0 = 2,
+    # n_1 = 0, so D_e = (n_0 n_1 + n_1 n_0) / (n (n - 1)) = 0 and alpha = 1 - 0/0. Before: ZeroDivisionError.
+    alpha, stats = krippendorff_alpha(np.array([[0, 1], [0, M]]), level)
+    assert np.isnan(alpha) and stats["alpha/pairable"] == 2.0
+    assert "expected disagreement is 0" in stats["alpha/undefined"]
+
+
+def test_every_statistic_when_all_raters_give_one_category():
+    # 2 raters x 3 items, every answer 1: p_o = 1 and chance agreement p_e = 1 -> kappa = 0/0;
+    # Fleiss: P_i = (2^2 - 2) / (2 * 1) = 1, p_c = (1,), P_e = 1 -> 0/0; alpha: D_e = 0 -> 0/0.
+    # (Before, both kappas returned 1.0 here: "perfect" agreement that chance alone explains.)
+    same = np.ones((2, 3), dtype=int)
+    kappa, stats = cohen_kappa(same[0], same[1])
+    assert np.isnan(kappa) and (stats["kappa/observed"], stats["kappa/expected"]) == (1.0, 1.0)
+    assert "chance agreement is 1" in stats["kappa/undefined"]
+    matrix, stats = pairwise_cohen_kappa(same)
+    assert np.isnan(matrix[0, 1]) and matrix[0, 0] == 1.0 and np.isnan(stats["kappa/mean"])
+    kappa, stats = fleiss_kappa(category_counts(same)[0])
+    assert np.isnan(kappa) and stats["fleiss/observed"] == 1.0 and stats["fleiss/expected"] == 1.0
+    for level in LEVELS:
+        alpha, stats = krippendorff_alpha(same, level)
+        assert np.isnan(alpha) and stats["alpha/pairable"] == 6.0 and "(code 1)" in stats["alpha/undefined"]
+
+
+def test_one_item_defined_when_the_raters_differ_undefined_when_they_agree():
+    # one item, answers 0 and 1: o_01 = o_10 = 1 / (2 - 1) = 1, n_0 = n_1 = 1, n = 2;
+    # D_o = (o_01 + o_10) / n = 1, D_e = (1 * 1 + 1 * 1) / (2 * 1) = 1 -> alpha = 1 - 1 = 0.
+    assert krippendorff_alpha(np.array([[0], [1]]), "nominal")[0] == pytest.approx(0.0)
+    # Cohen: p_o = 0, p_e = 1 * 0 + 0 * 1 = 0 -> kappa = 0. Fleiss (counts [1, 1], n = 2):
+    # P_1 = (1 + 1 - 2) / 2 = 0, P_e = 0.5^2 + 0.5^2 = 0.5 -> kappa = (0 - 0.5) / 0.5 = -1.
+    assert cohen_kappa(np.array([0]), np.array([1]))[0] == pytest.approx(0.0)
+    assert fleiss_kappa(np.array([[1, 1]]))[0] == pytest.approx(-1.0)
+    # the same item answered 0 by both: all three undefined
+    assert np.isnan(krippendorff_alpha(np.array([[0], [0]]), "nominal")[0])
+    assert np.isnan(cohen_kappa(np.array([0]), np.array([0]))[0])
+    assert np.isnan(fleiss_kappa(np.array([[2, 0]]))[0])
+
+
+def test_one_rater_and_the_empty_table():
+    one = np.array([[0, 1, 1]])  # one labeller, three items: nothing to compare with
+    alpha, stats = krippendorff_alpha(one, "nominal")
+    assert np.isnan(alpha) and stats["alpha/pairable"] == 0.0 and "2 or more" in stats["alpha/undefined"]
+    assert np.isnan(krippendorff_alpha(one[0], "nominal")[0])  # a 1-D array is one labeller too
+    kappa, stats = fleiss_kappa(category_counts(one)[0])  # counts [[1, 0], [0, 1], [0, 1]]: n = 1
+    assert np.isnan(kappa) and "1 rater per item" in stats["fleiss/undefined"]
+    matrix, stats = pairwise_cohen_kappa(one)
+    assert matrix.tolist() == [[1.0]] and stats["kappa/undefined"] == "fewer than two labellers"
+    kappa, stats = cohen_kappa(one[0], np.full(3, M))
+    assert np.isnan(kappa) and stats["kappa/n"] == 0.0
+    for empty in (np.zeros((0, 0)), np.zeros((0, 4)), []):
+        alpha, stats = krippendorff_alpha(empty, "ordinal")
+        assert np.isnan(alpha) and stats["alpha/pairable"] == 0.0
+        assert np.isnan(fleiss_kappa(category_counts(empty)[0])[0])
+        assert np.isnan(pairwise_cohen_kappa(empty)[1]["kappa/mean"])
+    assert np.isnan(cohen_kappa([], [])[0])
+    per, stats = agreement_with_gold(np.zeros((0, 2), int), np.array([0, 1]))
+    assert per.shape == (0,) and np.isnan(stats["gold/agreement"]) and "gold/undefined" in stats
+    # only ties: no decided item -> the majority's disagreement share is undefined, not 0
+    majority, stats = majority_vs_gold(np.array([[-1, -1]]), np.array([0, 1]))
+    assert list(majority) == [-1, -1] and stats["gold/majority_decided"] == 0.0
+    assert np.isnan(stats["gold/majority_disagreement"])
+
+
+def test_disagreement_report_when_the_labellers_agree():
+    # alice and bob both prefer "good" on the one pair they share; alice alone answered a second pair
+    rows = [
+        {"prompt": "p", "chosen": "good", "rejected": "bad", "labeller_id": "alice"},
+        {"prompt": "p", "chosen": "good", "rejected": "bad", "labeller_id": "bob"},
+        {"prompt": "q", "chosen": "meh", "rejected": "bad", "labeller_id": "alice"},
+    ]
+    utility = {"good": 1.0, "meh": 0.5, "bad": 0.0}
+    report = disagreement_report(rows, gold_fn=lambda p, r: utility[r])
+    assert np.isnan(report["krippendorff_alpha_nominal"])
+    assert "expected disagreement is 0" in report["krippendorff_alpha_undefined"]
+    assert report["agreement_with_gold"] == 1.0 and report["disagreement_rate"] == 0.0

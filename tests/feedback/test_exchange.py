@@ -104,6 +104,20 @@ def test_peer_agreement_worked_example():
     assert peer_agreement(answers) == {"a": 0.75, "b": 0.5, "c": 0.5}
 
 
+def test_labels_per_hour_waits_for_enough_labels_and_minutes():
+    from datetime import datetime, timedelta
+
+    from rlhf.feedback.dashboard import labels_per_hour
+
+    t0 = datetime(2025, 1, 1, 12, 0, 0)
+    every = lambda n, step: [t0 + i * step for i in range(n)]  # noqa: E731
+    assert labels_per_hour(every(6, timedelta(minutes=6))) == 12.0  # 6 labels over 30 min: 6 / 0.5 h
+    assert labels_per_hour(every(4, timedelta(minutes=20))) is None  # 4 labels: too few to tell
+    assert labels_per_hour(every(5, timedelta(seconds=3))) is None  # 5 labels in 12 s: not 1,500 an hour
+    assert labels_per_hour(every(5, timedelta(minutes=1.25))) == 60.0  # 5 labels over exactly 5 min
+    assert labels_per_hour([]) is None
+
+
 def test_dashboard_counts_and_disagreements(make_store):
     from rlhf.feedback.dashboard import dashboard
     from rlhf.feedback.store import Candidate
@@ -121,6 +135,7 @@ def test_dashboard_counts_and_disagreements(make_store):
     store.skip(b.id, store.next_task(b.id).id, "not my field")
     figures = dashboard(store)
     assert (figures["tasks_total"], figures["tasks_done"], figures["labels_total"]) == (2, 1, 2)
+    assert figures["labels_per_hour"] is None  # 2 labels seconds apart: no rate yet
     rows = {row["name"]: row for row in figures["labellers"]}
     assert rows["a"]["agreement"] == 0.0 and rows["b"]["skips"] == 1
     (example,) = figures["disagreements"]

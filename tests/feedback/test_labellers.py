@@ -106,3 +106,25 @@ def test_cli_reliability_writes_weights_and_report(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     assert main(["feedback", "reliability", "--data", str(empty)]) != 0  # no labeller ids: a user error
+
+
+def test_cli_reliability_gold_when_the_labellers_agree(tmp_path, capsys):
+    """Two labellers who agree on the one comparison they share: alpha is undefined (1 - 0/0). The
+    command printed it through a ZeroDivisionError; now it says 'undefined' and why, and the JSON
+    report holds null (strict JSON has no NaN)."""
+    import json
+
+    from rlhf.cli import main
+    from rlhf.io import write_jsonl
+
+    prompt = "User: how do I boil an egg?\nAssistant:"
+    good, bad = " Boil it for eight minutes, then cool it in cold water.", " No."
+    data, report = tmp_path / "pairs.jsonl", tmp_path / "report.json"
+    write_jsonl(data, [{"prompt": prompt, "chosen": good, "rejected": bad, "labeller_id": name}
+                       for name in ("alice", "bob")])  # fmt: skip
+    assert main(["feedback", "reliability", "--data", str(data), "--gold", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "Krippendorff's alpha (nominal) undefined (every item answered by 2 or more" in out
+    strict = json.loads(report.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert strict["disagreement"]["krippendorff_alpha_nominal"] is None
+    assert strict["disagreement"]["pairs"] == 1

@@ -157,6 +157,7 @@ def test_admin_pages_need_the_admin_role(store):
         assert sign_in(client, admin_token).headers["location"] == "/admin"
         page = client.get("/admin")
         assert page.status_code == 200 and "Dashboard" in page.text and "ann" in page.text
+        assert "not yet measurable" in page.text  # no labels: no rate to extrapolate
         export = client.get("/admin/export/pairs")
         assert export.status_code == 200 and export.text == ""
         assert client.get("/admin/export/votes").status_code == 422

@@ -42,8 +42,13 @@ class DPOConfig:
     eval_data: str | None = help_field(
         None, "Separate evaluation file; default: hold out eval_fraction of prompts."
     )
+    eval_split: str | None = help_field(
+        None,
+        "Split of a saved DatasetDict to evaluate on (of eval_data, or of data when there is no "
+        "eval_data); default with eval_data: 'test', else 'validation'.",
+    )
     eval_fraction: float = help_field(
-        0.1, "Share of prompts held out for evaluation when there is no eval_data."
+        0.1, "Share of prompts held out for evaluation when there is no eval_data or eval_split."
     )
     objective: str = help_field(
         "", "Train only on pairs of this objective (e.g. helpful); empty = all pairs."
@@ -281,7 +286,7 @@ def train(
     from accelerate import Accelerator
     from transformers import get_scheduler
 
-    from rlhf.data import load_preferences, split_by_prompt
+    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
     from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import (
         add_lora,
@@ -314,9 +319,12 @@ def train(
     )
     disable_dropout(model)  # the log-ratios to the cached reference must be 0 while policy = reference
     data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    if cfg.eval_data:
+    eval_split = None  # the DatasetDict split evaluated on, reported in eval_metrics.json
+    if cfg.eval_data or cfg.eval_split:
         train_data = data
-        eval_data = load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error)
+        eval_data, eval_split = load_eval_preferences(
+            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
+        )
     else:
         train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
     train_pairs, eval_pairs = (_pairs_of(d, cfg.objective, cfg.data) for d in (train_data, eval_data))
@@ -414,6 +422,8 @@ def train(
 
         raw_model.eval()
         final = {**metrics, "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+        if eval_split is not None:
+            final["eval_split"] = eval_split
         extra = {
             "rlhf_config.yaml": lambda p: p.write_text(
                 yaml.safe_dump({"run": asdict(run), "dpo": asdict(cfg)}, sort_keys=False)

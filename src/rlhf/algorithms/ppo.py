@@ -13,8 +13,10 @@ responses that never emit EOS.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -41,7 +43,9 @@ class PPOConfig:
         "copy of `policy`. Iterative RLHF sets it to the first policy while `policy` is the last round's.",
     )
     reward: str = help_field(
-        "", "Reward: a reward-model directory, or module:function taking (prompts, responses)."
+        "",
+        "Reward: a reward-model directory, or module:function: fn(prompts, responses) or TRL's "
+        "fn(completions, **kwargs) (docs/ppo.md).",
     )
     reward_weights: dict[str, float] = help_field(
         {}, "Weights of the reward model's heads, e.g. {helpful: 1, harmless: 1}; empty = first head."
@@ -66,8 +70,12 @@ class PPOConfig:
     )
     n_world_prompts: int = help_field(1024, "How many world prompts to draw when no prompt file is given.")
     steps: int = help_field(40, "PPO iterations (each: one rollout batch, then ppo_epochs of updates).")
-    batch_size: int = help_field(32, "Prompts per rollout.")
-    mini_batch_size: int = help_field(16, "Responses per gradient step.")
+    batch_size: int = help_field(
+        32, "Responses per rollout; a prompt file with fewer prompts is cycled, reshuffled on every pass."
+    )
+    mini_batch_size: int = help_field(
+        16, "Responses per gradient step: divides batch_size, or is at least batch_size (one step per epoch)."
+    )
     ppo_epochs: int = help_field(4, "Passes over each rollout batch.")
     lr: float = help_field(
         1e-4, "Adam learning rate (linear decay to 0 over the run); the world model. ~1e-6 suits large LMs."
@@ -123,13 +131,23 @@ class PPOConfig:
     )
 
     def validate(self) -> None:
+        for key in (
+            "steps",
+            "batch_size",
+            "mini_batch_size",
+            "ppo_epochs",
+            "max_new_tokens",
+            "samples_per_prompt",
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"ppo.{key} must be at least 1")
         if self.advantage not in ("gae", "rloo", "grpo"):
             raise ConfigError(f"ppo.advantage must be gae, rloo or grpo; got {self.advantage!r}")
         if self.advantage != "gae" and self.samples_per_prompt < 2:
             raise ConfigError(
                 f"ppo.advantage={self.advantage} needs ppo.samples_per_prompt >= 2 (a group to compare within)"
             )
-        if self.batch_size % max(1, self.samples_per_prompt):
+        if self.batch_size % self.samples_per_prompt:
             raise ConfigError(
                 f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.samples_per_prompt ({self.samples_per_prompt})"
             )
@@ -139,13 +157,15 @@ class PPOConfig:
             raise ConfigError(f"ppo.mixed_precision must be no or bf16; got {self.mixed_precision!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator must be k1 or k3; got {self.kl_estimator!r}")
-        if self.batch_size % self.mini_batch_size:
+        if self.batch_size % self.mini_batch_size and self.mini_batch_size < self.batch_size:
+            # minibatches of unequal size would weigh some responses more than others in an epoch
+            divisor = max(d for d in range(1, self.mini_batch_size) if self.batch_size % d == 0)
+            step = math.lcm(self.mini_batch_size, self.samples_per_prompt)
             raise ConfigError(
-                f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.mini_batch_size ({self.mini_batch_size})"
+                f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.mini_batch_size "
+                f"({self.mini_batch_size}): set ppo.mini_batch_size={divisor} or ppo.batch_size="
+                f"{-(-self.batch_size // step) * step}"
             )
-        for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"ppo.{key} must be at least 1")
         if self.temperature <= 0:
             raise ConfigError("ppo.temperature must be > 0 (log-probs use the sampling temperature)")
         if self.lagrange_init < 0 or self.lagrange_lr <= 0:
@@ -520,6 +540,7 @@ class PPOResult:
     out: Path
     history: list[dict[str, float]]
     lagrange: float | None = None  # Safe RLHF: the multiplier after the last dual-ascent step
+    main_process: bool = True  # False in the other processes of a data-parallel run: only one reports
 
 
 def train(
@@ -529,11 +550,14 @@ def train(
     world: Any = None,
     show_progress: bool = True,
     resume: bool = False,
+    log: Callable[[str], None] = print,
 ) -> PPOResult:
     """Fine-tune `cfg.policy` with PPO against `cfg.reward`; save the policy (and value head) to `out`.
 
     Under `accelerate launch --num_processes N` every process samples `cfg.batch_size` responses from
-    its own share of the prompts and gradients are averaged, so one iteration covers N x batch_size."""
+    its own share of the prompts and gradients are averaged, so one iteration covers N x batch_size.
+    The prompts are cycled as TRL's dataloader is, reshuffled on every pass, so any number of prompts
+    works; `log` (main process only) says when an iteration needs more prompts than there are."""
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
@@ -625,10 +649,17 @@ def train(
         else corpus.sample_prompts(cfg.n_world_prompts, run.seed)
     )
     n_prompts = cfg.batch_size // cfg.samples_per_prompt  # per process and iteration
-    if len(prompts) < n_prompts * world_size:
-        raise UserError(
-            f"{cfg.prompts or 'world prompts'}: {len(prompts)} prompts, fewer than one iteration needs "
-            f"({n_prompts} per process x {world_size} processes)"
+    if is_main and len(prompts) < n_prompts * world_size:
+        log(
+            f"{cfg.prompts or 'world prompts'}: {len(prompts)} prompts, {n_prompts * world_size} per iteration "
+            f"(ppo.batch_size {cfg.batch_size} / ppo.samples_per_prompt {cfg.samples_per_prompt}"
+            + (f" x {world_size} processes" if world_size > 1 else "")
+            + "): the prompts are cycled, reshuffled on every pass, so an iteration repeats some of them"
+        )
+    if is_main and cfg.mini_batch_size > cfg.batch_size:
+        log(
+            f"ppo.mini_batch_size ({cfg.mini_batch_size}) is more than ppo.batch_size ({cfg.batch_size}): "
+            f"one gradient step on all {cfg.batch_size} responses per epoch"
         )
 
     # 3. optimiser, schedule, KL controller
@@ -671,11 +702,13 @@ def train(
         order, history, first_step = blob["order"], blob["history"], blob["step"]
     logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard) if is_main else None
     last_step = min(cfg.steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else cfg.steps
-    bar = progress(range(first_step, last_step), desc="PPO", enabled=show_progress and is_main, unit="iter")
+    name = {"gae": "PPO", "rloo": "RLOO", "grpo": "GRPO"}[cfg.advantage]  # the estimator, on the bar
+    bar = progress(range(first_step, last_step), desc=name, enabled=show_progress and is_main, unit="iter")
     for step in bar:
-        if len(order) < n_prompts * world_size:
-            order = list(prompts)
-            rng.shuffle(order)
+        while len(order) < n_prompts * world_size:  # the next pass, reshuffled, after what is left
+            fresh = list(prompts)
+            rng.shuffle(fresh)
+            order = order + fresh
         step_prompts, order = order[: n_prompts * world_size], order[n_prompts * world_size :]
         mine = step_prompts[rank * n_prompts : (rank + 1) * n_prompts]
         mine = [p for p in mine for _ in range(cfg.samples_per_prompt)]  # K consecutive samples
@@ -724,7 +757,7 @@ def train(
     if logger is not None:
         logger.close()
     if last_step < cfg.steps:  # time-boxed: the checkpoint holds the run, --resume continues it
-        return PPOResult(out, history, lagrange.value if lagrange is not None else None)
+        return PPOResult(out, history, lagrange.value if lagrange is not None else None, is_main)
 
     # 5. save the policy (plain transformers) and the critic beside it, atomically
     def write_critic(path: Path) -> None:
@@ -744,4 +777,4 @@ def train(
             out, merged_copy(policy), tokenizer, extra_files=extra, carry=("logs", CHECKPOINT_DIR)
         )
     accelerator.wait_for_everyone()
-    return PPOResult(out, history, lagrange.value if lagrange is not None else None)
+    return PPOResult(out, history, lagrange.value if lagrange is not None else None, is_main)

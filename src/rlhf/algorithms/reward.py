@@ -43,8 +43,13 @@ class RewardConfig:
     eval_data: str | None = help_field(
         None, "Separate evaluation file; default: hold out `eval_fraction` of the prompts."
     )
+    eval_split: str | None = help_field(
+        None,
+        "Split of a saved DatasetDict to evaluate on (of eval_data, or of data when there is no "
+        "eval_data); default with eval_data: 'test', else 'validation'.",
+    )
     eval_fraction: float = help_field(
-        0.1, "Share of prompts held out for evaluation when there is no eval_data."
+        0.1, "Share of prompts held out for evaluation when there is no eval_data or eval_split."
     )
     objectives: list[str] = help_field(
         [], "Head names; empty = the `objective` values found in the data (or ['reward'])."
@@ -416,6 +421,32 @@ def infer_objectives(data: Any, configured: list[str]) -> list[str]:
     return found or ["reward"]
 
 
+def pairs_per_head(data: Any, objectives: list[str]) -> tuple[dict[str, int], int]:
+    """Comparisons that train each head (a ranking counts its pairs), and how many of them name no
+    `objective`: those train the first head."""
+    counts, unnamed = dict.fromkeys(objectives, 0), 0
+    for item, n in [*((p, 1) for p in data.pairs), *((r, len(r.pairs())) for r in data.rankings)]:
+        counts[objectives[objective_index(objectives, item.objective, item.source)]] += n
+        unnamed += n if item.objective is None else 0
+    return counts, unnamed
+
+
+def untrained_heads_message(counts: dict[str, int], unnamed: int, data: str) -> str | None:
+    """One line naming the heads no training pair reaches (None when every head has some)."""
+    empty = [name for name, n in counts.items() if n == 0]
+    if not empty:
+        return None
+    per_head = ", ".join(f"{name} {n}" for name, n in counts.items())
+    first = next(iter(counts))
+    why = f"; {unnamed} name no `objective` and train the first head, {first!r}" if unnamed else ""
+    return (
+        f"{data}: reward head{'s' * (len(empty) > 1)} {', '.join(map(repr, empty))} got no training pairs "
+        f"(pairs per head: {per_head}{why}), so {'their' if len(empty) > 1 else 'its'} weights stay random and "
+        f"rlhf refuses {'them' if len(empty) > 1 else 'it'} as a reward or cost weight; set `objective` on the "
+        f'rows (for `rlhf label import` tasks: "objective": "{empty[0]}")'
+    )
+
+
 def train(
     cfg: RewardConfig,
     run: RunConfig,
@@ -429,7 +460,7 @@ def train(
     `world` is the WorldConfig used when `cfg.model == "world"` (default: the default world)."""
     from accelerate import Accelerator
 
-    from rlhf.data import load_preferences, split_by_prompt
+    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.reward_model import init_reward_model
     from rlhf.world.report import resolve_world_model
@@ -450,14 +481,20 @@ def train(
         raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
     tokenizer = load_tokenizer(resolve_model_path(backbone), padding_side="right")
     data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    if cfg.eval_data:
-        train_data, eval_data = (
-            data,
-            load_preferences(cfg.eval_data, tokenizer=tokenizer, on_error=cfg.on_error),
+    eval_split = None  # the DatasetDict split evaluated on, reported in eval_metrics.json
+    if cfg.eval_data or cfg.eval_split:
+        train_data = data
+        eval_data, eval_split = load_eval_preferences(
+            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
         )
     else:
         train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
     objectives = infer_objectives(data, cfg.objectives)
+    head_pairs, unnamed = pairs_per_head(train_data, objectives)
+    if message := untrained_heads_message(head_pairs, unnamed, cfg.data):
+        # not an error: the loop trains both heads even when a round asks no harmlessness question;
+        # the model records the counts, and `rlhf.rewards` refuses an untrained head as a reward or cost
+        warnings.warn(message, stacklevel=2)
 
     # 2. model (ensemble members as heads, or as separate models trained one after another)
     members = cfg.ensemble_size if cfg.ensemble_kind == "models" else 1
@@ -466,6 +503,7 @@ def train(
     for member in range(members):
         member_out = out if member == 0 else out / "members" / f"member_{member}"
         model, tokenizer = init_reward_model(backbone, objectives, heads_per_model, seed=run.seed + member)
+        model.meta.training_pairs = head_pairs
         _restrict_training(model, cfg)
         result = _train_one(
             model,
@@ -481,6 +519,7 @@ def train(
             show_progress,
             seed=run.seed + member,
             bootstrap=cfg.bootstrap and (heads_per_model > 1 or members > 1),
+            eval_split=eval_split,
         )
         trained.append(result)
     if members > 1 and accelerator.is_main_process:
@@ -524,6 +563,7 @@ def _train_one(
     show_progress,
     seed,
     bootstrap,
+    eval_split=None,
 ) -> TrainResult:
     from transformers import get_scheduler
 
@@ -657,6 +697,8 @@ def _train_one(
             final, _ = load_reward_model(checkpoint / "best")
         final_metrics, _ = evaluate(final, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
         final_metrics.update(best_step=state["best_step"], steps=step)
+        if eval_split is not None:
+            final_metrics["eval_split"] = eval_split
         _save_final(out, final, tokenizer, cfg, run, final_metrics)
         if not cfg.keep_checkpoints:
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
@@ -686,17 +728,25 @@ def _save_final(out: Path, model, tokenizer, cfg: RewardConfig, run: RunConfig, 
 
 
 def evaluate_file(
-    model_dir: str, data: str, on_error: str = "stop", device: str = "auto", max_length: int = 512
+    model_dir: str,
+    data: str,
+    on_error: str = "stop",
+    device: str = "auto",
+    max_length: int = 512,
+    split: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of a saved reward model on a preference file (world gold accuracy when it applies)."""
-    from rlhf.data import load_preferences
+    """Metrics of a saved reward model on a preference file (world gold accuracy when it applies).
+
+    A saved DatasetDict is read at `split`, else at 'test', then 'validation'; `eval_split` says which."""
+    from rlhf.data import choose_split, load_preferences
     from rlhf.reward_model import load_reward_model
 
+    split = choose_split(data, split, purpose="eval")  # before loading the model: a wrong name fails fast
     model, tokenizer = load_reward_model(model_dir, device=device)
-    prefs = load_preferences(data, tokenizer=tokenizer, on_error=on_error)
+    prefs = load_preferences(data, tokenizer=tokenizer, on_error=on_error, split=split)
     pairs = [*prefs.pairs, *(p for r in prefs.rankings for p in r.pairs())]
     metrics, _ = evaluate(model, tokenizer, pairs, model.objectives, max_length, world_gold_fn(pairs))
-    return metrics
+    return metrics if split is None else {**metrics, "eval_split": split}
 
 
 def score_file(

@@ -2,14 +2,22 @@
 
 - `records`:     `PreferencePair`, `RankingExample`, `PreferenceData`, `join_prompt_response`,
                  `write_preferences`
-- `readers`:     rows from JSONL / Parquet / `datasets` folders; chat messages rendered to text
-- `preferences`: `load_preferences`, `load_prompts`, `split_by_prompt` (validation, duplicates,
-                 ratings -> pairs)
+- `readers`:     rows from JSONL / Parquet / `datasets` folders (`choose_split`: which split of a
+                 `DatasetDict`); chat messages rendered to text
+- `preferences`: `load_preferences`, `load_eval_preferences`, `load_prompts`, `split_by_prompt`
+                 (validation, duplicates, ratings -> pairs)
 
 The formats, fields and rules are documented in docs/data.md.
 """
 
-from rlhf.data.preferences import KINDS, load_preferences, load_prompts, split_by_prompt
+from rlhf.data.preferences import (
+    KINDS,
+    load_eval_preferences,
+    load_preferences,
+    load_prompts,
+    split_by_prompt,
+)
+from rlhf.data.readers import choose_split
 from rlhf.data.records import (
     PreferenceData,
     PreferencePair,
@@ -29,7 +37,9 @@ __all__ = [
     "PreferenceData",
     "PreferencePair",
     "RankingExample",
+    "choose_split",
     "join_prompt_response",
+    "load_eval_preferences",
     "load_preferences",
     "load_prompts",
     "RewardedResponse",

@@ -24,6 +24,7 @@ from rlhf.data.readers import (
     Row,
     RowError,
     check_messages,
+    choose_split,
     is_messages,
     iter_rows,
     render_prompt,
@@ -112,6 +113,25 @@ def load_preferences(
     }
     pairs += rating_pairs
     return PreferenceData(pairs, rankings, stats | summarize(pairs, rankings))
+
+
+def load_eval_preferences(
+    data: str | Path, eval_data: str | Path | None, eval_split: str | None, **load: Any
+) -> tuple[PreferenceData, str | None]:
+    """Evaluation data given apart from the training data `data`: the file `eval_data`, or when only
+    `eval_split` is given, that split of `data`. A saved DatasetDict is read at `eval_split`, else at
+    "test", then "validation" (`choose_split`). Returns the data and the split read (None for a file);
+    `load` goes to `load_preferences`. Evaluating on the training rows themselves is a `UserError`.
+    """
+    path = eval_data or data
+    split = choose_split(path, eval_split, purpose="eval")
+    if Path(path).expanduser().resolve() == Path(data).expanduser().resolve() and split == choose_split(data):
+        where = f"{path} split {split!r}" if split else str(path)
+        raise UserError(
+            f"the evaluation data is the training data ({where}), so held-out figures would be training "
+            "figures; give another --eval-data or --eval-split"
+        )
+    return load_preferences(path, split=split, **load), split
 
 
 def load_prompts(

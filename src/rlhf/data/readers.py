@@ -1,7 +1,8 @@
 """Rows out of files, and text out of chat messages: the input side of `rlhf.data`.
 
 `iter_rows` reads JSONL, Parquet and `datasets` folders (saved with `save_to_disk`) as plain dicts, each
-with where it came from. `render_prompt` / `render_response` turn `{"role", "content"}` message lists into
+with where it came from; `choose_split` picks the split of a saved `DatasetDict` (training data reads
+`train`, evaluation data `test`, else `validation`). `render_prompt` / `render_response` turn `{"role", "content"}` message lists into
 the text a reward model or policy sees: through the tokenizer's chat template when it has one, else in
 the bundled world's plain "User: ...\\nAssistant: ..." format.
 """
@@ -18,6 +19,8 @@ from rlhf.io import iter_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
+# The names `datasets` users give held-out data, in the order evaluation data looks for them.
+EVAL_SPLITS = ("test", "validation")
 
 
 class RowError(ValueError):
@@ -69,22 +72,58 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
         raise UserError(f"{path} is not a readable Parquet file ({exc})") from exc
 
 
-def _dataset_rows(path: Path, split: str | None) -> Iterator[Row]:
+def choose_split(path: str | Path, split: str | None = None, purpose: str = "train") -> str | None:
+    """The split of the `DatasetDict` saved at `path` to read: `split` when given, else "train" for
+    training data and, for evaluation data (`purpose="eval"`), "test", then "validation", or the only
+    split there is, so that held-out figures are never measured on the training split by default.
+
+    None when `path` is a file or a plain `Dataset` (nothing to choose; naming a split for one is an
+    error). An unknown or missing split is a `UserError` listing the splits there are.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    return _pick_split(path, _load_dataset(path) if path.is_dir() else None, split, purpose)
+
+
+def _pick_split(path: Path, loaded: Any, split: str | None, purpose: str) -> str | None:
+    import datasets
+
+    if not isinstance(loaded, datasets.DatasetDict):  # a file, or a Dataset without splits
+        if split:
+            raise UserError(f"{path} is not a saved DatasetDict, so it has no split {split!r} to read")
+        return None
+    names = list(loaded)
+    if split or purpose != "eval":
+        split = split or "train"
+        if split not in names:
+            raise UserError(f"{path} has no split {split!r}; it has: {', '.join(names)}")
+        return split
+    found = [name for name in EVAL_SPLITS if name in names] or (names if len(names) == 1 else [])
+    if not found:
+        raise UserError(
+            f"{path} has no split 'test' or 'validation' to evaluate on; it has: {', '.join(names)}; "
+            "name one with --eval-split (rlhf reward eval: --split)"
+        )
+    return found[0]
+
+
+def _load_dataset(path: Path) -> Any:
     import datasets
 
     try:
-        loaded = datasets.load_from_disk(str(path))
+        return datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(
             f"{path} is a folder but not a dataset saved with datasets' save_to_disk ({exc})"
         ) from exc
-    if isinstance(loaded, datasets.DatasetDict):
-        split = split or "train"
-        if split not in loaded:
-            raise UserError(f"{path} has no split {split!r}; it has: {', '.join(loaded)}")
-        loaded = loaded[split]
-    # A plain Dataset has no splits to choose from, so `split` does not apply to it.
-    for index, data in enumerate(loaded):
+
+
+def _dataset_rows(path: Path, split: str | None) -> Iterator[Row]:
+    loaded = _load_dataset(path)
+    # A DatasetDict reads `split` (default "train"); a plain Dataset has no splits to choose from.
+    name = _pick_split(path, loaded, split, "train")
+    for index, data in enumerate(loaded[name] if name else loaded):
         yield Row(f"{path} row {index}", f"{path.name}:row {index}", dict(data))
 
 

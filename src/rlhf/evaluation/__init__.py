@@ -2,6 +2,6 @@
 rates against a baseline judged by the world's gold or by a reward model."""
 
 from rlhf.evaluation.compare import evaluate, win_rate
-from rlhf.evaluation.kl import sampled_kl
+from rlhf.evaluation.kl import kl_note, sampled_kl
 
-__all__ = ["evaluate", "sampled_kl", "win_rate"]
+__all__ = ["evaluate", "kl_note", "sampled_kl", "win_rate"]

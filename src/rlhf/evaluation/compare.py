@@ -1,9 +1,15 @@
 """Head-to-head evaluation of a policy against a baseline on the same prompts: win rate, mean scores,
-KL to the baseline, and in the bundled world the gold scores and response-kind shares."""
+KL to the baseline, and in the bundled world the gold scores and response-kind shares.
+
+The baseline defaults to the policy's own initial model, read from the `rlhf_config.yaml` its training
+command saved beside it; a baseline whose tokenizer is not the policy's is refused, since the KL compares
+the two models token by token.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +28,53 @@ def win_rate(
     return rate, {"win_rate": rate, "wins": wins, "ties": ties, "losses": 1.0 - wins - ties}
 
 
+# Where each training command records the model a policy started from (and was held close to).
+INITIAL_MODEL_KEYS = (("ppo", "reference"), ("ppo", "policy"), ("dpo", "model"), ("ilql", "model"))
+
+
+def initial_model(policy: str | Path) -> tuple[str, str] | None:
+    """(the initial model, where that was read) of a policy directory saved by `rlhf ppo train`, `dpo
+    train`, `ilql train` or the loop; None when it has no `rlhf_config.yaml` naming one. PPO's
+    `reference`, when set (iterative rounds), is the model the whole run was held close to."""
+    import yaml
+
+    path = Path(policy).expanduser() / "rlhf_config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    for section, key in INITIAL_MODEL_KEYS:
+        value = (saved or {}).get(section, {}) if isinstance(saved, dict) else {}
+        if isinstance(value, dict) and isinstance(value.get(key), str) and value[key]:
+            return value[key], f"{section}.{key} in {path}"
+    return None
+
+
+def resolve_baseline(policy: str, baseline: str | None) -> tuple[str, str]:
+    """(the baseline to compare `policy` with, why that one): `baseline` when given, else the policy's
+    initial model (`initial_model`); the world model for the world model itself. A policy with no known
+    initial model is a UserError asking for --baseline: guessing one would compare unrelated models."""
+    from rlhf.errors import UserError
+
+    if baseline:
+        return baseline, "--baseline"
+    found = initial_model(policy)
+    if found is not None:
+        return found[0], f"the policy's initial model, {found[1]}"
+    if str(policy) == "world":
+        return "world", "the world model itself"
+    raise UserError(
+        f"{policy} names no initial model (no rlhf_config.yaml of an rlhf training command beside it): give "
+        "--baseline MODEL, a model with the policy's tokenizer ('world' for the bundled world's)"
+    )
+
+
 def evaluate(
     cfg: Any,
     policy: str,
-    baseline: str = "world",
+    baseline: str | None = None,
     judge: str = "gold",
     prompts: list[str] | None = None,
     n: int = 256,
@@ -34,18 +83,38 @@ def evaluate(
 ) -> dict[str, Any]:
     """Sample `policy` and `baseline` on the same prompts (world prompts by default) and compare them.
 
-    `judge`: 'gold' (the world's hidden utility; world prompts only) or any reward source (a reward-model
-    directory or module:function), which is how a real evaluation without gold works."""
+    `baseline`: None = the policy's initial model (`resolve_baseline`). `judge`: 'gold' (the world's
+    hidden utility; world prompts only) or any reward source (a reward-model directory or
+    module:function), which is how a real evaluation without gold works. A baseline that tokenizes text
+    otherwise than the policy is a UserError."""
     from rlhf.errors import UserError
-    from rlhf.evaluation.kl import sampled_kl
+    from rlhf.evaluation.kl import sampled_kl, tokenizer_difference
+    from rlhf.models import load_tokenizer
     from rlhf.rollout import SamplingConfig, sample
     from rlhf.world import corpus, gold
-    from rlhf.world.report import load_world_lm
+    from rlhf.world.report import load_world_lm, resolve_world_model
 
+    baseline, baseline_from = resolve_baseline(policy, baseline)
     prompts = prompts if prompts is not None else corpus.sample_prompts(n, seed)
     world = all(corpus.parse_request(p) is not None for p in prompts)
     if judge == "gold" and not world:
         raise UserError("--judge gold needs the bundled world's prompts; give a reward model as the judge")
+    policy_tokenizer = load_tokenizer(resolve_world_model(policy, cfg.world, cfg.run.progress))
+    try:
+        baseline_tokenizer = load_tokenizer(resolve_world_model(baseline, cfg.world, cfg.run.progress))
+    except UserError as exc:
+        if baseline_from == "--baseline":
+            raise
+        raise UserError(
+            f"baseline {baseline} ({baseline_from}) cannot be loaded: {exc}; give --baseline"
+        ) from exc
+    difference = tokenizer_difference(policy_tokenizer, baseline_tokenizer)
+    if difference is not None:
+        raise UserError(
+            f"the policy {policy} and the baseline {baseline} ({baseline_from}) have different tokenizers "
+            f"({difference}): their KL and samples cannot be compared token by token; give --baseline a "
+            "model with the policy's tokenizer, such as its initial model"
+        )
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0)
     policy_lm, tokenizer = load_world_lm(cfg, policy)
     baseline_lm, baseline_tokenizer = load_world_lm(cfg, baseline)
@@ -63,6 +132,7 @@ def evaluate(
     result: dict[str, Any] = {
         "policy": str(policy),
         "baseline": str(baseline),
+        "baseline_from": baseline_from,
         "judge": judge,
         "prompts": len(prompts),
         **stats,

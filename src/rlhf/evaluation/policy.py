@@ -149,7 +149,9 @@ def evaluate_policy(
 
 def describe_eval(figures: dict[str, Any]) -> str:
     """One line of a round's evaluation: the gold figures where there are some, the proxy otherwise."""
+    from rlhf.evaluation.kl import kl_note
+
     parts = [f"{name} {figures[key]:.3f}" for key, name in (
         ("gold_helpfulness", "gold helpfulness"), ("harmful_share", "harmful share"),
         ("proxy_reward", "proxy reward"), ("kl", "KL")) if key in figures]  # fmt: skip
-    return ", ".join(parts)
+    return ", ".join(parts) + kl_note(figures.get("kl", 0.0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,7 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
             "flagged": fit.get("flagged", False),
         })  # fmt: skip
     return {"labellers": rows, "alpha": world["krippendorff_alpha_nominal"], "pairs": world["pairs"],
+            "alpha_undefined": world["krippendorff_alpha_undefined"],
             "gold_agreement": world["agreement_with_gold"] if gold_known else None,
             "examples": world["examples"] if gold_known else []}  # fmt: skip
 
@@ -328,7 +330,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        # NaN: a statistic the data cannot give (e.g. alpha when every shared answer was the same)
+        return f"{value:.{digits}f}" if math.isfinite(value) else "undefined"
     return html.escape(str(value))
 
 
@@ -481,7 +484,9 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
         "</div>",
         "<h2>Labellers</h2>",
         f"<p class='muted'>{agreement['pairs']} distinct comparisons; Krippendorff's alpha (nominal) "
-        f"{_fmt(agreement.get('alpha'))}; labels agreeing with the gold ordering {_fmt(agreement.get('gold_agreement'))}. "
+        f"{_fmt(agreement.get('alpha'))}"
+        + (f" ({html.escape(agreement['alpha_undefined'])})" if agreement.get("alpha_undefined") else "")
+        + f"; labels agreeing with the gold ordering {_fmt(agreement.get('gold_agreement'))}. "
         "Agreement with others counts comparisons that several labellers answered.</p>",
         _table(
             ["labeller", "labels", "agrees with gold", "agrees with others", "rationality", "flagged"],

@@ -2,7 +2,9 @@
 agreement with gold.
 
 Every function takes arrays and returns ``(value, stats)``. Label arrays are integer codes; a missing
-answer is ``MISSING`` (-2). Pairwise answers use the panel's codes (0 = left, 1 = right, -1 = tie), so
+answer is ``MISSING`` (-2). Where a statistic is undefined on the table given (no shared items, one
+rater, every answer the same category: chance agreement 1 and 0/0), the value is NaN and
+``stats["<name>/undefined"]`` says why, in words; no table makes these functions raise. Pairwise answers use the panel's codes (0 = left, 1 = right, -1 = tie), so
 their natural level of measurement is *nominal*; Likert ratings (1..7) are *ordinal*. Krippendorff's
 alpha depends on that level -- the `krippendorff` package defaults to "interval", which on A/B/tie codes
 would treat "tie" as twice as far from "right" as "left" is -- so here the level is a required argument.
@@ -20,39 +22,62 @@ import numpy as np
 
 MISSING = -2  # code for "this labeller did not answer this item"
 LEVELS = ("nominal", "ordinal", "interval")
+Stats = dict[str, float | str]
 
 
-def cohen_kappa(a: np.ndarray, b: np.ndarray) -> tuple[float, dict[str, float]]:
+def as_table(labels, dtype=None) -> np.ndarray:
+    """`labels` as an (L, I) array: a 1-D array is one labeller's answers; any empty input is (0, 0)."""
+    x = np.asarray(labels, dtype=dtype)
+    if x.size == 0:
+        return x.reshape(x.shape if x.ndim == 2 else (0, 0))
+    return x.reshape(1, -1) if x.ndim == 1 else x
+
+
+def undefined(name: str, reason: str, **stats: float) -> tuple[float, Stats]:
+    """NaN for statistic `name`, with the reason in `stats[name + "/undefined"]` (and any counts)."""
+    return float("nan"), {**{f"{name}/{k}": float(v) for k, v in stats.items()}, f"{name}/undefined": reason}
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> tuple[float, Stats]:
     """Cohen's kappa of two labellers over the items both answered: (p_o - p_e) / (1 - p_e), with p_e
-    from each labeller's own marginal distribution. a, b: (I,) codes (MISSING skipped)."""
-    a, b = np.asarray(a), np.asarray(b)
+    from each labeller's own marginal distribution. a, b: (I,) codes (MISSING skipped). Undefined (NaN)
+    with no item answered by both, or when both gave one and the same category throughout (p_e = 1)."""
+    a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
     both = (a != MISSING) & (b != MISSING)
     a, b = a[both], b[both]
     n = len(a)
     if n == 0:
-        return float("nan"), {"kappa/n": 0.0}
+        return undefined("kappa", "no item was answered by both labellers", n=0)
     cats = np.union1d(a, b)
     p_o = float(np.mean(a == b))
     p_e = float(sum(np.mean(a == c) * np.mean(b == c) for c in cats))
-    kappa = 1.0 if p_e == 1.0 else (p_o - p_e) / (1.0 - p_e)
-    return kappa, {"kappa/observed": p_o, "kappa/expected": p_e, "kappa/n": float(n)}
+    stats: Stats = {"kappa/observed": p_o, "kappa/expected": p_e, "kappa/n": float(n)}
+    if p_e >= 1.0:
+        return undefined("kappa", f"both labellers gave one answer (code {cats[0].item()}) on every shared item, so chance "
+                         "agreement is 1 and kappa is 0/0", observed=p_o, expected=p_e, n=n)  # fmt: skip
+    return (p_o - p_e) / (1.0 - p_e), stats
 
 
-def pairwise_cohen_kappa(labels: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    """Cohen's kappa for every two labellers. labels (L, I) -> (L, L) (diagonal 1, NaN if no overlap);
-    stats["kappa/mean"] is the mean over distinct pairs with overlap."""
+def pairwise_cohen_kappa(labels: np.ndarray) -> tuple[np.ndarray, Stats]:
+    """Cohen's kappa for every two labellers. labels (L, I) -> (L, L) (diagonal 1, NaN where undefined);
+    stats["kappa/mean"] is the mean over the distinct pairs where kappa is defined (NaN if none)."""
+    labels = as_table(labels)
     n_labellers = labels.shape[0]
     out = np.eye(n_labellers)
     for i in range(n_labellers):
         for j in range(i + 1, n_labellers):
             out[i, j] = out[j, i] = cohen_kappa(labels[i], labels[j])[0]
     off = out[~np.eye(n_labellers, dtype=bool)]
-    return out, {"kappa/mean": float(np.nanmean(off)) if np.isfinite(off).any() else float("nan")}
+    if not np.isfinite(off).any():
+        reason = ("fewer than two labellers" if n_labellers < 2
+                  else "kappa is undefined for every two labellers (no shared items, or one category)")  # fmt: skip
+        return out, {"kappa/mean": float("nan"), "kappa/undefined": reason}
+    return out, {"kappa/mean": float(np.nanmean(off))}
 
 
 def category_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels (L, I) codes -> (counts (I, C), categories (C,)): how many labellers gave each category."""
-    labels = np.asarray(labels)
+    labels = as_table(labels)
     cats = np.unique(labels[labels != MISSING])
     counts = (
         np.stack([(labels == c).sum(axis=0) for c in cats], axis=1)
@@ -62,19 +87,28 @@ def category_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return counts.astype(float), cats
 
 
-def fleiss_kappa(counts: np.ndarray) -> tuple[float, dict[str, float]]:
+def fleiss_kappa(counts: np.ndarray) -> tuple[float, Stats]:
     """Fleiss' kappa from counts (I, C): counts[i, c] = raters putting item i in category c; every item
     must have the same number n of raters (Fleiss 1971). kappa = (P_bar - P_e) / (1 - P_e), with
-    P_i = (sum_c n_ic^2 - n) / (n (n - 1)) and P_e = sum_c p_c^2."""
-    counts = np.asarray(counts, dtype=float)
-    n = counts.sum(axis=1)
-    if not np.all(n == n[0]) or n[0] < 2:
-        raise ValueError("Fleiss' kappa needs the same number (>= 2) of raters on every item")
+    P_i = (sum_c n_ic^2 - n) / (n (n - 1)) and P_e = sum_c p_c^2. Undefined (NaN) with no items, fewer
+    than 2 raters, unequal raters per item (use Krippendorff's alpha), or one category throughout."""
+    counts = as_table(counts, float)
+    n = counts.sum(axis=1)  # (I,)
+    if len(n) == 0:
+        return undefined("fleiss", "no items", items=0)
+    if not np.all(n == n[0]):
+        return undefined("fleiss", f"items have {int(n.min())} to {int(n.max())} raters; Fleiss' kappa "
+                         "needs the same number on every item (Krippendorff's alpha does not)", items=len(n))  # fmt: skip
+    if n[0] < 2:
+        return undefined("fleiss", f"{int(n[0])} rater per item; agreement needs at least 2", items=len(n))
     n = n[0]
     p_c = counts.sum(axis=0) / counts.sum()  # (C,)
     p_i = ((counts**2).sum(axis=1) - n) / (n * (n - 1))  # (I,)
     p_bar, p_e = float(p_i.mean()), float((p_c**2).sum())
-    kappa = 1.0 if p_e == 1.0 else (p_bar - p_e) / (1.0 - p_e)
+    if p_e >= 1.0:
+        return undefined("fleiss", "every rating is the same category, so chance agreement is 1 and "
+                         "kappa is 0/0", observed=p_bar, expected=p_e, items=len(counts))  # fmt: skip
+    kappa = (p_bar - p_e) / (1.0 - p_e)
     return kappa, {"fleiss/observed": p_bar, "fleiss/expected": p_e, "fleiss/items": float(len(counts))}
 
 
@@ -92,14 +126,16 @@ def _delta2(values: np.ndarray, n_c: np.ndarray, level: str) -> np.ndarray:
     return (between - (n_c[lo] + n_c[hi]) / 2.0) ** 2
 
 
-def krippendorff_alpha(labels: np.ndarray, level: str) -> tuple[float, dict[str, float]]:
+def krippendorff_alpha(labels: np.ndarray, level: str) -> tuple[float, Stats]:
     """Krippendorff's alpha = 1 - D_o / D_e from the coincidence matrix (Krippendorff 2011).
     labels (L, I) numeric codes, MISSING (or NaN) = no answer; items with fewer than 2 answers are
     dropped (they are not pairable). `level`: "nominal" (A/B/tie), "ordinal" (Likert) or "interval".
-    For nominal pairwise answers, pass the codes 0/1/-1 as they are: the level makes the values names."""
+    For nominal pairwise answers, pass the codes 0/1/-1 as they are: the level makes the values names.
+    Undefined (NaN) when no item has 2 answers, or when every pairable answer is the same value: then
+    D_e = 0 and alpha is 0/0: data without variation cannot show whether the labellers could agree."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    x = np.asarray(labels, dtype=float)
+    x = as_table(labels, float)  # (L, I)
     x = np.where(x == MISSING, np.nan, x)
     values = np.unique(x[~np.isnan(x)])  # (C,) sorted
     index = {v: k for k, v in enumerate(values)}
@@ -112,10 +148,15 @@ def krippendorff_alpha(labels: np.ndarray, level: str) -> tuple[float, dict[str,
         counts = np.bincount([index[v] for v in present], minlength=len(values)).astype(float)
         # every ordered pair of answers from different labellers, weighted 1 / (m_u - 1)
         coincidence += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
-    n_c = coincidence.sum(axis=1)
+    n_c = coincidence.sum(axis=1)  # (C,) pairable values per category
     n = n_c.sum()
-    if n == 0 or len(values) < 2:
-        return float("nan"), {"alpha/pairable": float(n)}
+    if n == 0:
+        return undefined("alpha", "no item was answered by 2 or more labellers", pairable=0)
+    if np.count_nonzero(n_c) < 2:
+        value = values[np.flatnonzero(n_c)[0]]
+        return undefined("alpha", f"every item answered by 2 or more labellers got the same answer (code "
+                         f"{value:g}) from all of them, so the expected disagreement is 0 and alpha is 0/0",
+                         pairable=n)  # fmt: skip
     d2 = _delta2(values, n_c, level)
     d_o = float((coincidence * d2).sum() / n)
     d_e = float((np.outer(n_c, n_c) * d2).sum() / (n * (n - 1)))
@@ -125,25 +166,35 @@ def krippendorff_alpha(labels: np.ndarray, level: str) -> tuple[float, dict[str,
 
 def agreement_with_gold(
     labels: np.ndarray, gold: np.ndarray, skip: tuple[int, ...] = (-1,)
-) -> tuple[np.ndarray, dict[str, float]]:
+) -> tuple[np.ndarray, Stats]:
     """Per labeller, the share of answered items where the answer equals gold, skipping items where the
-    answer or gold is in `skip` (ties, by default) or missing. labels (L, I), gold (I,) -> (L,)."""
-    labels, gold = np.asarray(labels), np.asarray(gold)
+    answer or gold is in `skip` (ties, by default) or missing. labels (L, I), gold (I,) -> (L,); NaN for
+    a labeller with no such item, and stats["gold/agreement"] NaN (with the reason) when none has one."""
+    gold = np.asarray(gold).reshape(-1)
+    labels = as_table(labels) if np.size(labels) else np.zeros((0, len(gold)), int)  # (L, I)
     valid = (labels != MISSING) & ~np.isin(labels, skip) & ~np.isin(gold, skip)[None, :]
     n = valid.sum(axis=1)
     per = np.where(n > 0, ((labels == gold[None, :]) & valid).sum(axis=1) / np.maximum(n, 1), np.nan)
-    return per, {"gold/agreement": float(np.nanmean(per)) if n.any() else float("nan"),
-                 "gold/n": float(n.sum())}  # fmt: skip
+    if not n.any():
+        return per, {"gold/agreement": float("nan"), "gold/n": 0.0,
+                     "gold/undefined": "no answered item with a decided answer and a decided gold"}  # fmt: skip
+    return per, {"gold/agreement": float(np.nanmean(per)), "gold/n": float(n.sum())}
 
 
-def majority_vs_gold(labels: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+def majority_vs_gold(labels: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, Stats]:
     """The labellers' majority per item (ties among the votes and tie answers -> -1) and where it
     disagrees with gold. labels (L, I) pairwise codes, gold (I,) -> (majority (I,), stats); stats counts
-    the items with a decided majority and a decided gold, and the share of them that disagree."""
+    the items with a decided majority and a decided gold, and the share of them that disagree (NaN, with
+    the reason, when no item is decided)."""
+    gold = np.asarray(gold).reshape(-1)
+    labels = as_table(labels) if np.size(labels) else np.zeros((0, len(gold)), int)  # (L, I)
     n0 = (labels == 0).sum(axis=0)
     n1 = (labels == 1).sum(axis=0)
     majority = np.where(n0 > n1, 0, np.where(n1 > n0, 1, -1))
     decided = (majority != -1) & (gold != -1)
     disagree = decided & (majority != gold)
+    if not decided.any():
+        return majority, {"gold/majority_decided": 0.0, "gold/majority_disagreement": float("nan"),
+                          "gold/undefined": "no item has both a majority and a decided gold"}  # fmt: skip
     return majority, {"gold/majority_decided": float(decided.sum()),
-                      "gold/majority_disagreement": float(disagree.sum() / max(decided.sum(), 1))}  # fmt: skip
+                      "gold/majority_disagreement": float(disagree.sum() / decided.sum())}  # fmt: skip

@@ -5,8 +5,9 @@ Import rows (JSONL), one task each:
     {"prompt": "...", "responses": ["...", {"text": "...", "model": "m", "model_version": "v1"}],
      "kind": "pairwise", "priority": 0.5, "labels_wanted": 1, "objective": "helpful",
      "gold": {"answer": {"choice": 0}, "explanation": "why"}}
-`kind` defaults to pairwise for two responses and ranking for more; for one response it must be given
-(rating or edit).
+`objective` names the reward head the task's labels train (exported with each label; `rlhf label import
+--objective` sets it for rows without one). `kind` defaults to pairwise for two responses and ranking
+for more; for one response it must be given (rating or edit).
 
 Export: gold (onboarding) tasks are left out; every row carries `labeller_id` (the labeller's name) and
 provenance fields (`label_id`, `task_id`, `unsafe`) that the readers ignore. An edit ("write a better
@@ -32,7 +33,8 @@ EXPORT_KINDS = ("pairs", "rankings", "ratings")
 STRENGTH_MARGIN = {"slightly_better": 1.0, "better": 2.0, "much_better": 3.0}
 
 
-def candidate_from_row(row: dict[str, Any], where: str) -> Candidate:
+def candidate_from_row(row: dict[str, Any], where: str, objective: str | None = None) -> Candidate:
+    """One task from an import row; `objective` is the default for a row that names none."""
     if not isinstance(row.get("responses"), list):
         raise UserError(
             f"{where}: field 'responses' must be a list of texts or {{'text', 'model', ...}} objects"
@@ -61,15 +63,16 @@ def candidate_from_row(row: dict[str, Any], where: str) -> Candidate:
         kind=kind,
         priority=row.get("priority", 0.0),
         labels_wanted=row.get("labels_wanted", 1),
-        objective=row.get("objective"),
+        objective=row.get("objective") or objective,
         gold_answer=gold["answer"] if gold else None,
         explanation=str(gold.get("explanation", "")) if gold else "",
     )
 
 
-def import_file(store: FeedbackStore, path: str | Path) -> int:
-    """Add one task per row of a JSONL file, all in one transaction; returns the number of tasks."""
-    candidates = [candidate_from_row(row, f"{path} line {n}") for n, row in iter_jsonl(path)]
+def import_file(store: FeedbackStore, path: str | Path, objective: str | None = None) -> int:
+    """Add one task per row of a JSONL file, all in one transaction; returns the number of tasks.
+    `objective` (the reward head the labels train, e.g. "harmless") applies to rows that name none."""
+    candidates = [candidate_from_row(row, f"{path} line {n}", objective) for n, row in iter_jsonl(path)]
     try:
         return len(store.push_candidates(candidates))
     except InvalidInput as exc:

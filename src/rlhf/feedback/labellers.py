@@ -115,7 +115,8 @@ def disagreement_report(
 ) -> dict[str, Any]:
     """Group pair labels by (prompt, {a, b}); where the labellers' majority (ties excluded, even splits
     undecided) prefers the response gold ranks lower, list it. Also per-labeller agreement with gold and
-    Krippendorff's alpha (nominal) over the grouped labels."""
+    Krippendorff's alpha (nominal) over the grouped labels. A figure that is undefined (no decided pair,
+    one shared answer throughout) is NaN; `krippendorff_alpha_undefined` says why alpha is."""
     groups: dict[tuple, list[tuple[str, int]]] = defaultdict(list)
     names = sorted({str(r["labeller_id"]) for r in _pairs_only(rows)})
     for r in _pairs_only(rows):
@@ -137,13 +138,14 @@ def disagreement_report(
     decided = (majority != -1) & (gold != -1)
     wrong = np.flatnonzero(decided & (majority != gold))
     wrong = wrong[np.argsort(-np.abs(utilities[wrong, 0] - utilities[wrong, 1]))]  # clearest gold calls first
-    alpha, _ = krippendorff_alpha(labels, "nominal")
+    alpha, alpha_stats = krippendorff_alpha(labels, "nominal")
     return {
         "pairs": len(keys),
         "majority_decided": int(decided.sum()),
         "majority_disagrees_with_gold": int(len(wrong)),
-        "disagreement_rate": float(len(wrong) / max(decided.sum(), 1)),
-        "krippendorff_alpha_nominal": alpha,
+        "disagreement_rate": float(len(wrong) / decided.sum()) if decided.any() else float("nan"),
+        "krippendorff_alpha_nominal": alpha,  # NaN when undefined; the reason in the next field
+        "krippendorff_alpha_undefined": alpha_stats.get("alpha/undefined"),
         "agreement_with_gold": gold_stats["gold/agreement"],
         "labellers": {name: float(per[i]) for i, name in enumerate(names)},
         "examples": [

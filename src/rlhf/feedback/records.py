@@ -119,6 +119,21 @@ class LabellerView:
 
 
 @dataclass(frozen=True)
+class TaskProgress:
+    """Where a task stands: labels wanted, the labellers who gave one, and the active labellers the queue
+    may still hand it to (each labeller answers a task once; one who skipped it is not asked again)."""
+
+    task_id: int
+    labels_wanted: int
+    labelled_by: tuple[str, ...]
+    can_label: tuple[str, ...]
+
+    @property
+    def missing(self) -> int:
+        return max(self.labels_wanted - len(self.labelled_by), 0)
+
+
+@dataclass(frozen=True)
 class GoldFeedback:
     correct: bool
     expected: dict[str, Any]

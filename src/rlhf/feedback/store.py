@@ -67,6 +67,7 @@ from rlhf.feedback.records import (  # noqa: F401
     StoreError,
     StoreSettings,
     SubmitResult,
+    TaskProgress,
     TaskView,
     hash_token,
     new_token,
@@ -173,6 +174,14 @@ class FeedbackStore:
         with self.read() as s:
             labeller = s.get(Labeller, labeller_id)
             return _labeller_view(labeller) if labeller else None
+
+    def active_labellers(self) -> list[LabellerView]:
+        """The accounts `next_task` hands tasks to, by name: every active one, admins included."""
+        with self.read() as s:
+            return [
+                _labeller_view(x)
+                for x in s.scalars(select(Labeller).where(Labeller.active).order_by(Labeller.name))
+            ]
 
     # ------------------------------------------------------------------ queue
 
@@ -483,6 +492,37 @@ class FeedbackStore:
             if label is None or label.labeller_id != labeller_id:
                 raise NotFound(f"label {label_id} not found among your labels")
             return _label_view(s, label)
+
+    def task_progress(self, task_ids: Sequence[int]) -> list[TaskProgress]:
+        """Per task, in the order given: labels wanted, who labelled it, and the active labellers who may
+        still answer it (`next_task` skips a task its labeller already has an assignment on, unless that
+        assignment is the one they hold now)."""
+        ids = list(task_ids)
+        with self.read() as s:
+            wanted = dict(s.execute(select(Task.id, Task.labels_wanted).where(Task.id.in_(ids))).all())
+            active = s.execute(
+                select(Labeller.id, Labeller.name).where(Labeller.active).order_by(Labeller.name)
+            ).all()
+            seen = s.execute(
+                select(Assignment.task_id, Assignment.labeller_id, Assignment.state).where(
+                    Assignment.task_id.in_(ids)
+                )
+            ).all()
+            labelled = s.execute(
+                select(Label.task_id, Labeller.name).join(Labeller, Labeller.id == Label.labeller_id)
+                .where(Label.task_id.in_(ids)).order_by(Label.id)
+            ).all()  # fmt: skip
+        finished = {(task, who) for task, who, state in seen if state != "active"}  # labelled or skipped
+        names: dict[int, list[str]] = {i: [] for i in ids}
+        for task, name in labelled:
+            names[task].append(name)
+        return [
+            TaskProgress(
+                i, wanted[i], tuple(names[i]), tuple(name for who, name in active if (i, who) not in finished)
+            )
+            for i in ids
+            if i in wanted
+        ]
 
     def count_labels(self, task_ids: Sequence[int] | None = None) -> int:
         """Labels stored, all of them or those answering `task_ids`."""

@@ -90,6 +90,7 @@ def sample_table(
     """Sample `n` world prompts from a causal LM; return scored rows and a summary. With `reference`
     (a model, e.g. 'world' for the initial policy), each row also gets its KL to it (`evaluation.sampled_kl`)."""
     from rlhf.evaluation import sampled_kl
+    from rlhf.evaluation.kl import check_same_tokenizer
     from rlhf.rollout import SamplingConfig, sample
 
     prompts = corpus.sample_prompts(n, seed=seed)
@@ -108,7 +109,8 @@ def sample_table(
     if reference is not None:
         if temperature <= 0:
             raise UserError("the KL to a reference needs sampling (temperature > 0), not greedy decoding")
-        ref_lm, _ = load_world_lm(cfg, reference)
+        ref_lm, ref_tokenizer = load_world_lm(cfg, reference)
+        check_same_tokenizer(tokenizer, ref_tokenizer, model or "world", reference)
         kls = sampled_kl(lm, ref_lm, tokenizer, samples, temperature)
         for row, kl in zip(rows, kls, strict=True):
             row["kl"] = kl
