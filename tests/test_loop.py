@@ -379,6 +379,9 @@ def test_loop_on_a_prompt_file_with_a_plain_transformers_model(tiny_lm_dir, tmp_
         for line in (tmp_path / "run" / "round_00" / "showcase.jsonl").read_text().splitlines()
     }
     assert not held_out & {r["prompt"] for r in labels}  # evaluation prompts never reach the labellers
+    trained = tmp_path / "run" / "round_01" / "train_prompts.jsonl"
+    trained = {json.loads(line)["prompt"] for line in trained.read_text().splitlines()}
+    assert len(trained) == 40 and not held_out & trained  # ... nor PPO: 48 prompts less the 8 held out
     text = write_report(tmp_path / "run").read_text()
     assert 'src="plots/frontier.png"' in text and 'src="plots/risky_kinds.png"' not in text
 

@@ -472,17 +472,24 @@ def train_reward(
 def update_policy(
     root: Any, cfg: LoopConfig, policy_in: str, initial: str, reward_dir: Path, round_path: Path,
     labels: list[dict], pool: list[dict], lagrange: float, seed: int, show: bool,
+    train_prompts: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train the next policy into round_path/policy; returns the policy phase's figures."""
+    """Train the next policy into round_path/policy; returns the policy phase's figures. PPO samples
+    `train_prompts` (a prompt file's prompts less the held-out evaluation ones) when given, else the
+    world's (or `ppo.prompts`)."""
     out = round_path / "policy"
     run = dataclasses.replace(root.run, seed=seed)
     if cfg.algorithm == "ppo":
         from rlhf.algorithms import ppo
 
+        prompts = root.ppo.prompts
+        if train_prompts:  # the evaluation prompts stay held out of training too
+            prompts = str(round_path / "train_prompts.jsonl")
+            write_jsonl(prompts, [{"prompt": p} for p in train_prompts])
         ppo_cfg = dataclasses.replace(
             root.ppo, policy=policy_in, reference=initial, reward=str(reward_dir), steps=cfg.policy_steps,
             normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
-            prompts=cfg.prompts or root.ppo.prompts,
+            prompts=prompts,
         )  # fmt: skip
         if cfg.safety == "weighted":
             ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": cfg.harm_weight}
@@ -710,7 +717,7 @@ def run_round(
         lagrange = previous.get("policy_update", {}).get("lagrange", cfg.lagrange_init)
         labels = read_jsonl(path / "labels.jsonl")
         return update_policy(root, cfg, policy_in, initial, path / "reward_model", path, labels,
-                             read_jsonl(path / "pool.jsonl"), lagrange, seed, show)  # fmt: skip
+                             read_jsonl(path / "pool.jsonl"), lagrange, seed, show, source.file_prompts)  # fmt: skip
 
     def evaluate() -> dict[str, Any]:
         figures, showcase = evaluate_policy(Policy(str(path / "policy")), reference, prompts, cfg.max_new_tokens,
