@@ -117,3 +117,30 @@ def test_a_packed_forward_that_differs_falls_back_for_good(monkeypatch):
     valid = mask[:, start:].bool()
     torch.testing.assert_close(got[valid], expected[valid])
     assert model._rlhf_packing is False and not supports_packing(model)
+
+
+@torch.no_grad()
+def test_a_packed_row_ending_in_eos_gives_no_attention_mask_warning():
+    """GPT-2 style: pad = EOS, and a packed row ends with a response's EOS. transformers then warned
+    "We strongly recommend passing in an `attention_mask`" in every PPO run, about padding there is none of."""
+    import logging
+
+    model = gpt2().eval()
+    model.config.pad_token_id = model.config.eos_token_id = 0
+    ids, mask, start = ppo_like_batch(97)
+    ids[-1, int(mask[-1].nonzero().max())] = (
+        0  # the last row ends in EOS (= pad): the packed row's last token
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    transformers_logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process cache
+    try:
+        _packed_response_logprobs(model, ids, mask, start, 1.0, False, None)
+        assert not [r for r in records if "attention_mask" in r.getMessage()]
+        model(input_ids=ids[-1:, -3:])  # the same check, outside a packed forward, still warns
+        assert [r for r in records if "attention_mask" in r.getMessage()]
+    finally:
+        transformers_logger.removeHandler(handler)

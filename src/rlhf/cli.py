@@ -1351,6 +1351,16 @@ def frontier_sweep(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory for frontier.json, frontier.png and policies.")
     ],
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", "-p", help="Initial policy of every sweep point (default: loop.policy, 'world')."
+        ),
+    ] = None,
+    prompts: Annotated[
+        str | None,
+        typer.Option("--prompts", help="Prompt file (field 'prompt'); default: loop.prompts, the world's."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="Harm weights of the weighted sum, e.g. 0,1,3.")
     ] = None,
@@ -1367,6 +1377,7 @@ def frontier_sweep(
     cfg = _config(config, sets)
     if seed is not None:
         cfg.run.seed = seed
+    _apply(cfg.loop, policy=policy, prompts=prompts)
     for name, text in (("harm_weights", weights), ("cost_thresholds", thresholds)):
         if text is not None:
             try:

@@ -148,11 +148,33 @@ def set_packing_verdict(model: Any, ok: bool) -> None:
     model._rlhf_packing = ok
 
 
+@contextmanager
+def no_padding_check(model: Any):
+    """Skip transformers' "We strongly recommend passing in an `attention_mask`" check: it fires when a
+    row's first or last token is the pad id, and a packed row, unpadded and without a mask by design, ends
+    with a response's EOS: the pad token of GPT-2-style tokenizers, which have none. (Filtering the
+    message instead would use up transformers' warn-once for the forwards that do need it.)"""
+    from transformers import PreTrainedModel
+
+    inner = [m for m in modules_of(model) if isinstance(m, PreTrainedModel)]
+    for module in inner:
+        module.warn_if_padding_and_no_attention_mask = _no_check
+    try:
+        yield
+    finally:
+        for module in inner:
+            del module.warn_if_padding_and_no_attention_mask
+
+
+def _no_check(*args: Any) -> None:
+    return None
+
+
 def packed_forward(model: Any, packed: Packed, keep: torch.Tensor, output_hidden_states: bool, **kwargs):
     """One forward of `model` over the packed row, with LM-head logits at the packed positions `keep`
     (1-D) only when the model takes `logits_to_keep`."""
     register_attention()
-    with attention_implementation(model, ATTENTION_NAME):
+    with attention_implementation(model, ATTENTION_NAME), no_padding_check(model):
         return model(
             input_ids=packed.input_ids,
             position_ids=packed.position_ids,

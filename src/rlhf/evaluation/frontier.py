@@ -56,6 +56,7 @@ def run_frontier(
 ) -> list[dict[str, Any]]:
     """Train and evaluate one policy per setting; write `<out>/frontier.json` and `<out>/frontier.png`."""
     from rlhf.algorithms import ppo
+    from rlhf.evaluation.kl import tokenizer_difference
     from rlhf.evaluation.policy import Policy, describe_eval, evaluate_policy
     from rlhf.evaluation.report import FRONTIER_FILE, frontier_axes, pareto_front, plot_frontier
     from rlhf.io import write_json
@@ -66,14 +67,20 @@ def run_frontier(
 
     cfg.validate()
     reward_dir = Path(reward_dir).expanduser()
-    model, _ = load_reward_model(str(reward_dir), device="cpu")
+    model, reward_tokenizer = load_reward_model(str(reward_dir), device="cpu")
     missing = [o for o in OBJECTIVES if o not in model.objectives]
     if missing:
         raise UserError(f"{reward_dir}: the frontier needs helpful and harmless heads; it lacks {missing}")
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     initial = str(resolve_world_model(root.loop.policy, root.world, show_progress))
-    reference, _ = load_causal_lm(initial, device="cpu")
+    reference, tokenizer = load_causal_lm(initial, device="cpu")
+    if root.loop.policy == "world" and tokenizer_difference(tokenizer, reward_tokenizer) is not None:
+        # a reward model of your own model with the default policy: the sweep would train the world's
+        raise UserError(
+            f"{reward_dir} was not trained on the world model (another tokenizer), but the policy is the "
+            "world model: give your policy and prompts with --policy MODEL --prompts FILE"
+        )
     prompts = PromptSource(root.loop).evaluation()
     points = []
     for name, method, value in settings(cfg):
