@@ -38,21 +38,31 @@ def load_reward_source(
     device: str = "auto",
     max_length: int = 512,
     policy_tokenizer: Any = None,
+    setting: str = "reward weights",
 ) -> RewardFn:
     """The reward source `spec` (see the module docstring). `policy_tokenizer`, the tokenizer that rendered
     the prompts, lets a reward model warn when its chat template is not the one the prompts were rendered
-    with: it then reads the policy's chat markup as plain text (docs/sequences.md)."""
+    with: it then reads the policy's chat markup as plain text (docs/sequences.md). `setting` names the
+    weights in error messages (e.g. "ppo.cost_weights")."""
     if not spec:
         raise UserError("no reward given: pass a reward-model directory or module:function")
     if Path(spec).expanduser().is_dir():
-        return _reward_model_source(spec, weights or {}, normalize, device, max_length, policy_tokenizer)
+        return _reward_model_source(
+            spec, weights or {}, normalize, device, max_length, policy_tokenizer, setting
+        )
     if ":" in spec:
         return _function_source(spec)
     raise UserError(f"reward {spec!r} is neither a reward-model directory nor module:function")
 
 
 def _reward_model_source(
-    path: str, weights: dict[str, float], normalize: bool, device: str, max_length: int, policy_tokenizer: Any
+    path: str,
+    weights: dict[str, float],
+    normalize: bool,
+    device: str,
+    max_length: int,
+    policy_tokenizer: Any,
+    setting: str = "reward weights",
 ) -> RewardFn:
     from rlhf.reward_model import check_heads_trained, load_reward_model, score_texts
     from rlhf.sequences import is_chat_prompt, scored_text
@@ -61,7 +71,7 @@ def _reward_model_source(
     unknown = sorted(set(weights) - set(model.objectives))
     if unknown:
         raise UserError(
-            f"reward weights name heads {unknown} that {path} does not have ({', '.join(model.objectives)})"
+            f"{setting} name heads {unknown} that {path} does not have ({', '.join(model.objectives)})"
         )
     vector = (
         torch.tensor([weights.get(name, 0.0) for name in model.objectives])

@@ -126,3 +126,30 @@ def test_loop_refuses_a_safety_head_its_rounds_never_label():
         LoopConfig(safety="weighted", labels_per_round=1, harmless_share=0.25).validate()  # round(0.25) = 0
     LoopConfig(safety="none", harmless_share=0.0).validate()  # the harmless head is never used
     LoopConfig(algorithm="dpo", harmless_share=0.0).validate()  # DPO learns from the labels directly
+
+
+def test_a_cost_directory_without_weights_and_scores_of_untrained_heads_say_so(tiny_lm_dir, tmp_path, capsys):
+    """`ppo.cost=RM_DIR` without `ppo.cost_weights` took the first head (helpful) as the cost, so PPO
+    penalised helpfulness; `rlhf reward score` wrote a random head as `score` without a word."""
+    from rlhf.algorithms.ppo import PPOConfig
+    from rlhf.algorithms.ppo import train as ppo_train
+    from rlhf.cli import main
+    from rlhf.config import ConfigError
+
+    write_jsonl(tmp_path / "pairs.jsonl", [{**r, "objective": "helpful"} for r in rows(40, seed=1)])
+    out = tmp_path / "rm"  # the first head, 'harmless', gets no pairs
+    cfg = quick(tmp_path / "pairs.jsonl", tiny_lm_dir, tmp_path, objectives=["harmless", "helpful"])
+    with pytest.warns(UserWarning, match="reward head 'harmless' got no training pairs"):
+        train(cfg, RUN, out, show_progress=False)
+    ppo_cfg = PPOConfig(
+        policy=str(tiny_lm_dir), reward=str(out), cost=str(out), reward_weights={"helpful": 1.0}
+    )
+    with pytest.raises(ConfigError, match=r"ppo.cost_weights is empty, so the cost would be its first head"):
+        ppo_train(ppo_cfg, RUN, tmp_path / "policy", show_progress=False)
+    with pytest.raises(UserError, match=r"ppo.cost_weights name heads \['Harmless'\]"):
+        load_reward_source(str(out), {"Harmless": -1.0}, device="cpu", setting="ppo.cost_weights")
+    write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "User: hi\nAssistant:", "response": "blue sky"}])
+    with pytest.warns(UserWarning, match=r"head\(s\) harmless were trained on 0 pairs: their scores are random "
+                      r"\(and `score` is the first head\)"):  # fmt: skip
+        assert main(["reward", "score", "--model", str(out), "--data", str(tmp_path / "rows.jsonl"),
+                     "--out", str(tmp_path / "s.jsonl"), "--device", "cpu"]) == 0  # fmt: skip

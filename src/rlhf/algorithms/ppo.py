@@ -582,6 +582,12 @@ def train(
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
+    if cfg.cost and not cfg.cost_weights and Path(cfg.cost).expanduser().is_dir():
+        # no weights means the first head, usually `helpful`: PPO would penalise helpfulness, silently
+        raise ConfigError(
+            "ppo.cost is a reward-model directory but ppo.cost_weights is empty, so the cost would be its "
+            "first head; name the harm head: --set 'ppo.cost_weights={harmless: -1.0}'"
+        )
     out = Path(out).expanduser()
     accelerator = Accelerator(
         cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
@@ -633,7 +639,12 @@ def train(
                                    policy_tokenizer=tokenizer)  # fmt: skip
     cost_fn = (
         load_reward_source(
-            cfg.cost, cfg.cost_weights, cfg.normalize_rewards, device=device, policy_tokenizer=tokenizer
+            cfg.cost,
+            cfg.cost_weights,
+            cfg.normalize_rewards,
+            device=device,
+            policy_tokenizer=tokenizer,
+            setting="ppo.cost_weights",
         )  # fmt: skip
         if cfg.cost
         else None

@@ -763,6 +763,13 @@ def score_file(
     from rlhf.reward_model import load_reward_model, score_texts
 
     model, tokenizer = load_reward_model(model_dir, device=device)
+    untrained = [h for h, n in (model.meta.training_pairs or {}).items() if n == 0]
+    if untrained:  # `score` is the first head; every head is written, so say which ones mean nothing
+        warnings.warn(
+            f"{model_dir}: head(s) {', '.join(untrained)} were trained on 0 pairs: their scores are random"
+            + (" (and `score` is the first head)" if model.objectives[0] in untrained else ""),
+            stacklevel=2,
+        )
     rows, prompts, responses = read_response_rows(data, tokenizer)
     scores = score_texts(
         model,
