@@ -170,3 +170,27 @@ def test_kl_to_a_reference_with_another_tokenizer_is_refused(family_dir):
     ):
         check_same_tokenizer(gpt2, qwen2, "m1", "m2")
     check_same_tokenizer(gpt2, AutoTokenizer.from_pretrained(family_dir("gpt2")), "m1", "m1")
+
+
+def test_eval_prompts_from_a_dataset_dict_are_its_held_out_split(tiny_lm_dir, tmp_path, capsys):
+    """A DatasetDict as --prompts was read at its `train` split: 3 training prompts evaluated as held out."""
+    import datasets
+
+    from rlhf.cli import main
+
+    policy = _copy_with_config(
+        tiny_lm_dir, tmp_path / "policy", {"ppo": {"policy": str(tiny_lm_dir), "reference": ""}}
+    )
+    prompts = lambda n, tag: datasets.Dataset.from_list(  # noqa: E731
+        [{"prompt": f"User: {tag} question {i}?\nAssistant:"} for i in range(n)]
+    )
+    datasets.DatasetDict({"train": prompts(3, "train"), "test": prompts(2, "test")}).save_to_disk(
+        tmp_path / "dd"
+    )
+    code = main(["eval", "--policy", str(policy), "--judge", "tests.algorithms.test_ppo:brevity", "--prompts",
+                 str(tmp_path / "dd"), "--max-new-tokens", "4", "--json", str(tmp_path / "eval.json"),
+                 "--set", "run.device=cpu", "--set", "run.progress=false"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"prompts: the 'test' split of {tmp_path / 'dd'}" in out.out
+    assert json.loads((tmp_path / "eval.json").read_text())["prompts"] == 2

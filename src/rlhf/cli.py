@@ -807,6 +807,7 @@ def eval_policy(
     import json
 
     from rlhf.data import load_prompts
+    from rlhf.data.readers import choose_split
     from rlhf.evaluation import evaluate
     from rlhf.evaluation.compare import resolve_baseline
     from rlhf.models import load_tokenizer, resolve_model_path
@@ -819,7 +820,10 @@ def eval_policy(
         tokenizer = load_tokenizer(
             resolve_model_path(resolve_world_model(policy, cfg.world, cfg.run.progress))
         )
-        texts = load_prompts(prompts, tokenizer=tokenizer)
+        split = choose_split(prompts, None, "eval")  # held-out prompts: test, then validation
+        if split is not None:
+            typer.echo(f"prompts: the {split!r} split of {prompts}")
+        texts = load_prompts(prompts, tokenizer=tokenizer, split=split)
     result = evaluate(
         cfg, policy, baseline, judge, texts, n, cfg.run.seed if seed is None else seed, max_new_tokens
     )
