@@ -194,3 +194,30 @@ def test_eval_prompts_from_a_dataset_dict_are_its_held_out_split(tiny_lm_dir, tm
     assert code == 0, out.err
     assert f"prompts: the 'test' split of {tmp_path / 'dd'}" in out.out
     assert json.loads((tmp_path / "eval.json").read_text())["prompts"] == 2
+
+
+def test_a_policy_trained_from_a_relative_path_finds_its_initial_model_from_anywhere(
+    tiny_lm_dir, tmp_path, monkeypatch
+):
+    """`--policy models/base` was saved as typed: from another directory the baseline was missing, or
+    another `models/base` there was taken for it."""
+    import shutil
+
+    from rlhf.algorithms.ppo import PPOConfig, train
+    from rlhf.config import RunConfig
+    from rlhf.evaluation.compare import resolve_baseline
+
+    (tmp_path / "work" / "models").mkdir(parents=True)
+    shutil.copytree(tiny_lm_dir, tmp_path / "work" / "models" / "base")
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = PPOConfig(policy="models/base", reward="tests.algorithms.test_ppo:brevity", steps=1, batch_size=4,
+                    mini_batch_size=4, max_new_tokens=4, n_world_prompts=8)  # fmt: skip
+    train(
+        cfg, RunConfig(seed=0, device="cpu", tensorboard=False, progress=False), "runs/p", show_progress=False
+    )
+    shutil.move("runs/p", tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    baseline, why = resolve_baseline(str(tmp_path / "elsewhere"), None)
+    assert baseline == str(tmp_path / "work" / "models" / "base") and why.startswith(
+        "the policy's initial model"
+    )

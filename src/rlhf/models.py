@@ -57,6 +57,14 @@ def _looks_like_path(name: str) -> bool:
     return not name or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
+def absolute_model_path(name_or_path: str) -> str:
+    """`name_or_path` as an absolute path when it names an existing local directory (so a run's saved
+    config still finds its models from another working directory), else unchanged ('world', a model id
+    in the cache, or empty)."""
+    path = Path(name_or_path).expanduser() if name_or_path else None
+    return os.path.abspath(path) if path is not None and path.is_dir() else name_or_path  # links kept
+
+
 def resolve_model_path(name_or_path: str | Path, require_config: bool = True) -> Path:
     """A local directory (with a config.json unless `require_config=False`), or the snapshot of a model id
     in the local Hugging Face cache."""

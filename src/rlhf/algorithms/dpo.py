@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +289,7 @@ def train(
     from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
     from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import (
+        absolute_model_path,
         add_lora,
         disable_dropout,
         freeze_lower_layers,
@@ -302,6 +303,8 @@ def train(
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
+    # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
+    cfg = replace(cfg, model=absolute_model_path(cfg.model))
     out = Path(out).expanduser()
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,

@@ -17,7 +17,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -330,13 +330,15 @@ def train(
     from transformers import get_scheduler
 
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import disable_dropout, freeze_lower_layers, load_causal_lm
+    from rlhf.models import absolute_model_path, disable_dropout, freeze_lower_layers, load_causal_lm
     from rlhf.sequences import cap_length
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
     from rlhf.world.report import resolve_world_model
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
+    # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
+    cfg = replace(cfg, model=absolute_model_path(cfg.model))
     out = Path(out).expanduser()
     accelerator = Accelerator(
         cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())

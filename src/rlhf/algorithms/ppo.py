@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -566,6 +566,7 @@ def train(
     from rlhf.models import (
         AdaptersDisabled,
         ValueModel,
+        absolute_model_path,
         add_lora,
         disable_dropout,
         freeze_lower_layers,
@@ -582,6 +583,8 @@ def train(
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
+    # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
+    cfg = replace(cfg, policy=absolute_model_path(cfg.policy), reference=absolute_model_path(cfg.reference))
     if cfg.cost and not cfg.cost_weights and Path(cfg.cost).expanduser().is_dir():
         # no weights means the first head, usually `helpful`: PPO would penalise helpfulness, silently
         raise ConfigError(
