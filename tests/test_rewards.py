@@ -109,3 +109,19 @@ def test_cli_ppo_with_a_trl_reward_function_from_the_working_directory(user_modu
                  "--set", "run.device=cpu", "--set", "run.tensorboard=false"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert (user_module / "p" / "config.json").is_file()
+
+
+def raises(prompts, responses):
+    raise ValueError("bad input\nsecond line")
+
+
+def test_a_reward_function_that_raises_is_one_line_naming_it():
+    from rlhf.rewards import load_reward_source
+
+    score = load_reward_source("tests.test_rewards:raises")
+    with pytest.raises(UserError) as error:
+        score(["p"], ["r"])
+    assert str(error.value) == (
+        "reward function tests.test_rewards:raises raised ValueError: bad input (add --debug for the traceback)"
+    )
+    assert isinstance(error.value.__cause__, ValueError)  # --debug re-raises with the user's traceback

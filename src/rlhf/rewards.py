@@ -106,7 +106,14 @@ def _function_source(spec: str) -> RewardFn:
     call = reward_call(fn, spec)
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        return check_scores(call(list(prompts), list(responses)), len(responses), f"reward function {spec}")
+        try:
+            returned = call(list(prompts), list(responses))
+        except Exception as exc:  # noqa: BLE001 - the user's code failed: one line, --debug for the traceback
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(
+                f"reward function {spec} raised {type(exc).__name__}: {first} (add --debug for the traceback)"
+            ) from exc
+        return check_scores(returned, len(responses), f"reward function {spec}")
 
     return score
 
