@@ -321,9 +321,15 @@ def encode_scored(tokenizer: Any, texts: list[str], max_length: int) -> list[lis
     special = special_tokens(tokenizer)
     bos = special.bos_id if special.adds_bos else None
     out = []
-    for text in texts:
-        chat = is_chat_text(tokenizer, text)
-        row = tokenizer(text, add_special_tokens=not chat)["input_ids"]
+    rows: list[list[int]] = [[] for _ in texts]
+    chat = [is_chat_text(tokenizer, text) for text in texts]
+    for flag in (True, False):  # one batched call per kind: the scorer tokenizes thousands of texts
+        idx = [i for i, c in enumerate(chat) if c == flag]
+        if idx:
+            encoded = tokenizer([texts[i] for i in idx], add_special_tokens=not flag)["input_ids"]
+            for i, row in zip(idx, encoded, strict=True):
+                rows[i] = row
+    for row in rows:
         if not row:
             raise UserError("an empty prompt and response leave the reward model no token to score")
         if bos is not None and len(row) > 1 and row[0] == bos and row[1] == bos:
