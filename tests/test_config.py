@@ -117,6 +117,23 @@ def test_override_syntax():
         parse_override("a.b")
 
 
+@pytest.mark.parametrize(
+    "text, fixed",
+    [
+        ("ppo.reward_weights={helpful:1.0}", "{helpful: 1.0}"),
+        ("ppo.reward_weights={helpful: 1.0, harmless:-1}", "{harmless: -1}"),
+        ("a.b=[{x:2}]", "{x: 2}"),
+    ],
+)
+def test_glued_yaml_mapping_says_to_add_a_space(text, fixed):
+    # YAML reads '{helpful:1.0}' as the key 'helpful:1.0' with no value; say so rather than "got None".
+    with pytest.raises(ConfigError, match="space after the colon") as info:
+        parse_override(text)
+    assert fixed in str(info.value)
+    assert parse_override("ppo.reward_weights={helpful: 1.0}") == ("ppo.reward_weights", {"helpful": 1.0})
+    assert parse_override("a.url=http://x:80") == ("a.url", "http://x:80")  # a plain string keeps its colons
+
+
 def test_yaml_round_trip(tmp_path):
     cfg = load_config(Root, None, ["ppo.kl_coef=0.3"])
     path = tmp_path / "saved.yaml"

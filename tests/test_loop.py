@@ -341,8 +341,15 @@ def test_cli_user_mistakes_are_one_line_errors(tmp_path, capsys, finished_run):
     few = tmp_path / "few.jsonl"
     few.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
     assert main(["loop", "--out", str(tmp_path / "y"), "--set", f"loop.prompts={few}"]) != 0
-    assert "2 prompts; the loop needs at least 8" in capsys.readouterr().err
+    assert (
+        "2 prompts; at least 8 are needed (a quarter is held out for evaluation)" in capsys.readouterr().err
+    )
     assert not (tmp_path / "y").exists()  # checked before anything is written
+    assert (
+        main(["frontier", "--prompts", str(few), "--reward", str(tmp_path), "--out", str(tmp_path / "f2")])
+        != 0
+    )
+    assert "2 prompts; at least 8 are needed" in capsys.readouterr().err  # it said "the loop needs"
     out, _ = finished_run
     bad = tmp_path / "not_active.json"
     bad.write_text('{"hello": 1}')

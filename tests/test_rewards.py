@@ -35,6 +35,9 @@ def needs_solution(completions, solution, **kwargs):
 
 def one_list(texts):
     return [0.0 for _ in texts]
+
+async def trl_async(prompts, completions, **kwargs):
+    return [float(len(c)) + 0.5 for c in completions]
 """
 
 
@@ -58,6 +61,7 @@ def user_module(tmp_path, monkeypatch):
         ("trl_both", [19 - 12, 21 - 8]),
         ("trl_keywords_only", [120, 80]),
         ("trl_no_kwargs", [1.0, 1.0]),
+        ("trl_async", [12.5, 8.5]),  # before: "returned coroutine", after the models had loaded
     ],
 )
 def test_a_module_in_the_working_directory_called_by_its_signature(user_module, name, expected):
@@ -109,6 +113,23 @@ def test_cli_ppo_with_a_trl_reward_function_from_the_working_directory(user_modu
                  "--set", "run.device=cpu", "--set", "run.tensorboard=false"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert (user_module / "p" / "config.json").is_file()
+
+
+def test_a_reward_function_that_cannot_be_called_stops_ppo_before_any_model_loads(user_module, capsys):
+    from rlhf.cli import main
+
+    # the policy does not exist: had PPO loaded it first, the error would be about the model
+    for spec, message in (("my_rewards:one_list", "one_list(texts); accepted signatures"),
+                          ("my_rewards", "neither a reward-model directory nor module:function")):  # fmt: skip
+        for option in ("--reward", "--set"):
+            args = (
+                [option, spec]
+                if option == "--reward"
+                else ["--reward", "my_rewards:positional", "--set", f"ppo.cost={spec}"]
+            )
+            assert main(["ppo", "train", "--policy", str(user_module / "no_model"), *args, "--out", "p"]) != 0
+            err = capsys.readouterr().err
+            assert message in err and "no_model" not in err, err
 
 
 def raises(prompts, responses):

@@ -244,8 +244,9 @@ def test_tutorial_by_hand(family, family_dir, tmp_path, monkeypatch, capsys):
                "--set", "ppo.normalize_rewards=true", *[a for s in tiny_ppo for a in ("--set", s)])  # fmt: skip
     assert "prompts are cycled" in out and "policy saved to runs/policy" in out
     assert "passing in an `attention_mask`" not in out  # transformers on GPT-2's packed rows, before
-    out = rlhf(capsys, "eval", "--policy", "runs/policy", "--judge", "runs/rm", "--prompts",
-               "held_out_prompts.jsonl", "--max-new-tokens", "8", "--set", "run.device=cpu")  # fmt: skip
+    out = rlhf(capsys, "eval", "--policy", "runs/policy", "--judge", "runs/rm", "--judge-weights",
+               "{helpful: 1.0}", "--prompts", "held_out_prompts.jsonl", "--max-new-tokens", "8",
+               "--set", "run.device=cpu")  # fmt: skip
     assert (
         f"baseline: {my_lm} (the policy's initial model, ppo.policy in runs/policy/rlhf_config.yaml)" in out
     )
@@ -254,7 +255,7 @@ def test_tutorial_by_hand(family, family_dir, tmp_path, monkeypatch, capsys):
         line.split("│")[1].strip() for line in out.splitlines() if line.count("│") == 3
     }
     out = rlhf(capsys, "dpo", "train", "--model", my_lm, "--data", "pairs.jsonl", "--out", "runs/dpo",
-               "--set", "dpo.max_steps=2", "--set", "run.device=cpu")  # fmt: skip
+               "--set", "dpo.objective=helpful", "--set", "dpo.max_steps=2", "--set", "run.device=cpu")  # fmt: skip
     assert "policy saved to runs/dpo" in out
     out = rlhf(capsys, "frontier", "--policy", my_lm, "--prompts", "prompts.jsonl", "--reward", "runs/rm",
                "--out", "runs/frontier", "--set", "frontier.steps=1", "--set", "ppo.max_new_tokens=8",

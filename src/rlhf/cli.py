@@ -773,6 +773,25 @@ def sample_model(
 # ----------------------------------------------------------------------------- eval
 
 
+def _head_weights(text: str, option: str) -> dict[str, float]:
+    """`text` as a mapping of reward-model head names to numbers, e.g. '{helpful: 1.0, harmless: 0.5}'."""
+    from rlhf.config import parse_value
+
+    value = parse_value(text, f"{option} {text!r}")
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in value.items()
+        )
+    ):
+        raise UserError(
+            f"{option} {text!r}: expected head names with numbers, e.g. '{{helpful: 1.0, harmless: 0.5}}'"
+        )
+    return {k: float(v) for k, v in value.items()}
+
+
 @app.command("eval")
 def eval_policy(
     policy: Annotated[str, typer.Option("--policy", help="The policy to evaluate (directory or 'world').")],
@@ -790,6 +809,14 @@ def eval_policy(
             "--judge", help="'gold' (the world's hidden utility) or a reward model / module:function."
         ),
     ] = "gold",
+    judge_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-weights",
+            help="Weights of a reward-model judge's heads, e.g. '{helpful: 1.0, harmless: 0.5}'; "
+            "default: its first head.",
+        ),
+    ] = None,
     prompts: Annotated[
         str | None,
         typer.Option("--prompts", "-p", help="Prompt file (field 'prompt'); default: world prompts."),
@@ -824,8 +851,21 @@ def eval_policy(
         if split is not None:
             typer.echo(f"prompts: the {split!r} split of {prompts}")
         texts = load_prompts(prompts, tokenizer=tokenizer, split=split)
+    weights = _head_weights(judge_weights, "--judge-weights") if judge_weights else None
+    if weights and (judge == "gold" or not Path(judge).expanduser().is_dir()):
+        raise UserError(
+            f"--judge-weights weighs a reward model's heads; --judge {judge} is not a reward model"
+        )
     result = evaluate(
-        cfg, policy, baseline, judge, texts, n, cfg.run.seed if seed is None else seed, max_new_tokens
+        cfg,
+        policy,
+        baseline,
+        judge,
+        texts,
+        n,
+        cfg.run.seed if seed is None else seed,
+        max_new_tokens,
+        weights,
     )
     _print_metrics({k: v for k, v in result.items() if isinstance(v, int | float)})
     if json_out is not None:
@@ -1205,7 +1245,16 @@ def feedback_reliability(
     rows = read_jsonl(data)
     rel = reliability_report(rows)
     if not rel["labellers"]:
-        raise UserError(f"{data}: no pair rows with a labeller_id to fit")
+        other = sorted({kind for r in rows for kind in ("ranking", "rating") if kind in r})
+        raise UserError(
+            f"{data}: no pair rows (chosen, rejected) with a labeller_id to fit"
+            + (
+                f"; it holds {' and '.join(k + 's' for k in other)}: reliability is fitted on the labels of "
+                "comparison tasks, exported with `rlhf label export --kind pairs`"
+                if other
+                else ""
+            )
+        )
     typer.echo(
         f"{rel['n_labels']} labels, {rel['n_items']} responses; position bias fitted: {rel['position_bias_fitted']}"
     )

@@ -122,11 +122,42 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
+    return key, parse_value(raw, f"--set {text!r}", f"--set '{key}=")
+
+
+def parse_value(raw: str, where: str, example_prefix: str = "") -> Any:
+    """`raw` read as YAML (`0.05`, `true`, `[1, 2]`, `{helpful: 1.0}`, `null`); text that is not YAML stays
+    text. A flow mapping written without the space after a colon (`{helpful:1.0}`, which YAML reads as
+    the key 'helpful:1.0' with no value) is a ConfigError naming `where` with the corrected text."""
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key, value
+    glued = _glued_mapping_key(value)
+    if glued is not None:
+        name, rest = glued.split(":", 1)
+        example = f"{example_prefix}{{{name}: {rest}}}'" if example_prefix else f"{{{name}: {rest}}}"
+        raise ConfigError(
+            f"{where}: YAML reads '{glued}' as one key with no value; put a space after the colon, e.g. {example}"
+        )
+    return value
+
+
+def _glued_mapping_key(value: Any) -> str | None:
+    """The first mapping key like 'a:1.0' with no value (YAML's reading of `{a:1.0}`), at any depth."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str) and ":" in k and v is None:
+                return k
+            found = _glued_mapping_key(v)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _glued_mapping_key(item)
+            if found is not None:
+                return found
+    return None
 
 
 def from_dict(
@@ -382,6 +413,7 @@ __all__ = [
     "load_config",
     "from_dict",
     "parse_override",
+    "parse_value",
     "read_yaml_mapping",
     "save_config",
     "to_dict",

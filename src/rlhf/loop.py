@@ -196,7 +196,7 @@ class PromptSource:
             order = np.random.default_rng(777_001).permutation(len(prompts))
             if len(prompts) < 8:
                 raise UserError(
-                    f"{cfg.prompts}: {len(prompts)} prompts; the loop needs at least 8 (a quarter is held out)"
+                    f"{cfg.prompts}: {len(prompts)} prompts; at least 8 are needed (a quarter is held out for evaluation)"
                 )
             n_eval = max(1, min(cfg.eval_prompts, len(prompts) // 4))
             held, rest = order[:n_eval], order[n_eval:]

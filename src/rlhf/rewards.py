@@ -12,6 +12,8 @@ A spec is one of:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import inspect
 import math
@@ -78,6 +80,12 @@ def _reward_model_source(
         if weights
         else torch.eye(len(model.objectives))[0]
     )
+    if not weights and len(model.objectives) > 1 and setting != "reward weights":
+        warnings.warn(
+            f"{path} has heads {', '.join(model.objectives)}; {setting} not given, so the score is the first "
+            f"head, {model.objectives[0]!r}",
+            stacklevel=2,
+        )
     check_heads_trained(model.meta, dict(zip(model.objectives, vector.tolist(), strict=True)), path)
 
     warned = []
@@ -99,6 +107,16 @@ def _reward_model_source(
         return score_texts(model, tokenizer, texts, max_length=max_length, normalize=normalize).mean @ vector
 
     return score
+
+
+def check_reward_spec(spec: str) -> None:
+    """Fail before any model loads: a reward function that cannot be imported or called, or a spec that
+    is neither a directory nor module:function, is the UserError `load_reward_source` would raise later."""
+    if not spec or Path(spec).expanduser().is_dir():
+        return
+    if ":" not in spec:
+        raise UserError(f"reward {spec!r} is neither a reward-model directory nor module:function")
+    reward_call(import_function(spec), spec)
 
 
 def _function_source(spec: str) -> RewardFn:
@@ -164,7 +182,11 @@ def reward_call(fn: Callable, spec: str) -> Callable[[list[str], list[str]], Any
     """How to call a user's reward function with (prompts, responses), judged from its signature:
     TRL's keyword call `fn(prompts=..., completions=...)` when it has a `completions` parameter (passing
     `prompts` when it names it or takes **kwargs), else the positional call `fn(prompts, responses)`.
-    A signature that fits neither is a UserError naming the accepted ones."""
+    A signature that fits neither is a UserError naming the accepted ones. An `async def` function is
+    run to completion on each call (TRL accepts async reward functions too)."""
+    if inspect.iscoroutinefunction(fn):
+        call = reward_call(_awaited(fn), spec)
+        return call
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or extension function: no signature to read
@@ -195,6 +217,16 @@ def reward_call(fn: Callable, spec: str) -> Callable[[list[str], list[str]], Any
     if not positional and var_keyword:  # fn(**kwargs): TRL's keywords
         return lambda prompts, responses: fn(prompts=prompts, completions=responses)
     raise UserError(f"reward function {spec} is {shown}; accepted signatures: {SIGNATURES}")
+
+
+def _awaited(fn: Callable) -> Callable:
+    """`fn` (an async function) as a plain one with its signature: each call runs the coroutine."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return run
 
 
 def check_scores(returned: Any, n: int, what: str) -> torch.Tensor:

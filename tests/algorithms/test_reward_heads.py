@@ -77,6 +77,26 @@ def test_a_head_without_pairs_is_reported_recorded_and_refused_as_a_cost(tiny_lm
     score = load_reward_source(str(out), {"helpful": 1.0, "harmless": 0.0}, device="cpu")  # 0: not used
     assert score(["User: hi\nAssistant:"], ["blue sky"]).shape == (1,)
     load_reward_source(str(out), device="cpu")  # no weights: the first head, 'helpful', which trained
+    with pytest.warns(UserWarning, match=r"has heads helpful, harmless; --judge-weights not given, so the score "
+                      r"is the first head, 'helpful'"):  # fmt: skip
+        load_reward_source(str(out), device="cpu", setting="--judge-weights")  # rlhf eval --judge RM_DIR
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--judge-weights", "{helpful:1.0}"], "put a space after the colon, e.g. {helpful: 1.0}"),
+        (["--judge-weights", "helpful"], "expected head names with numbers"),
+        (["--judge-weights", "{helpful: high}"], "expected head names with numbers"),
+        (["--judge", "gold", "--judge-weights", "{helpful: 1}"], "--judge gold is not a reward model"),
+    ],
+)
+def test_eval_judge_weights_that_cannot_be_used_are_one_line(args, message, capsys):
+    from rlhf.cli import main
+
+    assert main(["eval", "--policy", "world", *args]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_objective_on_imported_tasks_trains_each_head(tiny_lm_dir, tmp_path, capsys):

@@ -128,3 +128,16 @@ def test_cli_reliability_gold_when_the_labellers_agree(tmp_path, capsys):
     strict = json.loads(report.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     assert strict["disagreement"]["krippendorff_alpha_nominal"] is None
     assert strict["disagreement"]["pairs"] == 1
+
+
+def test_cli_reliability_on_rankings_and_ratings_says_to_export_pairs(tmp_path, capsys):
+    from rlhf.cli import main
+    from rlhf.io import write_jsonl
+
+    data = tmp_path / "rankings.jsonl"
+    write_jsonl(data, [{"prompt": "q", "responses": ["a", "b", "c"], "ranking": [2, 0, 1], "labeller_id": "ann"},
+                       {"prompt": "q", "response": "a", "rating": 4, "labeller_id": "bob"}])  # fmt: skip
+    assert main(["feedback", "reliability", "--data", str(data)]) != 0
+    err = capsys.readouterr().err
+    assert "holds rankings and ratings: reliability is fitted on the labels of comparison tasks, " in err
+    assert "`rlhf label export --kind pairs`" in err and err.count("\n") == 1

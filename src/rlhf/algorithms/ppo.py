@@ -576,13 +576,18 @@ def train(
         save_pretrained_atomic,
         share_frozen_modules,
     )
-    from rlhf.rewards import load_reward_source
+    from rlhf.rewards import check_reward_spec, load_reward_source
     from rlhf.rl_math import AdaptiveKLController, FixedKLController, LagrangeMultiplier
     from rlhf.world import corpus
     from rlhf.world.report import resolve_world_model
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
+    for spec in (
+        cfg.reward,
+        cfg.cost,
+    ):  # a reward function that cannot be called fails before any model loads
+        check_reward_spec(spec)
     # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
     cfg = replace(cfg, policy=absolute_model_path(cfg.policy), reference=absolute_model_path(cfg.reference))
     if cfg.cost and not cfg.cost_weights and Path(cfg.cost).expanduser().is_dir():
@@ -639,7 +644,7 @@ def train(
                 share_frozen_modules(policy, ref_policy)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
-                                   policy_tokenizer=tokenizer)  # fmt: skip
+                                   policy_tokenizer=tokenizer, setting="ppo.reward_weights")  # fmt: skip
     cost_fn = (
         load_reward_source(
             cfg.cost,

@@ -80,12 +80,14 @@ def evaluate(
     n: int = 256,
     seed: int = 0,
     max_new_tokens: int = 64,
+    judge_weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Sample `policy` and `baseline` on the same prompts (world prompts by default) and compare them.
 
     `baseline`: None = the policy's initial model (`resolve_baseline`). `judge`: 'gold' (the world's
     hidden utility; world prompts only) or any reward source (a reward-model directory or
-    module:function), which is how a real evaluation without gold works. A baseline that tokenizes text
+    module:function), which is how a real evaluation without gold works; `judge_weights` weighs a reward
+    model's heads (default: its first head). A baseline that tokenizes text
     otherwise than the policy is a UserError."""
     from rlhf.errors import UserError
     from rlhf.evaluation.kl import sampled_kl, tokenizer_difference
@@ -99,6 +101,10 @@ def evaluate(
     world = all(corpus.parse_request(p) is not None for p in prompts)
     if judge == "gold" and not world:
         raise UserError("--judge gold needs the bundled world's prompts; give a reward model as the judge")
+    if judge != "gold":
+        from rlhf.rewards import check_reward_spec
+
+        check_reward_spec(judge)  # before the models load
     policy_tokenizer = load_tokenizer(resolve_world_model(policy, cfg.world, cfg.run.progress))
     try:
         baseline_tokenizer = load_tokenizer(resolve_world_model(baseline, cfg.world, cfg.run.progress))
@@ -125,7 +131,9 @@ def evaluate(
     else:
         from rlhf.rewards import load_reward_source
 
-        source = load_reward_source(judge, device=cfg.run.device, policy_tokenizer=tokenizer)
+        source = load_reward_source(
+            judge, judge_weights, device=cfg.run.device, policy_tokenizer=tokenizer, setting="--judge-weights"
+        )
         score = lambda ps, rs: source(ps, rs).tolist()  # noqa: E731
     ours_scores, theirs_scores = score(prompts, ours.responses), score(prompts, theirs.responses)
     _, stats = win_rate(ours_scores, theirs_scores)
@@ -134,6 +142,7 @@ def evaluate(
         "baseline": str(baseline),
         "baseline_from": baseline_from,
         "judge": judge,
+        **({"judge_weights": judge_weights} if judge_weights else {}),
         "prompts": len(prompts),
         **stats,
         "policy_mean_score": float(np.mean(ours_scores)),

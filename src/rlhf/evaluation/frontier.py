@@ -59,13 +59,17 @@ def run_frontier(
     from rlhf.evaluation.kl import tokenizer_difference
     from rlhf.evaluation.policy import Policy, describe_eval, evaluate_policy
     from rlhf.evaluation.report import FRONTIER_FILE, frontier_axes, pareto_front, plot_frontier
-    from rlhf.io import write_json
+    from rlhf.io import write_json, write_jsonl
     from rlhf.loop import OBJECTIVES, PromptSource
-    from rlhf.models import load_causal_lm
+    from rlhf.models import load_causal_lm, load_tokenizer
     from rlhf.reward_model import load_reward_model
     from rlhf.world.report import resolve_world_model
 
     cfg.validate()
+    initial = str(resolve_world_model(root.loop.policy, root.world, show_progress))
+    # the prompts first (a file too small is an error before any model loads), rendered as the loop does
+    source = PromptSource(root.loop, load_tokenizer(initial) if root.loop.prompts else None)
+    prompts = source.evaluation()
     reward_dir = Path(reward_dir).expanduser()
     model, reward_tokenizer = load_reward_model(str(reward_dir), device="cpu")
     missing = [o for o in OBJECTIVES if o not in model.objectives]
@@ -73,7 +77,6 @@ def run_frontier(
         raise UserError(f"{reward_dir}: the frontier needs helpful and harmless heads; it lacks {missing}")
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    initial = str(resolve_world_model(root.loop.policy, root.world, show_progress))
     reference, tokenizer = load_causal_lm(initial, device="cpu")
     if root.loop.policy == "world" and tokenizer_difference(tokenizer, reward_tokenizer) is not None:
         # a reward model of your own model with the default policy: the sweep would train the world's
@@ -81,14 +84,17 @@ def run_frontier(
             f"{reward_dir} was not trained on the world model (another tokenizer), but the policy is the "
             "world model: give your policy and prompts with --policy MODEL --prompts FILE"
         )
-    prompts = PromptSource(root.loop).evaluation()
+    train_prompts = root.ppo.prompts
+    if source.file_prompts is not None:  # the evaluation prompts stay held out of training, as in the loop
+        train_prompts = str(out / "train_prompts.jsonl")
+        write_jsonl(train_prompts, [{"prompt": p} for p in source.file_prompts])
     points = []
     for name, method, value in settings(cfg):
         policy_dir = out / "frontier" / name.replace("<=", "_le_").replace("=", "_")
         ppo_cfg = dataclasses.replace(
             root.ppo, policy=initial, reference="", reward=str(reward_dir), steps=cfg.steps,
             normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
-            prompts=root.loop.prompts or root.ppo.prompts,
+            prompts=train_prompts,
         )  # fmt: skip
         if method == "weighted":
             ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": value}
