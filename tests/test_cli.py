@@ -171,6 +171,16 @@ def test_root_flags_take_no_value_in_help(capsys):
 
 
 @pytest.mark.parametrize(
+    "command", [["reward", "score"], ["feedback", "reliability"], ["label", "serve"], ["loop"], ["demo"]]
+)
+def test_no_flag_shows_a_value_in_help(capsys, command):
+    # every flag, -h/--help included, showed `<bool>` as if it took a value; options with values keep theirs
+    code, out, _ = run_cli(capsys, *command, "--help")
+    assert code == 0 and "<bool>" not in out, out
+    assert "--help" in out and ("<str>" in out or "<path>" in out or "<int>" in out), out
+
+
+@pytest.mark.parametrize(
     "key,ours",
     [
         ("reward.learning_rate", "reward.lr"),

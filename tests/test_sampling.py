@@ -137,3 +137,18 @@ def test_what_cannot_be_written_is_one_line(tiny_lm_dir, prompt_file, tmp_path, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_prompts_longer_than_the_context_are_counted_and_kept_whole(family_dir, tmp_path, capsys):
+    # n_positions 32 less --max-new-tokens 8 leaves 24 prompt tokens; the long prompt is cut for the model
+    # (as in training) but its row keeps the whole text, and the summary says so
+    model_dir = family_dir("gpt2", n_positions=32)
+    long = "User: " + "tell me about tea and bread " * 10 + "\nAssistant:"
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": long}, {"prompt": "User: hi\nAssistant:"}])
+    code, out, err = run(capsys, "sample", "--model", model_dir, "--prompts", tmp_path / "p.jsonl", "--out",
+                         tmp_path / "s.jsonl", "--max-new-tokens", 8, *QUIET)  # fmt: skip
+    assert code == 0, err
+    assert (
+        "1 prompts are longer than the 24 tokens the model's context leaves beside --max-new-tokens 8" in out
+    )
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "s.jsonl")] == [long, "User: hi\nAssistant:"]

@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -98,15 +98,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    # metavar "": flags take no value, but Typer's help would show them as `--debug <bool>`
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks on errors.", metavar="")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar=""
-        ),
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     if debug:
@@ -763,6 +757,12 @@ def sample_model(
     typer.echo(f"wrote {summary.rows} {what} ({summary.prompts} prompts x {k}) to {out}")
     if summary.left_out:
         typer.echo(f"{summary.left_out} prompts left out: fewer than 2 different non-empty responses")
+    if summary.cut_prompts:
+        typer.echo(
+            f"{summary.cut_prompts} prompts are longer than the {summary.prompt_room} tokens the model's context "
+            f"leaves beside --max-new-tokens {max_new_tokens}: the model saw only their last tokens (the rows "
+            "keep the whole prompt); shorten them or lower --max-new-tokens"
+        )
     if summary.unfinished:
         typer.echo(
             f"{summary.unfinished} of {summary.responses} responses stopped at --max-new-tokens {max_new_tokens} "
@@ -1240,7 +1240,7 @@ def feedback_reliability(
     """Per-labeller rationality and position bias (Bradley-Terry), weights, flags; with --gold, where the
     labellers' majority disagrees with gold."""
     from rlhf.feedback.labellers import disagreement_report, flag_in_store, reliability_report, weighted_rows
-    from rlhf.io import finite_or_none, read_jsonl, write_json, write_jsonl
+    from rlhf.io import read_jsonl, write_json, write_jsonl
 
     rows = read_jsonl(data)
     rel = reliability_report(rows)
@@ -1286,7 +1286,7 @@ def feedback_reliability(
     if out is not None:
         typer.echo(f"wrote {write_jsonl(out, weighted_rows(rows, rel))} weighted rows to {out}")
     if report is not None:
-        write_json(report, finite_or_none(full))  # an undefined statistic is null, not NaN (invalid JSON)
+        write_json(report, full)  # an undefined statistic is null, not NaN (invalid JSON)
         typer.echo(f"wrote {report}")
 
 
@@ -1469,6 +1469,25 @@ def demo(
 # ----------------------------------------------------------------------------- entry point
 
 
+def _flags_without_metavar(command: Any) -> None:
+    """Typer's help shows every flag with a type, `--normalize <bool>`, as if it took a value; flags
+    (and -h/--help) take none, so they show none, in `command` and every command below it."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_metavar(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user mistakes become one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -1476,7 +1495,9 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         # standalone mode: Typer/Click print usage errors and --help themselves and exit via SystemExit.
-        app(args=args, prog_name="rlhf", standalone_mode=True)
+        command = typer.main.get_command(app)
+        _flags_without_metavar(command)
+        command(args=args, prog_name="rlhf", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except UserError as exc:

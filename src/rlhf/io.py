@@ -48,8 +48,9 @@ def finite_or_none(value: Any) -> Any:
 
 
 def write_json(path: str | Path, value: Any) -> None:
-    """Write one JSON document (indented) through a temporary file beside `path`, then rename."""
-    text = json.dumps(value, indent=2)
+    """Write one JSON document (indented) through a temporary file beside `path`, then rename. NaN and
+    infinities become null (`finite_or_none`): JSON has no NaN, and strict readers (jq, browsers) refuse it."""
+    text = json.dumps(finite_or_none(value), indent=2, allow_nan=False)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

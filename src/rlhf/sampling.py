@@ -8,7 +8,9 @@ Two output formats:
 
 Prompts are read as every trainer reads them (`rlhf.data.load_prompts`: chat messages rendered with the
 model's own template), and sampled with the training sampler (`rlhf.rollout.sample`), so these are the
-responses PPO would see.
+responses PPO would see. A prompt longer than the context leaves beside `max_new_tokens` is cut from the
+left for the model, as in training; its row keeps the whole prompt (what a labeller should read), and the
+summary counts such prompts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class SampleSummary:
     responses: int  # responses sampled
     unfinished: int  # responses cut at max_new_tokens without emitting EOS
     left_out: int  # tasks format: prompts with fewer than 2 different non-empty responses
+    cut_prompts: int = (
+        0  # prompts longer than the context leaves beside max_new_tokens: the model saw their end
+    )
+    prompt_room: int | None = None  # the tokens of prompt the context leaves (None: no known limit)
 
 
 def sample_responses(
@@ -78,6 +84,7 @@ def sample_file(
     from rlhf.evaluation.policy import is_ilql_dir
     from rlhf.io import write_jsonl
     from rlhf.models import load_causal_lm
+    from rlhf.sequences import context_length, encode_prompt
 
     cfg = cfg or SamplingConfig()
     if fmt not in FORMATS:
@@ -95,6 +102,9 @@ def sample_file(
         )
     model, tokenizer = load_causal_lm(model_path, device=device, dtype=dtype)
     prompts = load_prompts(prompts_path, tokenizer=tokenizer)
+    room = context_length(model.config)
+    room = None if room is None else room - cfg.max_new_tokens
+    cut = 0 if room is None else sum(len(encode_prompt(tokenizer, p)) > room for p in prompts)
     responses, unfinished = sample_responses(model, tokenizer, prompts, n_per_prompt, cfg, seed)
     rows, left_out = output_rows(prompts, responses, fmt)
     if not rows:
@@ -103,4 +113,6 @@ def sample_file(
             "(greedy decoding gives one; sample with --temperature > 0)"
         )
     write_jsonl(out, rows)
-    return SampleSummary(len(rows), len(prompts), len(prompts) * n_per_prompt, unfinished, left_out)
+    return SampleSummary(
+        len(rows), len(prompts), len(prompts) * n_per_prompt, unfinished, left_out, cut, room
+    )

@@ -342,3 +342,25 @@ def test_evaluation_data_reads_test_then_validation_and_names_the_split(tmp_path
         load_eval_preferences(tmp_path / "p.jsonl", None, "test")
     with pytest.raises(UserError, match=r"evaluation data is the training data \(.*only split 'train'\)"):
         load_eval_preferences(only, only, None)  # its lone split is the training split
+
+
+def test_training_reads_name_the_split_and_take_a_lone_one(tmp_path):
+    # a validation-only DatasetDict was unusable as --prompts ("has no split 'train'"), and a DatasetDict
+    # with train and test was read at train without a word
+    from rlhf.data import load_prompts
+    from rlhf.errors import UserError
+
+    only = save_dataset(
+        tmp_path / "only_val", None, splits={"validation": [{"prompt": "a"}, {"prompt": "b"}]}
+    )
+    assert load_prompts(only) == ["a", "b"]
+    both = save_dataset(
+        tmp_path / "both", None, splits={"train": [{"prompt": "t"}], "test": [{"prompt": "x"}]}
+    )
+    with pytest.warns(UserWarning, match=r"both: reading its 'train' split \(it has train, test\)"):
+        assert load_prompts(both) == ["t"]
+    odd = save_dataset(tmp_path / "odd", None, splits={"dev": [{"prompt": "d"}], "test": [{"prompt": "x"}]})
+    with pytest.raises(
+        UserError, match=r"odd has no split 'train' to read; it has: dev, test \(save the one"
+    ):
+        load_prompts(odd)

@@ -228,3 +228,27 @@ def test_disagreement_report_when_the_labellers_agree():
     assert np.isnan(report["krippendorff_alpha_nominal"])
     assert "expected disagreement is 0" in report["krippendorff_alpha_undefined"]
     assert report["agreement_with_gold"] == 1.0 and report["disagreement_rate"] == 0.0
+
+
+def test_nan_is_a_missing_answer_like_the_missing_code():
+    # a float table with NaN gaps (how pandas gives unanswered cells): before, cohen_kappa took NaN for a
+    # category, so its items counted as answered (and as disagreements: NaN != NaN).
+    # Shared items are the first four: a = 0 0 1 1, b = 0 1 1 1 -> p_o = 3/4;
+    # p_e = P(a=0)P(b=0) + P(a=1)P(b=1) = 1/2 * 1/4 + 1/2 * 3/4 = 1/2 -> kappa = (3/4 - 1/2) / (1/2) = 0.5
+    nan = float("nan")
+    a = np.array([0, 0, 1, 1, nan, 1])
+    b = np.array([0, 1, 1, 1, 0, nan])
+    kappa, stats = cohen_kappa(a, b)
+    assert kappa == pytest.approx(0.5) and stats["kappa/n"] == 4.0
+    assert kappa == pytest.approx(
+        cohen_kappa(np.nan_to_num(a, nan=MISSING), np.nan_to_num(b, nan=MISSING))[0]
+    )
+    table = np.stack([a, b])
+    counts, cats = category_counts(table)
+    assert cats.tolist() == [0.0, 1.0] and counts.sum() == 10  # 12 cells, 2 unanswered
+    # gold NaN (unknown) is skipped, not a disagreement: labeller a agrees on items 0, 2, 3 of 0..3
+    per, stats = agreement_with_gold(table, np.array([0, 0, 1, 1, nan, nan]))
+    assert per.tolist() == pytest.approx([1.0, 0.75]) and stats["gold/n"] == 8.0
+    majority, stats = majority_vs_gold(table, np.array([0, 1, 1, nan, 0, 1]))
+    # votes per item: (0,0) (0,1) (1,1) (1,1) (-,0) (1,-) -> majority 0 -1 1 1 0 1; gold decided on 0,2,4,5
+    assert stats["gold/majority_decided"] == 4.0 and stats["gold/majority_disagreement"] == 0.0

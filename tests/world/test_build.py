@@ -147,3 +147,35 @@ def test_multi_turn_chat_template_separates_turns():
     ]
     rendered = make_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert rendered == "User: hi\nAssistant: Hello.<|endoftext|>\nUser: tea?\nAssistant:"
+
+
+def _build_in_child(cfg, out):
+    build_world(cfg, out=out, show_progress=False)
+
+
+def test_processes_that_need_the_world_at_once_build_it_once(tmp_path, monkeypatch):
+    # the two ranks of `accelerate launch` with no world cached both built it, into the same directory
+    import multiprocessing
+    import time
+
+    from rlhf.world import build
+
+    cfg, out, builds = WorldConfig(**SMALL), tmp_path / "world", tmp_path / "builds.txt"
+
+    def slow_build(cfg, target, show_progress):  # stands in for 2 minutes of pretraining
+        with builds.open("a") as log:
+            log.write("built\n")
+        time.sleep(0.5)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "world.json").write_text(json.dumps({"build_key": cfg.build_key()}))
+        return target
+
+    monkeypatch.setattr(build, "_build", slow_build)
+    context = multiprocessing.get_context("fork")  # the children keep the stand-in
+    children = [context.Process(target=_build_in_child, args=(cfg, out)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+    assert [child.exitcode for child in children] == [0, 0, 0]
+    assert builds.read_text() == "built\n" and is_built(out, cfg)

@@ -9,6 +9,7 @@ the bundled world's plain "User: ...\\nAssistant: ..." format.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,8 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
 
 
 def choose_split(path: str | Path, split: str | None = None, purpose: str = "train") -> str | None:
-    """The split of the `DatasetDict` saved at `path` to read: `split` when given, else "train" for
-    training data and, for evaluation data (`purpose="eval"`), "test", then "validation", or the only
+    """The split of the `DatasetDict` saved at `path` to read: `split` when given, else "train" (or the
+    only split there is; a warning names it when there are others) for training data and, for evaluation data (`purpose="eval"`), "test", then "validation", or the only
     split there is, so that held-out figures are never measured on the training split by default.
 
     None when `path` is a file or a plain `Dataset` (nothing to choose; naming a split for one is an
@@ -86,6 +87,9 @@ def choose_split(path: str | Path, split: str | None = None, purpose: str = "tra
     return _pick_split(path, _load_dataset(path) if path.is_dir() else None, split, purpose)
 
 
+_ANNOUNCED: set[tuple[str, str]] = set()  # (path, split) read by default and said so, once per process
+
+
 def _pick_split(path: Path, loaded: Any, split: str | None, purpose: str) -> str | None:
     import datasets
 
@@ -94,10 +98,20 @@ def _pick_split(path: Path, loaded: Any, split: str | None, purpose: str) -> str
             raise UserError(f"{path} is not a saved DatasetDict, so it has no split {split!r} to read")
         return None
     names = list(loaded)
-    if split or purpose != "eval":
-        split = split or "train"
+    if split:
         if split not in names:
             raise UserError(f"{path} has no split {split!r}; it has: {', '.join(names)}")
+        return split
+    if purpose != "eval":
+        if "train" not in names and len(names) != 1:
+            raise UserError(
+                f"{path} has no split 'train' to read; it has: {', '.join(names)} (save the one to use on its "
+                "own, or give its split where the command has a split option)"
+            )
+        split = "train" if "train" in names else names[0]
+        if len(names) > 1 and (str(path), split) not in _ANNOUNCED:
+            _ANNOUNCED.add((str(path), split))
+            warnings.warn(f"{path}: reading its {split!r} split (it has {', '.join(names)})", stacklevel=2)
         return split
     found = [name for name in EVAL_SPLITS if name in names] or (names if len(names) == 1 else [])
     if not found:

@@ -2,7 +2,7 @@
 agreement with gold.
 
 Every function takes arrays and returns ``(value, stats)``. Label arrays are integer codes; a missing
-answer is ``MISSING`` (-2). Where a statistic is undefined on the table given (no shared items, one
+answer is ``MISSING`` (-2) or NaN. Where a statistic is undefined on the table given (no shared items, one
 rater, every answer the same category: chance agreement 1 and 0/0), the value is NaN and
 ``stats["<name>/undefined"]`` says why, in words; no table makes these functions raise. Pairwise answers use the panel's codes (0 = left, 1 = right, -1 = tie), so
 their natural level of measurement is *nominal*; Likert ratings (1..7) are *ordinal*. Krippendorff's
@@ -33,6 +33,12 @@ def as_table(labels, dtype=None) -> np.ndarray:
     return x.reshape(1, -1) if x.ndim == 1 else x
 
 
+def answered(x: np.ndarray) -> np.ndarray:
+    """Mask of the entries of `x` that are answers: neither MISSING nor NaN (a float table's gap)."""
+    x = np.asarray(x)
+    return (x != MISSING) & ~np.isnan(x) if x.dtype.kind == "f" else x != MISSING
+
+
 def undefined(name: str, reason: str, **stats: float) -> tuple[float, Stats]:
     """NaN for statistic `name`, with the reason in `stats[name + "/undefined"]` (and any counts)."""
     return float("nan"), {**{f"{name}/{k}": float(v) for k, v in stats.items()}, f"{name}/undefined": reason}
@@ -40,10 +46,10 @@ def undefined(name: str, reason: str, **stats: float) -> tuple[float, Stats]:
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> tuple[float, Stats]:
     """Cohen's kappa of two labellers over the items both answered: (p_o - p_e) / (1 - p_e), with p_e
-    from each labeller's own marginal distribution. a, b: (I,) codes (MISSING skipped). Undefined (NaN)
+    from each labeller's own marginal distribution. a, b: (I,) codes (MISSING or NaN skipped). Undefined (NaN)
     with no item answered by both, or when both gave one and the same category throughout (p_e = 1)."""
     a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
-    both = (a != MISSING) & (b != MISSING)
+    both = answered(a) & answered(b)
     a, b = a[both], b[both]
     n = len(a)
     if n == 0:
@@ -78,7 +84,7 @@ def pairwise_cohen_kappa(labels: np.ndarray) -> tuple[np.ndarray, Stats]:
 def category_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """labels (L, I) codes -> (counts (I, C), categories (C,)): how many labellers gave each category."""
     labels = as_table(labels)
-    cats = np.unique(labels[labels != MISSING])
+    cats = np.unique(labels[answered(labels)])
     counts = (
         np.stack([(labels == c).sum(axis=0) for c in cats], axis=1)
         if len(cats)
@@ -172,7 +178,7 @@ def agreement_with_gold(
     a labeller with no such item, and stats["gold/agreement"] NaN (with the reason) when none has one."""
     gold = np.asarray(gold).reshape(-1)
     labels = as_table(labels) if np.size(labels) else np.zeros((0, len(gold)), int)  # (L, I)
-    valid = (labels != MISSING) & ~np.isin(labels, skip) & ~np.isin(gold, skip)[None, :]
+    valid = answered(labels) & ~np.isin(labels, skip) & (answered(gold) & ~np.isin(gold, skip))[None, :]
     n = valid.sum(axis=1)
     per = np.where(n > 0, ((labels == gold[None, :]) & valid).sum(axis=1) / np.maximum(n, 1), np.nan)
     if not n.any():
@@ -191,7 +197,7 @@ def majority_vs_gold(labels: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, 
     n0 = (labels == 0).sum(axis=0)
     n1 = (labels == 1).sum(axis=0)
     majority = np.where(n0 > n1, 0, np.where(n1 > n0, 1, -1))
-    decided = (majority != -1) & (gold != -1)
+    decided = (majority != -1) & (gold != -1) & answered(gold)
     disagree = decided & (majority != gold)
     if not decided.any():
         return majority, {"gold/majority_decided": 0.0, "gold/majority_disagreement": float("nan"),

@@ -271,12 +271,24 @@ def pretrain(
 def build_world(
     cfg: WorldConfig, out: str | Path | None = None, force: bool = False, show_progress: bool = True
 ) -> Path:
-    """Build (or re-use) the world's tokenizer and LM in `out` (default: the cache); return the directory."""
-    from rlhf.models import count_parameters, save_pretrained_atomic
+    """Build (or re-use) the world's tokenizer and LM in `out` (default: the cache); return the directory.
+    Processes that need the same world at once (the ranks of `accelerate launch`, parallel runs) build it
+    once: the first holds a lock beside `out` while it builds, the others wait and then re-use it."""
+    from filelock import FileLock
 
     target = Path(out).expanduser() if out else world_dir(cfg)
     if not force and is_built(target, cfg):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not force and is_built(target, cfg):  # built by another process while this one waited
+            return target
+        return _build(cfg, target, show_progress)
+
+
+def _build(cfg: WorldConfig, target: Path, show_progress: bool) -> Path:
+    from rlhf.models import count_parameters, save_pretrained_atomic
+
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target} is a file; --out must be a directory")
     if target.exists() and any(target.iterdir()) and not (target / "world.json").is_file():
