@@ -18,9 +18,12 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
-    forwarded_allow_ips: str = "127.0.0.1",
+    forwarded_allow_ips: str = "",
     log_level: str = "info",
 ) -> None:
+    """Serve until stopped. `forwarded_allow_ips`: the reverse proxies (comma-separated addresses, or
+    "*") whose X-Forwarded-For/-Proto are believed; empty trusts none, so a client cannot choose the
+    address the sign-in limit counts by sending the header itself."""
     import uvicorn
 
     from rlhf.feedback.store import FeedbackStore
@@ -33,15 +36,16 @@ def serve(
         )
     settings.run_migrations = False
     os.environ.update(settings.to_env())
+    proxies = forwarded_allow_ips.strip()
     uvicorn.run(
         "rlhf.web.app:app_from_env",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        # Behind a reverse proxy on this machine, X-Forwarded-For/-Proto give the client address (for the
-        # sign-in limit) and the scheme (https -> Secure cookies).
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        # Behind a reverse proxy, X-Forwarded-For/-Proto give the client address (for the sign-in
+        # limit) and the scheme (https -> Secure cookies); only from the proxies named.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
         log_level=log_level,
     )
