@@ -1,6 +1,7 @@
 """The labelling app against an attacker's requests: bodies bounded while they stream, error replies that
 never echo the input and never fail to encode, revoking labellers and rotating tokens, sign-in limits
-under concurrency and forged X-Forwarded-For, cache and content-security headers. The live-server tests run `rlhf label serve` in a subprocess."""
+under concurrency and forged X-Forwarded-For, cache and content-security headers, and `--workers N`
+stopping with the server. The live-server tests run `rlhf label serve` in a subprocess."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -522,3 +524,55 @@ def test_x_forwarded_for_from_a_configured_proxy_is_believed(live):
     base = live("--forwarded-allow-ips", "127.0.0.1")  # as if behind a proxy on this machine
     assert failed_sign_ins(base, ["10.0.0.1"] * 6) == [401] * 5 + [429]
     assert failed_sign_ins(base, ["10.0.0.2"]) == [401]  # another client behind the proxy
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
+def test_kill_9_of_the_server_stops_its_workers_and_frees_the_port(tmp_path):
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    FeedbackStore(db).close()
+    port = free_port()
+    server = start_server(db, port, "--workers", "2")
+    workers = []
+    try:
+        for _ in range(100):  # uvicorn's workers, which hold the listening socket
+            workers = [pid for pid in children_of(server.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]  # fmt: skip
+            if len(workers) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, children_of(server.pid)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "workers outlived the server"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+        restarted = start_server(db, port, "--workers", "2")  # the port is free again
+        stop(restarted)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        stop(server)

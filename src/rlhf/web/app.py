@@ -160,5 +160,14 @@ def _cut(text: str, limit: int) -> str:
 
 
 def app_from_env() -> FastAPI:
-    """The uvicorn factory for `rlhf label serve --workers N`: each worker builds its app from env."""
+    """The uvicorn factory for `rlhf label serve --workers N`: each worker builds its app from env, and
+    a worker of several watches the server process, stopping when it is gone (`serve.watch_parent`)."""
+    from rlhf.web.serve import PARENT_ENV, watch_parent
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit() and int(parent) != os.getpid() and not _watching:
+        _watching.append(watch_parent(int(parent)))
     return create_app(WebSettings.from_env())
+
+
+_watching: list = []  # the parent watch started in this process, at most one
