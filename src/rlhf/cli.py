@@ -1030,8 +1030,13 @@ def label_serve(
         ),
     ] = None,
     forwarded_allow_ips: Annotated[
-        str, typer.Option(help="Reverse proxies trusted for X-Forwarded-For/-Proto (comma-separated).")
-    ] = "127.0.0.1",
+        str,
+        typer.Option(
+            help="Reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses; "
+            "e.g. 127.0.0.1 for a proxy on this machine). Default: none, so clients cannot pick the address "
+            "the sign-in limit counts."
+        ),
+    ] = "",
 ) -> None:
     """Run the labelling web app (creates the database and schema when missing)."""
     from sqlalchemy.engine import make_url
@@ -1071,6 +1076,75 @@ def label_add_labeller(
     labeller, token = store.add_labeller(name, role="admin" if admin else "labeller")
     store.close()
     typer.echo(f"created {labeller.role} {labeller.name!r}; token (shown once, keep it secret):")
+    typer.echo(token)
+
+
+def _labeller_named(store, name: str):
+    labeller = store.labeller_by_name(name)
+    if labeller is None:
+        raise UserError(f"no labeller named {name!r} (rlhf label labellers lists them)")
+    return labeller
+
+
+@label_app.command("labellers")
+def label_labellers(db: DbOpt = DEFAULT_DB) -> None:
+    """List the accounts: name, role, and whether each is active, onboarded or flagged."""
+    from rlhf.feedback.store import FeedbackStore
+
+    store = FeedbackStore(db)
+    for x in store.labellers():
+        state = ", ".join(
+            word
+            for word, on in (
+                ("inactive", not x.active),
+                ("onboarding", not x.onboarded),
+                ("flagged", x.flagged),
+            )
+            if on
+        )
+        typer.echo(f"{x.name}\t{x.role}\t{state or 'active'}")
+    store.close()
+
+
+@label_app.command("deactivate")
+def label_deactivate(
+    name: Annotated[str, typer.Argument(help="The labeller's name.")], db: DbOpt = DEFAULT_DB
+) -> None:
+    """Refuse a labeller's token and sessions from their next request; their held tasks go back to the queue."""
+    from rlhf.feedback.store import FeedbackStore
+
+    store = FeedbackStore(db)
+    store.set_active(_labeller_named(store, name).id, False)
+    store.close()
+    typer.echo(
+        f"deactivated {name!r}: their token and sessions are refused (rlhf label activate {name} undoes it)"
+    )
+
+
+@label_app.command("activate")
+def label_activate(
+    name: Annotated[str, typer.Argument(help="The labeller's name.")], db: DbOpt = DEFAULT_DB
+) -> None:
+    """Let a deactivated labeller sign in again with their token (old sessions stay ended)."""
+    from rlhf.feedback.store import FeedbackStore
+
+    store = FeedbackStore(db)
+    store.set_active(_labeller_named(store, name).id, True)
+    store.close()
+    typer.echo(f"activated {name!r}")
+
+
+@label_app.command("rotate-token")
+def label_rotate_token(
+    name: Annotated[str, typer.Argument(help="The labeller's name.")], db: DbOpt = DEFAULT_DB
+) -> None:
+    """Give a labeller a new token and print it (shown once); the old token and its sessions stop working."""
+    from rlhf.feedback.store import FeedbackStore
+
+    store = FeedbackStore(db)
+    _, token = store.rotate_token(_labeller_named(store, name).id)
+    store.close()
+    typer.echo(f"new token for {name!r} (shown once, keep it secret; the old one no longer works):")
     typer.echo(token)
 
 

@@ -77,6 +77,9 @@ def test_labeller_signs_in_onboards_and_labels_with_the_keyboard(server, tmp_pat
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        # The pages are served with a Content-Security-Policy; a script or style it blocks shows here.
+        blocked = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(f"{base}/label")  # not signed in -> the sign-in page
         assert page.url.endswith("/login")
         page.fill("#token", token)
@@ -111,6 +114,7 @@ def test_labeller_signs_in_onboards_and_labels_with_the_keyboard(server, tmp_pat
         page.keyboard.press("Enter")
         page.wait_for_selector("#no-tasks")
         page.screenshot(path=str(shots / "6-done.png"))
+        assert blocked == []
         browser.close()
 
     pairs = list(export_rows(store, "pairs"))

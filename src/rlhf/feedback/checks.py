@@ -45,6 +45,15 @@ def gold_to_ids(answer: dict[str, Any], response_ids: list[int]) -> dict[str, An
     return {"rating": int(answer["rating"])}
 
 
+def is_unicode(text: str) -> bool:
+    """False for text holding a lone surrogate (JSON's "\\ud800" escape), which UTF-8 and databases refuse."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS, optional: bool = False) -> None:
     if optional and text is None:
         return
@@ -54,10 +63,19 @@ def check_text(text: Any, what: str, limit: int = MAX_TEXT_CHARS, optional: bool
         raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit:,}")
     if "\x00" in text:  # PostgreSQL text cannot hold NUL; refuse it on every backend alike
         raise InvalidInput(f"{what} contains a NUL character")
+    if not is_unicode(text):
+        raise InvalidInput(
+            f"{what} contains a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode"
+        )
 
 
 def check_request_id(request_id: Any) -> None:
-    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 100 or "\x00" in request_id:
+    if (
+        not isinstance(request_id, str)
+        or not 1 <= len(request_id) <= 100
+        or "\x00" in request_id
+        or not is_unicode(request_id)
+    ):
         raise InvalidInput("client_request_id must be 1-100 characters (e.g. a UUID made once per answer)")
 
 

@@ -181,7 +181,8 @@ class Session(Base):
 
 
 class SignInFailure(Base):
-    """Failed sign-ins by client address, in the database so every worker process sees the same count."""
+    """Sign-in attempts by client address (failed, or under way), in the database so every worker process
+    sees the same count (`rlhf.web.security.begin_sign_in`)."""
 
     __tablename__ = "sign_in_failures"
 

@@ -116,6 +116,7 @@ class LabellerView:
     role: str
     onboarded: bool
     flagged: bool
+    active: bool = True  # a deactivated labeller's token and sessions are refused
 
 
 @dataclass(frozen=True)

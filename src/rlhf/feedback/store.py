@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import case, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,6 +47,7 @@ from rlhf.feedback.models import (
     Task,
     utcnow,
 )
+from rlhf.feedback.models import Session as WebSession
 
 # The records, errors and limits live in `records`; they are importable from here too.
 from rlhf.feedback.records import (  # noqa: F401
@@ -182,6 +183,39 @@ class FeedbackStore:
                 _labeller_view(x)
                 for x in s.scalars(select(Labeller).where(Labeller.active).order_by(Labeller.name))
             ]
+
+    def labellers(self) -> list[LabellerView]:
+        """Every account, active or not, by name."""
+        with self.read() as s:
+            return [_labeller_view(x) for x in s.scalars(select(Labeller).order_by(Labeller.name))]
+
+    def set_active(self, labeller_id: int, active: bool) -> LabellerView:
+        """Deactivate (or reactivate) an account. Deactivating takes effect on the labeller's next
+        request: their token and sessions are refused, their sessions are ended (reactivating does not
+        revive them) and the tasks they hold go back to the queue. Raises NotFound."""
+        with self.transaction() as s:
+            labeller = s.get(Labeller, labeller_id)
+            if labeller is None:
+                raise NotFound(f"no labeller {labeller_id}")
+            labeller.active = active
+            if not active:
+                s.execute(delete(WebSession).where(WebSession.labeller_id == labeller_id))
+                self._release(s, select(Assignment).where(
+                    Assignment.labeller_id == labeller_id, Assignment.state == "active"
+                ))  # fmt: skip
+            return _labeller_view(labeller)
+
+    def rotate_token(self, labeller_id: int) -> tuple[LabellerView, str]:
+        """A new token for the labeller (shown once); the old token and every session signed in with it
+        are refused from the next request. Raises NotFound."""
+        token = new_token()
+        with self.transaction() as s:
+            labeller = s.get(Labeller, labeller_id)
+            if labeller is None:
+                raise NotFound(f"no labeller {labeller_id}")
+            labeller.token_sha256 = hash_token(token)
+            s.execute(delete(WebSession).where(WebSession.labeller_id == labeller_id))
+            return _labeller_view(labeller), token
 
     # ------------------------------------------------------------------ queue
 
@@ -334,7 +368,11 @@ class FeedbackStore:
 
     def _release_expired(self, s: Session, now) -> None:
         """Give the places of abandoned reservations back to the queue (the labeller may get it again)."""
-        query = select(Assignment).where(Assignment.state == "active", Assignment.expires_at < now).limit(100)
+        self._release(s, select(Assignment).where(Assignment.state == "active", Assignment.expires_at < now))
+
+    def _release(self, s: Session, query) -> None:
+        """Delete the (active) assignments `query` selects, giving their places back (100 at a time)."""
+        query = query.limit(100)
         if self.postgres:
             query = query.with_for_update(skip_locked=True)
         for assignment in s.scalars(query).all():
@@ -561,7 +599,9 @@ def _finish_onboarding(s: Session, labeller: Labeller, threshold: float) -> None
 
 
 def _labeller_view(labeller: Labeller) -> LabellerView:
-    return LabellerView(labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged)
+    return LabellerView(
+        labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged, labeller.active
+    )
 
 
 def _response_view(response: Response) -> ResponseView:

@@ -1,4 +1,4 @@
-"""The app factory: settings, routers, error handlers, a request-size limit and static files."""
+"""The app factory: settings, routers, error handlers, the request guard (body limit, headers), static files."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlhf.errors import UserError
 from rlhf.feedback.store import Conflict, InvalidInput, NotFound
+from rlhf.web.guards import RequestGuard
 
 HERE = Path(__file__).parent
 
@@ -63,6 +64,18 @@ class WebSettings:
 
 # Store refusals become these statuses; the message is the store's own, meant for the user.
 STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+MAX_PROBLEMS = 20  # validation problems listed in one reply
+
+
+def public_error(err: dict) -> dict:
+    """A pydantic error without the input it rejected: location (a key's name cut to 40 characters),
+    message and type, plus the JSON parser's reason for a malformed body."""
+    loc = [part if isinstance(part, int) else _cut(str(part), 40) for part in err.get("loc", ())]
+    msg = str(err.get("msg", "invalid"))
+    reason = (err.get("ctx") or {}).get("error")
+    if err.get("type") == "json_invalid" and isinstance(reason, str):
+        msg = f"{msg}: {reason[:200]}"
+    return {"loc": loc, "msg": msg, "type": str(err.get("type", ""))}
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
@@ -87,21 +100,35 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = None  # opened on first use (deps.get_store), so tests can swap it before that
 
+    def reply_error(request: Request, message: str, status: int, headers=None):
+        """Every error reply: JSON `{"detail": ...}` under /api, the error page for the browser pages."""
+        if request.url.path.startswith("/api"):
+            return JSONResponse({"detail": message}, status_code=status, headers=headers)
+        return pages.error_page(request, message, status)
+
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError):
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
-        message = " ".join(str(exc).split())
-        if request.url.path.startswith("/api"):
-            return JSONResponse({"detail": message}, status_code=status)
-        return pages.error_page(request, message, status)
+        return reply_error(request, " ".join(str(exc).split()), status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        # One readable line per problem ("body.ranking: ..."), not pydantic's nested structure only.
-        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        # One readable line per problem ("body.ranking: ..."), never the submitted values: they can be
+        # megabytes long, or hold what no reply can encode (NaN, bytes of a non-JSON body).
+        errors = [public_error(err) for err in exc.errors()]
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:MAX_PROBLEMS]
+        )
+        content_type = request.headers.get("content-type", "")
+        if any(e["loc"] == ["body"] for e in errors) and content_type and "json" not in content_type:
+            message = (
+                f"send the body as JSON (Content-Type: application/json, not {content_type[:100]}); {message}"
+            )
+        if len(errors) > MAX_PROBLEMS:
+            message += f"; and {len(errors) - MAX_PROBLEMS} more"
         if request.url.path.startswith("/api"):
-            return JSONResponse({"detail": "; ".join(problems), "errors": exc.errors()}, status_code=422)
-        return pages.error_page(request, "; ".join(problems), 422)
+            return JSONResponse({"detail": message, "errors": errors[:MAX_PROBLEMS]}, status_code=422)
+        return pages.error_page(request, message, 422)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired):
@@ -109,20 +136,18 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        if request.url.path.startswith("/api"):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return pages.error_page(request, str(exc.detail), exc.status_code)
+        return reply_error(request, str(exc.detail), exc.status_code, exc.headers)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return PlainTextResponse(f"request body over {settings.max_body_bytes:,} bytes", status_code=413)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):
+        # Still logged with its traceback by the server; the client gets the documented shape.
+        return reply_error(request, "internal server error", 500)
+
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        error_reply=lambda scope, message, status: reply_error(Request(scope), message, status),
+    )
 
     for module in (api_tasks, api_labels, api_admin, auth, pages, admin):
         app.include_router(module.router)
@@ -130,6 +155,19 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     return app
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def app_from_env() -> FastAPI:
-    """The uvicorn factory for `rlhf label serve --workers N`: each worker builds its app from env."""
+    """The uvicorn factory for `rlhf label serve --workers N`: each worker builds its app from env, and
+    a worker of several watches the server process, stopping when it is gone (`serve.watch_parent`)."""
+    from rlhf.web.serve import PARENT_ENV, watch_parent
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit() and int(parent) != os.getpid() and not _watching:
+        _watching.append(watch_parent(int(parent)))
     return create_app(WebSettings.from_env())
+
+
+_watching: list = []  # the parent watch started in this process, at most one

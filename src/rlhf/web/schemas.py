@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from rlhf.feedback.store import MAX_COMMENT_CHARS, MAX_TEXT_CHARS, RATING_SCALE
 
@@ -97,11 +97,19 @@ class LabellerPublic(BaseModel):
     role: str
     onboarded: bool
     flagged: bool
+    active: bool = Field(description="false: the token and sessions are refused")
 
 
 class LabellerCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["labeller", "admin"] = "labeller"
+
+
+class LabellerUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    active: StrictBool = Field(
+        description="false refuses the labeller's token and sessions from the next request"
+    )
 
 
 class LabellerCreated(BaseModel):

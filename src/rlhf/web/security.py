@@ -72,16 +72,35 @@ def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
 
 
-def sign_in_blocked(store: FeedbackStore, client: str, max_failures: int, window_seconds: float) -> bool:
+def begin_sign_in(store: FeedbackStore, client: str, max_failures: int, window_seconds: float) -> int | None:
+    """Count a sign-in attempt from `client` before checking its token; returns the attempt's id, or None
+    when the client already has `max_failures` failures (or attempts under way) within the window.
+
+    The attempt is committed before the count is read, so concurrent attempts see each other: the k-th
+    to commit counts at least k rows, and no more than `max_failures` can be under way or failed at once
+    (on PostgreSQL's READ COMMITTED as on SQLite). A blocked attempt leaves no row, so the block ends one
+    window after the last real failure; `end_sign_in` keeps a failure's row and drops a success's.
+    """
+    client = client[:100]
+    with store.transaction() as s:
+        attempt = SignInFailure(client=client)
+        s.add(attempt)
+        s.flush()
+        attempt_id = attempt.id
     since = utcnow() - timedelta(seconds=window_seconds)
     with store.transaction() as s:
         s.execute(delete(SignInFailure).where(SignInFailure.at < since))
         count = s.scalar(
-            select(func.count()).select_from(SignInFailure).where(SignInFailure.client == client[:100])
+            select(func.count()).select_from(SignInFailure).where(SignInFailure.client == client)
         )
-    return count >= max_failures
+        if count <= max_failures:
+            return attempt_id
+        s.execute(delete(SignInFailure).where(SignInFailure.id == attempt_id))
+    return None
 
 
-def record_failure(store: FeedbackStore, client: str) -> None:
-    with store.transaction() as s:
-        s.add(SignInFailure(client=client[:100]))
+def end_sign_in(store: FeedbackStore, attempt_id: int, succeeded: bool) -> None:
+    """A failed attempt stays counted for the window; a successful one is forgotten."""
+    if succeeded:
+        with store.transaction() as s:
+            s.execute(delete(SignInFailure).where(SignInFailure.id == attempt_id))

@@ -1,20 +1,30 @@
-"""Admin-only API: export labels, dashboard figures, push tasks (the active-learning queue), add labellers."""
+"""Admin-only API: export labels, dashboard figures, push tasks (the active-learning queue), manage labellers
+(add, deactivate or reactivate, rotate a token)."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 
 from rlhf.feedback.dashboard import dashboard
 from rlhf.feedback.exchange import export_rows
 from rlhf.feedback.store import Candidate, ResponseIn
 from rlhf.web.deps import ApiAdmin, StoreDep
-from rlhf.web.schemas import CandidateCreate, LabellerCreate, LabellerCreated, LabellerPublic, TasksCreated
+from rlhf.web.guards import StrictJSONRoute
+from rlhf.web.schemas import (
+    CandidateCreate,
+    Id,
+    LabellerCreate,
+    LabellerCreated,
+    LabellerPublic,
+    LabellerUpdate,
+    TasksCreated,
+)
 
-router = APIRouter(prefix="/api", tags=["admin"])
+router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute)
 ExportKind = Literal["pairs", "rankings", "ratings"]
 
 
@@ -62,4 +72,29 @@ def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, store: StoreDep):
 @router.post("/admin/labellers", response_model=LabellerCreated, status_code=201)
 def add_labeller(body: LabellerCreate, _admin: ApiAdmin, store: StoreDep):
     labeller, token = store.add_labeller(body.name, body.role)
+    return LabellerCreated(labeller=LabellerPublic.model_validate(labeller), token=token)
+
+
+@router.get("/admin/labellers", response_model=list[LabellerPublic])
+def list_labellers(_admin: ApiAdmin, store: StoreDep):
+    """Every account, active or not, by name."""
+    return [LabellerPublic.model_validate(x) for x in store.labellers()]
+
+
+@router.patch("/admin/labellers/{labeller_id}", response_model=LabellerPublic)
+def update_labeller(
+    labeller_id: Annotated[Id, Path()], body: LabellerUpdate, admin: ApiAdmin, store: StoreDep
+):
+    """Deactivate (`{"active": false}`) or reactivate an account; effective from its next request.
+    Deactivating ends its sessions and gives its tasks back to the queue. An admin cannot deactivate
+    themselves (409), so the API always keeps the admin who could undo it."""
+    if not body.active and labeller_id == admin.id:
+        raise HTTPException(409, "you cannot deactivate your own account; ask another admin or use the CLI")
+    return LabellerPublic.model_validate(store.set_active(labeller_id, body.active))
+
+
+@router.post("/admin/labellers/{labeller_id}/token", response_model=LabellerCreated)
+def rotate_token(labeller_id: Annotated[Id, Path()], _admin: ApiAdmin, store: StoreDep):
+    """A new token for the labeller, shown once; the old token and its sessions stop working."""
+    labeller, token = store.rotate_token(labeller_id)
     return LabellerCreated(labeller=LabellerPublic.model_validate(labeller), token=token)

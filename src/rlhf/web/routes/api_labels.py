@@ -8,9 +8,10 @@ from fastapi import APIRouter, Path, Query, Response
 
 from rlhf.feedback.store import LabelIn
 from rlhf.web.deps import ApiLabeller, StoreDep
+from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import LabelCreate, LabellerPublic, LabelPublic, SubmitPublic
 
-router = APIRouter(prefix="/api", tags=["labels"])
+router = APIRouter(prefix="/api", tags=["labels"], route_class=StrictJSONRoute)
 
 
 @router.post(

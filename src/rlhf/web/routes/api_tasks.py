@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from rlhf.web.deps import ApiLabeller, StoreDep
+from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import SkipCreate, TaskPublic
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=StrictJSONRoute)
 TaskId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 

@@ -13,11 +13,11 @@ from rlhf.web.routes.pages import render
 from rlhf.web.security import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    begin_sign_in,
     create_session,
     end_session,
-    record_failure,
+    end_sign_in,
     same_token,
-    sign_in_blocked,
 )
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -57,14 +57,17 @@ def login(
 ):
     if not same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         return _login_page(request, settings, "The sign-in form expired; please try again.", 403)
+    # The client address is the TCP peer's, or X-Forwarded-For's only from a proxy the server was told
+    # to trust (`rlhf label serve --forwarded-allow-ips`); uvicorn applies that before the app runs.
     client = request.client.host if request.client else "unknown"
-    if sign_in_blocked(store, client, settings.sign_in_max_failures, settings.sign_in_window_seconds):
+    attempt = begin_sign_in(store, client, settings.sign_in_max_failures, settings.sign_in_window_seconds)
+    if attempt is None:
         return _login_page(
             request, settings, "Too many failed sign-ins; wait a few minutes and try again.", 429
         )
     labeller = store.labeller_by_token(token.strip())
+    end_sign_in(store, attempt, succeeded=labeller is not None)
     if labeller is None:
-        record_failure(store, client)
         return _login_page(request, settings, "That token is not valid.", 401)
     session_id, _ = create_session(store, labeller.id, settings.session_hours)
     response = RedirectResponse("/admin" if labeller.role == "admin" else "/label", status_code=303)
