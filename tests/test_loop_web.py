@@ -119,8 +119,40 @@ def test_a_task_the_remaining_labellers_skipped_is_not_waited_for(store, tmp_pat
 
     rows = label_phase(store, round_dir(tmp_path), web(overlap_labellers=2), None, SEED, log)
     assert logged[1] == ("task 7: 1 of 2 labels in and 0 labellers left who may answer it (the others "
-                         "skipped it); the round goes on with 1")  # fmt: skip
+                         "skipped it or were deactivated); the round goes on with 1")  # fmt: skip
     assert len(logged) == 2 and len(rows) == 11  # 12 planned, less alice's on task 7
+
+
+def test_labellers_deactivated_or_flagged_mid_round(store, tmp_path):
+    """alice holds a task when an admin deactivates her (`rlhf label deactivate alice`): the task goes back
+    to the queue, her second labels on tasks 7 and 9 can never come and are not waited for; a flagged
+    labeller (marked for review) still labels, so bob's labels are waited for and counted."""
+    from rlhf.feedback.labellers import flag_in_store
+
+    ids = {**tutorial_accounts(store), "bob": store.add_labeller("bob", "labeller", onboarded=True)[0].id}
+    logged: list[str] = []
+
+    def log(line: str) -> None:
+        logged.append(line)
+        if line.startswith("waiting"):
+            held = store.next_task(ids["alice"])  # she opened a task and left it
+            store.set_active(ids["alice"], False)
+            assert store.next_task(ids["admin"]).id == held.id  # back in the queue at once
+            flag_in_store(store, ["bob"])
+            answer_all(store, ids["admin"], skip={7})
+            answer_all(store, ids["bob"])
+
+    rows = label_phase(store, round_dir(tmp_path), web(overlap_labellers=2), None, SEED, log)
+    assert logged[0].startswith("waiting for 12 labels on 10 of 10 tasks (tasks 7, 9: 2 more labels each from "
+                                "2 different labellers of admin, alice, bob;")  # fmt: skip
+    # task 7: admin skipped it, alice is gone, bob answered: 1 of 2, nobody left
+    assert logged[1:] == ["task 7: 1 of 2 labels in and 0 labellers left who may answer it (the others skipped "
+                          "it or were deactivated); the round goes on with 1"]  # fmt: skip
+    by_task = {}
+    for row in rows:
+        by_task.setdefault(row["task_id"], set()).add(row["labeller_id"])
+    assert by_task[7] == {"bob"} and by_task[9] == {"admin", "bob"} and len(rows) == 11
+    assert "alice" not in {r["labeller_id"] for r in rows}
 
 
 def test_tasks_already_pushed_wanting_more_labellers_than_exist(store, tmp_path):

@@ -422,7 +422,8 @@ def collect_labels(store, task_ids: list[int], cfg: LoopConfig, panel_cfg: Any, 
                 if task.missing > len(task.can_label) and task.task_id not in given_up:
                     given_up.add(task.task_id)
                     log(f"task {task.task_id}: {len(task.labelled_by)} of {task.labels_wanted} labels in and "
-                        f"{len(task.can_label)} labellers left who may answer it (the others skipped it); the "
+                        f"{len(task.can_label)} labellers left who may answer it (the others skipped it or were "
+                        "deactivated); the "
                         f"round goes on with {len(task.labelled_by) + len(task.can_label)}")  # fmt: skip
             if not sum(map(still_coming, progress)):
                 break
