@@ -156,6 +156,14 @@ def test_eval_refuses_a_baseline_with_another_tokenizer(family_dir, tmp_path, ca
         assert lines[0].endswith(
             "give --baseline a model with the policy's tokenizer, such as its initial model"
         )
+    # a model of one's own with its own initial model and no --prompts: the world's prompts and gold judge
+    # were used silently (all ties, win rate 0.5)
+    own = _copy_with_config(gpt2, tmp_path / "own", {"dpo": {"model": str(gpt2)}})
+    assert main(["eval", "--policy", str(own), "--n", "4", "--set", "run.device=cpu"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"rlhf: error: {own} is not a model of the bundled world (another tokenizer), so the world's prompts "
+        "and gold judge say nothing about it: give --prompts FILE and --judge RM_DIR"
+    )
 
 
 def test_kl_to_a_reference_with_another_tokenizer_is_refused(family_dir):

@@ -155,3 +155,16 @@ def test_corrupt_weights_are_a_user_error(tmp_path, tiny_lm_dir):
     (bad / "model.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match="could not load a causal LM from"):
         load_causal_lm(bad, device="cpu")
+
+
+def test_no_false_indexing_alarm_on_long_texts(family_dir, capfd):
+    # rlhf encodes whole texts, then cuts them to the context itself; transformers' "Token indices sequence
+    # length is longer than the specified maximum ... will result in indexing errors" came with every run
+    from transformers import AutoTokenizer
+
+    path = family_dir("gpt2", n_positions=32)
+    for tokenizer, alarm in ((AutoTokenizer.from_pretrained(path), True), (load_tokenizer(path), False)):
+        assert tokenizer.model_max_length == 32
+        capfd.readouterr()
+        assert len(tokenizer("tea and bread " * 40)["input_ids"]) > 32
+        assert ("indexing errors" in capfd.readouterr().err) is alarm  # plain transformers does warn

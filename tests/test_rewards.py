@@ -146,3 +146,12 @@ def test_a_reward_function_that_raises_is_one_line_naming_it():
         "reward function tests.test_rewards:raises raised ValueError: bad input (add --debug for the traceback)"
     )
     assert isinstance(error.value.__cause__, ValueError)  # --debug re-raises with the user's traceback
+    # a TRL conversational reward function reads c[0]["content"]: on a string that is a TypeError
+    score = load_reward_source("tests.test_rewards:reads_messages")
+    with pytest.raises(UserError, match=r"raised TypeError: string indices must be integers.*; rlhf passes "
+                       r"prompts and completions as strings \(add --debug"):  # fmt: skip
+        score(["p"], ["r"])
+
+
+def reads_messages(completions, **kwargs):
+    return [float(len(c[0]["content"])) for c in completions]

@@ -301,6 +301,30 @@ def test_pairs_that_truncation_makes_equal_are_counted_and_left_out(family_dir):
         assert make_pair_batches(early, tokenize, ["reward"], 4, RewardConfig()) == []
 
 
+def test_dpo_reports_the_pairs_it_kept(family_dir, tmp_path):
+    """`eval_pairs` counted the pairs read, 2, when truncation had left out one: accuracy over 1 pair was
+    reported as over 2."""
+    from rlhf.algorithms import dpo
+    from rlhf.config import RunConfig
+
+    same_start = "tea is a warm drink and " * 4
+    rows = [{"prompt": TEA_PROMPT, "chosen": f"tea {i}.", "rejected": "no."} for i in range(4)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "eval.jsonl", [{"prompt": TEA_PROMPT, "chosen": same_start + "good.",
+                                           "rejected": same_start + "bad."}, rows[0]])  # fmt: skip
+    cfg = dpo.DPOConfig(model=family_dir("neox"), data=str(tmp_path / "train.jsonl"), max_length=12,
+                        eval_data=str(tmp_path / "eval.jsonl"), batch_size=2, max_steps=1)  # fmt: skip
+    with pytest.warns(UserWarning, match="1 of 2 pairs have the same chosen and rejected tokens"):
+        dpo.train(
+            cfg,
+            RunConfig(device="cpu", progress=False, tensorboard=False),
+            tmp_path / "p",
+            show_progress=False,
+        )
+    saved = json.loads((tmp_path / "p" / "eval_metrics.json").read_text())
+    assert (saved["train_pairs"], saved["eval_pairs"]) == (4, 1)
+
+
 def test_a_tokenizer_without_eos_is_a_clear_error():
     from rlhf.errors import UserError
 

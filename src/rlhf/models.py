@@ -120,6 +120,10 @@ def load_tokenizer(name_or_path: str | Path, padding_side: str = "left") -> Any:
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign tokenizer is a user-facing error
         raise UserError(f"could not load the tokenizer in {path}: {str(exc).splitlines()[0]}") from exc
     tokenizer.padding_side = padding_side
+    # rlhf cuts every sequence to the model's context itself (rlhf.sequences), often after encoding whole
+    # texts first; transformers' "Token indices sequence length is longer than ... will result in indexing
+    # errors" would then be a false alarm on every run (it marks itself shown with this key)
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(

@@ -128,8 +128,11 @@ def _function_source(spec: str) -> RewardFn:
             returned = call(list(prompts), list(responses))
         except Exception as exc:  # noqa: BLE001 - the user's code failed: one line, --debug for the traceback
             first = str(exc).splitlines()[0] if str(exc) else ""
+            # TRL passes message lists for conversational data; rlhf passes strings (docs/ppo.md)
+            strings = "; rlhf passes prompts and completions as strings" if isinstance(exc, TypeError) else ""
             raise UserError(
-                f"reward function {spec} raised {type(exc).__name__}: {first} (add --debug for the traceback)"
+                f"reward function {spec} raised {type(exc).__name__}: {first}{strings} (add --debug for the "
+                "traceback)"
             ) from exc
         return check_scores(returned, len(responses), f"reward function {spec}")
 

@@ -334,6 +334,7 @@ def test_bad_choices_name_the_key_and_the_allowed_values():
     ):
         RewardConfig(lr_schedule="step").validate()
     with pytest.raises(
-        UserError, match=r"objective 'honest' is not one of the model's heads \(helpful, harmless\)"
+        UserError,
+        match=r"objective 'honest' is not one of the model's heads \(helpful, harmless\): train a head on it \(--set 'reward.objectives=\[helpful, harmless, honest\]'\)",
     ):
         objective_index(["helpful", "harmless"], "honest", "pairs.jsonl line 3")

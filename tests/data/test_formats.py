@@ -342,6 +342,14 @@ def test_evaluation_data_reads_test_then_validation_and_names_the_split(tmp_path
         load_eval_preferences(tmp_path / "p.jsonl", None, "test")
     with pytest.raises(UserError, match=r"evaluation data is the training data \(.*only split 'train'\)"):
         load_eval_preferences(only, only, None)  # its lone split is the training split
+    # a split's own folder is the same rows as that split of the DatasetDict (it was evaluated as held out)
+    assert load_preferences(two / "validation").pairs and choose_split(two / "validation") is None
+    with pytest.raises(UserError, match=r"evaluation data is the training data \(.*two split 'validation'\)"):
+        load_eval_preferences(two / "validation", two, "validation")
+    with pytest.raises(UserError, match=r"evaluation data is the training data"):
+        load_eval_preferences(
+            two, two / "train", None
+        )  # trains on dd (its train split), evaluates on dd/train
 
 
 def test_training_reads_name_the_split_and_take_a_lone_one(tmp_path):
@@ -361,6 +369,7 @@ def test_training_reads_name_the_split_and_take_a_lone_one(tmp_path):
         assert load_prompts(both) == ["t"]
     odd = save_dataset(tmp_path / "odd", None, splits={"dev": [{"prompt": "d"}], "test": [{"prompt": "x"}]})
     with pytest.raises(
-        UserError, match=r"odd has no split 'train' to read; it has: dev, test \(save the one"
+        UserError,
+        match=r"odd has no split 'train' to read; it has: dev, test \(give one split's own folder, e.g. .*odd/dev\)",
     ):
         load_prompts(odd)

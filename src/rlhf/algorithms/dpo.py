@@ -424,7 +424,9 @@ def train(
         import yaml
 
         raw_model.eval()
-        final = {**metrics, "steps": step, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+        # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
+        final = {**metrics, "steps": step, "train_pairs": sum(map(len, train_batches)),
+                 "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
         if eval_split is not None:
             final["eval_split"] = eval_split
         extra = {

@@ -167,7 +167,9 @@ def objective_index(objectives: list[str], name: str | None, source: str) -> int
         return 0
     if name not in objectives:
         raise UserError(
-            f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)})"
+            f"{source}: objective {name!r} is not one of the model's heads ({', '.join(objectives)}): train "
+            f"a head on it (--set 'reward.objectives=[{', '.join([*objectives, name])}]') or leave its rows out "
+            "of the data"
         )
     return objectives.index(name)
 

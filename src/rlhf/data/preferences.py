@@ -125,13 +125,29 @@ def load_eval_preferences(
     """
     path = eval_data or data
     split = choose_split(path, eval_split, purpose="eval")
-    if Path(path).expanduser().resolve() == Path(data).expanduser().resolve() and split == choose_split(data):
+    if dataset_identity(path, split) == dataset_identity(data, choose_split(data)):
         where = f"{path} split {split!r}" if split else str(path)
         raise UserError(
             f"the evaluation data is the training data ({where}), so held-out figures would be training "
             "figures; give another --eval-data or --eval-split"
         )
     return load_preferences(path, split=split, **load), split
+
+
+def dataset_identity(path: str | Path, split: str | None) -> tuple[Path, str | None]:
+    """(folder, split) naming the rows read from `path` at `split`: a split's own folder inside a saved
+    DatasetDict (`dd/validation`) is the same rows as `dd` at split "validation"."""
+    import json
+
+    resolved = Path(path).expanduser().resolve()
+    parent_dict = resolved.parent / "dataset_dict.json"
+    if split is None and resolved.is_dir() and parent_dict.is_file():
+        try:
+            if resolved.name in json.loads(parent_dict.read_text()).get("splits", []):
+                return resolved.parent, resolved.name
+        except (ValueError, AttributeError):
+            pass
+    return resolved, split
 
 
 def load_prompts(

@@ -105,8 +105,8 @@ def _pick_split(path: Path, loaded: Any, split: str | None, purpose: str) -> str
     if purpose != "eval":
         if "train" not in names and len(names) != 1:
             raise UserError(
-                f"{path} has no split 'train' to read; it has: {', '.join(names)} (save the one to use on its "
-                "own, or give its split where the command has a split option)"
+                f"{path} has no split 'train' to read; it has: {', '.join(names)} (give one split's own "
+                f"folder, e.g. {path / names[0]})"
             )
         split = "train" if "train" in names else names[0]
         if len(names) > 1 and (str(path), split) not in _ANNOUNCED:

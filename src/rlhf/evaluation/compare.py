@@ -71,6 +71,14 @@ def resolve_baseline(policy: str, baseline: str | None) -> tuple[str, str]:
     )
 
 
+def _world_tokenizer(tokenizer: Any) -> bool:
+    """Whether `tokenizer` is a world model's: `rlhf world build` gives every world tokenizer (whatever
+    its size) the world's chat template, and the models trained from one keep it."""
+    from rlhf.world.build import CHAT_TEMPLATE
+
+    return getattr(tokenizer, "chat_template", None) == CHAT_TEMPLATE
+
+
 def evaluate(
     cfg: Any,
     policy: str,
@@ -97,6 +105,7 @@ def evaluate(
     from rlhf.world.report import load_world_lm, resolve_world_model
 
     baseline, baseline_from = resolve_baseline(policy, baseline)
+    world_prompts = prompts is None  # the default: the world's prompts, for world models
     prompts = prompts if prompts is not None else corpus.sample_prompts(n, seed)
     world = all(corpus.parse_request(p) is not None for p in prompts)
     if judge == "gold" and not world:
@@ -120,6 +129,11 @@ def evaluate(
             f"the policy {policy} and the baseline {baseline} ({baseline_from}) have different tokenizers "
             f"({difference}): their KL and samples cannot be compared token by token; give --baseline a "
             "model with the policy's tokenizer, such as its initial model"
+        )
+    if world_prompts and not _world_tokenizer(policy_tokenizer):
+        raise UserError(
+            f"{policy} is not a model of the bundled world (another tokenizer), so the world's prompts and "
+            "gold judge say nothing about it: give --prompts FILE and --judge RM_DIR (or module:function)"
         )
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0)
     policy_lm, tokenizer = load_world_lm(cfg, policy)
