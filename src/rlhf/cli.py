@@ -1296,6 +1296,12 @@ def bench_active(
     typer.echo(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
+def _names_list(names: list[str], most: int = 5) -> str:
+    return (
+        ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])} and {len(names) - most} more"
+    )
+
+
 @feedback_app.command("reliability")
 def feedback_reliability(
     data: Annotated[Path, typer.Option("--data", "-d", help="Preference pairs (JSONL) with labeller_id.")],
@@ -1336,7 +1342,17 @@ def feedback_reliability(
         flag = "  FLAGGED" if row["flagged"] else ""
         typer.echo(
             f"{row['labeller_id']:>24}  rationality {row['rationality']:6.2f}  bias {row['position_bias']:+.2f}  "
-            f"labels {row['n_labels']:5d}  weight {row['weight']:.2f}{flag}"
+            f"labels {row['n_labels']:5d}  shared {row['shared_labels']:5d}  weight {row['weight']:.2f}{flag}"
+        )
+    unshared = [r for r in rel["labellers"] if r["shared_labels"] < 0.5 * r["n_labels"]]
+    if len(rel["labellers"]) > 1 and unshared:
+        typer.echo(
+            f"warning: {_names_list([r['labeller_id'] for r in unshared])} answered mostly comparisons no other "
+            "labeller answered ('shared' counts the others): there the fit cannot tell care from noise, and "
+            "a labeller with many unshared labels looks more rational than one who agrees on every shared "
+            "comparison; ask more labellers per comparison (loop.overlap_share, labels_wanted) before "
+            "trusting these weights",
+            err=True,
         )
     full = {"reliability": rel}
     if gold:

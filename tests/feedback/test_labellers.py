@@ -141,3 +141,30 @@ def test_cli_reliability_on_rankings_and_ratings_says_to_export_pairs(tmp_path, 
     err = capsys.readouterr().err
     assert "holds rankings and ratings: reliability is fitted on the labels of comparison tasks, " in err
     assert "`rlhf label export --kind pairs`" in err and err.count("\n") == 1
+
+
+def test_reliability_counts_shared_labels_and_warns_when_few_are_shared(tmp_path, capsys):
+    """A and B agree on all 20 comparisons they share; A also answered 30 nobody else did. The fit gave A
+    a higher weight (3.56 against 2.64) without a word; now each labeller's shared labels are counted and
+    the command warns that the weights rest on little overlap."""
+    from rlhf.cli import main
+    from rlhf.feedback.labellers import reliability_report
+    from rlhf.io import write_jsonl
+
+    shared = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]
+    rows = [{**r, "labeller_id": who} for r in shared for who in ("A", "B")]
+    rows += [
+        {"prompt": f"own{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "labeller_id": "A"}
+        for i in range(30)
+    ]
+    report = reliability_report(rows)
+    counts = {r["labeller_id"]: (r["n_labels"], r["shared_labels"]) for r in report["labellers"]}
+    assert counts == {"A": (50, 20), "B": (20, 20)} and report["shared_labels"] == 40
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert main(["feedback", "reliability", "--data", str(tmp_path / "rows.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: A answered mostly comparisons no other labeller answered" in err
+    # the same comparison with the sides swapped is the same comparison
+    swapped = [{"prompt": "q", "chosen": "x", "rejected": "y", "labeller_id": "A"},
+               {"prompt": "q", "chosen": "y", "rejected": "x", "labeller_id": "B"}]  # fmt: skip
+    assert reliability_report(swapped)["shared_labels"] == 2

@@ -57,6 +57,13 @@ def reliability_report(
         len(names),
         positions_known,
     )
+    # a comparison answered by two or more labellers ties their rationalities together; on one nobody
+    # else answered, any labeller's answer can be explained by the free utilities (not identified)
+    comparison = [(r["prompt"], frozenset((r["chosen"], r["rejected"]))) for r in rows]
+    answered_by: dict[Any, set[int]] = {}
+    for key, who in zip(comparison, labeller.tolist(), strict=True):
+        answered_by.setdefault(key, set()).add(who)
+    shared = np.array([len(answered_by[key]) > 1 for key in comparison])
     flagged, more = flag_unreliable(fit["rationality"], fit["n_labels"], fraction=flag_fraction)
     trusted = np.where(flagged, 0.0, fit["rationality"]) if drop_flagged else fit["rationality"]
     per_label, _ = label_weights(trusted, labeller, power=power)  # mean 1 over the labels
@@ -65,6 +72,7 @@ def reliability_report(
         "n_labels": len(rows),
         "n_items": len(items),
         "position_bias_fitted": positions_known,
+        "shared_labels": int(shared.sum()),  # labels on comparisons another labeller also answered
         **stats,
         **more,
         "labellers": [
@@ -73,6 +81,7 @@ def reliability_report(
                 "rationality": float(fit["rationality"][i]),
                 "position_bias": float(fit["bias"][i]),
                 "n_labels": int(fit["n_labels"][i]),
+                "shared_labels": int(shared[labeller == i].sum()),
                 "flagged": bool(flagged[i]),
                 "weight": float(weight[i]),
             }
