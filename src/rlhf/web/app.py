@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlhf.errors import UserError
-from rlhf.feedback.store import Conflict, InvalidInput, NotFound
+from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound
 
 HERE = Path(__file__).parent
 
@@ -62,7 +62,7 @@ class WebSettings:
 
 
 # Store refusals become these statuses; the message is the store's own, meant for the user.
-STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+STATUS = {Forbidden: 403, NotFound: 404, Conflict: 409, InvalidInput: 422}
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
