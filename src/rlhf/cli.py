@@ -1160,15 +1160,18 @@ def label_import(
         str | None,
         typer.Option(help="Reward head the labels train (e.g. helpful, harmless), for rows naming none."),
     ] = None,
+    allow_repeats: Annotated[
+        bool, typer.Option(help="Add rows that ask a task already in the store again (refused by default).")
+    ] = False,
     db: DbOpt = DEFAULT_DB,
     project: ProjectOpt = "default",
 ) -> None:
-    """Add one labelling task per row of a prompts/responses JSONL file."""
+    """Add one labelling task per row of a prompts/responses JSONL file (all rows or none)."""
     from rlhf.feedback.exchange import import_file
     from rlhf.feedback.store import FeedbackStore, StoreSettings
 
     store = FeedbackStore(db, StoreSettings(project=project))
-    count = import_file(store, file, objective)
+    count = import_file(store, file, objective, allow_repeats)
     store.close()
     typer.echo(f"imported {count} tasks from {file}")
 

@@ -82,7 +82,7 @@ def test_import_errors_name_the_line(make_store, tmp_path):
     store = make_store()
     with pytest.raises(UserError, match=r"bad.jsonl line 2: one response"):
         import_file(store, write_rows(tmp_path / "bad.jsonl", [ROWS[0], {"prompt": "p", "responses": ["a"]}]))
-    with pytest.raises(UserError, match="candidate 1: a pairwise task needs 2"):
+    with pytest.raises(UserError, match=r"bad2.jsonl line 2: a pairwise task needs 2"):
         import_file(
             store,
             write_rows(

@@ -11,6 +11,7 @@ from rlhf.feedback.models import Base, Label, Labeller
 from rlhf.feedback.store import (
     Candidate,
     Conflict,
+    Forbidden,
     InvalidInput,
     LabelIn,
     NotFound,
@@ -232,8 +233,8 @@ def test_abandoned_reservation_expires(make_store):
     assert store.next_task(ann.id).id == task_id
     assert store.next_task(bob.id).id == task_id  # ann's reservation lapsed
     store.submit_label(bob.id, LabelIn(task_id, "b", strength="tie"))
-    # ann's late answer finds the task full
-    with pytest.raises(Conflict, match="needs no more labels"):
+    # ann's late answer: her reservation lapsed and went to bob, so the task is no longer hers
+    with pytest.raises(Forbidden, match="not assigned to you"):
         store.submit_label(ann.id, LabelIn(task_id, "a", strength="tie"))
 
 
@@ -282,7 +283,7 @@ def test_other_labellers_things_are_not_found(make_store):
         store.get_label(bob.id, label.id)
     with pytest.raises(NotFound):
         store.get_task(bob.id, task.id)
-    with pytest.raises(Conflict):  # bob cannot answer ann's finished task either
+    with pytest.raises(Forbidden):  # bob cannot answer ann's finished task either
         store.submit_label(bob.id, answer_pair(task, "b"))
     assert store.labels_of(bob.id) == [] and [x.id for x in store.labels_of(ann.id)] == [label.id]
 

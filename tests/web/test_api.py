@@ -92,7 +92,7 @@ def test_skip_and_empty_queue(env):
         (lambda b, t: {**b, "comment": "x" * 2001}, "comment"),
         (lambda b, t: {**b, "surprise": 1}, "surprise"),
         (lambda b, t: {**b, "client_request_id": ""}, "client_request_id"),
-        (lambda b, t: {**b, "task_id": 99999}, "not found"),
+        (lambda b, t: {**b, "task_id": 99999}, "not assigned to you"),
     ],
 )
 def test_bad_input_is_a_clear_4xx(env, mutate, fragment):

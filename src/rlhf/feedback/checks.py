@@ -5,7 +5,10 @@ Every refusal is an `InvalidInput` whose message says what is wrong and what wou
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from rlhf.feedback.models import STRENGTHS, TASK_KINDS, Label, Task
@@ -19,30 +22,68 @@ from rlhf.feedback.records import (
     LabelIn,
 )
 
+# The one field a gold answer of each kind holds (edit tasks have no gold answer).
+GOLD_FIELD = {"pairwise": "choice", "ranking": "ranking", "rating": "rating"}
 
-def gold_correct(task: Task, label: Label) -> bool:
+
+def gold_problem(task: Task) -> str | None:
+    """What is wrong with a task's stored gold answer (response ids), or None when it is well formed.
+    Rows written before import checked gold answers against the task kind may hold any shape."""
+    answer, ids = task.gold.answer if task.gold else None, list(task.response_ids)
+    field = GOLD_FIELD.get(task.kind)
+    if field is None:
+        return f"a {task.kind} task cannot have a gold answer"
+    if not isinstance(answer, dict) or set(answer) != {field}:
+        return f"a {task.kind} gold answer is {{{field!r}: ...}}, not {answer!r:.200}"
+    value = answer[field]
+    if task.kind == "pairwise" and not (value is None or (_is_int(value) and value in ids)):
+        return f"gold choice {value!r:.50} is not null or one of the task's response ids {ids}"
+    if task.kind == "ranking" and not (
+        isinstance(value, list) and all(map(_is_int, value)) and sorted(value) == sorted(ids)
+    ):
+        return f"gold ranking {value!r:.200} is not a permutation of the task's response ids {ids}"
+    if task.kind == "rating" and not (_is_int(value) and RATING_SCALE[0] <= value <= RATING_SCALE[1]):
+        return f"gold rating {value!r:.50} is not an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
+    return None
+
+
+def gold_correct(task: Task, label: Label) -> bool | None:
     """Pairwise: same preferred response (or both a tie), strength aside; ranking: the same order;
-    rating: within one point of the researchers' rating."""
+    rating: within one point of the researchers' rating. None (ungraded) when the stored gold answer
+    is malformed (`gold_problem`): a broken question must not refuse every answer to it."""
+    if gold_problem(task) is not None:
+        return None
     answer = task.gold.answer
     if task.kind == "pairwise":
-        return (
-            label.choice_response_id == answer.get("choice")
-            if not label.tie
-            else answer.get("choice") is None
-        )
+        return label.choice_response_id == answer["choice"] if not label.tie else answer["choice"] is None
     if task.kind == "ranking":
-        return list(label.ranking or []) == list(answer.get("ranking", []))
-    if task.kind == "rating":
-        return label.rating is not None and abs(label.rating - int(answer["rating"])) <= 1
-    return True
+        return list(label.ranking or []) == list(answer["ranking"])
+    return label.rating is not None and abs(label.rating - answer["rating"]) <= 1
 
 
-def gold_to_ids(answer: dict[str, Any], response_ids: list[int]) -> dict[str, Any]:
-    if "choice" in answer:
+def gold_to_ids(kind: str, answer: dict[str, Any], response_ids: list[int]) -> dict[str, Any]:
+    """A gold answer checked by `check_candidate` (response indices) in response ids, as stored."""
+    if kind == "pairwise":
         return {"choice": None if answer["choice"] is None else response_ids[answer["choice"]]}
-    if "ranking" in answer:
+    if kind == "ranking":
         return {"ranking": [response_ids[i] for i in answer["ranking"]]}
-    return {"rating": int(answer["rating"])}
+    return {"rating": answer["rating"]}
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool, not float: JSON true and 1.0 are not response indices
+
+
+def check_keys(obj: dict[str, Any], allowed: Iterable[str], where: str = "") -> None:
+    """Refuse a key outside `allowed`, suggesting the known key closest to it (a misspelling)."""
+    allowed = sorted(allowed)
+    for key in obj:
+        if key in allowed:
+            continue
+        name = str(key)[:100]
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(allowed)}"
+        raise InvalidInput(f"{where + ': ' if where else ''}unknown field {name!r}; {hint}")
 
 
 def is_unicode(text: str) -> bool:
@@ -79,8 +120,9 @@ def check_request_id(request_id: Any) -> None:
         raise InvalidInput("client_request_id must be 1-100 characters (e.g. a UUID made once per answer)")
 
 
-def check_candidate(c: Candidate, index: int) -> None:
-    where = f"candidate {index}"
+def check_candidate(c: Candidate, where: str) -> None:
+    """Refuse a task that does not fit its kind; `where` starts every message ("candidate 3",
+    "tasks.jsonl line 4")."""
     if c.kind not in TASK_KINDS:
         raise InvalidInput(f"{where}: kind {c.kind!r}; expected one of {', '.join(TASK_KINDS)}")
     check_text(c.prompt, f"{where}: prompt")
@@ -91,11 +133,16 @@ def check_candidate(c: Candidate, index: int) -> None:
     texts = [r if isinstance(r, str) else r.text for r in c.responses]
     for i, text in enumerate(texts):
         check_text(text, f"{where}: response {i}")
+    for i, r in enumerate(c.responses):
+        for name in ("model", "model_version"):
+            value = getattr(r, name, "")
+            if value != "":
+                check_text(value, f"{where}: response {i} {name}", 200)
     if len(set(texts)) != len(texts):
         raise InvalidInput(f"{where}: the same response text appears twice")
-    if not isinstance(c.labels_wanted, int) or not 1 <= c.labels_wanted <= 100:
+    if not _is_int(c.labels_wanted) or not 1 <= c.labels_wanted <= 100:
         raise InvalidInput(f"{where}: labels_wanted must be an integer from 1 to 100")
-    if not isinstance(c.priority, int | float) or not math.isfinite(c.priority):
+    if type(c.priority) not in (int, float) or not math.isfinite(c.priority):
         raise InvalidInput(f"{where}: priority must be a finite number")
     check_text(c.objective, f"{where}: objective", 100, optional=True)
     check_text(c.explanation or None, f"{where}: explanation", MAX_COMMENT_CHARS, optional=True)
@@ -104,25 +151,38 @@ def check_candidate(c: Candidate, index: int) -> None:
 
 
 def _check_gold(c: Candidate, where: str) -> None:
+    """A gold answer holds exactly its kind's field (response indices): a rating gold with a 'choice'
+    was stored as a choice and failed every answer, so other and conflicting keys are refused."""
     n, answer = len(c.responses), c.gold_answer
-    if not isinstance(answer, dict):
-        raise InvalidInput(f"{where}: gold answer must be an object")
-    if c.kind == "pairwise":
-        choice = answer.get("choice", "missing")
-        if choice is not None and (type(choice) is not int or choice not in range(n)):
-            raise InvalidInput(f"{where}: gold 'choice' must be 0, 1 or null (a tie)")
-    elif c.kind == "ranking":
-        ranking = answer.get("ranking")
-        if not isinstance(ranking, list) or sorted(map(repr, ranking)) != sorted(map(repr, range(n))):
-            raise InvalidInput(f"{where}: gold 'ranking' must be a permutation of 0..{n - 1}")
-    elif c.kind == "rating":
-        rating = answer.get("rating")
-        if type(rating) is not int or not RATING_SCALE[0] <= rating <= RATING_SCALE[1]:
-            raise InvalidInput(
-                f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
-            )
-    else:
+    field = GOLD_FIELD.get(c.kind)
+    if field is None:
         raise InvalidInput(f"{where}: edit tasks cannot be gold questions")
+    if not isinstance(answer, dict):
+        raise InvalidInput(f"{where}: gold answer must be an object, {{{field!r}: ...}}")
+    other = sorted(str(k)[:100] for k in answer if k != field)
+    if other:
+        wrong = other[0] if other[0] in GOLD_FIELD.values() else None
+        hint = f" ({wrong!r} is for {_kind_of(wrong)} tasks)" if wrong else ""
+        raise InvalidInput(
+            f"{where}: a {c.kind} gold answer is {{{field!r}: ...}} only; field {other[0]!r} does not apply{hint}"
+        )
+    if field not in answer:
+        raise InvalidInput(f"{where}: gold answer has no {field!r}")
+    value = answer[field]
+    if c.kind == "pairwise" and value is not None and not (_is_int(value) and value in range(n)):
+        raise InvalidInput(f"{where}: gold 'choice' must be 0, 1 or null (a tie)")
+    if c.kind == "ranking" and not (
+        isinstance(value, list) and all(map(_is_int, value)) and sorted(value) == list(range(n))
+    ):
+        raise InvalidInput(f"{where}: gold 'ranking' must be a permutation of 0..{n - 1}")
+    if c.kind == "rating" and not (_is_int(value) and RATING_SCALE[0] <= value <= RATING_SCALE[1]):
+        raise InvalidInput(
+            f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
+        )
+
+
+def _kind_of(field: str) -> str:
+    return next(kind for kind, f in GOLD_FIELD.items() if f == field)
 
 
 def check_answer(task: Task, a: LabelIn) -> None:

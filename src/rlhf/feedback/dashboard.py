@@ -106,7 +106,7 @@ def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str
                     "role": labeller.role,
                     "onboarded": labeller.onboarded,
                     "flagged": labeller.flagged,
-                    "labels": sum(1 for label in mine if label.gold_correct is None),
+                    "labels": sum(1 for _, gold, _, name in labels if name == labeller.name and not gold),
                     "skips": skips.get(labeller.id, 0),
                     "gold_answered": len(graded),
                     "gold_accuracy": sum(graded) / len(graded) if graded else None,

@@ -1,7 +1,9 @@
 """Moving data in and out of the feedback store: import prompts/responses as tasks, export labels as
 the preference files `rlhf.data.load_preferences` reads (pairs, rankings, ratings; docs/data.md).
 
-Import rows (JSONL), one task each:
+Import rows (JSONL), one task each, checked against the kind's schema before anything is stored (an
+unknown or misspelt field, a value of the wrong type, a gold answer that does not fit the kind, a row
+repeating another: refused, naming the file's line):
     {"prompt": "...", "responses": ["...", {"text": "...", "model": "m", "model_version": "v1"}],
      "kind": "pairwise", "priority": 0.5, "labels_wanted": 1, "objective": "helpful",
      "gold": {"answer": {"choice": 0}, "explanation": "why"}}
@@ -16,15 +18,16 @@ answer") becomes a pair: the labeller's text chosen over the response it improve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from rlhf.errors import UserError
+from rlhf.feedback.checks import check_candidate, check_keys
 from rlhf.feedback.models import Label, Labeller, Response, Task
-from rlhf.feedback.store import Candidate, FeedbackStore, InvalidInput, ResponseIn
+from rlhf.feedback.store import Candidate, FeedbackStore, InvalidInput, ResponseIn, task_key
 from rlhf.io import iter_jsonl, write_jsonl
 
 EXPORT_KINDS = ("pairs", "rankings", "ratings")
@@ -33,31 +36,45 @@ EXPORT_KINDS = ("pairs", "rankings", "ratings")
 STRENGTH_MARGIN = {"slightly_better": 1.0, "better": 2.0, "much_better": 3.0}
 
 
+ROW_FIELDS = ("prompt", "responses", "kind", "priority", "labels_wanted", "objective", "gold")
+RESPONSE_FIELDS = ("text", "model", "model_version")
+GOLD_FIELDS = ("answer", "explanation")
+
+
 def candidate_from_row(row: dict[str, Any], where: str, objective: str | None = None) -> Candidate:
-    """One task from an import row; `objective` is the default for a row that names none."""
+    """One task from an import row, checked against its kind's schema: unknown fields (named with the
+    closest known one), values of the wrong type and gold answers that do not fit the kind raise
+    `InvalidInput` starting with `where`. `objective` is the default for a row that names none."""
+    check_keys(row, ROW_FIELDS, where)
     if not isinstance(row.get("responses"), list):
-        raise UserError(
+        raise InvalidInput(
             f"{where}: field 'responses' must be a list of texts or {{'text', 'model', ...}} objects"
         )
     responses = []
     for i, item in enumerate(row["responses"]):
         if isinstance(item, str):
             responses.append(ResponseIn(item))
-        elif isinstance(item, dict) and isinstance(item.get("text"), str):
-            responses.append(
-                ResponseIn(item["text"], str(item.get("model", "")), str(item.get("model_version", "")))
-            )
-        else:
-            raise UserError(f"{where}: responses[{i}] must be text or an object with 'text'")
+            continue
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: responses[{i}] must be text or an object with 'text'")
+        check_keys(item, RESPONSE_FIELDS, f"{where}: responses[{i}]")
+        for name in RESPONSE_FIELDS:
+            if not isinstance(item.get(name, ""), str):
+                raise InvalidInput(f"{where}: responses[{i}].{name} must be text")
+        responses.append(
+            ResponseIn(item.get("text", ""), item.get("model", ""), item.get("model_version", ""))
+        )
     kind = row.get("kind") or (
         "pairwise" if len(responses) == 2 else "ranking" if len(responses) > 2 else None
     )
     if kind is None:
-        raise UserError(f"{where}: one response: give 'kind' ('rating' or 'edit')")
+        raise InvalidInput(f"{where}: one response: give 'kind' ('rating' or 'edit')")
     gold = row.get("gold")
-    if gold is not None and not (isinstance(gold, dict) and isinstance(gold.get("answer"), dict)):
-        raise UserError(f"{where}: field 'gold' must be {{'answer': {{...}}, 'explanation': '...'}}")
-    return Candidate(
+    if gold is not None:
+        if not isinstance(gold, dict) or not isinstance(gold.get("answer"), dict):
+            raise InvalidInput(f"{where}: field 'gold' must be {{'answer': {{...}}, 'explanation': '...'}}")
+        check_keys(gold, GOLD_FIELDS, f"{where}: gold")
+    candidate = Candidate(
         prompt=row.get("prompt"),
         responses=responses,
         kind=kind,
@@ -65,19 +82,44 @@ def candidate_from_row(row: dict[str, Any], where: str, objective: str | None = 
         labels_wanted=row.get("labels_wanted", 1),
         objective=row.get("objective") or objective,
         gold_answer=gold["answer"] if gold else None,
-        explanation=str(gold.get("explanation", "")) if gold else "",
+        explanation=gold.get("explanation", "") if gold else "",
     )
+    check_candidate(candidate, where)
+    return candidate
 
 
-def import_file(store: FeedbackStore, path: str | Path, objective: str | None = None) -> int:
-    """Add one task per row of a JSONL file, all in one transaction; returns the number of tasks.
-    `objective` (the reward head the labels train, e.g. "harmless") applies to rows that name none."""
-    candidates = [candidate_from_row(row, f"{path} line {n}", objective) for n, row in iter_jsonl(path)]
-    try:
-        return len(store.push_candidates(candidates))
-    except InvalidInput as exc:
-        # "candidate 3: ..." -> name the file; candidates are numbered in file order (blank lines aside).
-        raise UserError(f"{path}: {exc}") from None
+def refuse_repeats(candidates: Sequence[Candidate], names: Sequence[str], source: str = "") -> None:
+    """Refuse a candidate that repeats an earlier one; `names[i]` says where candidate i came from
+    ("line 4"), `source` what they are in ("tasks.jsonl")."""
+    first: dict[tuple, int] = {}
+    for i, candidate in enumerate(candidates):
+        earlier = first.setdefault(task_key(candidate), i)
+        if earlier != i:
+            raise InvalidInput(
+                f"{source + ' ' if source else ''}{names[i]}: the same task as {names[earlier]} (prompt, "
+                "responses, kind and objective); to have several labellers answer it, set labels_wanted"
+            )
+
+
+def import_file(
+    store: FeedbackStore, path: str | Path, objective: str | None = None, allow_repeats: bool = False
+) -> int:
+    """Add one task per row of a JSONL file, all in one transaction (a bad row adds nothing); returns
+    the number of tasks. `objective` (the reward head the labels train, e.g. "harmless") applies to rows
+    that name none. A row repeating an earlier row, or (unless `allow_repeats`) a task already stored,
+    is refused: importing the same file twice would otherwise ask every question twice."""
+    rows = [(f"line {n}", row) for n, row in iter_jsonl(path)]
+    candidates = [candidate_from_row(row, f"{path} {line}", objective) for line, row in rows]
+    names = [line for line, _ in rows]
+    refuse_repeats(candidates, names, str(path))
+    if not allow_repeats:
+        for name, task_id in zip(names, store.matching_tasks(candidates), strict=True):
+            if task_id is not None:
+                raise InvalidInput(
+                    f"{path} {name}: the same task is already in the store (task {task_id}); "
+                    "remove the row, or pass --allow-repeats to ask it again"
+                )
+    return len(store.push_candidates(candidates))
 
 
 def export_rows(store: FeedbackStore, kind: str) -> Iterator[dict[str, Any]]:

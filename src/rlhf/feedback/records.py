@@ -23,7 +23,7 @@ LABELLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 
 
 class StoreError(UserError):
-    """A request the store refuses; the web app maps the subclasses to 404 / 409 / 422."""
+    """A request the store refuses; the web app maps the subclasses to 403 / 404 / 409 / 422."""
 
 
 class NotFound(StoreError):
@@ -36,6 +36,10 @@ class Conflict(StoreError):
 
 class InvalidInput(StoreError):
     pass
+
+
+class Forbidden(StoreError):
+    """The caller may not do this (e.g. answer a task that is not assigned to them)."""
 
 
 def new_token() -> str:
@@ -70,6 +74,13 @@ class Candidate:
     objective: str | None = None
     gold_answer: dict[str, Any] | None = None
     explanation: str = ""
+
+
+def task_key(c: Candidate) -> tuple:
+    """What makes two tasks the same question: prompt, responses (in any order), kind, objective, gold-ness."""
+    responses = [ResponseIn(r) if isinstance(r, str) else r for r in c.responses]
+    texts = tuple(sorted((r.text, r.model, r.model_version) for r in responses))
+    return (c.prompt, texts, c.kind, c.objective, c.gold_answer is not None)
 
 
 @dataclass

@@ -10,12 +10,16 @@ so two labellers can never both hold the last place, on either backend (PostgreS
 rows another worker has locked, `FOR UPDATE SKIP LOCKED`, so workers do not queue behind each other).
 
 Labels: `submit_label` is idempotent on (labeller, client_request_id): a retried submission returns the
-label already stored. A new labeller answers the gold tasks first (onboarding); below
-`gold_accuracy_threshold` they are flagged for review.
+label already stored. A label is accepted only for a task the queue assigned to that labeller (their
+reservation still held); anything else is `Forbidden`, whether the task exists, is someone else's or is
+gold. A new labeller answers the gold tasks first (onboarding; an ordinary task before that is a
+`Conflict`) and sees the gold answer only after answering; below `gold_accuracy_threshold` they are
+flagged for review.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +36,7 @@ from rlhf.feedback.checks import (
     check_request_id,
     check_text,
     gold_correct,
+    gold_problem,
     gold_to_ids,
 )
 from rlhf.feedback.db import READ_ONLY, is_postgres, make_engine, migrate
@@ -57,6 +62,7 @@ from rlhf.feedback.records import (  # noqa: F401
     RATING_SCALE,
     Candidate,
     Conflict,
+    Forbidden,
     GoldFeedback,
     InvalidInput,
     LabelIn,
@@ -72,8 +78,11 @@ from rlhf.feedback.records import (  # noqa: F401
     TaskView,
     hash_token,
     new_token,
+    task_key,
     text_sha256,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FeedbackStore:
@@ -222,7 +231,7 @@ class FeedbackStore:
     def push_candidates(self, candidates: Sequence[Candidate]) -> list[int]:
         """Add tasks (with their prompts and responses, re-using stored ones); returns the task ids."""
         for index, candidate in enumerate(candidates):
-            check_candidate(candidate, index)
+            check_candidate(candidate, f"candidate {index}")
         ids = []
         with self.transaction() as s:
             for candidate in candidates:
@@ -245,12 +254,42 @@ class FeedbackStore:
                     s.add(
                         GoldAnswer(
                             task_id=task.id,
-                            answer=gold_to_ids(candidate.gold_answer, task.response_ids),
+                            answer=gold_to_ids(task.kind, candidate.gold_answer, task.response_ids),
                             explanation=candidate.explanation,
                         )
                     )
                 ids.append(task.id)
         return ids
+
+    def matching_tasks(self, candidates: Sequence[Candidate]) -> list[int | None]:
+        """Per candidate, the id of a stored task of this project asking the same question (same prompt,
+        responses in any order, kind, objective and gold-ness), or None."""
+        digests = sorted({text_sha256(c.prompt) for c in candidates if isinstance(c.prompt, str)})
+        stored: dict[tuple, int] = {}
+        with self.read() as s:
+            for start in range(0, len(digests), 500):  # bounded IN lists (SQLite caps bound variables)
+                chunk = digests[start : start + 500]
+                tasks = s.scalars(
+                    select(Task)
+                    .join(Prompt, Prompt.id == Task.prompt_id)
+                    .where(Task.project_id == self.project_id, Prompt.text_sha256.in_(chunk))
+                    .order_by(Task.id)
+                ).all()
+                prompt_ids = {task.prompt_id for task in tasks}
+                responses = {
+                    r.id: ResponseIn(r.text, r.model, r.model_version)
+                    for r in s.scalars(select(Response).where(Response.prompt_id.in_(prompt_ids)))
+                }
+                for task in tasks:
+                    twin = Candidate(
+                        task.prompt.text,
+                        [responses[i] for i in task.response_ids],
+                        task.kind,
+                        objective=task.objective,
+                        gold_answer={} if task.is_gold else None,
+                    )
+                    stored.setdefault(task_key(twin), task.id)
+        return [stored.get(task_key(c)) for c in candidates]
 
     def _get_or_add_prompt(self, s: Session, text: str) -> Prompt:
         digest = text_sha256(text)
@@ -319,12 +358,19 @@ class FeedbackStore:
         )  # fmt: skip
         if answered >= self.settings.onboarding_questions:
             return None
-        return s.scalars(
+        candidates = s.scalars(
             select(Task)
             .where(Task.project_id == self.project_id, Task.is_gold, ~_seen_by(labeller.id))
             .order_by(Task.id)
-            .limit(1)
-        ).first()
+        )
+        for task in candidates:
+            problem = gold_problem(task)
+            if problem is None:
+                return task
+            # A malformed gold row (stored before imports were checked) would lock every new labeller
+            # out: every answer to it failed and it cannot be skipped. Leave it out of onboarding.
+            log.warning("gold task %s is left out of onboarding: %s", task.id, problem)
+        return None
 
     def _reserve_next(self, s: Session, labeller_id: int, now) -> TaskView | None:
         room = Task.n_labels + Task.n_assigned < Task.labels_wanted
@@ -452,10 +498,25 @@ class FeedbackStore:
             return SubmitResult(_label_view(s, existing), created=False, gold=_gold_feedback(s, existing))
         task = s.get(Task, answer.task_id)
         assignment = _assignment(s, answer.task_id, labeller_id)
-        if task is None or task.project_id != self.project_id:
-            raise NotFound(f"task {answer.task_id} not found")
-        if assignment is not None and assignment.state != "active":
+        labeller = s.get(Labeller, labeller_id)
+        if labeller is None or not labeller.active:
+            raise Forbidden(f"no active labeller {labeller_id}")
+        if assignment is None or task is None or task.project_id != self.project_id:
+            # Only a task the queue handed to this labeller may be answered: otherwise onboarding could
+            # be skipped, tasks labelled unseen, and gold answers read by answering gold ids in turn.
+            # The same reply whether the task exists, is someone else's, or is gold: ids leak nothing.
+            if not labeller.onboarded:
+                raise Conflict(
+                    "answer your onboarding questions first (GET /api/tasks/next gives the next one)"
+                )
+            raise Forbidden(
+                f"task {answer.task_id} is not assigned to you (or your reservation of it lapsed); "
+                "ask for your next task (GET /api/tasks/next)"
+            )
+        if assignment.state != "active":
             raise Conflict(f"you already {assignment.state} task {task.id}")
+        if not task.is_gold and not labeller.onboarded:
+            raise Conflict("answer your onboarding questions first (GET /api/tasks/next gives the next one)")
         check_answer(task, answer)
         if (
             task.kind == "edit"
@@ -463,17 +524,6 @@ class FeedbackStore:
         ):
             raise InvalidInput("the edited answer is the same as the response; change it or skip the task")
         now = utcnow()
-        if assignment is None:
-            # A late answer after the reservation expired (or a script that never called next_task):
-            # accepted only while the task still has room, with the same conditional update as the queue.
-            if not task.is_gold:
-                room = Task.n_labels + Task.n_assigned < Task.labels_wanted
-                claimed = s.execute(
-                    update(Task).where(Task.id == task.id, room).values(n_assigned=Task.n_assigned + 1)
-                ).rowcount
-                if claimed != 1:
-                    raise Conflict(f"task {task.id} is not assigned to you and needs no more labels")
-            assignment = self._assign(s, task, labeller_id, now)
         seconds = answer.seconds
         if seconds is None:
             seconds = max(0.0, (now - assignment.created_at).total_seconds())
@@ -495,6 +545,8 @@ class FeedbackStore:
         )
         if task.gold is not None:
             label.gold_correct = gold_correct(task, label)
+            if label.gold_correct is None:
+                log.warning("gold task %s left ungraded: %s", task.id, gold_problem(task))
         s.add(label)
         s.flush()  # the unique constraints fire here, before any counter moves
         assignment.state = "labelled"
@@ -632,6 +684,6 @@ def _label_view(s: Session, label: Label, task: Task | None = None) -> LabelView
 
 def _gold_feedback(s: Session, label: Label, task: Task | None = None) -> GoldFeedback | None:
     task = task or s.get(Task, label.task_id)
-    if task.gold is None:
+    if task.gold is None or label.gold_correct is None:  # not gold, or a malformed gold left ungraded
         return None
     return GoldFeedback(bool(label.gold_correct), dict(task.gold.answer), task.gold.explanation)

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlhf.errors import UserError
-from rlhf.feedback.store import Conflict, InvalidInput, NotFound
+from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound
 from rlhf.web.guards import RequestGuard
 
 HERE = Path(__file__).parent
@@ -63,7 +63,7 @@ class WebSettings:
 
 
 # Store refusals become these statuses; the message is the store's own, meant for the user.
-STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+STATUS = {Forbidden: 403, NotFound: 404, Conflict: 409, InvalidInput: 422}
 MAX_PROBLEMS = 20  # validation problems listed in one reply
 
 

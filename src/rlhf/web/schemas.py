@@ -6,11 +6,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic_core import PydanticCustomError
 
-from rlhf.feedback.store import MAX_COMMENT_CHARS, MAX_TEXT_CHARS, RATING_SCALE
+from rlhf.feedback.checks import check_keys
+from rlhf.feedback.store import MAX_COMMENT_CHARS, MAX_TEXT_CHARS, RATING_SCALE, InvalidInput
 
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]  # database ids; larger numbers are malformed, not 500s
+
+
+class StrictCreate(BaseModel):
+    """An input body whose unknown fields are refused, naming the closest known one (`labels_wnated`:
+    did you mean 'labels_wanted'?) rather than silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data):
+        if isinstance(data, dict):
+            try:
+                check_keys(data, cls.model_fields)
+            except InvalidInput as exc:
+                # A custom error keeps the reply's `errors` plain JSON (a ValueError would sit in its ctx).
+                raise PydanticCustomError("unknown_field", "{message}", {"message": str(exc)}) from None
+        return data
 
 
 class ResponsePublic(BaseModel):
@@ -32,11 +52,10 @@ class TaskPublic(BaseModel):
     expires_at: datetime | None = Field(description="the reservation lapses then (UTC)")
 
 
-class LabelCreate(BaseModel):
+class LabelCreate(StrictCreate):
     """One answer. Pairwise: `choice` (the preferred response id) and `strength`, or strength "tie" and
     no choice. Ranking: every response id, best first. Rating: 1-7. Edit: `edit_text`."""
 
-    model_config = ConfigDict(extra="forbid")
     task_id: Id
     client_request_id: str = Field(
         min_length=1,
@@ -86,7 +105,7 @@ class SubmitPublic(BaseModel):
     gold: GoldPublic | None = None
 
 
-class SkipCreate(BaseModel):
+class SkipCreate(StrictCreate):
     reason: str = Field(min_length=1, max_length=MAX_COMMENT_CHARS)
 
 
@@ -100,7 +119,7 @@ class LabellerPublic(BaseModel):
     active: bool = Field(description="false: the token and sessions are refused")
 
 
-class LabellerCreate(BaseModel):
+class LabellerCreate(StrictCreate):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["labeller", "admin"] = "labeller"
 
@@ -117,25 +136,26 @@ class LabellerCreated(BaseModel):
     token: str = Field(description="shown once; only its hash is stored")
 
 
-class ResponseCreate(BaseModel):
+class ResponseCreate(StrictCreate):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     model: str = Field(default="", max_length=200)
     model_version: str = Field(default="", max_length=200)
 
 
-class GoldCreate(BaseModel):
+class GoldCreate(StrictCreate):
     answer: dict = Field(
-        description='response indices: {"choice": 0}, {"choice": null}, {"ranking": [..]}, {"rating": n}'
+        description='response indices, the one field of the kind: pairwise {"choice": 0} ({"choice": null} '
+        'a tie), ranking {"ranking": [..]}, rating {"rating": n}'
     )
     explanation: str = Field(default="", max_length=MAX_COMMENT_CHARS)
 
 
-class CandidateCreate(BaseModel):
+class CandidateCreate(StrictCreate):
     prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     responses: list[ResponseCreate] = Field(min_length=1, max_length=9)
     kind: Literal["pairwise", "ranking", "rating", "edit"] = "pairwise"
-    priority: float = Field(default=0.0, allow_inf_nan=False)
-    labels_wanted: int = Field(default=1, ge=1, le=100)
+    priority: float = Field(default=0.0, allow_inf_nan=False, strict=True)  # strict: true is not 1.0
+    labels_wanted: int = Field(default=1, ge=1, le=100, strict=True)
     objective: str | None = Field(default=None, max_length=100)
     gold: GoldCreate | None = None
 

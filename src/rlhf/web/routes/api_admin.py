@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 
 from rlhf.feedback.dashboard import dashboard
-from rlhf.feedback.exchange import export_rows
+from rlhf.feedback.exchange import export_rows, refuse_repeats
 from rlhf.feedback.store import Candidate, ResponseIn
 from rlhf.web.deps import ApiAdmin, StoreDep
 from rlhf.web.guards import StrictJSONRoute
@@ -52,7 +52,8 @@ def admin_dashboard(_admin: ApiAdmin, store: StoreDep) -> dict:
 
 @router.post("/admin/tasks", response_model=TasksCreated, status_code=201)
 def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, store: StoreDep):
-    """Add tasks with priorities (higher first); gold answers use response indices."""
+    """Add tasks with priorities (higher first); gold answers use response indices. Every task is
+    checked before any is stored; the same task twice in one request is refused (`422`)."""
     candidates = [
         Candidate(
             prompt=c.prompt,
@@ -66,6 +67,7 @@ def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, store: StoreDep):
         )
         for c in body
     ]
+    refuse_repeats(candidates, [f"candidate {i}" for i in range(len(candidates))])
     return TasksCreated(task_ids=store.push_candidates(candidates))
 
 
