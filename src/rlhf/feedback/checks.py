@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,7 +79,7 @@ def check_keys(obj: dict[str, Any], allowed: Iterable[str], where: str = "") -> 
     for key in obj:
         if key in allowed:
             continue
-        name = str(key)[:100]
+        name = str(key)[:40]  # a name, not an echo of whatever was sent
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(allowed)}"
         raise InvalidInput(f"{where + ': ' if where else ''}unknown field {name!r}; {hint}")
