@@ -444,6 +444,13 @@ def test_import_cli_errors_are_one_line(capsys, tmp_path):
     code = main(["label", "import", str(tmp_path / "bytes.jsonl"), "--db", db])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and "bytes.jsonl line 2: not valid UTF-8" in err[0], err
+    path = write_lines(tmp_path / "twice.jsonl", GOOD_ROW)
+    assert main(["label", "import", path, "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["label", "import", path, "--db", db]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "twice.jsonl line 1: the same task is already in the store" in err[0], err
+    assert main(["label", "import", path, "--allow-repeats", "--db", db]) == 0
 
 
 def test_importing_a_file_twice_is_refused_unless_asked(make_store, tmp_path):
