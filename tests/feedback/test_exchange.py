@@ -91,6 +91,9 @@ def test_import_errors_name_the_line(make_store, tmp_path):
             ),
         )
     assert store.count_labels() == 0
+    (tmp_path / "empty.jsonl").write_text("\n")  # said "imported 0 tasks" and exited 0
+    with pytest.raises(UserError, match=r"empty.jsonl has no rows; expected one task per line"):
+        import_file(store, tmp_path / "empty.jsonl")
     with pytest.raises(UserError, match="unknown export kind"):
         export_file(store, "votes", tmp_path / "x.jsonl")
 

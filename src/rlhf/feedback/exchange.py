@@ -109,6 +109,8 @@ def import_file(
     that name none. A row repeating an earlier row, or (unless `allow_repeats`) a task already stored,
     is refused: importing the same file twice would otherwise ask every question twice."""
     rows = [(f"line {n}", row) for n, row in iter_jsonl(path)]
+    if not rows:
+        raise UserError(f"{path} has no rows; expected one task per line (docs/labelling.md)")
     candidates = [candidate_from_row(row, f"{path} {line}", objective) for line, row in rows]
     names = [line for line, _ in rows]
     refuse_repeats(candidates, names, str(path))
