@@ -107,3 +107,14 @@ def test_two_worker_processes_on_postgres_never_double_assign():
     figures = bench_serve(None, n_labellers=8, n_labels=120, db_url=POSTGRES_URL, workers=2)
     assert figures["ok"], figures
     assert figures["labels_stored"] == figures["distinct_tasks_labelled"] == 120
+
+
+def test_rlhf_bench_serve_from_the_command_line(capsys, tmp_path):
+    from rlhf.cli import main
+
+    out = tmp_path / "serve.json"
+    code = main(["bench", "serve", "--labels", "20", "--labellers", "2", "--rate", "40", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "20 labels stored of 20 (ok)" in printed and "offered 40/s" in printed and "p50/p95/p99" in printed
+    assert "load generator" in printed and json.loads(out.read_text())["ok"]
