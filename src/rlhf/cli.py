@@ -1204,16 +1204,25 @@ def bench_serve(
         str | None, typer.Option("--db", help="Database URL (default: a temporary SQLite file).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Labels per second to offer in all, paced (default: as fast as the server answers)."
+        ),
+    ] = None,
 ) -> None:
-    """Simulated labellers against a real server on loopback: throughput, latency, and a lost/duplicate check."""
+    """Simulated labellers against a real server on loopback: throughput, latency, CPU, and a lost/duplicate check."""
     from rlhf.web.bench import bench_serve as run_bench
 
-    f = run_bench(out, n_labellers=labellers, n_labels=labels, db_url=db, workers=workers)
+    f = run_bench(out, n_labellers=labellers, n_labels=labels, db_url=db, workers=workers, rate=rate)
+    paced = f" (offered {rate:g}/s, schedule lag p99 {f['schedule_lag_ms_p99']:.1f} ms)" if rate else ""
     typer.echo(
         f"{f['labels_stored']} labels stored of {f['labels_expected']} ({'ok' if f['ok'] else 'MISMATCH'}), "
-        f"{f['labels_per_second']:.0f} labels/s, POST /api/labels p50 {f['label_ms_p50']:.1f} ms "
-        f"p99 {f['label_ms_p99']:.1f} ms, GET /api/tasks/next p50 {f['next_task_ms_p50']:.1f} ms "
-        f"p99 {f['next_task_ms_p99']:.1f} ms"
+        f"{f['labels_per_second']:.0f} labels/s{paced}; POST /api/labels p50/p95/p99 {f['label_ms_p50']:.1f}/"
+        f"{f['label_ms_p95']:.1f}/{f['label_ms_p99']:.1f} ms, GET /api/tasks/next p50/p95/p99 "
+        f"{f['next_task_ms_p50']:.1f}/{f['next_task_ms_p95']:.1f}/{f['next_task_ms_p99']:.1f} ms; CPU: server "
+        f"{f['server_cpu_seconds']:.1f} s ({f['server_cpu_ms_per_label']:.2f} ms/label), load generator "
+        f"{f['loadgen_cpu_seconds']:.1f} s"
     )
     typer.echo(f"wrote {out}")
     if not f["ok"]:

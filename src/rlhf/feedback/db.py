@@ -42,10 +42,14 @@ def make_engine(url: str, connect_args: dict | None = None) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pool = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # As many pooled connections as the web app has worker threads (anyio's 40): with fewer, the
+            # connections past the pool were opened (and their PRAGMAs run) and closed again per request.
+            pool = {"pool_size": 40, "max_overflow": 20}
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False, **(connect_args or {})}
+            url, connect_args={"timeout": 30, "check_same_thread": False, **(connect_args or {})}, **pool
         )
         _sqlite_immediate_transactions(engine)
         return engine
@@ -72,8 +76,10 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
         # Reads (FeedbackStore.read) need no write lock: in WAL mode they see a snapshot and never wait.
+        # Straight on the driver's connection: this runs once per transaction, and a statement through
+        # SQLAlchemy's execution machinery costs several times what SQLite takes for a BEGIN.
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def is_postgres(engine: Engine) -> bool:

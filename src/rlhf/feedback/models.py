@@ -94,9 +94,6 @@ class Labeller(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    # The queue scans open tasks by priority; this index is what `next_task` walks.
-    __table_args__ = (Index("ix_task_queue", "project_id", "status", "is_gold", "priority"),)
-
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
@@ -117,6 +114,12 @@ class Task(Base):
     gold: Mapped[GoldAnswer | None] = relationship(lazy="joined", back_populates="task")
 
 
+# The queue's order is `priority DESC, id`; this index is what `next_task` walks, in exactly that order,
+# so the first open task is found without sorting the queue (an index on `priority` alone, read backwards,
+# gives `id DESC` among equal priorities, and both SQLite and PostgreSQL then sorted every open task).
+Index("ix_task_queue", Task.project_id, Task.status, Task.is_gold, Task.priority.desc(), Task.id)
+
+
 class GoldAnswer(Base):
     __tablename__ = "gold_answers"
 
@@ -131,15 +134,21 @@ class GoldAnswer(Base):
 
 class Assignment(Base):
     __tablename__ = "assignments"
-    __table_args__ = (UniqueConstraint("task_id", "labeller_id", name="uq_assignment"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "labeller_id", name="uq_assignment"),
+        # The task a labeller holds (`next_task` on every call): their active rows only, not their history.
+        Index("ix_assignment_held", "labeller_id", "state"),
+        # The sweep for lapsed reservations: active rows past their time, not every old labelled one.
+        Index("ix_assignment_expiry", "state", "expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
-    labeller_id: Mapped[int] = mapped_column(ForeignKey("labellers.id"), index=True)
+    labeller_id: Mapped[int] = mapped_column(ForeignKey("labellers.id"))
     state: Mapped[str] = mapped_column(String(20), default="active")
     skip_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Label(Base):

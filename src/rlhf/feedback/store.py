@@ -25,8 +25,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 
-from sqlalchemy import case, delete, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -97,9 +98,8 @@ class FeedbackStore:
         if run_migrations:
             migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
         self._sqlite_writer = threading.Lock()
         self._next_release = 0.0  # monotonic time of the next sweep for lapsed reservations
         self.project_id = self._ensure_project(self.settings.project)
@@ -124,6 +124,12 @@ class FeedbackStore:
         """A transaction that only reads (SQLite: no write lock, so it never waits for writers)."""
         with self._read_sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[Connection]:
+        """`read` on a bare connection, without an ORM session (a third of the cost of one lookup)."""
+        with self._read_engine.begin() as connection:
+            yield connection
 
     def _ensure_project(self, name: str) -> int:
         for _ in range(2):  # a concurrent creator may win the unique name; then read theirs
@@ -174,10 +180,8 @@ class FeedbackStore:
     def labeller_by_token(self, token: str) -> LabellerView | None:
         if not token or len(token) > 200:
             return None
-        with self.read() as s:
-            labeller = s.scalars(
-                select(Labeller).where(Labeller.token_sha256 == hash_token(token), Labeller.active)
-            ).first()
+        with self._read_connection() as c:  # on every API request: one indexed SELECT
+            labeller = c.execute(_LABELLER_BY_TOKEN, {"digest": hash_token(token)}).first()
             return _labeller_view(labeller) if labeller else None
 
     def get_labeller(self, labeller_id: int) -> LabellerView | None:
@@ -334,20 +338,17 @@ class FeedbackStore:
                 # Reservations last many minutes; sweeping for lapsed ones a few times a minute is plenty.
                 self._release_expired(s, now)
                 self._next_release = time.monotonic() + min(5.0, self.settings.assignment_seconds / 10)
-            labeller = s.get(Labeller, labeller_id)
-            if labeller is None or not labeller.active:
+            # One statement for the labeller and the task they hold (if any): this is the hot path.
+            row = s.connection().execute(_LABELLER_AND_HELD, {"labeller_id": labeller_id}).first()
+            if row is None or not row.active:
                 raise NotFound(f"no labeller {labeller_id}")
-            held = s.scalars(
-                select(Assignment)
-                .where(Assignment.labeller_id == labeller_id, Assignment.state == "active")
-                .order_by(Assignment.id)
-            ).first()
-            if held is not None:
-                return self._task_view(s, s.get(Task, held.task_id), held)
-            if not labeller.onboarded:
+            if row.held_task_id is not None:
+                return self._task_view(s, row.held_task_id, row.held_expires_at)
+            if not row.onboarded:
+                labeller = s.get(Labeller, labeller_id)
                 gold = self._next_gold(s, labeller)
                 if gold is not None:
-                    return self._task_view(s, gold, self._assign(s, gold, labeller_id, now))
+                    return self._task_view(s, gold.id, self._assign(s, gold, labeller_id, now).expires_at)
                 _finish_onboarding(s, labeller, self.settings.gold_accuracy_threshold)
             return self._reserve_next(s, labeller_id, now)
 
@@ -373,44 +374,31 @@ class FeedbackStore:
         return None
 
     def _reserve_next(self, s: Session, labeller_id: int, now) -> TaskView | None:
-        room = Task.n_labels + Task.n_assigned < Task.labels_wanted
+        connection = s.connection()
+        query = _NEXT_OPEN_POSTGRES if self.postgres else _NEXT_OPEN
         for _ in range(10):
-            query = (
-                select(Task.id)
-                .where(
-                    Task.project_id == self.project_id,
-                    Task.status == "open",
-                    Task.is_gold.is_(False),
-                    room,
-                    ~_seen_by(labeller_id),
-                )
-                .order_by(Task.priority.desc(), Task.id)
-                .limit(1)
-            )
-            if self.postgres:
-                query = query.with_for_update(skip_locked=True, of=Task)
-            task_id = s.scalar(query)
+            task_id = connection.execute(
+                query, {"project_id": self.project_id, "labeller_id": labeller_id}
+            ).scalar()
             if task_id is None:
                 return None
             # The guard that makes double assignment impossible even if two readers saw the same row.
-            claimed = s.execute(
-                update(Task).where(Task.id == task_id, room).values(n_assigned=Task.n_assigned + 1)
-            ).rowcount
-            if claimed == 1:
-                task = s.get(Task, task_id)
-                return self._task_view(s, task, self._assign(s, task, labeller_id, now))
+            if connection.execute(_CLAIM, {"task_id": task_id}).rowcount == 1:
+                assignment = self._assign(s, _Record(id=task_id), labeller_id, now)
+                return self._task_view(s, task_id, assignment.expires_at)
         return None
 
-    def _assign(self, s: Session, task: Task, labeller_id: int, now) -> Assignment:
-        assignment = Assignment(
-            task_id=task.id,
-            labeller_id=labeller_id,
-            created_at=now,
-            expires_at=now + timedelta(seconds=self.settings.assignment_seconds),
-        )
-        s.add(assignment)
-        s.flush()
-        return assignment
+    def _assign(self, s: Session, task, labeller_id: int, now) -> _Record:
+        """A new active assignment of `task` (anything with an `id`) to the labeller; returns its row."""
+        values = {
+            "task_id": task.id,
+            "labeller_id": labeller_id,
+            "state": "active",
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=self.settings.assignment_seconds),
+        }
+        result = s.connection().execute(insert(_ASSIGNMENTS), values)
+        return _Record(id=result.inserted_primary_key[0], skip_reason=None, **values)
 
     def _release_expired(self, s: Session, now) -> None:
         """Give the places of abandoned reservations back to the queue (the labeller may get it again)."""
@@ -430,16 +418,23 @@ class FeedbackStore:
             s.delete(assignment)
         s.flush()
 
-    def _task_view(self, s: Session, task: Task, assignment: Assignment | None = None) -> TaskView:
-        responses = {r.id: r for r in s.scalars(select(Response).where(Response.id.in_(task.response_ids)))}
+    def _task_view(self, s: Session, task_id: int, expires_at=None) -> TaskView:
+        """The task as a labeller sees it, read in one statement (the task, its prompt and the prompt's
+        responses; those the task shows are picked out by id, in the task's order)."""
+        rows = s.connection().execute(_TASK_WITH_RESPONSES, {"task_id": task_id}).all()
+        task = rows[0]
+        responses = {r.response_id: r for r in rows}
         return TaskView(
             id=task.id,
             kind=task.kind,
-            prompt=task.prompt.text,
-            responses=[_response_view(responses[i]) for i in task.response_ids],
+            prompt=task.prompt_text,
+            responses=[
+                ResponseView(i, responses[i].text, responses[i].model, responses[i].model_version)
+                for i in task.response_ids
+            ],
             objective=task.objective,
             is_gold=task.is_gold,
-            expires_at=assignment.expires_at if assignment else None,
+            expires_at=expires_at,
         )
 
     def get_task(self, labeller_id: int, task_id: int) -> TaskView:
@@ -448,7 +443,7 @@ class FeedbackStore:
             assignment = _assignment(s, task_id, labeller_id)
             if assignment is None:
                 raise NotFound(f"task {task_id} not found among your tasks")
-            return self._task_view(s, s.get(Task, task_id), assignment)
+            return self._task_view(s, task_id, assignment.expires_at)
 
     def skip(self, labeller_id: int, task_id: int, reason: str) -> None:
         """Give a held task back with a reason; it returns to the queue for other labellers."""
@@ -496,9 +491,9 @@ class FeedbackStore:
                     f"client_request_id {answer.client_request_id!r} was already used for task {existing.task_id}"
                 )
             return SubmitResult(_label_view(s, existing), created=False, gold=_gold_feedback(s, existing))
-        task = s.get(Task, answer.task_id)
-        assignment = _assignment(s, answer.task_id, labeller_id)
-        labeller = s.get(Labeller, labeller_id)
+        task = _task_record(s, answer.task_id)
+        assignment = _assignment_record(s, answer.task_id, labeller_id)
+        labeller = s.connection().execute(_LABELLER_STATE, {"labeller_id": labeller_id}).first()
         if labeller is None or not labeller.active:
             raise Forbidden(f"no active labeller {labeller_id}")
         if assignment is None or task is None or task.project_id != self.project_id:
@@ -547,21 +542,17 @@ class FeedbackStore:
             label.gold_correct = gold_correct(task, label)
             if label.gold_correct is None:
                 log.warning("gold task %s left ungraded: %s", task.id, gold_problem(task))
-        s.add(label)
-        s.flush()  # the unique constraints fire here, before any counter moves
-        assignment.state = "labelled"
-        if task.is_gold:
-            s.execute(update(Task).where(Task.id == task.id).values(n_labels=Task.n_labels + 1))
-        else:
-            s.execute(
-                update(Task)
-                .where(Task.id == task.id)
-                .values(
-                    n_assigned=Task.n_assigned - 1,
-                    n_labels=Task.n_labels + 1,
-                    status=case((Task.n_labels + 1 >= Task.labels_wanted, "done"), else_="open"),
-                )
-            )
+        connection = s.connection()
+        # The unique constraints fire here, before any counter moves.
+        label.id = connection.execute(insert(_LABELS), _column_values(label)).inserted_primary_key[0]
+        connection.execute(_LABELLED, {"assignment_id": assignment.id})
+        connection.execute(_GOLD_LABELLED if task.is_gold else _TASK_LABELLED, {"task_id": task.id})
+        if task.is_gold and not labeller.onboarded:
+            # the last onboarding answer finishes onboarding now, so this reply and /api/me say so
+            # (before, the state changed only on the next GET /api/tasks/next)
+            account = s.get(Labeller, labeller_id)
+            if self._next_gold(s, account) is None:
+                _finish_onboarding(s, account, self.settings.gold_accuracy_threshold)
         return SubmitResult(_label_view(s, label, task), created=True, gold=_gold_feedback(s, label, task))
 
     def labels_of(self, labeller_id: int, limit: int = 100, offset: int = 0) -> list[LabelView]:
@@ -630,16 +621,154 @@ def _seen_by(labeller_id: int):
     return exists().where(Assignment.task_id == Task.id, Assignment.labeller_id == labeller_id)
 
 
+# ---------------------------------------------------------------------- the hot path's statements
+# `next_task`, `submit_label` and `labeller_by_token` run on every labelling request. They use these
+# Core statements, built once (values are bind parameters, so SQLAlchemy compiles each once per engine),
+# instead of ORM loads and flushes: about 0.1 ms a statement instead of 0.3-0.5 ms, and fewer statements.
+
+_TASKS, _PROMPTS, _RESPONSES, _GOLD = (m.__table__ for m in (Task, Prompt, Response, GoldAnswer))
+_LABELLERS, _ASSIGNMENTS, _LABELS = (m.__table__ for m in (Labeller, Assignment, Label))
+_ROOM = _TASKS.c.n_labels + _TASKS.c.n_assigned < _TASKS.c.labels_wanted
+
+_LABELLER_STATE = select(_LABELLERS.c.active, _LABELLERS.c.onboarded).where(
+    _LABELLERS.c.id == bindparam("labeller_id")
+)
+_LABELLER_BY_TOKEN = select(_LABELLERS).where(
+    _LABELLERS.c.token_sha256 == bindparam("digest"), _LABELLERS.c.active
+)
+# The labeller and the task they hold, if any (their oldest active assignment).
+_LABELLER_AND_HELD = (
+    select(
+        _LABELLERS.c.active,
+        _LABELLERS.c.onboarded,
+        _ASSIGNMENTS.c.task_id.label("held_task_id"),
+        _ASSIGNMENTS.c.expires_at.label("held_expires_at"),
+    )
+    .select_from(
+        _LABELLERS.outerjoin(
+            _ASSIGNMENTS,
+            and_(_ASSIGNMENTS.c.labeller_id == _LABELLERS.c.id, _ASSIGNMENTS.c.state == "active"),
+        )
+    )
+    .where(_LABELLERS.c.id == bindparam("labeller_id"))
+    .order_by(_ASSIGNMENTS.c.id)
+    .limit(1)
+)
+# The queue's head for a labeller, read off ix_task_queue in its order (priority DESC, id).
+_NEXT_OPEN = (
+    select(_TASKS.c.id)
+    .where(
+        _TASKS.c.project_id == bindparam("project_id"),
+        _TASKS.c.status == "open",
+        _TASKS.c.is_gold.is_(False),
+        _ROOM,
+        ~exists().where(
+            _ASSIGNMENTS.c.task_id == _TASKS.c.id, _ASSIGNMENTS.c.labeller_id == bindparam("labeller_id")
+        ),
+    )
+    .order_by(_TASKS.c.priority.desc(), _TASKS.c.id)
+    .limit(1)
+)
+_NEXT_OPEN_POSTGRES = _NEXT_OPEN.with_for_update(skip_locked=True, of=_TASKS)
+_CLAIM = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"), _ROOM)
+    .values(n_assigned=_TASKS.c.n_assigned + 1)
+)
+# A task as shown: one row per response of its prompt (the task's own are picked out by id).
+_TASK_WITH_RESPONSES = (
+    select(
+        _TASKS.c.id,
+        _TASKS.c.kind,
+        _TASKS.c.response_ids,
+        _TASKS.c.objective,
+        _TASKS.c.is_gold,
+        _PROMPTS.c.text.label("prompt_text"),
+        _RESPONSES.c.id.label("response_id"),
+        _RESPONSES.c.text,
+        _RESPONSES.c.model,
+        _RESPONSES.c.model_version,
+    )
+    .select_from(
+        _TASKS.join(_PROMPTS, _PROMPTS.c.id == _TASKS.c.prompt_id).join(
+            _RESPONSES, _RESPONSES.c.prompt_id == _TASKS.c.prompt_id
+        )
+    )
+    .where(_TASKS.c.id == bindparam("task_id"))
+)
+_TASK_AND_GOLD = (
+    select(
+        _TASKS,
+        _GOLD.c.task_id.label("gold_task_id"),
+        _GOLD.c.answer.label("gold_answer"),
+        _GOLD.c.explanation.label("gold_explanation"),
+    )
+    .select_from(_TASKS.outerjoin(_GOLD, _GOLD.c.task_id == _TASKS.c.id))
+    .where(_TASKS.c.id == bindparam("task_id"))
+)
+_ASSIGNMENT = select(_ASSIGNMENTS).where(
+    _ASSIGNMENTS.c.task_id == bindparam("task_id"), _ASSIGNMENTS.c.labeller_id == bindparam("labeller_id")
+)
+_LABEL_BY_REQUEST = select(_LABELS).where(
+    _LABELS.c.labeller_id == bindparam("labeller_id"), _LABELS.c.client_request_id == bindparam("request_id")
+)
+_LABELLED = (
+    update(_ASSIGNMENTS).where(_ASSIGNMENTS.c.id == bindparam("assignment_id")).values(state="labelled")
+)
+_GOLD_LABELLED = (
+    update(_TASKS).where(_TASKS.c.id == bindparam("task_id")).values(n_labels=_TASKS.c.n_labels + 1)
+)
+_TASK_LABELLED = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values(
+        n_assigned=_TASKS.c.n_assigned - 1,
+        n_labels=_TASKS.c.n_labels + 1,
+        status=case((_TASKS.c.n_labels + 1 >= _TASKS.c.labels_wanted, "done"), else_="open"),
+    )
+)
+
+
+class _Record(SimpleNamespace):
+    """A row read with Core, its columns as attributes (what the checks and views read off a model)."""
+
+
+def _task_record(s: Session, task_id: int) -> _Record | None:
+    """The task's columns, and `gold` (its `answer` and `explanation`) or None; None for no such task."""
+    row = s.connection().execute(_TASK_AND_GOLD, {"task_id": task_id}).first()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    gold_task_id, answer, explanation = (
+        values.pop(k) for k in ("gold_task_id", "gold_answer", "gold_explanation")
+    )
+    gold = None if gold_task_id is None else _Record(answer=answer, explanation=explanation)
+    return _Record(**values, gold=gold)
+
+
+def _assignment_record(s: Session, task_id: int, labeller_id: int) -> _Record | None:
+    row = s.connection().execute(_ASSIGNMENT, {"task_id": task_id, "labeller_id": labeller_id}).first()
+    return None if row is None else _Record(**row._mapping)
+
+
+def _column_values(label: Label) -> dict:
+    """A (transient) Label's values for a Core INSERT, the id left to the database."""
+    return {c.key: getattr(label, c.key) for c in _LABELS.c if c.key != "id"}
+
+
 def _assignment(s: Session, task_id: int, labeller_id: int) -> Assignment | None:
     return s.scalars(
         select(Assignment).where(Assignment.task_id == task_id, Assignment.labeller_id == labeller_id)
     ).first()
 
 
-def _label_by_request(s: Session, labeller_id: int, request_id: str) -> Label | None:
-    return s.scalars(
-        select(Label).where(Label.labeller_id == labeller_id, Label.client_request_id == request_id)
-    ).first()
+def _label_by_request(s: Session, labeller_id: int, request_id: str):
+    """The labeller's label with this client request id (a row with the columns of `labels`), or None."""
+    return (
+        s.connection()
+        .execute(_LABEL_BY_REQUEST, {"labeller_id": labeller_id, "request_id": request_id})
+        .first()
+    )
 
 
 def _finish_onboarding(s: Session, labeller: Labeller, threshold: float) -> None:
@@ -654,10 +783,6 @@ def _labeller_view(labeller: Labeller) -> LabellerView:
     return LabellerView(
         labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged, labeller.active
     )
-
-
-def _response_view(response: Response) -> ResponseView:
-    return ResponseView(response.id, response.text, response.model, response.model_version)
 
 
 def _label_view(s: Session, label: Label, task: Task | None = None) -> LabelView:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from rlhf.feedback.store import FeedbackStore, LabellerView, StoreSettings
 from rlhf.web.app import WebSettings
@@ -19,13 +20,17 @@ from rlhf.web.security import SESSION_COOKIE, same_token, session_labeller
 _open_lock = threading.Lock()
 
 
-def get_settings(request: Request) -> WebSettings:
+async def get_settings(request: Request) -> WebSettings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> FeedbackStore:
-    """The app's store, opened (and migrated) on first use."""
-    state = request.app.state
+async def get_store(request: Request) -> FeedbackStore:
+    """The app's store, opened (and migrated) on first use, in a worker thread (it touches the database)."""
+    store = request.app.state.store
+    return store if store is not None else await run_in_threadpool(_open_store, request.app.state)
+
+
+def _open_store(state) -> FeedbackStore:
     if state.store is None:
         with _open_lock:
             if state.store is None:
