@@ -157,14 +157,28 @@ def test_corrupt_weights_are_a_user_error(tmp_path, tiny_lm_dir):
         load_causal_lm(bad, device="cpu")
 
 
-def test_no_false_indexing_alarm_on_long_texts(family_dir, capfd):
+def test_no_false_indexing_alarm_on_long_texts(family_dir):
     # rlhf encodes whole texts, then cuts them to the context itself; transformers' "Token indices sequence
     # length is longer than the specified maximum ... will result in indexing errors" came with every run
-    from transformers import AutoTokenizer
+    import logging
 
-    path = family_dir("gpt2", n_positions=32)
-    for tokenizer, alarm in ((AutoTokenizer.from_pretrained(path), True), (load_tokenizer(path), False)):
-        assert tokenizer.model_max_length == 32
-        capfd.readouterr()
-        assert len(tokenizer("tea and bread " * 40)["input_ids"]) > 32
-        assert ("indexing errors" in capfd.readouterr().err) is alarm  # plain transformers does warn
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root, verbosity = hf_logging.get_logger("transformers"), hf_logging.get_verbosity()
+    root.addHandler(handler)
+    hf_logging.set_verbosity_warning()  # other tests may have quietened transformers
+    try:
+        path = family_dir("gpt2", n_positions=32)
+        for tokenizer, alarm in ((AutoTokenizer.from_pretrained(path), True), (load_tokenizer(path), False)):
+            assert tokenizer.model_max_length == 32
+            records.clear()
+            assert len(tokenizer("tea and bread " * 40)["input_ids"]) > 32
+            said = any("indexing errors" in r.getMessage() for r in records)
+            assert said is alarm  # plain transformers does warn
+    finally:
+        root.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
