@@ -1111,11 +1111,7 @@ def label_deactivate(
     name: Annotated[str, typer.Argument(help="The labeller's name.")], db: DbOpt = DEFAULT_DB
 ) -> None:
     """Refuse a labeller's token and sessions from their next request; their held tasks go back to the queue."""
-    from rlhf.feedback.store import FeedbackStore
-
-    store = FeedbackStore(db)
-    store.set_active(_labeller_named(store, name).id, False)
-    store.close()
+    _set_active(db, name, False)
     typer.echo(
         f"deactivated {name!r}: their token and sessions are refused (rlhf label activate {name} undoes it)"
     )
@@ -1126,12 +1122,18 @@ def label_activate(
     name: Annotated[str, typer.Argument(help="The labeller's name.")], db: DbOpt = DEFAULT_DB
 ) -> None:
     """Let a deactivated labeller sign in again with their token (old sessions stay ended)."""
+    _set_active(db, name, True)
+    typer.echo(f"activated {name!r}")
+
+
+def _set_active(db: str, name: str, active: bool) -> None:
     from rlhf.feedback.store import FeedbackStore
 
     store = FeedbackStore(db)
-    store.set_active(_labeller_named(store, name).id, True)
-    store.close()
-    typer.echo(f"activated {name!r}")
+    try:
+        store.set_active(_labeller_named(store, name).id, active)
+    finally:
+        store.close()
 
 
 @label_app.command("rotate-token")
