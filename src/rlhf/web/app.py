@@ -33,6 +33,7 @@ class WebSettings:
     onboarding_questions: int = 5
     assignment_seconds: float = 1800.0
     run_migrations: bool = True
+    db_threads: int = 0  # threads running the store's calls; 0: 1 for SQLite (one writer), 8 for PostgreSQL
     guidelines_file: str = ""  # Markdown/plain text shown above the built-in guidelines
 
     @classmethod
@@ -87,6 +88,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        runner = getattr(app.state, "db", None)
+        if runner is not None:
+            runner.close()
         store = getattr(app.state, "store", None)
         if store is not None:
             store.close()
@@ -99,6 +103,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = None  # opened on first use (deps.get_store), so tests can swap it before that
+    app.state.db = None  # the store's runner (deps.get_db), made with the store
 
     def reply_error(request: Request, message: str, status: int, headers=None):
         """Every error reply: JSON `{"detail": ...}` under /api, the error page for the browser pages."""

@@ -6,9 +6,13 @@ labeller on an admin route); page routes with the session cookie (redirect to /l
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,13 +52,76 @@ def _open_store(state) -> FeedbackStore:
     return state.store
 
 
+T = TypeVar("T")
+
+
+class StoreRunner:
+    """The app's store, called from the event loop: each call runs on the app's database threads.
+
+    `await db.next_task(labeller_id)` runs `store.next_task(labeller_id)` on the writer thread(s);
+    `await db.run(fn, *args)` runs `fn(store, *args)` there (a function of the store holding one or
+    several transactions); `await db.read(fn, *args)` runs a function that only reads (dashboards,
+    exports, lists) on the reader threads, so a long read never holds up labelling.
+
+    SQLite gets one writer thread: it has a single writer, so more threads would only queue on its write
+    lock (whose busy handler sleeps in steps of up to 100 ms) and hand the GIL back and forth; with one,
+    the labelling requests' transactions run back to back while the event loop parses and answers the
+    next requests. Its readers see a snapshot (WAL) and never wait for the writer. PostgreSQL gets
+    `threads` writers (8 by default; row locks let them work side by side).
+    """
+
+    READERS = 4
+
+    def __init__(self, store: FeedbackStore, threads: int = 0) -> None:
+        self.store = store
+        if threads <= 0:
+            threads = 8 if store.postgres else 1
+        self.threads = threads
+        self._writers = ThreadPoolExecutor(threads, thread_name_prefix="rlhf-db")
+        self._readers = ThreadPoolExecutor(self.READERS, thread_name_prefix="rlhf-db-read")
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await _on(self._writers, functools.partial(fn, self.store, *args))
+
+    async def read(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await _on(self._readers, functools.partial(fn, self.store, *args))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)  # AttributeError for a name the store does not have
+        if name.startswith("_") or not callable(method):
+            raise AttributeError(f"StoreRunner offers the store's public methods, not {name!r}")
+
+        async def call(*args: Any) -> Any:
+            return await _on(self._writers, functools.partial(method, *args))
+
+        return call
+
+    def close(self) -> None:
+        self._writers.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+
+
+async def _on(executor: ThreadPoolExecutor, job: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(executor, job)
+
+
+async def get_db(request: Request, store: Annotated[FeedbackStore, Depends(get_store)]) -> StoreRunner:
+    """The runner of the app's store (made on first use; tests may override `get_store`)."""
+    state = request.app.state
+    runner: StoreRunner | None = getattr(state, "db", None)
+    if runner is None or runner.store is not store:
+        runner = state.db = StoreRunner(store, state.settings.db_threads)
+    return runner
+
+
 SettingsDep = Annotated[WebSettings, Depends(get_settings)]
 StoreDep = Annotated[FeedbackStore, Depends(get_store)]
+DbDep = Annotated[StoreRunner, Depends(get_db)]
 
 
-def api_labeller(request: Request, store: StoreDep) -> LabellerView:
+async def api_labeller(request: Request, db: DbDep) -> LabellerView:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    labeller = store.labeller_by_token(token.strip()) if scheme.lower() == "bearer" else None
+    labeller = await db.labeller_by_token(token.strip()) if scheme.lower() == "bearer" else None
     if labeller is None:
         raise HTTPException(
             401,
@@ -64,7 +131,7 @@ def api_labeller(request: Request, store: StoreDep) -> LabellerView:
     return labeller
 
 
-def api_admin(labeller: Annotated[LabellerView, Depends(api_labeller)]) -> LabellerView:
+async def api_admin(labeller: Annotated[LabellerView, Depends(api_labeller)]) -> LabellerView:
     if labeller.role != "admin":
         raise HTTPException(403, "this needs an admin token")
     return labeller
@@ -84,20 +151,20 @@ class PageUser:
     csrf_token: str
 
 
-def page_user(request: Request, store: StoreDep) -> PageUser:
-    found = session_labeller(store, request.cookies.get(SESSION_COOKIE))
+async def page_user(request: Request, db: DbDep) -> PageUser:
+    found = await db.run(session_labeller, request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise SignInRequired()
     return PageUser(*found)
 
 
-def page_admin(user: Annotated[PageUser, Depends(page_user)]) -> PageUser:
+async def page_admin(user: Annotated[PageUser, Depends(page_user)]) -> PageUser:
     if user.labeller.role != "admin":
         raise HTTPException(403, "this page needs an admin account")
     return user
 
 
-def checked_form_user(
+async def checked_form_user(
     user: Annotated[PageUser, Depends(page_user)], csrf_token: Annotated[str, Form(max_length=200)] = ""
 ) -> PageUser:
     """A signed-in user whose form carries the session's CSRF token (else 403: a forged request)."""

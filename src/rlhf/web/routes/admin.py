@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Request
 
 from rlhf.feedback.dashboard import dashboard
-from rlhf.web.deps import PageAdminDep, StoreDep
+from rlhf.web.deps import DbDep, PageAdminDep
 from rlhf.web.routes.api_admin import jsonl_download
 from rlhf.web.routes.pages import render
 
@@ -15,12 +15,12 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
 @router.get("/admin")
-def admin_page(request: Request, user: PageAdminDep, store: StoreDep):
-    return render(request, "admin.html", {"user": user, "d": dashboard(store)})
+async def admin_page(request: Request, user: PageAdminDep, db: DbDep):
+    return render(request, "admin.html", {"user": user, "d": await db.read(dashboard)})
 
 
 @router.get("/admin/export/{kind}")
-def admin_export(
-    kind: Annotated[Literal["pairs", "rankings", "ratings"], Path()], _user: PageAdminDep, store: StoreDep
+async def admin_export(
+    kind: Annotated[Literal["pairs", "rankings", "ratings"], Path()], _user: PageAdminDep, db: DbDep
 ):
-    return jsonl_download(store, kind)
+    return await jsonl_download(db, kind)

@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 
 from rlhf.feedback.dashboard import dashboard
 from rlhf.feedback.exchange import export_rows, refuse_repeats
-from rlhf.feedback.store import Candidate, ResponseIn
-from rlhf.web.deps import ApiAdmin, StoreDep
+from rlhf.feedback.store import Candidate, FeedbackStore, ResponseIn
+from rlhf.web.deps import ApiAdmin, DbDep
 from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import (
     CandidateCreate,
@@ -28,9 +28,9 @@ router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute)
 ExportKind = Literal["pairs", "rankings", "ratings"]
 
 
-def jsonl_download(store, kind: str) -> StreamingResponse:
+async def jsonl_download(db: DbDep, kind: str) -> StreamingResponse:
     # Rows are built inside one read transaction, then streamed as JSON lines.
-    rows = list(export_rows(store, kind))
+    rows = await db.read(lambda store: list(export_rows(store, kind)))
     body = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return StreamingResponse(
         body,
@@ -40,18 +40,18 @@ def jsonl_download(store, kind: str) -> StreamingResponse:
 
 
 @router.get("/export", response_class=StreamingResponse)
-def export(_admin: ApiAdmin, store: StoreDep, kind: Annotated[ExportKind, Query()] = "pairs"):
+async def export(_admin: ApiAdmin, db: DbDep, kind: Annotated[ExportKind, Query()] = "pairs"):
     """Labels as a preference file (JSONL) that `rlhf.data.load_preferences` and `rlhf reward train` read."""
-    return jsonl_download(store, kind)
+    return await jsonl_download(db, kind)
 
 
 @router.get("/admin/dashboard")
-def admin_dashboard(_admin: ApiAdmin, store: StoreDep) -> dict:
-    return dashboard(store)
+async def admin_dashboard(_admin: ApiAdmin, db: DbDep) -> dict:
+    return await db.read(dashboard)
 
 
 @router.post("/admin/tasks", response_model=TasksCreated, status_code=201)
-def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, store: StoreDep):
+async def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, db: DbDep):
     """Add tasks with priorities (higher first); gold answers use response indices. Every task is
     checked before any is stored; the same task twice in one request is refused (`422`)."""
     candidates = [
@@ -68,35 +68,35 @@ def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, store: StoreDep):
         for c in body
     ]
     refuse_repeats(candidates, [f"candidate {i}" for i in range(len(candidates))])
-    return TasksCreated(task_ids=store.push_candidates(candidates))
+    return TasksCreated(task_ids=await db.push_candidates(candidates))
 
 
 @router.post("/admin/labellers", response_model=LabellerCreated, status_code=201)
-def add_labeller(body: LabellerCreate, _admin: ApiAdmin, store: StoreDep):
-    labeller, token = store.add_labeller(body.name, body.role)
+async def add_labeller(body: LabellerCreate, _admin: ApiAdmin, db: DbDep):
+    labeller, token = await db.add_labeller(body.name, body.role)
     return LabellerCreated(labeller=LabellerPublic.model_validate(labeller), token=token)
 
 
 @router.get("/admin/labellers", response_model=list[LabellerPublic])
-def list_labellers(_admin: ApiAdmin, store: StoreDep):
+async def list_labellers(_admin: ApiAdmin, db: DbDep):
     """Every account, active or not, by name."""
-    return [LabellerPublic.model_validate(x) for x in store.labellers()]
+    return [LabellerPublic.model_validate(x) for x in await db.read(FeedbackStore.labellers)]
 
 
 @router.patch("/admin/labellers/{labeller_id}", response_model=LabellerPublic)
-def update_labeller(
-    labeller_id: Annotated[Id, Path()], body: LabellerUpdate, admin: ApiAdmin, store: StoreDep
+async def update_labeller(
+    labeller_id: Annotated[Id, Path()], body: LabellerUpdate, admin: ApiAdmin, db: DbDep
 ):
     """Deactivate (`{"active": false}`) or reactivate an account; effective from its next request.
     Deactivating ends its sessions and gives its tasks back to the queue. An admin cannot deactivate
     themselves (409), so the API always keeps the admin who could undo it."""
     if not body.active and labeller_id == admin.id:
         raise HTTPException(409, "you cannot deactivate your own account; ask another admin or use the CLI")
-    return LabellerPublic.model_validate(store.set_active(labeller_id, body.active))
+    return LabellerPublic.model_validate(await db.set_active(labeller_id, body.active))
 
 
 @router.post("/admin/labellers/{labeller_id}/token", response_model=LabellerCreated)
-def rotate_token(labeller_id: Annotated[Id, Path()], _admin: ApiAdmin, store: StoreDep):
+async def rotate_token(labeller_id: Annotated[Id, Path()], _admin: ApiAdmin, db: DbDep):
     """A new token for the labeller, shown once; the old token and its sessions stop working."""
-    labeller, token = store.rotate_token(labeller_id)
+    labeller, token = await db.rotate_token(labeller_id)
     return LabellerCreated(labeller=LabellerPublic.model_validate(labeller), token=token)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from rlhf.web.deps import ApiLabeller, StoreDep
+from rlhf.web.deps import ApiLabeller, DbDep
 from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import SkipCreate, TaskPublic
 
@@ -15,20 +15,20 @@ TaskId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/next", response_model=TaskPublic, responses={204: {"description": "no task for you now"}})
-def next_task(labeller: ApiLabeller, store: StoreDep):
+async def next_task(labeller: ApiLabeller, db: DbDep):
     """The task you hold, else the next one (onboarding gold questions first); reserved for you."""
-    task = store.next_task(labeller.id)
+    task = await db.next_task(labeller.id)
     if task is None:
         return Response(status_code=204)
     return TaskPublic.model_validate(task)
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
-def get_task(task_id: TaskId, labeller: ApiLabeller, store: StoreDep):
-    return TaskPublic.model_validate(store.get_task(labeller.id, task_id))
+async def get_task(task_id: TaskId, labeller: ApiLabeller, db: DbDep):
+    return TaskPublic.model_validate(await db.get_task(labeller.id, task_id))
 
 
 @router.post("/{task_id}/skip", status_code=204)
-def skip_task(task_id: TaskId, body: SkipCreate, labeller: ApiLabeller, store: StoreDep) -> None:
+async def skip_task(task_id: TaskId, body: SkipCreate, labeller: ApiLabeller, db: DbDep) -> None:
     """Give a held task back (with a reason); it goes to other labellers."""
-    store.skip(labeller.id, task_id, body.reason)
+    await db.skip(labeller.id, task_id, body.reason)

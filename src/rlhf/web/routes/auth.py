@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from rlhf.web.deps import FormUserDep, SettingsDep, StoreDep
+from rlhf.web.deps import DbDep, FormUserDep, SettingsDep
 from rlhf.web.routes.pages import render
 from rlhf.web.security import (
     LOGIN_CSRF_COOKIE,
@@ -43,14 +43,14 @@ def _login_page(request: Request, settings, message: str = "", status: int = 200
 
 
 @router.get("/login")
-def login_form(request: Request, settings: SettingsDep):
+async def login_form(request: Request, settings: SettingsDep):
     return _login_page(request, settings)
 
 
 @router.post("/login")
-def login(
+async def login(
     request: Request,
-    store: StoreDep,
+    db: DbDep,
     settings: SettingsDep,
     token: Annotated[str, Form(max_length=200)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
@@ -60,16 +60,18 @@ def login(
     # The client address is the TCP peer's, or X-Forwarded-For's only from a proxy the server was told
     # to trust (`rlhf label serve --forwarded-allow-ips`); uvicorn applies that before the app runs.
     client = request.client.host if request.client else "unknown"
-    attempt = begin_sign_in(store, client, settings.sign_in_max_failures, settings.sign_in_window_seconds)
+    attempt = await db.run(
+        begin_sign_in, client, settings.sign_in_max_failures, settings.sign_in_window_seconds
+    )
     if attempt is None:
         return _login_page(
             request, settings, "Too many failed sign-ins; wait a few minutes and try again.", 429
         )
-    labeller = store.labeller_by_token(token.strip())
-    end_sign_in(store, attempt, succeeded=labeller is not None)
+    labeller = await db.labeller_by_token(token.strip())
+    await db.run(end_sign_in, attempt, labeller is not None)
     if labeller is None:
         return _login_page(request, settings, "That token is not valid.", 401)
-    session_id, _ = create_session(store, labeller.id, settings.session_hours)
+    session_id, _ = await db.run(create_session, labeller.id, settings.session_hours)
     response = RedirectResponse("/admin" if labeller.role == "admin" else "/label", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -84,8 +86,8 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, _user: FormUserDep, store: StoreDep):
-    end_session(store, request.cookies.get(SESSION_COOKIE))
+async def logout(request: Request, _user: FormUserDep, db: DbDep):
+    await db.run(end_session, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

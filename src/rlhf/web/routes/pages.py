@@ -13,9 +13,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from rlhf.feedback.store import InvalidInput, LabelIn
+from rlhf.feedback.store import FeedbackStore, InvalidInput, LabelIn
 from rlhf.io import read_text
-from rlhf.web.deps import FormUserDep, PageUserDep, SettingsDep, StoreDep
+from rlhf.web.deps import DbDep, FormUserDep, PageUserDep, SettingsDep
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
@@ -41,13 +41,13 @@ def error_page(request: Request, message: str, status: int):
 
 
 @router.get("/")
-def home():
+async def home():
     return RedirectResponse("/label", status_code=303)
 
 
 @router.get("/label")
-def label_page(request: Request, user: PageUserDep, store: StoreDep):
-    task = store.next_task(user.labeller.id)
+async def label_page(request: Request, user: PageUserDep, db: DbDep):
+    task = await db.next_task(user.labeller.id)
     if task is None:
         return render(request, "done.html", {"user": user})
     shown = list(task.responses)
@@ -122,16 +122,13 @@ def form_answer(form: dict[str, str], kind: str | None = None) -> LabelIn:
 
 
 @router.post("/label")
-async def submit_page(request: Request, user: FormUserDep, store: StoreDep):
+async def submit_page(request: Request, user: FormUserDep, db: DbDep):
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     answer = form_answer(form, form.get("kind"))
-    # The store is synchronous; run it off the event loop like FastAPI does for plain `def` routes.
-    from starlette.concurrency import run_in_threadpool
-
-    result = await run_in_threadpool(store.submit_label, user.labeller.id, answer)
+    result = await db.submit_label(user.labeller.id, answer)
     if result.gold is None:
         return RedirectResponse("/label", status_code=303)
-    task = await run_in_threadpool(store.get_task, user.labeller.id, answer.task_id)
+    task = await db.get_task(user.labeller.id, answer.task_id)
     texts = {r.id: r.text for r in task.responses}
     return render(
         request,
@@ -154,22 +151,23 @@ def _describe_expected(expected: dict, texts: dict[int, str]) -> list[str]:
 
 
 @router.post("/skip")
-def skip_page(
+async def skip_page(
     user: FormUserDep,
-    store: StoreDep,
+    db: DbDep,
     task_id: Annotated[int, Form(ge=1, le=MAX_ID)],
     reason: Annotated[str, Form(max_length=2000)] = "",
 ):
-    store.skip(user.labeller.id, task_id, reason)
+    await db.skip(user.labeller.id, task_id, reason)
     return RedirectResponse("/label", status_code=303)
 
 
 @router.get("/guidelines")
-def guidelines(request: Request, settings: SettingsDep, user: PageUserDep):
+async def guidelines(request: Request, settings: SettingsDep, user: PageUserDep):
     text = read_text(settings.guidelines_file) if settings.guidelines_file else ""  # BOM dropped
     return render(request, "guidelines.html", {"user": user, "custom": text})
 
 
 @router.get("/my/labels")
-def my_labels(request: Request, user: PageUserDep, store: StoreDep):
-    return render(request, "my_labels.html", {"user": user, "labels": store.labels_of(user.labeller.id, 200)})
+async def my_labels(request: Request, user: PageUserDep, db: DbDep):
+    labels = await db.read(FeedbackStore.labels_of, user.labeller.id, 200)
+    return render(request, "my_labels.html", {"user": user, "labels": labels})
