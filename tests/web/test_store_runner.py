@@ -19,7 +19,7 @@ def test_sqlite_writes_run_on_one_thread_and_postgres_gets_several(make_store):
     store = make_store()
     runner = StoreRunner(store)
     try:
-        assert runner.threads == (8 if store.postgres else 1)
+        assert runner.threads == (4 if store.postgres else 1)
         assert StoreRunner(store, threads=3).threads == 3
 
         async def names():
@@ -28,7 +28,7 @@ def test_sqlite_writes_run_on_one_thread_and_postgres_gets_several(make_store):
             )
 
         seen = set(asyncio.run(names()))
-        assert 1 <= len(seen) <= 8 if store.postgres else len(seen) == 1
+        assert 1 <= len(seen) <= 4 if store.postgres else len(seen) == 1
         assert all(name.startswith("rlhf-db_") for name in seen)
         assert threading.current_thread().name not in seen  # never on the event loop's thread
     finally:

@@ -45,15 +45,15 @@ def make_engine(url: str, connect_args: dict | None = None) -> Engine:
         pool = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            # As many pooled connections as the web app has worker threads (anyio's 40): with fewer, the
-            # connections past the pool were opened (and their PRAGMAs run) and closed again per request.
+            # Connections past the pool are opened (PRAGMAs and all) and closed again per use: keep enough
+            # for any thread pool a caller runs (the web app's own database threads are 1 + 4).
             pool = {"pool_size": 40, "max_overflow": 20}
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False, **(connect_args or {})}, **pool
         )
         _sqlite_immediate_transactions(engine)
         return engine
-    # Enough connections for the web app's thread pool; pre-ping survives a restarted database server.
+    # Enough for the web app's database threads (4 + 4 a worker); pre-ping survives a restarted server.
     return create_engine(
         url, pool_size=10, max_overflow=30, pool_pre_ping=True, connect_args=connect_args or {}
     )

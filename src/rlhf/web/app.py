@@ -33,7 +33,7 @@ class WebSettings:
     onboarding_questions: int = 5
     assignment_seconds: float = 1800.0
     run_migrations: bool = True
-    db_threads: int = 0  # threads running the store's calls; 0: 1 for SQLite (one writer), 8 for PostgreSQL
+    db_threads: int = 0  # threads running the store's calls; 0: 1 for SQLite (one writer), 4 for PostgreSQL
     guidelines_file: str = ""  # Markdown/plain text shown above the built-in guidelines
 
     @classmethod

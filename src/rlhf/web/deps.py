@@ -67,7 +67,7 @@ class StoreRunner:
     lock (whose busy handler sleeps in steps of up to 100 ms) and hand the GIL back and forth; with one,
     the labelling requests' transactions run back to back while the event loop parses and answers the
     next requests. Its readers see a snapshot (WAL) and never wait for the writer. PostgreSQL gets
-    `threads` writers (8 by default; row locks let them work side by side).
+    `threads` writers (4 by default: row locks let them work side by side; more only trade the GIL for round trips).
     """
 
     READERS = 4
@@ -75,7 +75,7 @@ class StoreRunner:
     def __init__(self, store: FeedbackStore, threads: int = 0) -> None:
         self.store = store
         if threads <= 0:
-            threads = 8 if store.postgres else 1
+            threads = 4 if store.postgres else 1
         self.threads = threads
         self._writers = ThreadPoolExecutor(threads, thread_name_prefix="rlhf-db")
         self._readers = ThreadPoolExecutor(self.READERS, thread_name_prefix="rlhf-db-read")
