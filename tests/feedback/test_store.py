@@ -16,6 +16,8 @@ from rlhf.feedback.store import (
     LabelIn,
     NotFound,
     StoreSettings,
+    Token,
+    Unauthenticated,
     hash_token,
 )
 
@@ -61,6 +63,34 @@ def test_tokens_are_stored_hashed(make_store):
         store.add_labeller("ann")
     with pytest.raises(InvalidInput, match="labeller name"):
         store.add_labeller("bad name!")
+
+
+def test_a_token_stands_for_its_labeller_only_while_it_is_valid(make_store):
+    """next_task / submit_label take the labeller's Token (the web app's path): checked in the same
+    transaction as the work, refused once wrong, rotated or revoked, and changing nothing then."""
+    store = make_store()
+    store.push_candidates(pairs(3))
+    ann, token = store.add_labeller("ann", onboarded=True)
+    task = store.next_task(Token(token))
+    assert task is not None and store.next_task(ann.id).id == task.id  # the same labeller's held task
+    result = store.submit_label(Token(token), answer_pair(task))
+    assert result.created and result.label.task_id == task.id
+    assert store.labels_of(ann.id)[0].id == result.label.id  # stored as ann's
+    assert not store.submit_label(Token(token), answer_pair(task)).created  # a retry, found by token too
+    held = store.next_task(Token(token))
+    for bad in ("", "rlhf_wrong", token + "x", "x" * 201):
+        with pytest.raises(Unauthenticated, match="invalid token"):
+            store.next_task(Token(bad))
+        with pytest.raises(Unauthenticated):
+            store.submit_label(Token(bad), answer_pair(held, "r2"))
+    _, new = store.rotate_token(ann.id)
+    with pytest.raises(Unauthenticated):
+        store.next_task(Token(token))  # the old token
+    assert store.next_task(Token(new)).id == held.id
+    store.set_active(ann.id, False)
+    with pytest.raises(Unauthenticated):
+        store.submit_label(Token(new), answer_pair(held, "r3"))
+    assert store.count_labels() == 1
 
 
 def test_queue_order_reservation_and_no_repeat(make_store):

@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from rlhf.data import load_preferences
 from rlhf.feedback.store import Candidate
 from rlhf.web import WebSettings, create_app
-from rlhf.web.deps import get_store
 
 
 @pytest.fixture
@@ -18,7 +17,7 @@ def env(make_store):
     """(store, client, tokens): an admin, two onboarded labellers and three pairwise tasks."""
     store = make_store()
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", max_body_bytes=200_000))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     store.push_candidates(
         [Candidate(f"User: q{i}\nAssistant:", [f"good {i}", f"bad {i}"], priority=i) for i in range(3)]
     )
@@ -128,6 +127,13 @@ def test_tokens_and_roles(env):
     r = client.get("/api/tasks/next")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert client.get("/api/tasks/next", headers=auth("rlhf_wrong")).status_code == 401
+    label = {"task_id": 1, "strength": "tie", "client_request_id": "w1"}
+    wrong = client.post("/api/labels", headers=auth("rlhf_wrong"), json=label)
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert wrong.json() == {"detail": "missing or invalid token: send 'Authorization: Bearer TOKEN'"}
+    for header in ("Bearer", "Bearer   ", "Token abc"):
+        r = client.post("/api/labels", headers={"Authorization": header}, json={})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"  # before the body's 422
     assert (
         client.get("/api/tasks/next", headers={"Authorization": f"Basic {tokens['ann']}"}).status_code == 401
     )

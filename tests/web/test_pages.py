@@ -9,12 +9,11 @@ from fastapi.testclient import TestClient
 
 from rlhf.feedback.store import Candidate
 from rlhf.web import WebSettings, create_app
-from rlhf.web.deps import get_store
 
 
 def make_client(store, base_url="http://testserver", raise_server_exceptions=True, **settings):
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", **settings))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     return TestClient(
         app, base_url=base_url, follow_redirects=False, raise_server_exceptions=raise_server_exceptions
     )

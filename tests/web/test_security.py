@@ -18,7 +18,6 @@ from rlhf.feedback.exchange import export_rows, import_file
 from rlhf.feedback.models import GoldAnswer, Task
 from rlhf.feedback.store import Candidate, LabelIn, StoreSettings
 from rlhf.web import WebSettings, create_app
-from rlhf.web.deps import get_store
 from tests.web.test_pages import field, make_client, sign_in
 
 GOLD = [
@@ -41,7 +40,7 @@ def auth(token: str) -> dict[str, str]:
 
 def api_client(store) -> TestClient:
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db"))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     return TestClient(app, raise_server_exceptions=False)
 
 

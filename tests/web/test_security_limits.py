@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient
 from rlhf.cli import main
 from rlhf.feedback.store import Candidate, FeedbackStore
 from rlhf.web import WebSettings, create_app
-from rlhf.web.deps import get_store
 
 LIMIT = 100_000  # the app's max_body_bytes in the TestClient tests
 
@@ -40,7 +39,7 @@ def env(make_store):
         "bob": store.add_labeller("bob", onboarded=True)[1],
     }
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", max_body_bytes=LIMIT))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     return store, app, tokens
 
 
@@ -332,7 +331,7 @@ def test_the_sign_in_limit_holds_under_concurrent_attempts(env, monkeypatch):
     """Twelve wrong tokens at once from one address, with 3 allowed: at most 3 are even checked."""
     store, _, tokens = env
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", sign_in_max_failures=3))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     checked = []
     real_lookup = store.labeller_by_token
 

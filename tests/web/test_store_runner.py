@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from rlhf.feedback.store import Candidate, FeedbackStore
 from rlhf.web import WebSettings, create_app
-from rlhf.web.deps import StoreRunner, get_store
+from rlhf.web.deps import StoreRunner
 
 
 def test_sqlite_writes_run_on_one_thread_and_postgres_gets_several(make_store):
@@ -88,7 +88,7 @@ def test_the_labelling_routes_run_their_store_calls_off_the_event_loop(make_stor
 
     store.next_task = recording_next_task
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db"))
-    app.dependency_overrides[get_store] = lambda: store
+    app.state.store = store
     with TestClient(app) as client:
         headers = {"Authorization": f"Bearer {token}"}
         assert client.get("/api/tasks/next", headers=headers).status_code == 200

@@ -42,6 +42,16 @@ class Forbidden(StoreError):
     """The caller may not do this (e.g. answer a task that is not assigned to them)."""
 
 
+class Unauthenticated(StoreError):
+    """No active labeller holds the token given (wrong, rotated or revoked); the web app's 401."""
+
+
+class Token(str):
+    """A labeller's bearer token, given to `next_task` / `submit_label` instead of the labeller's id: the
+    token is then checked in the same transaction as the work (`Unauthenticated` when no active labeller
+    holds it), so a web request costs one transaction, not a lookup and then the work."""
+
+
 def new_token() -> str:
     return "rlhf_" + secrets.token_urlsafe(32)  # 256 random bits
 

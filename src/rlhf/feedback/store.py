@@ -77,6 +77,8 @@ from rlhf.feedback.records import (  # noqa: F401
     SubmitResult,
     TaskProgress,
     TaskView,
+    Token,
+    Unauthenticated,
     hash_token,
     new_token,
     task_key,
@@ -329,10 +331,12 @@ class FeedbackStore:
             s.flush()
         return response
 
-    def next_task(self, labeller_id: int) -> TaskView | None:
+    def next_task(self, labeller_id: int | Token) -> TaskView | None:
         """The labeller's current task: the one they hold, else a gold task while onboarding, else the
-        highest-priority open task they have not seen (reserved for them). None when there is none."""
+        highest-priority open task they have not seen (reserved for them). None when there is none.
+        `labeller_id` may be the labeller's `Token` (checked in the same transaction)."""
         with self.transaction() as s:
+            labeller_id = _labeller_id(s, labeller_id)
             now = utcnow()
             if time.monotonic() >= self._next_release:
                 # Reservations last many minutes; sweeping for lapsed ones a few times a minute is plenty.
@@ -463,18 +467,20 @@ class FeedbackStore:
 
     # ------------------------------------------------------------------ labels
 
-    def submit_label(self, labeller_id: int, answer: LabelIn) -> SubmitResult:
-        """Store one label in one transaction; the same (labeller, client_request_id) again is a no-op."""
+    def submit_label(self, labeller_id: int | Token, answer: LabelIn) -> SubmitResult:
+        """Store one label in one transaction; the same (labeller, client_request_id) again is a no-op.
+        `labeller_id` may be the labeller's `Token` (checked in the same transaction)."""
         check_request_id(answer.client_request_id)
         try:
             with self.transaction() as s:
+                labeller_id = _labeller_id(s, labeller_id)
                 return self._submit(s, labeller_id, answer)
         except (IntegrityError, Conflict) as exc:
             # A concurrent duplicate may have committed between our reads (PostgreSQL's READ COMMITTED
             # shows it to later statements): then it won the unique constraint or already moved the
             # assignment on, and the answer is what it stored.
             with self.transaction() as s:
-                existing = _label_by_request(s, labeller_id, answer.client_request_id)
+                existing = _label_by_request(s, _labeller_id(s, labeller_id), answer.client_request_id)
                 if existing is not None and existing.task_id == answer.task_id:
                     return SubmitResult(
                         _label_view(s, existing), created=False, gold=_gold_feedback(s, existing)
@@ -636,6 +642,9 @@ _LABELLER_STATE = select(_LABELLERS.c.active, _LABELLERS.c.onboarded).where(
 _LABELLER_BY_TOKEN = select(_LABELLERS).where(
     _LABELLERS.c.token_sha256 == bindparam("digest"), _LABELLERS.c.active
 )
+_LABELLER_ID_BY_TOKEN = select(_LABELLERS.c.id).where(
+    _LABELLERS.c.token_sha256 == bindparam("digest"), _LABELLERS.c.active
+)
 # The labeller and the task they hold, if any (their oldest active assignment).
 _LABELLER_AND_HELD = (
     select(
@@ -731,6 +740,19 @@ _TASK_LABELLED = (
 
 class _Record(SimpleNamespace):
     """A row read with Core, its columns as attributes (what the checks and views read off a model)."""
+
+
+def _labeller_id(s: Session, labeller: int | Token) -> int:
+    """The id of the labeller, given as an id or as a `Token` (raises Unauthenticated when no active
+    labeller holds that token)."""
+    if not isinstance(labeller, Token):
+        return labeller
+    found = None
+    if 0 < len(labeller) <= 200:
+        found = s.connection().execute(_LABELLER_ID_BY_TOKEN, {"digest": hash_token(labeller)}).scalar()
+    if found is None:
+        raise Unauthenticated("missing or invalid token: send 'Authorization: Bearer TOKEN'")
+    return found
 
 
 def _task_record(s: Session, task_id: int) -> _Record | None:

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlhf.errors import UserError
-from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound
+from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from rlhf.web.guards import RequestGuard
 
 HERE = Path(__file__).parent
@@ -64,7 +64,7 @@ class WebSettings:
 
 
 # Store refusals become these statuses; the message is the store's own, meant for the user.
-STATUS = {Forbidden: 403, NotFound: 404, Conflict: 409, InvalidInput: 422}
+STATUS = {Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, InvalidInput: 422}
 MAX_PROBLEMS = 20  # validation problems listed in one reply
 
 
@@ -102,7 +102,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = None  # opened on first use (deps.get_store), so tests can swap it before that
+    app.state.store = None  # opened on first use (deps.get_db), so tests can put theirs in before that
     app.state.db = None  # the store's runner (deps.get_db), made with the store
 
     def reply_error(request: Request, message: str, status: int, headers=None):
@@ -114,7 +114,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError):
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
-        return reply_error(request, " ".join(str(exc).split()), status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return reply_error(request, " ".join(str(exc).split()), status, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from rlhf.feedback.store import FeedbackStore, LabellerView, StoreSettings
+from rlhf.feedback.store import FeedbackStore, LabellerView, StoreSettings, Token
 from rlhf.web.app import WebSettings
 from rlhf.web.security import SESSION_COOKIE, same_token, session_labeller
 
@@ -26,12 +26,6 @@ _open_lock = threading.Lock()
 
 async def get_settings(request: Request) -> WebSettings:
     return request.app.state.settings
-
-
-async def get_store(request: Request) -> FeedbackStore:
-    """The app's store, opened (and migrated) on first use, in a worker thread (it touches the database)."""
-    store = request.app.state.store
-    return store if store is not None else await run_in_threadpool(_open_store, request.app.state)
 
 
 def _open_store(state) -> FeedbackStore:
@@ -105,29 +99,45 @@ async def _on(executor: ThreadPoolExecutor, job: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(executor, job)
 
 
-async def get_db(request: Request, store: Annotated[FeedbackStore, Depends(get_store)]) -> StoreRunner:
-    """The runner of the app's store (made on first use; tests may override `get_store`)."""
+async def get_db(request: Request) -> StoreRunner:
+    """The runner of the app's store, both made on first use (the store opened and migrated in a worker
+    thread: it touches the database). Tests put their own store in `app.state.store` before that."""
     state = request.app.state
-    runner: StoreRunner | None = getattr(state, "db", None)
-    if runner is None or runner.store is not store:
-        runner = state.db = StoreRunner(store, state.settings.db_threads)
+    runner: StoreRunner | None = state.db
+    if runner is None or runner.store is not state.store:
+        store = state.store if state.store is not None else await run_in_threadpool(_open_store, state)
+        if state.db is None or state.db.store is not store:  # another request may have made it meanwhile
+            state.db = StoreRunner(store, state.settings.db_threads)
+        runner = state.db
     return runner
 
 
 SettingsDep = Annotated[WebSettings, Depends(get_settings)]
-StoreDep = Annotated[FeedbackStore, Depends(get_store)]
 DbDep = Annotated[StoreRunner, Depends(get_db)]
 
 
-async def api_labeller(request: Request, db: DbDep) -> LabellerView:
+def unauthenticated() -> HTTPException:
+    return HTTPException(
+        401, "missing or invalid token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def api_token(request: Request) -> Token:
+    """The caller's bearer token, read off the header (401 when there is none). The labelling routes
+    pass it to the store, which checks it in the same transaction as their work (`Token`); so with a
+    wrong token and a malformed body, those two answer the body's 422 before the token's 401."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    labeller = await db.labeller_by_token(token.strip()) if scheme.lower() == "bearer" else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthenticated()
+    return Token(token)
+
+
+async def api_labeller(request: Request, token: Annotated[Token, Depends(api_token)]) -> LabellerView:
+    """The caller (401 for a wrong, rotated or revoked token)."""
+    labeller = await (await get_db(request)).labeller_by_token(token)
     if labeller is None:
-        raise HTTPException(
-            401,
-            "missing or invalid token: send 'Authorization: Bearer TOKEN'",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        raise unauthenticated()
     return labeller
 
 
@@ -137,6 +147,7 @@ async def api_admin(labeller: Annotated[LabellerView, Depends(api_labeller)]) ->
     return labeller
 
 
+ApiToken = Annotated[Token, Depends(api_token)]
 ApiLabeller = Annotated[LabellerView, Depends(api_labeller)]
 ApiAdmin = Annotated[LabellerView, Depends(api_admin)]
 
@@ -151,8 +162,8 @@ class PageUser:
     csrf_token: str
 
 
-async def page_user(request: Request, db: DbDep) -> PageUser:
-    found = await db.run(session_labeller, request.cookies.get(SESSION_COOKIE))
+async def page_user(request: Request) -> PageUser:
+    found = await (await get_db(request)).run(session_labeller, request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise SignInRequired()
     return PageUser(*found)

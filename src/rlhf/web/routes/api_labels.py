@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from rlhf.feedback.store import FeedbackStore, LabelIn
-from rlhf.web.deps import ApiLabeller, DbDep
+from rlhf.web.deps import ApiLabeller, ApiToken, DbDep
 from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import LabelCreate, LabellerPublic, LabelPublic, SubmitPublic
 
@@ -17,9 +17,11 @@ router = APIRouter(prefix="/api", tags=["labels"], route_class=StrictJSONRoute)
 @router.post(
     "/labels", response_model=SubmitPublic, status_code=201, responses={200: {"description": "a retry"}}
 )
-async def submit_label(body: LabelCreate, labeller: ApiLabeller, db: DbDep, response: Response):
+async def submit_label(body: LabelCreate, token: ApiToken, db: DbDep, response: Response):
     """Store one label. 201 when stored; 200 with `created: false` when this client_request_id already was."""
-    result = await db.submit_label(labeller.id, LabelIn(**body.model_dump()))
+    result = await db.submit_label(
+        token, LabelIn(**body.model_dump())
+    )  # the token checked in its transaction
     if not result.created:
         response.status_code = 200
     return SubmitPublic.model_validate(result, from_attributes=True)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from rlhf.web.deps import ApiLabeller, DbDep
+from rlhf.web.deps import ApiLabeller, ApiToken, DbDep
 from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import SkipCreate, TaskPublic
 
@@ -15,9 +15,9 @@ TaskId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/next", response_model=TaskPublic, responses={204: {"description": "no task for you now"}})
-async def next_task(labeller: ApiLabeller, db: DbDep):
+async def next_task(token: ApiToken, db: DbDep):
     """The task you hold, else the next one (onboarding gold questions first); reserved for you."""
-    task = await db.next_task(labeller.id)
+    task = await db.next_task(token)  # the token is checked in the store's transaction
     if task is None:
         return Response(status_code=204)
     return TaskPublic.model_validate(task)
