@@ -61,7 +61,7 @@ def test_tokens_are_stored_hashed(make_store):
     assert store.labeller_by_token("") is None
     with pytest.raises(Conflict, match="already exists"):
         store.add_labeller("ann")
-    with pytest.raises(InvalidInput, match="labeller name"):
+    with pytest.raises(InvalidInput, match="a labeller name is"):
         store.add_labeller("bad name!")
 
 

@@ -162,6 +162,8 @@ HOSTILE = [
     (b'{"task_id": "\xff\xfe"}', "application/json", "UTF-8"),
     (b"", "application/json", "required"),
     (b"", "", "required"),
+    (b"[" * 40_000 + b"]" * 40_000, "application/json", "nested too deeply"),
+    (b'{"task_id": ' + b"9" * 4301 + b', "client_request_id": "x"}', "application/json", "too many digits"),
 ]  # fmt: skip
 
 
@@ -179,6 +181,8 @@ def test_hostile_json_is_a_4xx_json_reply_on_every_api_route(env, body, content_
             assert isinstance(detail, str) and detail
         r = client.post("/api/labels", content=body, headers={**h, "Content-Type": content_type})
         assert fragment in r.json()["detail"], r.json()["detail"]
+        if content_type == "application/json":  # a body that is not acceptable JSON: 422, as documented
+            assert r.status_code == 422 and r.json()["errors"], r.text[:300]
     assert store.count_labels() == 0
 
 
@@ -575,3 +579,31 @@ def test_kill_9_of_the_server_stops_its_workers_and_frees_the_port(tmp_path):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         stop(server)
+
+
+def test_store_refusals_do_not_repeat_the_submitted_values(env):
+    """A reused client_request_id (409), a ranking that is not a permutation (422) and a bad labeller name
+    (422): the reply says what is wrong without quoting what was sent (found by an attacker's trial)."""
+    store, app, tokens = env
+    store.push_candidates([Candidate("User: rank?\nAssistant:", ["r1", "r2", "r3"], kind="ranking", priority=5)])
+    marker = "ECHO<script>alert(1)</script>" + "Z" * 60
+    with client_for(app) as client:
+        ann = auth(tokens["ann"])
+        task = client.get("/api/tasks/next", headers=ann).json()  # the ranking task comes first
+        ids = [r["id"] for r in task["responses"]]
+        bad = {"task_id": task["id"], "client_request_id": "a1", "ranking": [ids[0], ids[0], 424242]}
+        r = client.post("/api/labels", headers=ann, json=bad)
+        assert r.status_code == 422 and "not a permutation" in r.json()["detail"]
+        assert "424242" not in r.text
+        ok = {"task_id": task["id"], "client_request_id": marker, "ranking": ids}
+        assert client.post("/api/labels", headers=ann, json=ok).status_code == 201
+        other = client.get("/api/tasks/next", headers=ann).json()
+        reused = {"task_id": other["id"], "client_request_id": marker, "strength": "tie"}
+        r = client.post("/api/labels", headers=ann, json=reused)
+        assert r.status_code == 409 and "already used for task" in r.json()["detail"]
+        assert "ECHO" not in r.text
+        r = client.post("/api/admin/labellers", headers=auth(tokens["admin"]), json={"name": marker[:100]})
+        assert r.status_code == 422 and "a labeller name is" in r.json()["detail"]
+        assert "ECHO" not in r.text
+        r = client.post("/api/admin/labellers", headers=auth(tokens["admin"]), json={"name": "ann"})
+        assert r.status_code == 409 and "'ann'" not in r.text

@@ -158,7 +158,7 @@ def _check_gold(c: Candidate, where: str) -> None:
         raise InvalidInput(f"{where}: edit tasks cannot be gold questions")
     if not isinstance(answer, dict):
         raise InvalidInput(f"{where}: gold answer must be an object, {{{field!r}: ...}}")
-    other = sorted(str(k)[:100] for k in answer if k != field)
+    other = sorted(str(k)[:40] for k in answer if k != field)  # a key's name, cut as in web replies
     if other:
         wrong = other[0] if other[0] in GOLD_FIELD.values() else None
         hint = f" ({wrong!r} is for {_kind_of(wrong)} tasks)" if wrong else ""
@@ -218,7 +218,7 @@ def check_answer(task: Task, a: LabelIn) -> None:
             or sorted(a.ranking) != sorted(ids)
             or len(set(a.ranking)) != len(ids)
         ):
-            raise InvalidInput(f"ranking {a.ranking} is not a permutation of the task's response ids {ids}")
+            raise InvalidInput(f"the ranking is not a permutation of the task's response ids {ids}")
     elif task.kind == "rating":
         low, high = RATING_SCALE
         if not isinstance(a.rating, int) or isinstance(a.rating, bool) or not low <= a.rating <= high:

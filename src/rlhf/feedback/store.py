@@ -155,10 +155,10 @@ class FeedbackStore:
         """Create a labeller; returns it and its token (shown once: only the hash is stored)."""
         if not LABELLER_NAME.match(name):
             raise InvalidInput(
-                f"labeller name {name!r}: use 1-100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
+                "a labeller name is 1-100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
             )
         if role not in ROLES:
-            raise InvalidInput(f"role {role!r}: expected one of {', '.join(ROLES)}")
+            raise InvalidInput(f"the role must be one of {', '.join(ROLES)}")
         token = new_token()
         try:
             with self.transaction() as s:
@@ -172,7 +172,7 @@ class FeedbackStore:
                 s.flush()
                 return _labeller_view(labeller), token
         except IntegrityError as exc:
-            raise Conflict(f"a labeller named {name!r} already exists") from exc
+            raise Conflict("a labeller with this name already exists") from exc
 
     def labeller_by_name(self, name: str) -> LabellerView | None:
         with self.read() as s:
@@ -494,7 +494,7 @@ class FeedbackStore:
         if existing is not None:
             if existing.task_id != answer.task_id:
                 raise Conflict(
-                    f"client_request_id {answer.client_request_id!r} was already used for task {existing.task_id}"
+                    f"this client_request_id was already used for task {existing.task_id}"
                 )
             return SubmitResult(_label_view(s, existing), created=False, gold=_gold_feedback(s, existing))
         task = _task_record(s, answer.task_id)

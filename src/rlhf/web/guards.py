@@ -131,7 +131,8 @@ _MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 def parse_json(body: bytes) -> Any:
     """JSON as the standard has it. Raises json.JSONDecodeError (a 422 in FastAPI) for NaN, Infinity
     and strings holding a lone UTF-16 surrogate ("\\ud800"), which no database or UTF-8 reply can hold,
-    and for bytes that are not UTF-8 (RFC 8259)."""
+    for bytes that are not UTF-8 (RFC 8259), and for what Python's parser cannot take: nesting deeper
+    than its recursion limit, integers of more than 4,300 digits."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -140,7 +141,14 @@ def parse_json(body: bytes) -> Any:
     def no_constant(name: str):
         raise json.JSONDecodeError(f"{name} is not a JSON number", text, text.find(name))
 
-    value = json.loads(text, parse_constant=no_constant)
+    try:
+        value = json.loads(text, parse_constant=no_constant)
+    except RecursionError:
+        raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of more than 4,300 digits (Python's int conversion limit)
+        raise json.JSONDecodeError("a number has too many digits", "", 0) from None
     # Escaped surrogates are rare (pairs encode emoji); only then walk the value for lone ones.
     if _MAYBE_SURROGATE.search(body) and _has_lone_surrogate(value):
         raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate (not valid Unicode)", text, 0)
