@@ -585,7 +585,9 @@ def test_store_refusals_do_not_repeat_the_submitted_values(env):
     """A reused client_request_id (409), a ranking that is not a permutation (422) and a bad labeller name
     (422): the reply says what is wrong without quoting what was sent (found by an attacker's trial)."""
     store, app, tokens = env
-    store.push_candidates([Candidate("User: rank?\nAssistant:", ["r1", "r2", "r3"], kind="ranking", priority=5)])
+    store.push_candidates(
+        [Candidate("User: rank?\nAssistant:", ["r1", "r2", "r3"], kind="ranking", priority=5)]
+    )
     marker = "ECHO<script>alert(1)</script>" + "Z" * 60
     with client_for(app) as client:
         ann = auth(tokens["ann"])
@@ -607,3 +609,48 @@ def test_store_refusals_do_not_repeat_the_submitted_values(env):
         assert "ECHO" not in r.text
         r = client.post("/api/admin/labellers", headers=auth(tokens["admin"]), json={"name": "ann"})
         assert r.status_code == 409 and "'ann'" not in r.text
+
+
+@pytest.mark.parametrize("change", ["rotate", "deactivate"])
+def test_a_sign_in_racing_a_token_change_never_outlives_it(make_store, change):
+    """The token check and the new session are one transaction: a sign-in with the old token either
+    fails or its session is ended by the rotation / deactivation (before, in about 1 round of 6 it
+    made a live session after the change; and a deactivated account's came back on reactivation)."""
+    import sqlalchemy as sa
+
+    from rlhf.feedback.models import Session as WebSession
+    from rlhf.web.security import sign_in
+
+    store = make_store()
+    bob, token = store.add_labeller("bob", onboarded=True)
+    for _ in range(30):
+        start = threading.Barrier(2)
+        results = {}
+
+        def signing_in(token=token, results=results, start=start):
+            start.wait()
+            results["signed_in"] = sign_in(store, token, 1.0)
+
+        def changing(start=start):
+            start.wait()
+            if change == "rotate":
+                store.rotate_token(bob.id)
+            else:
+                store.set_active(bob.id, False)
+
+        threads = [threading.Thread(target=signing_in), threading.Thread(target=changing)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        if change == "deactivate":
+            store.set_active(bob.id, True)  # reactivating does not revive a session of before
+        with store.read() as s:
+            live = s.scalar(sa.select(sa.func.count()).where(WebSession.labeller_id == bob.id))
+        assert live == 0, (
+            f"a session made with the {'old token' if change == 'rotate' else 'revoked account'}"
+        )
+        if change == "rotate":
+            token = store.rotate_token(bob.id)[1]  # the next round signs in with a current token
+        with store.transaction() as s:
+            s.execute(sa.delete(WebSession))

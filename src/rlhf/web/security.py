@@ -21,22 +21,35 @@ SESSION_COOKIE = "rlhf_session"
 LOGIN_CSRF_COOKIE = "rlhf_login_csrf"
 
 
-def create_session(store: FeedbackStore, labeller_id: int, hours: float) -> tuple[str, str]:
-    """A new session for the labeller; returns (cookie value, CSRF token)."""
+def sign_in(store: FeedbackStore, token: str, hours: float) -> tuple[LabellerView, str, str] | None:
+    """A new session for the active labeller holding `token`: (labeller, cookie value, CSRF token), or
+    None when no active labeller holds it.
+
+    The token check and the new session are one transaction, with the labeller's row locked
+    (PostgreSQL: FOR UPDATE; SQLite's write lock covers it): a token rotation or a deactivation racing
+    the sign-in either comes first, and the sign-in fails, or comes after, and deletes the new session
+    with the others. Checked and then created apart, a sign-in could outlive the token it used."""
+    if not token or len(token) > 200:
+        return None
     session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = utcnow()
     with store.transaction() as s:
+        query = select(Labeller).where(Labeller.token_sha256 == hash_token(token), Labeller.active)
+        labeller = s.scalars(query.with_for_update() if store.postgres else query).first()
+        if labeller is None:
+            return None
         s.execute(delete(WebSession).where(WebSession.expires_at < now))  # keep the table small
         s.add(
             WebSession(
                 id_sha256=hash_token(session_id),
-                labeller_id=labeller_id,
+                labeller_id=labeller.id,
                 csrf_token=csrf,
                 created_at=now,
                 expires_at=now + timedelta(hours=hours),
             )
         )
-    return session_id, csrf
+        view = LabellerView(labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged)
+    return view, session_id, csrf
 
 
 def session_labeller(store: FeedbackStore, session_id: str | None) -> tuple[LabellerView, str] | None:

@@ -14,10 +14,10 @@ from rlhf.web.security import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     begin_sign_in,
-    create_session,
     end_session,
     end_sign_in,
     same_token,
+    sign_in,
 )
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -67,11 +67,11 @@ async def login(
         return _login_page(
             request, settings, "Too many failed sign-ins; wait a few minutes and try again.", 429
         )
-    labeller = await db.labeller_by_token(token.strip())
-    await db.run(end_sign_in, attempt, labeller is not None)
-    if labeller is None:
+    signed_in = await db.run(sign_in, token.strip(), settings.session_hours)
+    await db.run(end_sign_in, attempt, signed_in is not None)
+    if signed_in is None:
         return _login_page(request, settings, "That token is not valid.", 401)
-    session_id, _ = await db.run(create_session, labeller.id, settings.session_hours)
+    labeller, session_id, _ = signed_in
     response = RedirectResponse("/admin" if labeller.role == "admin" else "/label", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
