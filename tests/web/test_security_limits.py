@@ -336,15 +336,17 @@ def test_the_sign_in_limit_holds_under_concurrent_attempts(env, monkeypatch):
     store, _, tokens = env
     app = create_app(WebSettings(db_url="sqlite:///never-opened.db", sign_in_max_failures=3))
     app.state.store = store
-    checked = []
-    real_lookup = store.labeller_by_token
+    import rlhf.web.routes.auth as auth_routes
 
-    def slow_lookup(token):  # a wide window between the limit's check and the failure being counted
+    checked = []
+    real_sign_in = auth_routes.sign_in
+
+    def slow_sign_in(store, token, hours):  # a wide window between the limit's check and the failure
         checked.append(token)
         time.sleep(0.3)
-        return real_lookup(token)
+        return real_sign_in(store, token, hours)
 
-    monkeypatch.setattr(store, "labeller_by_token", slow_lookup)
+    monkeypatch.setattr(auth_routes, "sign_in", slow_sign_in)
     with client_for(app) as client:
         csrf = field(client.get("/login").text, "csrf_token")  # its cookie is in the client's jar
         statuses = []
@@ -654,3 +656,44 @@ def test_a_sign_in_racing_a_token_change_never_outlives_it(make_store, change):
             token = store.rotate_token(bob.id)[1]  # the next round signs in with a current token
         with store.transaction() as s:
             s.execute(sa.delete(WebSession))
+
+
+def test_exports_stream_in_chunks_one_at_a_time(env, monkeypatch):
+    """Four concurrent exports of 50,000 labels took 1 GB and stalled labelling (attacker's trial): an
+    export is read a chunk at a time, and a second one while the first runs is a 429."""
+    import rlhf.feedback.exchange as exchange
+    import rlhf.web.routes.api_admin as api_admin
+
+    store, app, tokens = env
+    store.push_candidates([Candidate(f"User: more {i}\nAssistant:", [f"x{i}", f"y{i}"]) for i in range(5)])
+    with client_for(app) as client:
+        for who in ("ann", "bob"):
+            while (task := client.get("/api/tasks/next", headers=auth(tokens[who]))).status_code == 200:
+                body = {"task_id": task.json()["id"], "client_request_id": f"{who}{task.json()['id']}"}
+                client.post("/api/labels", headers=auth(tokens[who]), json={**body, "strength": "tie"})
+        whole = client.get("/api/export", headers=auth(tokens["admin"])).text.splitlines()
+        assert len(whole) == store.count_labels() == 8  # 8 tasks, one label each
+        for module in (exchange, api_admin):
+            monkeypatch.setattr(module, "EXPORT_CHUNK", 3)
+        chunked = client.get("/api/export", headers=auth(tokens["admin"])).text.splitlines()
+        assert chunked == whole  # the same rows, in label order, read 3 at a time
+        assert [json.loads(x)["label_id"] for x in chunked] == sorted(
+            json.loads(x)["label_id"] for x in whole
+        )
+        assert app.state.exports.acquire(blocking=False)  # as if an export were running
+        try:
+            r = client.get("/api/export", headers=auth(tokens["admin"]))
+            assert r.status_code == 429 and r.headers["retry-after"] == "10"
+        finally:
+            app.state.exports.release()
+        assert client.get("/api/export", headers=auth(tokens["admin"])).status_code == 200  # freed
+
+
+def test_a_push_is_at_most_a_thousand_tasks(env):
+    """16,000 tasks in one push held the write lock for 16 s while every labeller waited."""
+    store, app, tokens = env
+    task = {"prompt": "User: q\nAssistant:", "responses": [{"text": "a"}, {"text": "b"}]}
+    with client_for(app) as client:
+        r = client.post("/api/admin/tasks", headers=auth(tokens["admin"]), json=[task] * 1001)
+        assert r.status_code == 422 and "at most 1000" in r.json()["detail"]
+    assert len(store.labellers()) == 3 and store.count_labels() == 0

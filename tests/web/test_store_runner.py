@@ -94,3 +94,48 @@ def test_the_labelling_routes_run_their_store_calls_off_the_event_loop(make_stor
         assert client.get("/api/tasks/next", headers=headers).status_code == 200
         assert client.get("/api/tasks/next", headers=headers).status_code == 200  # the same task, held
     assert len(threads) == 2 and all(name.startswith("rlhf-db_") for name in threads)
+
+
+def _app_with(store):
+    app = create_app(WebSettings(db_url="sqlite:///never-opened.db"))
+    app.state.store = store
+    return app
+
+
+def test_sign_in_checks_and_reads_are_not_held_up_by_a_long_write(make_store):
+    """A token lookup (every API route but the two labelling ones), a session lookup (every page) and the
+    reads themselves run on the reader threads: an admin's large push holding the writer thread (found
+    stalling every labeller for 15 s) does not hold them up."""
+    store = make_store()
+    store.push_candidates([Candidate("User: q\nAssistant:", ["one", "two"])])
+    token = store.add_labeller("ann", onboarded=True)[1]
+    app = _app_with(store)
+    release = threading.Event()
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        task = client.get("/api/tasks/next", headers=headers).json()  # makes the runner
+        busy = app.state.db._writers.submit(release.wait, 30)  # a long write on the writer thread
+        try:
+            assert client.get("/api/me", headers=headers).json()["name"] == "ann"
+            assert client.get(f"/api/tasks/{task['id']}", headers=headers).status_code == 200
+            assert client.get("/api/labels", headers=headers).json() == []
+            assert not busy.done()  # all answered while the writer was still busy
+        finally:
+            release.set()
+
+
+def test_a_locked_or_unreachable_database_is_a_503_to_retry(make_store, monkeypatch):
+    """SQLite's write lock held past its busy timeout (a large import in another process) was a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    store = make_store()
+    token = store.add_labeller("ann", onboarded=True)[1]
+
+    def locked(*_args):
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "next_task", locked)
+    with TestClient(_app_with(store)) as client:
+        r = client.get("/api/tasks/next", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json() == {"detail": "the database is busy or unavailable; try again in a moment"}

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from rlhf.errors import UserError
 from rlhf.feedback.checks import check_candidate, check_keys
-from rlhf.feedback.models import Label, Labeller, Response, Task
+from rlhf.feedback.models import Label, Labeller, Prompt, Response, Task
 from rlhf.feedback.store import Candidate, FeedbackStore, InvalidInput, ResponseIn, task_key
 from rlhf.io import iter_jsonl, write_jsonl
 
@@ -124,37 +124,48 @@ def import_file(
     return len(store.push_candidates(candidates))
 
 
+EXPORT_CHUNK = 1_000  # labels read per query while exporting
+
+
 def export_rows(store: FeedbackStore, kind: str) -> Iterator[dict[str, Any]]:
-    """Rows of one preference format built from the stored labels, oldest label first."""
+    """Rows of one preference format built from the stored labels, oldest label first.
+
+    One read transaction (a consistent snapshot), read `EXPORT_CHUNK` labels at a time with their
+    tasks, prompts and response texts, so memory stays flat however many labels there are."""
     if kind not in EXPORT_KINDS:
         raise UserError(f"unknown export kind {kind!r}: expected one of {', '.join(EXPORT_KINDS)}")
     task_kinds = {"pairs": ("pairwise", "edit"), "rankings": ("ranking",), "ratings": ("rating",)}[kind]
+    query = (
+        select(Label, Task, Labeller.name, Prompt.text)
+        .join(Task, Task.id == Label.task_id)
+        .join(Labeller, Labeller.id == Label.labeller_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Task.project_id == store.project_id, Task.is_gold.is_(False), Task.kind.in_(task_kinds))
+        .order_by(Label.id)
+        .limit(EXPORT_CHUNK)
+    )
     with store.read() as s:
-        rows = s.execute(
-            select(Label, Task, Labeller.name)
-            .join(Task, Task.id == Label.task_id)
-            .join(Labeller, Labeller.id == Label.labeller_id)
-            .where(Task.project_id == store.project_id, Task.is_gold.is_(False), Task.kind.in_(task_kinds))
-            .order_by(Label.id)
-        ).all()
-        ids = {i for _, task, _ in rows for i in task.response_ids}
-        texts = (
-            dict(s.execute(select(Response.id, Response.text).where(Response.id.in_(ids))).all())
-            if ids
-            else {}
-        )
-        for label, task, name in rows:
-            row = _export_row(label, task, name, texts)
-            if task.objective is not None:
-                row["objective"] = task.objective
-            row.update(label_id=label.id, task_id=task.id)
-            if label.unsafe:
-                row["unsafe"] = True
-            yield row
+        last_id = 0
+        while True:
+            rows = s.execute(query.where(Label.id > last_id)).all()
+            if not rows:
+                return
+            last_id = rows[-1][0].id
+            ids = {i for _, task, _, _ in rows for i in task.response_ids}
+            texts = dict(s.execute(select(Response.id, Response.text).where(Response.id.in_(ids))).all())
+            for label, task, name, prompt in rows:
+                row = _export_row(label, task, prompt, name, texts)
+                if task.objective is not None:
+                    row["objective"] = task.objective
+                row.update(label_id=label.id, task_id=task.id)
+                if label.unsafe:
+                    row["unsafe"] = True
+                yield row
+            s.expunge_all()  # the chunk's objects are written out: let them go
 
 
-def _export_row(label: Label, task: Task, name: str, texts: dict[int, str]) -> dict[str, Any]:
-    prompt, ids = task.prompt.text, task.response_ids
+def _export_row(label: Label, task: Task, prompt: str, name: str, texts: dict[int, str]) -> dict[str, Any]:
+    ids = task.response_ids
     if task.kind == "pairwise":
         if label.tie:
             return {

@@ -493,9 +493,7 @@ class FeedbackStore:
         existing = _label_by_request(s, labeller_id, answer.client_request_id)
         if existing is not None:
             if existing.task_id != answer.task_id:
-                raise Conflict(
-                    f"this client_request_id was already used for task {existing.task_id}"
-                )
+                raise Conflict(f"this client_request_id was already used for task {existing.task_id}")
             return SubmitResult(_label_view(s, existing), created=False, gold=_gold_feedback(s, existing))
         task = _task_record(s, answer.task_id)
         assignment = _assignment_record(s, answer.task_id, labeller_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -11,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rlhf.errors import UserError
@@ -18,6 +21,7 @@ from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound, Una
 from rlhf.web.guards import RequestGuard
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,6 +108,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = None  # opened on first use (deps.get_db), so tests can put theirs in before that
     app.state.db = None  # the store's runner (deps.get_db), made with the store
+    app.state.exports = threading.Lock()  # one label export at a time (routes/api_admin.jsonl_download)
 
     def reply_error(request: Request, message: str, status: int, headers=None):
         """Every error reply: JSON `{"detail": ...}` under /api, the error page for the browser pages."""
@@ -143,6 +148,15 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         return reply_error(request, str(exc.detail), exc.status_code, exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: OperationalError):
+        # SQLite's write lock held past its busy timeout (a large `rlhf label import` in another
+        # process), or the database server gone: the request did nothing; the client may retry.
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+        return reply_error(
+            request, "the database is busy or unavailable; try again in a moment", 503, {"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception):

@@ -135,7 +135,8 @@ async def api_token(request: Request) -> Token:
 
 async def api_labeller(request: Request, token: Annotated[Token, Depends(api_token)]) -> LabellerView:
     """The caller (401 for a wrong, rotated or revoked token)."""
-    labeller = await (await get_db(request)).labeller_by_token(token)
+    # a read, on the reader threads: a long write (a large push of tasks) does not hold it up
+    labeller = await (await get_db(request)).read(FeedbackStore.labeller_by_token, token)
     if labeller is None:
         raise unauthenticated()
     return labeller
@@ -163,7 +164,7 @@ class PageUser:
 
 
 async def page_user(request: Request) -> PageUser:
-    found = await (await get_db(request)).run(session_labeller, request.cookies.get(SESSION_COOKIE))
+    found = await (await get_db(request)).read(session_labeller, request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise SignInRequired()
     return PageUser(*found)

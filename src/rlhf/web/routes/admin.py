@@ -21,6 +21,9 @@ async def admin_page(request: Request, user: PageAdminDep, db: DbDep):
 
 @router.get("/admin/export/{kind}")
 async def admin_export(
-    kind: Annotated[Literal["pairs", "rankings", "ratings"], Path()], _user: PageAdminDep, db: DbDep
+    request: Request,
+    kind: Annotated[Literal["pairs", "rankings", "ratings"], Path()],
+    _user: PageAdminDep,
+    db: DbDep,
 ):
-    return await jsonl_download(db, kind)
+    return await jsonl_download(request, db, kind)

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from rlhf.feedback.dashboard import dashboard
-from rlhf.feedback.exchange import export_rows, refuse_repeats
+from rlhf.feedback.exchange import EXPORT_CHUNK, export_rows, refuse_repeats
 from rlhf.feedback.store import Candidate, FeedbackStore, ResponseIn
 from rlhf.web.deps import ApiAdmin, DbDep
 from rlhf.web.guards import StrictJSONRoute
@@ -26,23 +30,57 @@ from rlhf.web.schemas import (
 
 router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute)
 ExportKind = Literal["pairs", "rankings", "ratings"]
+MAX_PUSH = 1_000  # tasks in one POST /api/admin/tasks
 
 
-async def jsonl_download(db: DbDep, kind: str) -> StreamingResponse:
-    # Rows are built inside one read transaction, then streamed as JSON lines.
-    rows = await db.read(lambda store: list(export_rows(store, kind)))
-    body = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+async def jsonl_download(request: Request, db: DbDep, kind: str) -> StreamingResponse:
+    """The labels as JSON lines, streamed from one read transaction in chunks (memory stays flat). An
+    export reads every label, so a worker runs one at a time; another meanwhile is a 429."""
+    slot: threading.Lock = request.app.state.exports
+    if not slot.acquire(blocking=False):
+        raise HTTPException(
+            429, "an export is already running; try again when it has finished", {"Retry-After": "10"}
+        )
+    released = []
+
+    def release() -> None:  # once, whichever comes first: the end, an error, a dropped download
+        if not released:
+            released.append(True)
+            slot.release()
+
+    def lines():
+        try:
+            chunk = []
+            for row in export_rows(db.store, kind):
+                chunk.append(json.dumps(row, ensure_ascii=False) + "\n")
+                if len(chunk) == EXPORT_CHUNK:
+                    yield "".join(chunk)
+                    chunk = []
+            yield "".join(chunk)
+        finally:
+            release()
+
+    stream = lines()
+    try:  # started here, so its `finally` runs however the download ends (closed, or collected)
+        first = await run_in_threadpool(next, stream)
+    except BaseException:
+        release()
+        raise
+    # Starlette runs a plain generator in its thread pool, a chunk a step, off the database threads.
     return StreamingResponse(
-        body,
+        itertools.chain([first], stream),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{kind}.jsonl"'},
+        background=BackgroundTask(release),
     )
 
 
 @router.get("/export", response_class=StreamingResponse)
-async def export(_admin: ApiAdmin, db: DbDep, kind: Annotated[ExportKind, Query()] = "pairs"):
+async def export(
+    request: Request, _admin: ApiAdmin, db: DbDep, kind: Annotated[ExportKind, Query()] = "pairs"
+):
     """Labels as a preference file (JSONL) that `rlhf.data.load_preferences` and `rlhf reward train` read."""
-    return await jsonl_download(db, kind)
+    return await jsonl_download(request, db, kind)
 
 
 @router.get("/admin/dashboard")
@@ -51,9 +89,13 @@ async def admin_dashboard(_admin: ApiAdmin, db: DbDep) -> dict:
 
 
 @router.post("/admin/tasks", response_model=TasksCreated, status_code=201)
-async def push_tasks(body: list[CandidateCreate], _admin: ApiAdmin, db: DbDep):
+async def push_tasks(
+    body: Annotated[list[CandidateCreate], Body(max_length=MAX_PUSH)], _admin: ApiAdmin, db: DbDep
+):
     """Add tasks with priorities (higher first); gold answers use response indices. Every task is
-    checked before any is stored; the same task twice in one request is refused (`422`)."""
+    checked before any is stored; the same task twice in one request is refused (`422`). At most
+    1,000 tasks a request: the database's write lock is held while they are stored, and labelling
+    waits meanwhile (about a millisecond a task on SQLite); send more in several requests."""
     candidates = [
         Candidate(
             prompt=c.prompt,

@@ -43,7 +43,7 @@ async def my_labels(
 
 @router.get("/labels/{label_id}", response_model=LabelPublic)
 async def my_label(label_id: Annotated[int, Path(ge=1, le=2**31 - 1)], labeller: ApiLabeller, db: DbDep):
-    return LabelPublic.model_validate(await db.get_label(labeller.id, label_id))
+    return LabelPublic.model_validate(await db.read(FeedbackStore.get_label, labeller.id, label_id))
 
 
 @router.get("/me", response_model=LabellerPublic)

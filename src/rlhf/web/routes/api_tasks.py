@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
+from rlhf.feedback.store import FeedbackStore
 from rlhf.web.deps import ApiLabeller, ApiToken, DbDep
 from rlhf.web.guards import StrictJSONRoute
 from rlhf.web.schemas import SkipCreate, TaskPublic
@@ -25,7 +26,7 @@ async def next_task(token: ApiToken, db: DbDep):
 
 @router.get("/{task_id}", response_model=TaskPublic)
 async def get_task(task_id: TaskId, labeller: ApiLabeller, db: DbDep):
-    return TaskPublic.model_validate(await db.get_task(labeller.id, task_id))
+    return TaskPublic.model_validate(await db.read(FeedbackStore.get_task, labeller.id, task_id))
 
 
 @router.post("/{task_id}/skip", status_code=204)

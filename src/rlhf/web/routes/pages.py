@@ -128,7 +128,7 @@ async def submit_page(request: Request, user: FormUserDep, db: DbDep):
     result = await db.submit_label(user.labeller.id, answer)
     if result.gold is None:
         return RedirectResponse("/label", status_code=303)
-    task = await db.get_task(user.labeller.id, answer.task_id)
+    task = await db.read(FeedbackStore.get_task, user.labeller.id, answer.task_id)
     texts = {r.id: r.text for r in task.responses}
     return render(
         request,
