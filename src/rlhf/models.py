@@ -206,6 +206,25 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters this process holds, the model's total): equal unless the parameters are sharded --
+    FSDP2 (DTensor parameters: a local shard of a global tensor) or DeepSpeed ZeRO-3 (`ds_tensor`, this
+    rank's partition of `ds_numel`). Shared (tied) parameters count once."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed: nothing can be sharded
+        DTensor = ()  # noqa: N806
+    local = total = 0
+    for p in model.parameters():
+        if hasattr(p, "ds_numel"):
+            local, total = local + p.ds_tensor.numel(), total + p.ds_numel
+        elif isinstance(p, DTensor):
+            local, total = local + p.to_local().numel(), total + p.numel()
+        else:
+            local, total = local + p.numel(), total + p.numel()
+    return local, total
+
+
 def save_atomic(out_dir: str | Path, write: Callable[[Path], None], carry: tuple[str, ...] = ()) -> Path:
     """Run `write(tmp_dir)`, then swap `tmp_dir` into `out_dir`: a crash never leaves a half-written checkpoint.
 
