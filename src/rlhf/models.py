@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -204,6 +205,23 @@ def disable_dropout(model: torch.nn.Module) -> int:
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters this process holds, the model's total): equal unless the parameters are sharded --
+    FSDP2 (DTensor parameters: a local shard of a global tensor) or DeepSpeed ZeRO-3 (`ds_tensor`, this
+    rank's partition of `ds_numel`). Shared (tied) parameters count once."""
+    # a DTensor exists only once its module is loaded; importing it here would cost every run ~0.3 s
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", ())
+    local = total = 0
+    for p in model.parameters():
+        if hasattr(p, "ds_numel"):
+            local, total = local + p.ds_tensor.numel(), total + p.ds_numel
+        elif isinstance(p, dtensor):
+            local, total = local + p.to_local().numel(), total + p.numel()
+        else:
+            local, total = local + p.numel(), total + p.numel()
+    return local, total
 
 
 def save_atomic(out_dir: str | Path, write: Callable[[Path], None], carry: tuple[str, ...] = ()) -> Path:

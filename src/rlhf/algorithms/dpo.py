@@ -2,9 +2,10 @@
 
 `train(cfg, run, out)` reads as numbered steps: load and split the preference data (the reward model's
 readers and validation), tokenize once into fixed batches, compute the reference log-probs ONCE with the
-initial model (so no reference model is held during training), then a loop of one forward per batch --
-chosen and rejected together, padded to the batch's longest -- under Hugging Face Accelerate, with
-gradient accumulation, clipping, warm-up/decay, periodic evaluation, atomic checkpoints and resume.
+initial model (so no reference model is held during training), then the offline trainers' shared loop
+(`rlhf.train_loop`: Accelerate, gradient accumulation, clipping, warm-up/decay, periodic evaluation,
+atomic checkpoints and resume) with one forward per batch -- chosen and rejected together, padded to
+the batch's longest.
 
 Sequences are the prompt's tokens followed by the response's and EOS, exactly as the policy would
 generate them after the prompt (`join_prompt_response` decides the separator), so what DPO makes more
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,16 @@ from typing import Any
 import torch
 
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
-from rlhf.errors import UserError, check_finite
-
-CHECKPOINT_DIR = "checkpoint"
-LOG_DIR = "logs"
+from rlhf.errors import UserError
+from rlhf.train_loop import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    LoopConfig,
+    TrainResult,
+    make_accelerator,
+    save_final,
+    train_loop,
+)
 
 
 @dataclass
@@ -267,11 +273,7 @@ def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str
 # ----------------------------------------------------------------------------- training
 
 
-@dataclass
-class DPOResult:
-    out: Path
-    steps: int
-    metrics: dict[str, float]
+DPOResult = TrainResult  # the name this module's callers know
 
 
 def train(
@@ -283,11 +285,7 @@ def train(
     show_progress: bool = True,
 ) -> DPOResult:
     """Fine-tune `cfg.model` with DPO on `cfg.data` and save it to `out`; see the module docstring."""
-    from accelerate import Accelerator
-    from transformers import get_scheduler
-
     from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
-    from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import (
         absolute_model_path,
         add_lora,
@@ -298,7 +296,7 @@ def train(
         save_pretrained_atomic,
     )
     from rlhf.sequences import cap_length
-    from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
+    from rlhf.training import epoch_batches
     from rlhf.world.report import resolve_world_model
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
@@ -306,10 +304,7 @@ def train(
     # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
     cfg = replace(cfg, model=absolute_model_path(cfg.model))
     out = Path(out).expanduser()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
-    )
+    accelerator = make_accelerator(run, cfg.grad_accum)
     rank, n_procs, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     torch.manual_seed(run.seed)
@@ -351,96 +346,50 @@ def train(
         add_lora(model, cfg.lora_r, cfg.lora_alpha, 0.0)
     elif cfg.trainable_layers >= 0:
         freeze_lower_layers(model, cfg.trainable_layers)
-    per_epoch = len(epoch_batches(train_batches, 0, run.seed, rank, n_procs))
-    if per_epoch == 0:
+    if not epoch_batches(train_batches, 0, run.seed, rank, n_procs):
         raise UserError(
             f"{cfg.data}: fewer training batches ({len(train_batches)}) than processes ({n_procs})"
         )
-    total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / cfg.grad_accum))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
     )
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    raw_model = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(run.seed + rank)
-    state = {"step": 0}
-    if resume:
-        state = load_trainer_checkpoint(out / CHECKPOINT_DIR, raw_model, optimizer, scheduler, generator)
-    logger = MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if is_main else None
 
-    # 4. the loop: one forward of chosen + rejected per batch, accumulate, clip, step; evaluate and
-    #    checkpoint every eval_every steps
-    step, micro = state["step"], state["step"] * cfg.grad_accum
-    bar = progress(total=total_steps, desc="DPO", enabled=show_progress and is_main, unit="step")
-    bar.update(step)
-    started = time.monotonic()
-    stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
-    metrics: dict[str, float] = {}
-    while step < stop_at:
-        epoch, index = divmod(micro, per_epoch)
-        batch = epoch_batches(train_batches, epoch, run.seed, rank, n_procs)[index]
-        model.train()
-        with accelerator.accumulate(model), _autocast(cfg, device):
-            loss, stats = batch_loss(model, batch, device, cfg)
-            check_finite(loss.item(), "DPO loss", step)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        micro += 1
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{stats['rewards/accuracy']:.2f}")
-        if logger is not None and (step % 10 == 0 or step == total_steps):
-            elapsed = time.monotonic() - started
-            logger.log({**stats, "optim/lr": scheduler.get_last_lr()[0],
-                        "time/pairs_per_s": (micro - state["step"] * cfg.grad_accum) * cfg.batch_size * n_procs / elapsed}, step)  # fmt: skip
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == stop_at:
-            accelerator.wait_for_everyone()
-            if is_main:
-                with _autocast(cfg, device):
-                    metrics = evaluate(raw_model, eval_batches, device, cfg)
-                if logger is not None and metrics:
-                    logger.log(metrics, step)
-                save_trainer_checkpoint(
-                    out / CHECKPOINT_DIR, raw_model, optimizer, scheduler, generator, {"step": step}
-                )
-            accelerator.wait_for_everyone()
-    bar.close()
-    if logger is not None:
-        logger.close()
-    if step < total_steps:  # time-boxed: the checkpoint holds the run, --resume continues it
-        return DPOResult(out, step, {"stopped_at_step": step})
+    # 4. the shared loop: one forward of chosen + rejected per batch, accumulate, clip, step; evaluate
+    #    and checkpoint every eval_every steps
+    def evaluate_held_out(model, step: int, state: dict) -> dict[str, float]:
+        with _autocast(cfg, device):
+            return evaluate(model, eval_batches, device, cfg)
+
+    loop = LoopConfig(
+        epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        eval_every=cfg.eval_every, stop_after_steps=cfg.stop_after_steps, seed=run.seed, desc="DPO",
+        loss_name="DPO loss", rate_name="time/pairs_per_s", show=(("acc", "rewards/accuracy"),),
+    )  # fmt: skip
+    result = train_loop(
+        accelerator, model, optimizer, train_batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
+        checkpoint=out / CHECKPOINT_DIR, log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
+        show_progress=show_progress, evaluate=evaluate_held_out, autocast=lambda: _autocast(cfg, device),
+    )  # fmt: skip
+    if not result.finished:  # time-boxed: the checkpoint holds the run, --resume continues it
+        return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
     # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
-    if is_main:
-        import json
-
-        import yaml
-
-        raw_model.eval()
-        # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
-        final = {**metrics, "steps": step, "train_pairs": sum(map(len, train_batches)),
-                 "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
-        if eval_split is not None:
-            final["eval_split"] = eval_split
-        extra = {
-            "rlhf_config.yaml": lambda p: p.write_text(
-                yaml.safe_dump({"run": asdict(run), "dpo": asdict(cfg)}, sort_keys=False)
-            ),
-            "eval_metrics.json": lambda p: p.write_text(json.dumps(final, indent=2)),
-        }
-        save_pretrained_atomic(
-            out, merged_copy(raw_model), tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR)
-        )
-        metrics = final
-    accelerator.wait_for_everyone()
-    return DPOResult(out, step, metrics)
+    result.model.eval()
+    # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
+    final = {**result.metrics, "steps": result.step, "train_pairs": sum(map(len, train_batches)),
+             "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
+    if eval_split is not None:
+        final["eval_split"] = eval_split
+    save_final(
+        accelerator,
+        lambda extra, carry: save_pretrained_atomic(
+            out, merged_copy(result.model), tokenizer, extra_files=extra, carry=carry
+        ),
+        {"run": asdict(run), "dpo": asdict(cfg)},
+        final,
+    )
+    return TrainResult(out, result.step, final if is_main else {})
 
 
 def _pairs_of(data: Any, objective: str, source: str) -> list:

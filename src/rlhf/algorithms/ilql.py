@@ -4,7 +4,8 @@
 file whose responses a reward model scores -- tokenize once into fixed batches, then a loop that fits
 two Q heads and a V head on the LM's last hidden states (TD targets from V, expectile regression of V
 toward the Polyak-averaged target Qs, the conservative CQL term) together with the LM's own
-behaviour-cloning loss, under Hugging Face Accelerate, with checkpoints and resume.
+behaviour-cloning loss, in the offline trainers' shared loop (`rlhf.train_loop`: Accelerate, clipping,
+warm-up/decay, checkpoints and resume).
 
 Generation (`generate`) steers the trained LM's logits by beta * (Q - V) at each step (`rl_math.
 ilql_steered_logits`, top-k over the perturbed logits) through `rollout.sample_steered`. The LM is
@@ -14,9 +15,7 @@ saved with `save_pretrained` (plain transformers, unsteered) and the heads besid
 from __future__ import annotations
 
 import copy
-import math
 import random
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,17 @@ import torch
 from torch import nn
 
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
-from rlhf.errors import UserError, check_finite
+from rlhf.errors import UserError
+from rlhf.train_loop import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    LoopConfig,
+    TrainResult,
+    make_accelerator,
+    save_final,
+    train_loop,
+)
 
-CHECKPOINT_DIR = "checkpoint"
-LOG_DIR = "logs"
 HEADS_FILE = "ilql_heads.pt"
 
 
@@ -310,11 +316,7 @@ def batch_loss(model, batch: ILQLBatch, device, cfg: ILQLConfig) -> tuple[torch.
     return loss + cfg.bc_scale * bc, stats
 
 
-@dataclass
-class ILQLResult:
-    out: Path
-    steps: int
-    metrics: dict[str, float]
+ILQLResult = TrainResult  # the name this module's callers know
 
 
 def train(
@@ -326,13 +328,9 @@ def train(
     show_progress: bool = True,
 ) -> ILQLResult:
     """Train ILQL heads (and the LM) on `cfg.data`; save to `out`. See the module docstring."""
-    from accelerate import Accelerator
-    from transformers import get_scheduler
-
-    from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import absolute_model_path, disable_dropout, freeze_lower_layers, load_causal_lm
     from rlhf.sequences import cap_length
-    from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
+    from rlhf.training import epoch_batches
     from rlhf.world.report import resolve_world_model
 
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
@@ -340,9 +338,7 @@ def train(
     # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
     cfg = replace(cfg, model=absolute_model_path(cfg.model))
     out = Path(out).expanduser()
-    accelerator = Accelerator(
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
-    )
+    accelerator = make_accelerator(run)
     rank, n_procs, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     torch.manual_seed(run.seed)
@@ -363,87 +359,49 @@ def train(
     mean_return = float(sum(b.rewards.sum() for b in batches) / len(rows))
     if not resume:
         model.heads.start_at(mean_return)
-    per_epoch = len(epoch_batches(batches, 0, run.seed, rank, n_procs))
-    if per_epoch == 0:
+    if not epoch_batches(batches, 0, run.seed, rank, n_procs):
         raise UserError(f"{cfg.data}: fewer batches ({len(batches)}) than processes ({n_procs})")
-    total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-
-    # 2. optimiser, schedule, accelerate; resume
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
     )
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    raw = accelerator.unwrap_model(model)
-    generator = torch.Generator().manual_seed(run.seed + rank)
-    step = 0
-    if resume:
-        step = load_trainer_checkpoint(out / CHECKPOINT_DIR, raw, optimizer, scheduler, generator)["step"]
-    logger = MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if is_main else None
 
-    # 3. the loop: TD, expectile and CQL losses plus behaviour cloning; Polyak-average the target Qs
-    bar = progress(total=total_steps, desc="ILQL", enabled=show_progress and is_main, unit="step")
-    bar.update(step)
-    started, first = time.monotonic(), step
-    stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
-    stats: dict[str, float] = {}
-    while step < stop_at:
-        epoch, index = divmod(step, per_epoch)
-        batch = epoch_batches(batches, epoch, run.seed, rank, n_procs)[index]
-        model.train()
-        loss, stats = batch_loss(model, batch, device, cfg)
-        check_finite(loss.item(), "ILQL loss", step)
-        accelerator.backward(loss)
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        raw.heads.update_targets(cfg.target_update)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(q=f"{stats['loss/q']:.3f}", v=f"{stats['loss/v']:.3f}")
-        if logger is not None and (step % 10 == 0 or step == total_steps):
-            rate = (step - first) * cfg.batch_size * n_procs / (time.monotonic() - started)
-            logger.log({**stats, "optim/lr": scheduler.get_last_lr()[0], "time/responses_per_s": rate}, step)
-        if (cfg.save_every and step % cfg.save_every == 0) or step == stop_at:
-            accelerator.wait_for_everyone()
-            if is_main:
-                save_trainer_checkpoint(
-                    out / CHECKPOINT_DIR, raw, optimizer, scheduler, generator, {"step": step}
-                )
-            accelerator.wait_for_everyone()
-    bar.close()
-    if logger is not None:
-        logger.close()
-    if step < total_steps:
-        return ILQLResult(out, step, {"stopped_at_step": step})
+    # 2. the shared loop: TD, expectile and CQL losses plus behaviour cloning; after each step the
+    #    target Qs move toward the online ones (Polyak); a checkpoint every save_every steps
+    loop = LoopConfig(
+        epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr_schedule=cfg.lr_schedule,
+        warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.save_every,
+        stop_after_steps=cfg.stop_after_steps, seed=run.seed, desc="ILQL", loss_name="ILQL loss",
+        rate_name="time/responses_per_s", show=(("q", "loss/q"), ("v", "loss/v")),
+    )  # fmt: skip
+    result = train_loop(
+        accelerator, model, optimizer, batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
+        checkpoint=out / CHECKPOINT_DIR, log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
+        show_progress=show_progress, after_step=lambda m: m.heads.update_targets(cfg.target_update),
+    )  # fmt: skip
+    if not result.finished:
+        return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
-    # 4. the LM (plain transformers) with the heads beside it, atomically
-    metrics = {**stats, "steps": step, "responses": len(rows)} if is_main else {}
-    if is_main:
-        save_ilql(out, raw, tokenizer, {"run": asdict(run), "ilql": asdict(cfg)})
-    accelerator.wait_for_everyone()
-    return ILQLResult(out, step, metrics)
+    # 3. the LM (plain transformers) with the heads beside it, atomically
+    metrics = {**result.stats, "steps": result.step, "responses": len(rows)} if is_main else {}
+    save_final(
+        accelerator,
+        lambda extra, carry: save_ilql(out, result.model, tokenizer, cfg, extra, carry),
+        {"run": asdict(run), "ilql": asdict(cfg)},
+    )
+    return TrainResult(out, result.step, metrics)
 
 
-def save_ilql(out: Path, model: ILQLModel, tokenizer: Any, config: dict) -> None:
-    import yaml
-
+def save_ilql(
+    out: Path, model: ILQLModel, tokenizer: Any, cfg: ILQLConfig, extra_files: dict, carry: tuple[str, ...]
+) -> None:
+    """The LM with `save_pretrained` (plain transformers, unsteered) and the heads, with the generation
+    defaults, beside it in `ilql_heads.pt`; atomically, with `extra_files` inside and `carry` kept."""
     from rlhf.models import save_pretrained_atomic
 
     heads = {"state": model.heads.state_dict(), "hidden": model.heads.v[0].in_features,
-             "vocab": model.heads.q1[-1].out_features, "beta": config["ilql"]["beta"], "top_k": config["ilql"]["top_k"]}  # fmt: skip
-    save_pretrained_atomic(
-        out,
-        model.lm,
-        tokenizer,
-        extra_files={
-            HEADS_FILE: lambda p: torch.save(heads, p),
-            "rlhf_config.yaml": lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False)),
-        },
-        carry=(LOG_DIR, CHECKPOINT_DIR),
-    )
+             "vocab": model.heads.q1[-1].out_features, "beta": cfg.beta, "top_k": cfg.top_k}  # fmt: skip
+    files = {HEADS_FILE: lambda p: torch.save(heads, p), **extra_files}
+    save_pretrained_atomic(out, model.lm, tokenizer, extra_files=files, carry=carry)
 
 
 def load_ilql(path: str | Path, device: str = "auto", dtype: str = "auto") -> tuple[ILQLModel, Any, dict]:

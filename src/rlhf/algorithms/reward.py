@@ -1,10 +1,11 @@
 """Reward-model training: Bradley-Terry on pairs, Plackett-Luce (or all pairs) on K-way rankings.
 
 `train(cfg, run)` reads as numbered steps: load and split the preference data, build the model, tokenize
-once, then a loop of homogeneous batches (pairs, or rankings) under Hugging Face Accelerate, with
-gradient accumulation, clipping, warm-up/decay, periodic evaluation, best-checkpoint keeping, atomic
-checkpoints and resume. Chosen and rejected of a batch go through the backbone in ONE forward, padded
-to the batch's longest sequence.
+once into homogeneous batches (pairs, or rankings), then the offline trainers' shared loop
+(`rlhf.train_loop`: Accelerate, gradient accumulation, clipping, warm-up/decay, periodic evaluation,
+atomic checkpoints and resume) with this module's loss and an evaluation that keeps the best
+checkpoint. Chosen and rejected of a batch go through the backbone in ONE forward, padded to the
+batch's longest sequence.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,18 @@ import numpy as np
 import torch
 
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
-from rlhf.errors import UserError, check_finite
+from rlhf.errors import UserError
 from rlhf.sequences import scored_text
-from rlhf.training import epoch_batches, group_by_length, load_trainer_checkpoint, save_trainer_checkpoint
-
-CHECKPOINT_DIR = "checkpoint"
-LOG_DIR = "logs"
+from rlhf.train_loop import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    LoopConfig,
+    TrainResult,
+    make_accelerator,
+    save_final,
+    train_loop,
+)
+from rlhf.training import epoch_batches, group_by_length
 
 
 @dataclass
@@ -406,13 +412,6 @@ def world_gold_fn(pairs: list):
 # ----------------------------------------------------------------------------- training
 
 
-@dataclass
-class TrainResult:
-    out: Path
-    steps: int
-    metrics: dict[str, float]
-
-
 def infer_objectives(data: Any, configured: list[str]) -> list[str]:
     if configured:
         return list(configured)
@@ -460,8 +459,6 @@ def train(
     """Train a reward model on `cfg.data` and save it to `out`; see the module docstring.
 
     `world` is the WorldConfig used when `cfg.model == "world"` (default: the default world)."""
-    from accelerate import Accelerator
-
     from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.reward_model import init_reward_model
@@ -470,11 +467,7 @@ def train(
     validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
     validate_all(run)
     out = Path(out).expanduser()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
-        mixed_precision="bf16" if cfg.mixed_precision == "bf16" else "no",
-    )
+    accelerator = make_accelerator(run, cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     torch.manual_seed(run.seed)
     backbone = resolve_world_model(cfg.model, world, show_progress)
 
@@ -567,9 +560,6 @@ def _train_one(
     bootstrap,
     eval_split=None,
 ) -> TrainResult:
-    from transformers import get_scheduler
-
-    from rlhf.metrics import MetricsLogger, progress
     from rlhf.reward_model import load_reward_model, save_reward_model
     from rlhf.sequences import cap_length, encode_scored_pairs
 
@@ -584,18 +574,14 @@ def _train_one(
     pair_batches = make_pair_batches(pairs, tokenize, objectives, cfg.batch_size, cfg)
     ranking_size = max(1, (2 * cfg.batch_size) // max([len(r.responses) for r in train_data.rankings] or [2]))
     ranking_batches = make_ranking_batches(list(train_data.rankings), tokenize, objectives, ranking_size, cfg)
-    per_epoch = len(
-        epoch_batches(
-            [*pair_batches, *ranking_batches], 0, seed, accelerator.process_index, accelerator.num_processes
-        )
-    )
-    if per_epoch == 0:
+    batches = [*pair_batches, *ranking_batches]
+    if not epoch_batches(batches, 0, seed, accelerator.process_index, accelerator.num_processes):
         raise UserError(f"{cfg.data}: no training pairs or rankings left after the evaluation split")
-    total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs / cfg.grad_accum))
     eval_pairs = [*eval_data.pairs, *(p for r in eval_data.rankings for p in r.pairs())]
     gold_fn = world_gold_fn(eval_pairs) if cfg.gold_eval else None
 
-    # 4. optimiser, schedule, accelerate
+    # 4. the loss of one batch (pairs or rankings; each ensemble member weighted by its bootstrap
+    #    counts), and an evaluation that keeps the most accurate model
     head_params = [model.heads]
     body_params = [p for n, p in model.named_parameters() if p.requires_grad and n != "heads"]
     optimizer = torch.optim.AdamW(
@@ -603,127 +589,58 @@ def _train_one(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
     )
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    raw_model = accelerator.unwrap_model(model)
     generator = torch.Generator().manual_seed(seed + accelerator.process_index)
-
-    state = {"step": 0, "best_accuracy": -1.0, "best_step": -1}
     checkpoint = out / CHECKPOINT_DIR
-    if resume:
-        state = load_trainer_checkpoint(checkpoint / "last", raw_model, optimizer, scheduler, generator)
-    logger = (
-        MetricsLogger(out / LOG_DIR, tensorboard=run.tensorboard) if accelerator.is_main_process else None
-    )
 
-    # 5. the loop: homogeneous batches, accumulate, clip, step; evaluate and checkpoint every eval_every
-    step, micro = state["step"], state["step"] * cfg.grad_accum
-    bar = progress(
-        total=total_steps,
-        desc="reward model",
-        enabled=show_progress and accelerator.is_main_process,
-        unit="step",
-    )
-    bar.update(step)
-    last_stats: dict[str, float] = {}
-    started = time.monotonic()
-    stop_at = min(total_steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else total_steps
-    while step < stop_at:
-        epoch, index = divmod(micro, per_epoch)
-        batches = epoch_batches(
-            [*pair_batches, *ranking_batches],
-            epoch,
-            seed,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
-        batch = batches[index]
-        model.train()
-        with accelerator.accumulate(model), accelerator.autocast():
-            n_items = len(batch.chosen) if isinstance(batch, PairBatch) else len(batch.responses)
-            boot = bootstrap_weights(raw_model.meta.ensemble_size, n_items, generator, bootstrap)
-            loss_fn = pair_loss if isinstance(batch, PairBatch) else ranking_loss
-            loss, stats = loss_fn(model, batch, tokenizer.pad_token_id, device, cfg, boot)
-            check_finite(loss.item(), "reward-model loss", step)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        micro += 1
-        last_stats = stats
-        if not accelerator.sync_gradients:
-            continue
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if logger is not None and (step % 10 == 0 or step == total_steps):
-            logger.log(
-                {
-                    **last_stats,
-                    "optim/lr": scheduler.get_last_lr()[0],
-                    "time/pairs_per_s": micro * cfg.batch_size / (time.monotonic() - started),
-                },
-                step,
-            )
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                metrics, margins = evaluate(
-                    raw_model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn
-                )
-                if logger is not None and metrics:
-                    logger.log(metrics, step)
-                    logger.log_histogram("eval/margin", margins, step)
-                state.update(step=step)
-                accuracy = metrics.get("eval/accuracy", float("nan"))
-                if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
-                    state.update(best_accuracy=accuracy, best_step=step)
-                    save_reward_model(checkpoint / "best", raw_model, tokenizer)
-                save_trainer_checkpoint(
-                    checkpoint / "last", raw_model, optimizer, scheduler, generator, state
-                )
-            accelerator.wait_for_everyone()
-    bar.close()
-    if step < total_steps:  # time-boxed: the checkpoint holds the run, `--resume` continues it
-        if logger is not None:
-            logger.close()
-        return TrainResult(out, step, {"stopped_at_step": step})
+    def loss_fn(wrapped, batch):
+        n_items = len(batch.chosen) if isinstance(batch, PairBatch) else len(batch.responses)
+        boot = bootstrap_weights(model.meta.ensemble_size, n_items, generator, bootstrap)
+        batch_loss = pair_loss if isinstance(batch, PairBatch) else ranking_loss
+        return batch_loss(wrapped, batch, tokenizer.pad_token_id, device, cfg, boot)
+
+    def evaluate_and_keep_best(model, step: int, state: dict) -> dict:
+        metrics, margins = evaluate(model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+        accuracy = metrics.get("eval/accuracy", float("nan"))
+        if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
+            state.update(best_accuracy=accuracy, best_step=step)
+            save_reward_model(checkpoint / "best", model, tokenizer)
+        return {**metrics, "eval/margin": margins}
+
+    # 5. the shared loop: accumulate, clip, step; evaluate and checkpoint every eval_every steps
+    loop = LoopConfig(
+        epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        eval_every=cfg.eval_every, stop_after_steps=cfg.stop_after_steps, seed=seed, desc="reward model",
+        loss_name="reward-model loss", rate_name="time/pairs_per_s",
+    )  # fmt: skip
+    result = train_loop(
+        accelerator, model, optimizer, batches, loss_fn, loop,
+        checkpoint=checkpoint / "last", log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
+        show_progress=show_progress, evaluate=evaluate_and_keep_best, autocast=accelerator.autocast,
+        generator=generator, state={"best_accuracy": -1.0, "best_step": -1},
+    )  # fmt: skip
+    if not result.finished:  # time-boxed: the checkpoint holds the run, `--resume` continues it
+        return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
     # 6. the final model: the best evaluated checkpoint (or the last), LoRA merged, saved atomically
-    final_metrics: dict[str, float] = {}
+    final, final_metrics = result.model, {}
     if accelerator.is_main_process:
-        final = raw_model
         if cfg.keep_best and (checkpoint / "best").is_dir():
             final, _ = load_reward_model(checkpoint / "best")
         final_metrics, _ = evaluate(final, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
-        final_metrics.update(best_step=state["best_step"], steps=step)
+        final_metrics.update(best_step=result.state["best_step"], steps=result.step)
         if eval_split is not None:
             final_metrics["eval_split"] = eval_split
-        _save_final(out, final, tokenizer, cfg, run, final_metrics)
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-        if logger is not None:
-            logger.close()
-    return TrainResult(out, step, final_metrics)
-
-
-def _save_final(out: Path, model, tokenizer, cfg: RewardConfig, run: RunConfig, metrics: dict) -> None:
-    import json
-    from dataclasses import asdict
-
-    import yaml
-
-    from rlhf.reward_model import save_reward_model
-
-    extra = {
-        "rlhf_config.yaml": lambda p: p.write_text(
-            yaml.safe_dump({"run": asdict(run), "reward": asdict(cfg)}, sort_keys=False)
-        ),
-        "eval_metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2)),
-    }
-    save_reward_model(out, model, tokenizer, extra_files=extra, carry=(LOG_DIR, CHECKPOINT_DIR, "members"))
+    save_final(
+        accelerator,
+        lambda extra, carry: save_reward_model(out, final, tokenizer, extra_files=extra, carry=carry),
+        {"run": asdict(run), "reward": asdict(cfg)},
+        final_metrics,
+        carry=("members",),
+    )
+    if accelerator.is_main_process and not cfg.keep_checkpoints:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return TrainResult(out, result.step, final_metrics)
 
 
 # ----------------------------------------------------------------------------- evaluate, score, normalise files

@@ -1,0 +1,236 @@
+"""The one training loop of the offline trainers (reward model, DPO, ILQL, and any later one).
+
+Everything around the loss lives here, once: the Accelerator, `prepare`, warm-up/decay, gradient
+accumulation, clipping, the stop on a non-finite loss, periodic evaluation and checkpoints, `--resume`,
+the progress bar, metric logging (`rlhf.metrics`) and the atomic final save. An algorithm brings its
+fixed batches, its optimiser and a loss function `(model, batch) -> (loss, stats)`; the batch order of
+each epoch, the deal to processes and the checkpoint file are `rlhf.training`'s.
+
+Steps are optimiser steps: `grad_accum` batches each. Evaluation runs every `eval_every` steps and at
+the last step; a checkpoint is written with every evaluation and where `stop_after_steps` stops, so a
+time-boxed run always resumes from where it stopped, and a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf.errors import check_finite
+
+CHECKPOINT_DIR = "checkpoint"
+LOG_DIR = "logs"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the loop trains, filled from the algorithm's config (each field means what it does there)."""
+
+    epochs: float  # passes over the batches (unless max_steps)
+    max_steps: int  # optimiser steps; 0 = given by epochs
+    batch_size: int  # items per batch per process, for the throughput figure
+    grad_accum: int = 1  # batches per optimiser step
+    lr_schedule: str = "cosine"  # transformers.get_scheduler name: cosine, linear or constant
+    warmup_ratio: float = 0.0  # share of the steps warming up linearly
+    max_grad_norm: float = 1.0  # clipping norm of the accumulated gradient; 0 = off
+    eval_every: int = 0  # evaluate and checkpoint every N steps; 0 = only at the end
+    stop_after_steps: int = 0  # stop here as if interrupted, keeping the checkpoint; 0 = off
+    seed: int = 0  # batch order per epoch; the loop's generator is seeded with seed + rank
+    desc: str = "train"  # progress bar label
+    loss_name: str = "loss"  # what a non-finite loss is called in the error
+    rate_name: str = "time/pairs_per_s"  # the logged throughput: items per second, all processes
+    show: tuple[tuple[str, str], ...] = ()  # (label, stats key) pairs shown on the progress bar
+    log_every: int = 10  # training stats every N steps (and at the last)
+
+    def total_steps(self, per_epoch: int) -> int:
+        """Optimiser steps of the whole run, given this process's batches per epoch."""
+        return self.max_steps or max(1, math.ceil(per_epoch * self.epochs / self.grad_accum))
+
+
+@dataclass
+class LoopResult:
+    model: torch.nn.Module  # the trained model, out of Accelerate's wrappers
+    step: int  # optimiser steps done, resumed ones included
+    finished: bool  # False when stop_after_steps stopped the run early
+    stats: dict[str, float]  # the last training batch's stats
+    metrics: dict[str, Any]  # the last evaluation's (main process; {} elsewhere or without one)
+    state: dict[str, Any] = field(default_factory=dict)  # what the checkpoint keeps: step and the algorithm's
+
+
+@dataclass
+class TrainResult:
+    """What every offline `train` returns: where the output went, the steps done and the final metrics
+    (`{"stopped_at_step": k}` after a time-boxed stop)."""
+
+    out: Path
+    steps: int
+    metrics: dict[str, Any]
+
+
+def make_accelerator(run: Any, grad_accum: int = 1, mixed_precision: str | None = None):
+    """The Accelerator of an offline run: CPU when `run.device` says so (or no GPU is there), `grad_accum`
+    batches per optimiser step; `mixed_precision=None` leaves it to `accelerate launch`'s config."""
+    from accelerate import Accelerator
+
+    kwargs = {} if mixed_precision is None else {"mixed_precision": mixed_precision}
+    return Accelerator(
+        gradient_accumulation_steps=grad_accum,
+        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
+        **kwargs,
+    )
+
+
+def train_loop(
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list,
+    loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+    loop: LoopConfig,
+    *,
+    checkpoint: Path,
+    log_dir: Path,
+    resume: bool = False,
+    tensorboard: bool = True,
+    show_progress: bool = True,
+    evaluate: Callable[[torch.nn.Module, int, dict], Mapping[str, Any]] | None = None,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    generator: torch.Generator | None = None,
+    state: dict[str, Any] | None = None,
+) -> LoopResult:
+    """Train `model` on `batches` with `loss_fn` and return the unwrapped model and where it stopped.
+
+    `batches` must give every process at least one batch per epoch (`rlhf.training.epoch_batches`).
+    `evaluate(model, step, state)` runs on the main process at each evaluation, with the unwrapped
+    model; it returns metrics to log (a numpy array is logged as a histogram) and may record in `state`,
+    which checkpoints keep. `after_step(model)` runs after each optimiser step (e.g. a Polyak update).
+    `autocast()` wraps each forward and backward. `generator` (default: seeded with seed + rank) is
+    checkpointed and restored on resume; a loss that draws random numbers should draw from it.
+
+    Raises `NonFiniteError` on a NaN/inf loss (nothing of that step is saved), `UserError` on `--resume`
+    without a checkpoint."""
+    from transformers import get_scheduler
+
+    from rlhf.metrics import MetricsLogger, progress
+    from rlhf.models import parameter_counts
+    from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
+
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+
+    # 1. the schedule, Accelerate's wrappers, and the state to resume from
+    per_epoch = len(epoch_batches(batches, 0, loop.seed, rank, world))
+    if per_epoch == 0:
+        raise ValueError(f"no batch for process {rank} of {world}: check the batches before the loop")
+    total_steps = loop.total_steps(per_epoch)
+    scheduler = get_scheduler(loop.lr_schedule, optimizer, int(loop.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw = accelerator.unwrap_model(model)
+    generator = generator if generator is not None else torch.Generator().manual_seed(loop.seed + rank)
+    state = {"step": 0, **(state or {})}
+    if resume:
+        state = load_trainer_checkpoint(checkpoint, raw, optimizer, scheduler, generator)
+    logger = MetricsLogger(log_dir, tensorboard=tensorboard) if is_main else None
+    local_parameters, parameters = parameter_counts(model)
+
+    # 2. the loop: accumulate grad_accum batches, clip, step; log, evaluate and checkpoint on steps
+    step = state["step"]
+    micro = first_micro = step * loop.grad_accum
+    stop_at = min(total_steps, loop.stop_after_steps) if loop.stop_after_steps > 0 else total_steps
+    bar = progress(total=total_steps, desc=loop.desc, enabled=show_progress and is_main, unit="step")
+    bar.update(step)
+    started = time.monotonic()
+    stats: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    epoch, order = -1, []
+    while step < stop_at:
+        if micro // per_epoch != epoch:  # each epoch's order once, not once per batch
+            epoch = micro // per_epoch
+            order = epoch_batches(batches, epoch, loop.seed, rank, world)
+        batch = order[micro % per_epoch]
+        model.train()
+        with accelerator.accumulate(model), autocast():
+            loss, stats = loss_fn(model, batch)
+            loss_value = check_finite(loss.item(), loop.loss_name, step)
+            accelerator.backward(loss)  # divided by grad_accum: the step sees the mean over its batches
+            if accelerator.sync_gradients and loop.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), loop.max_grad_norm)
+            optimizer.step()  # Accelerate's wrappers step only when the accumulation is complete
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        if not accelerator.sync_gradients:
+            continue
+        if after_step is not None:
+            after_step(raw)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", **{label: f"{stats[key]:.3f}" for label, key in loop.show})
+        if logger is not None and (step % loop.log_every == 0 or step == total_steps):
+            rate = (micro - first_micro) * loop.batch_size * world / (time.monotonic() - started)
+            logger.log(
+                {
+                    **stats,
+                    "optim/lr": scheduler.get_last_lr()[0],
+                    loop.rate_name: rate,
+                    "parallel/local_parameters": local_parameters,
+                    "parallel/parameters": parameters,
+                },
+                step,
+            )
+        evaluating = (loop.eval_every and step % loop.eval_every == 0) or step == total_steps
+        if evaluating or step == stop_at:
+            accelerator.wait_for_everyone()
+            if is_main:
+                state["step"] = step
+                if evaluating and evaluate is not None:
+                    metrics = dict(evaluate(raw, step, state))
+                    _log_evaluation(logger, metrics, step)
+                save_trainer_checkpoint(checkpoint, raw, optimizer, scheduler, generator, state)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if logger is not None:
+        logger.close()
+    return LoopResult(raw, step, step >= total_steps, stats, metrics if is_main else {}, state)
+
+
+def _log_evaluation(logger: Any, metrics: dict[str, Any], step: int) -> None:
+    """Scalars as one line, then each array as a histogram line (`histogram/<name>`); arrays are
+    taken out of `metrics`, which keeps only the scalars."""
+    arrays = {key: metrics.pop(key) for key in list(metrics) if isinstance(metrics[key], np.ndarray)}
+    if logger is None or not metrics:
+        return
+    logger.log(metrics, step)
+    for name, values in arrays.items():
+        logger.log_histogram(name, values, step)
+
+
+def save_final(
+    accelerator: Any,
+    save: Callable[[dict[str, Callable[[Path], Any]], tuple[str, ...]], Any],
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    carry: tuple[str, ...] = (),
+) -> None:
+    """The final save, on the main process while the others wait: `save(extra_files, carry)` writes the
+    model atomically (`rlhf.models.save_atomic`) with the resolved config (`rlhf_config.yaml`) and, when
+    given, the final metrics (`eval_metrics.json`) inside, keeping the logs, checkpoints and `carry`."""
+    import yaml
+
+    if accelerator.is_main_process:
+        extra: dict[str, Callable[[Path], Any]] = {
+            "rlhf_config.yaml": lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False))
+        }
+        if metrics is not None:
+            extra["eval_metrics.json"] = lambda p: p.write_text(json.dumps(metrics, indent=2))
+        save(extra, (LOG_DIR, CHECKPOINT_DIR, *carry))
+    accelerator.wait_for_everyone()
