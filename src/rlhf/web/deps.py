@@ -61,7 +61,8 @@ class StoreRunner:
     lock (whose busy handler sleeps in steps of up to 100 ms) and hand the GIL back and forth; with one,
     the labelling requests' transactions run back to back while the event loop parses and answers the
     next requests. Its readers see a snapshot (WAL) and never wait for the writer. PostgreSQL gets
-    `threads` writers (4 by default: row locks let them work side by side; more only trade the GIL for round trips).
+    `threads` writers (4 by default: row locks let them work side by side; more only trade the GIL
+    for round trips).
     """
 
     READERS = 4
