@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rlhf.bench import bench_ppo, bench_reward
 from rlhf.config_root import load_root_config
 
@@ -51,3 +53,50 @@ def test_bench_ilql_writes_figures(small_world, tmp_path):
     saved = json.loads((tmp_path / "ilql.json").read_text())
     assert [r["trained"] for r in saved["runs"]] == ["heads only (default)", "heads and the whole LM"]
     assert saved["runs"][0]["responses_per_second"] == figures["runs"][0]["responses_per_second"] > 0
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox"])
+def test_every_training_bench_runs_on_a_model_of_ones_own(family_dir, tmp_path, capsys, family):
+    """`rlhf bench reward|dpo|ilql|ppo --model DIR` times any causal LM (here random-weight GPT-2 without a
+    pad token, and GPT-NeoX) and names it, with its size, in the figures."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from rlhf.cli import main
+
+    model_dir = family_dir(family, n_positions=256)
+    lm = AutoModelForCausalLM.from_pretrained(model_dir)
+    n_params = sum(p.numel() for p in lm.parameters())
+    small = ["--steps", "1", "--warmup", "1", "--batch-size", "4"]
+    for bench, extra in [("reward", small), ("dpo", small), ("ilql", small),
+                         ("ppo", ["--iterations", "1", "--variant", "grpo"])]:  # fmt: skip
+        out = tmp_path / f"{bench}.json"
+        args = [
+            "bench",
+            bench,
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            *extra,
+            "--set",
+            "run.progress=false",
+        ]
+        assert main(args) == 0, capsys.readouterr().err
+        saved = json.loads(out.read_text())
+        described = saved["configuration"]["backbone" if bench == "reward" else "policy"]
+        assert described["model"] == str(model_dir) and described["model_type"] == lm.config.model_type
+        if bench != "reward":  # the reward model adds its head to the trunk
+            assert described["parameters"] == n_params
+        else:  # the trunk without the LM head, and a reward head
+            trunk = sum(p.numel() for p in AutoModel.from_pretrained(model_dir).parameters())
+            assert trunk < described["parameters"] <= trunk + 10 * lm.config.hidden_size
+        assert saved["command"].endswith(f"--model {model_dir}")
+
+
+def test_bench_of_a_model_that_is_not_there_is_one_line(tmp_path, capsys):
+    from rlhf.cli import main
+
+    code = main(["bench", "dpo", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "nothing" in err

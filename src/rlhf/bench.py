@@ -66,6 +66,20 @@ def time_training_steps(
     return timings
 
 
+def describe_model(name: str, model: Any) -> dict[str, Any]:
+    """What a bench ran on: the name given (`world` or a path), the architecture and the size."""
+    config = getattr(model, "config", None)
+    if config is None and hasattr(model, "seq_model"):  # a reward model: its trunk's config
+        config = model.seq_model.config
+    return {
+        "model": str(name),
+        "model_type": getattr(config, "model_type", "?"),
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def bench_pairs(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> list:
     """World pairs whose prompt+response is about `target_tokens` long: responses of one request are
     concatenated until long enough (the reference configuration has sequences of about 75 tokens)."""
@@ -94,20 +108,27 @@ def bench_pairs(n: int, target_tokens: int, tokenizer: Any, seed: int = 0) -> li
 
 
 def bench_reward(
-    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False
+    cfg: Any,
+    out: str | Path,
+    steps: int = 30,
+    warmup: int = 5,
+    batch_size: int = 32,
+    bf16: bool = False,
+    model: str = "world",
 ) -> dict[str, Any]:
-    """Time the reward trainer's step (one forward of chosen+rejected, backward, AdamW) on world pairs."""
+    """Time the reward trainer's step (one forward of chosen+rejected, backward, AdamW) on world pairs,
+    with a reward model on `model`'s trunk (`world`, or any causal LM directory; random weights do)."""
     from rlhf.algorithms.reward import RewardConfig, make_pair_batches, pair_loss
     from rlhf.reward_model import init_reward_model
     from rlhf.sequences import encode_scored_pairs
     from rlhf.world.report import resolve_world_model
 
-    backbone = resolve_world_model("world", cfg.world, cfg.run.progress)
+    backbone = resolve_world_model(model, cfg.world, cfg.run.progress)
     reward_cfg = RewardConfig(batch_size=batch_size, max_length=128)
     torch.manual_seed(0)
     runs = []
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-        model, tokenizer = init_reward_model(backbone, ["reward"], 1, seed=0)
+        rm, tokenizer = init_reward_model(backbone, ["reward"], 1, seed=0)
         pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
         batches = make_pair_batches(
             pairs,
@@ -117,13 +138,13 @@ def bench_reward(
             reward_cfg,
         )
         lengths = [len(row) for b in batches for row in b.chosen + b.rejected]
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        optimizer = torch.optim.AdamW([p for p in rm.parameters() if p.requires_grad], lr=1e-4)
         boot = torch.ones(1, batch_size)
-        model.train()
+        rm.train()
 
         timings = time_training_steps(
-            model, optimizer, batches, warmup, precision == "bf16",
-            lambda b: pair_loss(model, b, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot)[0],  # noqa: B023 - called within this iteration
+            rm, optimizer, batches, warmup, precision == "bf16",
+            lambda b: pair_loss(rm, b, tokenizer.pad_token_id, torch.device("cpu"), reward_cfg, boot)[0],  # noqa: B023 - called within this iteration
         )  # fmt: skip
         per_step = float(np.median(timings))
         runs.append(
@@ -139,9 +160,9 @@ def bench_reward(
         )
     figures = {
         "benchmark": "reward",
-        "command": "rlhf bench reward",
+        "command": "rlhf bench reward" + ("" if model == "world" else f" --model {model}"),
         "configuration": {
-            "backbone": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
+            "backbone": describe_model(model, rm),
             "batch_pairs": batch_size,
             "max_length": reward_cfg.max_length,
             "target_tokens_per_sequence": 75,
@@ -190,10 +211,12 @@ def bench_ppo(
     variants: tuple[str, ...] = ("ppo",),
     critic: str = "shared",
     bf16: bool = False,
+    model: str = "world",
 ) -> dict[str, Any]:
     """Time the trainer's own `ppo_step` (rollout with a separate reference and reward model, updates)
     for each variant and precision, and plain `generate` on the same model and batch as the rollout's
-    ceiling."""
+    ceiling. `model`: the policy (`world`, or any causal LM directory; random weights do); the reward
+    model is one of the same size on its trunk."""
     import copy
     import tempfile
 
@@ -209,7 +232,7 @@ def bench_ppo(
     unknown = sorted(set(variants) - set(PPO_VARIANTS))
     if unknown:
         raise UserError(f"unknown bench variants {unknown}; choose from {', '.join(PPO_VARIANTS)}")
-    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    world_dir = resolve_world_model(model, cfg.world, cfg.run.progress)
     with tempfile.TemporaryDirectory() as tmp:  # a reward model of the same size as the policy
         rm, rm_tokenizer = init_reward_model(world_dir, ["reward"], 1, seed=0)
         save_reward_model(Path(tmp) / "rm", rm, rm_tokenizer)
@@ -298,9 +321,9 @@ def bench_ppo(
         run["rollout_vs_generate"] = run["rollout_generate_tokens_per_second"] / plain
     figures = {
         "benchmark": "ppo",
-        "command": "rlhf bench ppo",
+        "command": "rlhf bench ppo" + ("" if model == "world" else f" --model {model}"),
         "configuration": {
-            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
+            "policy": describe_model(model, policy),
             "reference": "separate frozen copy",
             "reward_model": "same size, separate",
             "batch_responses": batch_size,
@@ -320,34 +343,41 @@ def bench_ppo(
 
 
 def bench_dpo(
-    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, bf16: bool = False
+    cfg: Any,
+    out: str | Path,
+    steps: int = 30,
+    warmup: int = 5,
+    batch_size: int = 32,
+    bf16: bool = False,
+    model: str = "world",
 ) -> dict[str, Any]:
     """Time the DPO trainer's step (one forward of chosen + rejected against cached reference log-probs,
-    backward, clip, AdamW) on world pairs, and the one-off pass that caches the reference log-probs."""
+    backward, clip, AdamW) on world pairs, and the one-off pass that caches the reference log-probs.
+    `model`: the policy (`world`, or any causal LM directory; random weights do)."""
     from rlhf.algorithms.dpo import DPOConfig, batch_loss, cache_reference_logps, make_batches
     from rlhf.models import load_causal_lm
     from rlhf.world.report import resolve_world_model
 
-    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    world_dir = resolve_world_model(model, cfg.world, cfg.run.progress)
     dpo_cfg = DPOConfig(batch_size=batch_size, max_length=128)
     runs = []
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         torch.manual_seed(0)
-        model, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+        policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
         pairs = bench_pairs(batch_size * (steps + warmup), 75, tokenizer)
         batches = make_batches(pairs, tokenizer, dpo_cfg)
         tokens = [int(b.attention_mask.sum(1).max()) for b in batches]
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
         started = time.perf_counter()
         with autocast:
-            cache_reference_logps(model, batches, "cpu")
+            cache_reference_logps(policy, batches, "cpu")
         reference_seconds = time.perf_counter() - started
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        model.train()
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+        policy.train()
 
         timings = time_training_steps(
-            model, optimizer, batches, warmup, precision == "bf16",
-            lambda b: batch_loss(model, b, "cpu", dpo_cfg)[0],  # noqa: B023 - called within this iteration
+            policy, optimizer, batches, warmup, precision == "bf16",
+            lambda b: batch_loss(policy, b, "cpu", dpo_cfg)[0],  # noqa: B023 - called within this iteration
         )  # fmt: skip
         per_step = float(np.median(timings))
         n_pairs = sum(len(b) for b in batches)
@@ -368,9 +398,9 @@ def bench_dpo(
         )
     figures = {
         "benchmark": "dpo",
-        "command": "rlhf bench dpo",
+        "command": "rlhf bench dpo" + ("" if model == "world" else f" --model {model}"),
         "configuration": {
-            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads)",
+            "policy": describe_model(model, policy),
             "reference": "log-probs cached once with the initial model (no reference model during training)",
             "batch_pairs": batch_size,
             "max_length": dpo_cfg.max_length,
@@ -387,7 +417,7 @@ def bench_dpo(
 
 
 def bench_ilql(
-    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32
+    cfg: Any, out: str | Path, steps: int = 30, warmup: int = 5, batch_size: int = 32, model: str = "world"
 ) -> dict[str, Any]:
     """Time the ILQL trainer's step (one forward of LM + heads, the losses, backward, AdamW, Polyak
     update) on world responses of about 70 tokens, heads only (the default) and with the whole LM."""
@@ -396,7 +426,7 @@ def bench_ilql(
     from rlhf.models import load_causal_lm
     from rlhf.world.report import resolve_world_model
 
-    world_dir = resolve_world_model("world", cfg.world, cfg.run.progress)
+    world_dir = resolve_world_model(model, cfg.world, cfg.run.progress)
     runs = []
     for trainable in (0, -1):
         torch.manual_seed(0)
@@ -404,17 +434,17 @@ def bench_ilql(
         ilql_cfg = ILQLConfig(batch_size=batch_size, max_length=128, trainable_layers=trainable)
         if trainable == 0:
             lm.requires_grad_(False)
-        model = ILQLModel(lm)
+        ilql = ILQLModel(lm)
         rng = np.random.default_rng(0)
         pairs = bench_pairs((batch_size * (steps + warmup) + 1) // 2, 70, tokenizer)
         rows = [RewardedResponse(p.prompt, text, float(rng.normal()), "bench")
                 for p in pairs for text in (p.chosen, p.rejected)]  # fmt: skip
         batches = make_batches(rows, tokenizer, ilql_cfg)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        optimizer = torch.optim.AdamW([p for p in ilql.parameters() if p.requires_grad], lr=1e-5)
         timings = time_training_steps(
-            model, optimizer, batches, warmup, False,
-            lambda b: batch_loss(model, b, "cpu", ilql_cfg)[0],  # noqa: B023 - called within this iteration
-            after_step=lambda: model.heads.update_targets(ilql_cfg.target_update),  # noqa: B023 - same
+            ilql, optimizer, batches, warmup, False,
+            lambda b: batch_loss(ilql, b, "cpu", ilql_cfg)[0],  # noqa: B023 - called within this iteration
+            after_step=lambda: ilql.heads.update_targets(ilql_cfg.target_update),  # noqa: B023 - same
         )  # fmt: skip
         per_step = float(np.median(timings))
         runs.append(
@@ -432,9 +462,10 @@ def bench_ilql(
         )
     figures = {
         "benchmark": "ilql",
-        "command": "rlhf bench ilql",
+        "command": "rlhf bench ilql" + ("" if model == "world" else f" --model {model}"),
         "configuration": {
-            "policy": "bundled world Llama (4 layers x 128 hidden, 4 heads); two Q heads, two targets, V head",
+            "policy": describe_model(model, lm),
+            "heads": "two Q heads, two targets, V head",
             "batch_responses": batch_size,
             "max_length": 128,
             "target_tokens_per_sequence": 70,

@@ -877,6 +877,15 @@ def eval_policy(
 # ----------------------------------------------------------------------------- bench
 
 
+BenchModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="The model to time: `world` (the bundled one) or any causal LM directory; random weights do.",
+    ),
+]
+
+
 @bench_app.command("reward")
 def bench_reward(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the figures.")] = Path(
@@ -886,14 +895,15 @@ def bench_reward(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 32,
     bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
+    model: BenchModelOpt = "world",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Reward-model training throughput (pairs/second) and peak memory on a fixed world configuration."""
+    """Reward-model training throughput (pairs/second) and peak memory on a fixed configuration."""
     from rlhf.bench import bench_reward as run_bench
 
     cfg = _config(config, sets)
-    figures = run_bench(cfg, out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16)
+    figures = run_bench(cfg, out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16, model=model)
     for row in figures["runs"]:
         typer.echo(
             f"{row['precision']}: {row['pairs_per_second']:.1f} pairs/s, {row['seconds_per_step'] * 1000:.1f} ms/step, peak RSS {row['peak_rss_mib']:.0f} MiB"
@@ -917,6 +927,7 @@ def bench_ppo(
     ] = None,
     critic: Annotated[str, typer.Option(help="PPO's value function: shared or separate.")] = "shared",
     bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
+    model: BenchModelOpt = "world",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -933,6 +944,7 @@ def bench_ppo(
         variants=tuple(variant or ["ppo"]),
         critic=critic,
         bf16=bf16,
+        model=model,
     )
     typer.echo(f"plain generate: {f['plain_generate_tokens_per_second']:.0f} tokens/s")
     for r in f["runs"]:
@@ -952,13 +964,16 @@ def bench_ilql(
     steps: Annotated[int, typer.Option(min=1, help="Timed optimiser steps (after warm-up).")] = 30,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Responses per step.")] = 32,
+    model: BenchModelOpt = "world",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
     """ILQL training throughput (responses/second) and peak memory, heads only and with the whole LM."""
     from rlhf.bench import bench_ilql as run_bench
 
-    figures = run_bench(_config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size)
+    figures = run_bench(
+        _config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size, model=model
+    )
     for row in figures["runs"]:
         typer.echo(
             f"{row['trained']}: {row['responses_per_second']:.1f} responses/s "
@@ -976,6 +991,7 @@ def bench_dpo(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up steps.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 32,
     bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
+    model: BenchModelOpt = "world",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -983,7 +999,7 @@ def bench_dpo(
     from rlhf.bench import bench_dpo as run_bench
 
     figures = run_bench(
-        _config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16
+        _config(config, sets), out, steps=steps, warmup=warmup, batch_size=batch_size, bf16=bf16, model=model
     )
     for row in figures["runs"]:
         typer.echo(
