@@ -133,7 +133,9 @@ def train_loop(
         raise ValueError(f"no batch for process {rank} of {world}: check the batches before the loop")
     total_steps = loop.total_steps(per_epoch)
     scheduler = get_scheduler(loop.lr_schedule, optimizer, int(loop.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is stepped here, once per optimiser step: Accelerate's prepared scheduler steps once
+    # per process on every call, so with N processes warm-up and decay ended after 1/N of the run.
+    model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
     generator = generator if generator is not None else torch.Generator().manual_seed(loop.seed + rank)
     state = {"step": 0, **(state or {})}
@@ -164,8 +166,9 @@ def train_loop(
             accelerator.backward(loss)  # divided by grad_accum: the step sees the mean over its batches
             if accelerator.sync_gradients and loop.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), loop.max_grad_norm)
-            optimizer.step()  # Accelerate's wrappers step only when the accumulation is complete
-            scheduler.step()
+            optimizer.step()  # Accelerate's wrapper steps only when the accumulation is complete
+            if accelerator.sync_gradients:
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         micro += 1
         if not accelerator.sync_gradients:

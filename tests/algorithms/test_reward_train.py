@@ -288,6 +288,24 @@ def test_two_process_accelerate_matches_one_process(rule_file, tiny_lm_dir, tmp_
     assert m1["eval/accuracy"] >= 0.9 and m2["eval/accuracy"] >= 0.9
     assert abs(m1["eval/accuracy"] - m2["eval/accuracy"]) <= 0.1
 
+    # The learning-rate schedule follows the optimiser steps, however many processes: Accelerate's
+    # prepared scheduler stepped once per process, so at 2 processes the cosine decay ended half-way.
+    from transformers import get_scheduler
+
+    for run, total in (("one", m1["steps"]), ("two", m2["steps"])):
+        rows = [json.loads(x) for x in (tmp_path / run / "logs" / "metrics.jsonl").read_text().splitlines()]
+        logged = {r["step"]: r["optim/lr"] for r in rows if "optim/lr" in r}
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-3)
+        schedule = get_scheduler("cosine", optimizer, int(0.05 * total), total)  # reward's defaults
+        expected = {}
+        for step in range(1, total + 1):
+            optimizer.step()
+            schedule.step()
+            expected[step] = schedule.get_last_lr()[0]
+        assert len(logged) >= 2
+        for step, lr in logged.items():
+            assert lr == pytest.approx(expected[step], rel=1e-6, abs=1e-12), (run, step, lr, expected[step])
+
 
 def test_group_by_length_sorts_within_megabatches():
     from rlhf.training import group_by_length
