@@ -256,34 +256,6 @@ def test_top_layers_and_bf16_autocast_train(small_world, tmp_path):
     assert sum(scores[-3:]) / 3 > 0.5, scores
 
 
-def _average_gradients_worker(rank: int, port: int, results) -> None:
-    import torch.distributed as dist
-
-    from rlhf.algorithms.ppo import average_gradients
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    a, b = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(3))
-    a.grad = torch.full((2, 2), float(rank + 1))  # process 0: 1, process 1: 2 -> mean 1.5
-    b.grad = None if rank == 0 else torch.tensor([2.0, 4.0, 6.0])  # unused on 0 counts as 0 -> [1, 2, 3]
-    average_gradients([a, b], 2)
-    results[rank] = (a.grad.tolist(), b.grad.tolist())
-    dist.destroy_process_group()
-
-
-def test_average_gradients_over_two_processes():
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    results = mp.Manager().dict()
-    mp.spawn(_average_gradients_worker, args=(port, results), nprocs=2, join=True)
-    for rank in (0, 1):
-        assert results[rank] == ([[1.5, 1.5], [1.5, 1.5]], [1.0, 2.0, 3.0])
-
-
 @pytest.mark.slow
 def test_two_process_accelerate_ppo(small_world, tmp_path):
     import json
