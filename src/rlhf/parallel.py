@@ -43,7 +43,13 @@ def fsdp2_requested() -> bool:
 
 def shards(accelerator: Any) -> bool:
     """Whether `prepare` will shard: Accelerate does (FSDP2 on GPUs), or the launch asks for FSDP2 and
-    there are several processes."""
+    there are several processes. Raises UserError for a launch config rlhf does not run (DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "this trainer does not run under DeepSpeed; launch with configs/accelerate/fsdp2.yaml to shard"
+        )
     return accelerator.is_fsdp2 or (accelerator.num_processes > 1 and fsdp2_requested())
 
 
@@ -57,8 +63,8 @@ def blocks(module: nn.Module) -> list[nn.Module]:
 
 
 def shard(module: nn.Module, units: Sequence[nn.Module] = (), reshard_root: bool | None = None) -> nn.Module:
-    """torch's FSDP2 in place: each of `units` (heads whose dtype differs from the trunk's: an FSDP unit
-    holds one dtype), each transformer block, then the root with what is left. Parameters become DTensors
+    """torch's FSDP2 in place: each of `units` (value heads, kept in float32 over a trunk that may not
+    be: an FSDP unit holds one dtype), each transformer block, then the root with what is left. Parameters become DTensors
     sharded over all processes on dim 0; each block is all-gathered for its forward and backward only.
     `reshard_root=True` frees the root's gathered parameters after every forward (a frozen model that
     never runs backward); None is torch's default (kept until backward)."""
@@ -83,13 +89,6 @@ def prepare(
 
     `units` are sharded on their own under FSDP2 (see `shard`); `forward_methods` are methods of `module`
     that call its submodules directly (generation) and so must run FSDP2's forward hooks too."""
-    from accelerate.utils import DistributedType
-
-    kind = accelerator.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        raise UserError(
-            "this trainer does not run under DeepSpeed; launch with configs/accelerate/fsdp2.yaml to shard"
-        )
     if shards(accelerator) and not accelerator.is_fsdp2:  # on CPUs Accelerate would only replicate
         shard(module, units)
         prepared, optimizer = module, make_optimizer()
@@ -146,7 +145,7 @@ def gathered(module: nn.Module) -> Iterator[None]:
     finally:
         for unit in units:
             unit.reshard()
-            if unit is not module:
+            if unit is not module:  # (Accelerate's embedding/tail units, if any, start with False)
                 unit.set_reshard_after_forward(True, recurse=False)
 
 
