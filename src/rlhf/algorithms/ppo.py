@@ -172,6 +172,48 @@ class PPOConfig:
             raise ConfigError("ppo.lagrange_init must be >= 0 and ppo.lagrange_lr > 0")
 
 
+class PolicyAndValue(nn.Module):
+    """The policy and its critic as one module, so that Accelerate prepares them together (TRL's
+    PolicyAndValueWrapper): DDP averages the gradients of both in backward, FSDP2 shards both.
+
+    `forward` is the update's: response log-probs (B, T), logits (B, T, V) or None, and values (B, T) or
+    None (no critic); `sample` is the rollout's decoding on the policy (an FSDP2 forward method, see
+    `rlhf.parallel.prepare`). `critic` is None, a linear head on the policy's trunk or a `ValueModel`.
+    """
+
+    def __init__(self, policy: nn.Module, critic: nn.Module | None) -> None:
+        super().__init__()
+        self.policy, self.critic = policy, critic
+        # the blocks Accelerate's FSDP2 wraps one by one, as it reads them from a transformers model
+        self._no_split_modules = getattr(policy, "_no_split_modules", None)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        query_width: int,
+        temperature: float,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        from rlhf.logprobs import response_logprobs
+
+        shared_head = self.critic if isinstance(self.critic, nn.Linear) else None
+        outputs = response_logprobs(
+            self.policy, input_ids, attention_mask, query_width, temperature, return_logits, shared_head
+        )
+        if shared_head is not None:
+            return outputs
+        if self.critic is not None:  # a ValueModel
+            return (*outputs, self.critic.response_values(input_ids, attention_mask, query_width))
+        return (*outputs, None)
+
+    def sample(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rlhf.rollout.decode` on the policy."""
+        from rlhf.rollout import decode
+
+        return decode(self.policy, *args, **kwargs)
+
+
 @dataclass
 class PolicyModels:
     """What one PPO process holds: the trained policy, its frozen reference, the critic and the tokenizer.
@@ -180,12 +222,19 @@ class PolicyModels:
     `ValueModel` (`critic='separate'`). `ref_policy` may share the policy's frozen lower blocks or be the
     policy itself with LoRA adapters disabled (`AdaptersDisabled`); None when there is no KL term
     (`kl_coef` fixed at 0): nothing is held or run for it, and `objective/kl` is not logged.
+    `joint` is policy and critic as one `PolicyAndValue`; `prepared` the same as Accelerate prepared it
+    (DDP-wrapped, or sharded in place): the update's forward runs through it so that gradients are
+    averaged or reduce-scattered, while the rollout's generation and no-grad forwards use `joint`.
     """
 
     policy: nn.Module
     ref_policy: Any | None
     critic: nn.Module | None
     tokenizer: Any
+
+    def __post_init__(self) -> None:
+        self.joint = PolicyAndValue(self.policy, self.critic)
+        self.prepared: nn.Module = self.joint
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for group in self.clip_groups() for p in group]
@@ -230,29 +279,6 @@ def reusable_first_forward(models: PolicyModels, cfg: PPOConfig, n_rows: int) ->
     return cfg.mini_batch_size >= n_rows and not dropout
 
 
-def policy_forward(
-    models: PolicyModels,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    query_width: int,
-    temperature: float,
-    return_logits: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Response log-probs (B, T), logits (B, T, V) or None, and values (B, T) or None (no critic)."""
-    from rlhf.logprobs import response_logprobs
-    from rlhf.models import ValueModel
-
-    shared_head = models.critic if isinstance(models.critic, nn.Linear) else None
-    outputs = response_logprobs(
-        models.policy, input_ids, attention_mask, query_width, temperature, return_logits, shared_head
-    )
-    if shared_head is not None:
-        return outputs
-    if isinstance(models.critic, ValueModel):
-        return (*outputs, models.critic.response_values(input_ids, attention_mask, query_width))
-    return (*outputs, None)
-
-
 @torch.no_grad()
 def rollout(
     models: PolicyModels, prompts: list[str], cfg: PPOConfig, autocast=nullcontext, keep_graph: bool = False
@@ -260,7 +286,8 @@ def rollout(
     """Sample with the KV cache, then one forward each for policy (with values) and reference log-probs.
     With `keep_graph` the policy forward keeps its autograd graph and logits (`Rollout.first_forward`)."""
     from rlhf.logprobs import response_logprobs, truncate_after_eos
-    from rlhf.rollout import decode, prompt_batch, repeated_prompts, sample_next
+    from rlhf.parallel import gathered
+    from rlhf.rollout import prompt_batch, repeated_prompts, sample_next
     from rlhf.sequences import decode_response
 
     policy, tokenizer = models.policy, models.tokenizer
@@ -268,38 +295,46 @@ def rollout(
     tokenizer.padding_side = "left"
     repeats = repeated_prompts(prompts)  # K samples per prompt: each prompt is encoded once
     enc = prompt_batch(tokenizer, prompts[::repeats], policy, cfg.max_new_tokens, device)
-    started = time.perf_counter()
     # Decoding multiplies (B, D) rows: on a CPU bf16 is slower there than fp32 (measured 24 vs 114
     # GFLOP/s at B = 32 on the benchmark machine, while (2560, 128) x (128, 512) runs 8x faster in
     # bf16), so autocast covers generation on accelerators only.
     choose = lambda logits, _: (sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p), None)  # noqa: E731
-    with autocast() if device.type != "cpu" else nullcontext():
-        generated, _ = decode(policy, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, choose,
-                              tokenizer.eos_token_id, tokenizer.pad_token_id, repeats=repeats)  # fmt: skip
-    generate_seconds = time.perf_counter() - started
-    width = enc["input_ids"].shape[1]
-    responses, response_mask = truncate_after_eos(generated, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    if responses.shape[1] == 0:
-        raise UserError("the policy generated no tokens; check max_new_tokens")
-    query_ids, query_mask = (enc[k].repeat_interleave(repeats, 0) for k in ("input_ids", "attention_mask"))
-    input_ids = torch.cat([query_ids, responses], dim=1)  # (B, Lq + T)
-    attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
+    ref_logprobs = None
+    with gathered(models.joint):  # FSDP2: the policy's shards gathered once for all these forwards
+        started = time.perf_counter()
+        with autocast() if device.type != "cpu" else nullcontext():
+            generated, _ = models.joint.sample(enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens,
+                                               choose, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                               repeats=repeats)  # fmt: skip
+        generate_seconds = time.perf_counter() - started
+        width = enc["input_ids"].shape[1]
+        responses, response_mask = truncate_after_eos(
+            generated, tokenizer.eos_token_id, tokenizer.pad_token_id
+        )
+        if responses.shape[1] == 0:
+            raise UserError("the policy generated no tokens; check max_new_tokens")
+        query_ids, query_mask = (
+            enc[k].repeat_interleave(repeats, 0) for k in ("input_ids", "attention_mask")
+        )
+        input_ids = torch.cat([query_ids, responses], dim=1)  # (B, Lq + T)
+        attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
+        with autocast():
+            if not keep_graph:
+                logprobs, _, values = models.joint(input_ids, attention_mask, width, cfg.temperature)
+            if models.ref_policy is not None:  # (LoRA's reference runs the policy: inside `gathered`)
+                ref_logprobs, _ = response_logprobs(
+                    models.ref_policy, input_ids, attention_mask, width, cfg.temperature
+                )
     first_forward = None
-    with autocast():
-        with torch.enable_grad() if keep_graph else nullcontext():
-            logprobs, logits, values = policy_forward(
-                models, input_ids, attention_mask, width, cfg.temperature, return_logits=keep_graph
+    if keep_graph:  # through the prepared module, so that backward averages (DDP) or shards its gradients
+        with torch.enable_grad(), autocast():
+            first_forward = models.prepared(
+                input_ids, attention_mask, width, cfg.temperature, return_logits=True
             )
-        if keep_graph:
-            first_forward = (logprobs, logits, values)
-            logprobs = logprobs.detach()
-            values = values.detach() if values is not None else None
-        if models.ref_policy is None:  # no KL term: the reference is the policy itself, KL 0
-            ref_logprobs = logprobs
-        else:
-            ref_logprobs, _ = response_logprobs(
-                models.ref_policy, input_ids, attention_mask, width, cfg.temperature
-            )
+        logprobs, values = first_forward[0].detach(), first_forward[2]
+        values = values.detach() if values is not None else None
+    if ref_logprobs is None:  # no KL term: the reference is the policy itself, KL 0
+        ref_logprobs = logprobs
     finished = (responses == tokenizer.eos_token_id).any(dim=1)
     return Rollout(
         list(prompts),
@@ -316,27 +351,6 @@ def rollout(
         int(generated.numel()),
         first_forward,
     )
-
-
-def average_gradients(params: list[nn.Parameter], num_processes: int) -> None:
-    """Data parallelism: replace each process's gradients by their mean over processes (one all-reduce).
-
-    Explicit rather than DistributedDataParallel's wrapper: PPO calls the policy through `generate`,
-    through `response_logprobs` and through the shared value head outside the policy's own forward, and
-    may leave the value head unused (rloo, grpo), all of which the wrapper handles badly.
-    """
-    if num_processes <= 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= num_processes
-    offset = 0
-    for param in params:
-        param.grad = flat[offset : offset + param.numel()].view_as(param).clone()
-        offset += param.numel()
 
 
 def mean_over_processes(stats: dict[str, float], accelerator: Any) -> dict[str, float]:
@@ -432,7 +446,6 @@ def ppo_step(
     check_finite(advantages.abs().max().item(), "advantages")
     # 5. several epochs of clipped updates over shuffled minibatches
     models.policy.train()
-    params = models.trainable_parameters()
     stats_sum: dict[str, float] = {}
     n_updates = 0
     entropies: list[float] = []
@@ -448,8 +461,7 @@ def ppo_step(
                     )
                     batch.first_forward = None
                 else:
-                    logprobs, logits, values = policy_forward(
-                        models,
+                    logprobs, logits, values = models.prepared(
                         batch.input_ids[idx],
                         batch.attention_mask[idx],
                         batch.query_width,
@@ -481,8 +493,7 @@ def ppo_step(
                     pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
             check_finite(loss.item(), "PPO loss")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(params, num_processes)
+            loss.backward()  # DDP averages the gradients over processes here, FSDP2 reduce-scatters them
             for group in models.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
             optimizer.step()
@@ -543,6 +554,44 @@ class PPOResult:
     main_process: bool = True  # False in the other processes of a data-parallel run: only one reports
 
 
+def settle_packing(models: PolicyModels, device: torch.device) -> None:
+    """Decide, on the same rows in every process, whether the policy and the reference run packed.
+
+    Under FSDP2 every block's forward is a collective, so all processes must run the same forwards; the
+    first packed forward of a model is checked against a padded one (`rlhf.logprobs`), an extra forward
+    that each process would otherwise run at the first batch of its own rollouts with enough padding."""
+    from rlhf.logprobs import response_logprobs
+    from rlhf.parallel import gathered
+
+    input_ids = torch.arange(16, device=device).view(2, 8) % models.policy.config.vocab_size  # (2, 8)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :4] = 0  # a quarter padding: enough to pack
+    with torch.no_grad(), gathered(models.joint):
+        models.joint(input_ids, attention_mask, 6, 1.0)  # the first call through the FSDP2 root
+        if models.ref_policy is not None:
+            response_logprobs(models.ref_policy, input_ids, attention_mask, 6)
+
+
+def entries(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a `PolicyAndValue` state dict under `prefix` ('policy.', 'critic.'), without it."""
+    return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
+
+
+def whole_policy(
+    path: str | Path, cfg: PPOConfig, dtype: torch.dtype, state: dict[str, torch.Tensor]
+) -> nn.Module:
+    """The policy as `train` builds it (LoRA adapters included), on CPU, with the weights of `state`:
+    how the main process gets a whole model to save from a sharded run's gathered state dict."""
+    from rlhf.models import add_lora, disable_dropout, load_causal_lm
+
+    policy, _ = load_causal_lm(path, device="cpu", dtype=dtype)
+    disable_dropout(policy)  # records the config's dropout, which the saved config.json keeps
+    if cfg.lora_r > 0:
+        add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
+    policy.load_state_dict(state)
+    return policy
+
+
 def train(
     cfg: PPOConfig,
     run: RunConfig,
@@ -561,6 +610,7 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
+    from rlhf import parallel
     from rlhf.data import load_prompts
     from rlhf.metrics import MetricsLogger, progress
     from rlhf.models import (
@@ -597,10 +647,14 @@ def train(
             "first head; name the harm head: --set 'ppo.cost_weights={harmless: -1.0}'"
         )
     out = Path(out).expanduser()
+    # Accelerate's mixed precision would autocast the update's forward only; PPO's autocast covers the
+    # rollout's forwards too, or the ratio would start off 1 (ppo.mixed_precision)
     accelerator = Accelerator(
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
+        mixed_precision="no",
     )
     rank, world_size = accelerator.process_index, accelerator.num_processes
+    sharded = parallel.shards(accelerator)  # FSDP2: each process holds a share of every model it trains
     is_main = accelerator.is_main_process
     device = str(accelerator.device)
     torch.manual_seed(run.seed)  # the same initial weights (LoRA, heads) in every process
@@ -640,8 +694,10 @@ def train(
             ref_policy, copied = copy.deepcopy(policy).eval().requires_grad_(False), True
         if cfg.trainable_layers >= 0:
             freeze_lower_layers(policy, cfg.trainable_layers)
-            if copied:
+            if copied and not sharded:  # sharded, each process holds a share of the copy anyway
                 share_frozen_modules(policy, ref_policy)
+    if sharded and isinstance(ref_policy, nn.Module):  # a frozen model: gathered block by block, then freed
+        parallel.shard(ref_policy, reshard_root=True)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
                                    policy_tokenizer=tokenizer, setting="ppo.reward_weights")  # fmt: skip
@@ -681,8 +737,17 @@ def train(
             f"one gradient step on all {cfg.batch_size} responses per epoch"
         )
 
-    # 3. optimiser, schedule, KL controller
-    optimizer = torch.optim.Adam(models.trainable_parameters(), lr=cfg.lr, eps=1e-5)
+    # 3. policy and critic prepared as the launch says (DDP, FSDP2); optimiser, schedule, KL controller
+    models.prepared, optimizer = parallel.prepare(
+        accelerator,
+        models.joint,
+        lambda: torch.optim.Adam(models.trainable_parameters(), lr=cfg.lr, eps=1e-5),
+        units=[critic.head if isinstance(critic, ValueModel) else critic] if critic is not None else [],
+        forward_methods=["sample"],
+    )
+    sizes = parallel.parameter_counts(models.joint)
+    if sharded:
+        settle_packing(models, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / cfg.steps))
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -700,16 +765,15 @@ def train(
     if resume:
         if not checkpoint.is_file():
             raise UserError(f"--resume: no checkpoint at {checkpoint}; start without --resume")
-        blob = torch.load(checkpoint, weights_only=False)
+        blob = torch.load(checkpoint, weights_only=False, mmap=True)  # every process reads it
+        if "model" not in blob:
+            raise UserError(f"--resume: {checkpoint} was written by an older rlhf; start without --resume")
         if len(blob["process_rng"]) != world_size:
             raise UserError(
                 f"--resume: {checkpoint} was written by {len(blob['process_rng'])} processes, "
                 f"this run has {world_size}; resume with the same number of processes"
             )
-        policy.load_state_dict(blob["policy"])
-        if critic is not None:
-            critic.load_state_dict(blob["critic"])
-        optimizer.load_state_dict(blob["optimizer"])
+        parallel.load_full_state(models.joint, optimizer, blob["model"], blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         kl_ctl.load_state_dict(blob["kl_controller"])
         if lagrange is not None and blob.get("lagrange") is not None:
@@ -745,6 +809,7 @@ def train(
             cost_fn,
             lagrange,
         )
+        stats.update(sizes)  # this process's share of the parameters under FSDP2
         history.append(stats)
         if logger is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             logger.log(stats, step)
@@ -755,11 +820,13 @@ def train(
         done = step + 1
         if (cfg.save_every and done % cfg.save_every == 0) or done == last_step:
             process_rng = gather_object([(torch.get_rng_state(), generator.get_state())])
+            # full state dicts on the main process (under FSDP2 every process takes part in gathering them)
+            model_state = parallel.full_state_dict(models.joint)
+            optimizer_state = parallel.full_optimizer_state_dict(models.joint, optimizer)
             if is_main:
                 state = {
-                    "policy": policy.state_dict(),
-                    "critic": critic.state_dict() if critic is not None else None,
-                    "optimizer": optimizer.state_dict(),
+                    "model": model_state,  # policy.* and critic.*: PolicyAndValue's names
+                    "optimizer": optimizer_state,
                     "scheduler": scheduler.state_dict(),
                     "kl_controller": kl_ctl.state_dict(),
                     "lagrange": lagrange.state_dict() if lagrange is not None else None,
@@ -779,8 +846,10 @@ def train(
         return PPOResult(out, history, lagrange.value if lagrange is not None else None, is_main)
 
     # 5. save the policy (plain transformers) and the critic beside it, atomically
+    model_state = parallel.full_state_dict(models.joint)  # under FSDP2 gathered onto the main process
+
     def write_critic(path: Path) -> None:
-        torch.save(critic.state_dict(), path)
+        torch.save(entries(model_state, "critic."), path)
 
     def write_config(path: Path) -> None:
         import yaml
@@ -788,6 +857,10 @@ def train(
         path.write_text(yaml.safe_dump({"run": asdict(run), "ppo": asdict(cfg)}, sort_keys=False))
 
     if is_main:
+        if sharded:  # the main process holds a share only: a whole copy, from the gathered state
+            policy = whole_policy(
+                policy_path, cfg, next(policy.parameters()).dtype, entries(model_state, "policy.")
+            )
         policy.eval()
         extra = {"rlhf_config.yaml": write_config}
         if critic is not None:

@@ -1,0 +1,185 @@
+"""Data parallelism and sharding of a trained model under `accelerate launch`.
+
+Accelerate prepares the model as the launch config says: DDP (gradients all-reduced in backward) by
+default, FSDP2 (parameters, gradients and optimiser state sharded; `torch.distributed.fsdp.fully_shard`)
+under an FSDP config on GPUs. On CPUs Accelerate turns an FSDP config into plain data parallelism, so
+`prepare` applies torch's `fully_shard` itself there (every transformer block, then the root: what
+Accelerate does on GPUs) and the same command shards on both.
+
+Around that: the parameters a process holds (`parameter_counts`), all of them gathered for the many
+small forwards of generation (`gathered`), and full state dicts on the main process for saving and
+resuming (`full_state_dict`, `load_full_state`), so a checkpoint loads in plain transformers whatever the
+config. Docs: docs/parallel.md.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlhf.errors import UserError
+
+# Our modules return views (logits[:, a:b], values.squeeze(-1)) that no caller changes in place.
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+
+
+def fsdp2_requested() -> bool:
+    """Whether the launch config asks for FSDP2 (`accelerate launch` exports its settings)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() not in ("1", "true", "yes"):
+        return False
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise UserError(
+            "the launch config asks for FSDP version 1; rlhf shards with FSDP2: set fsdp_version: 2 "
+            "(configs/accelerate/fsdp2.yaml)"
+        )
+    return True
+
+
+def shards(accelerator: Any) -> bool:
+    """Whether `prepare` will shard: Accelerate does (FSDP2 on GPUs), or the launch asks for FSDP2 and
+    there are several processes. Raises UserError for a launch config rlhf does not run (DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "this trainer does not run under DeepSpeed; launch with configs/accelerate/fsdp2.yaml to shard"
+        )
+    return accelerator.is_fsdp2 or (accelerator.num_processes > 1 and fsdp2_requested())
+
+
+def blocks(module: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of every transformers model inside `module` (the classes each model names
+    in `_no_split_modules`, as Accelerate's FSDP2 auto-wrap policy picks them)."""
+    names = set()
+    for sub in module.modules():
+        names.update(getattr(sub, "_no_split_modules", None) or ())
+    return [sub for sub in module.modules() if type(sub).__name__ in names]
+
+
+def shard(module: nn.Module, units: Sequence[nn.Module] = (), reshard_root: bool | None = None) -> nn.Module:
+    """torch's FSDP2 in place: each of `units` (value heads, kept in float32 over a trunk that may not
+    be: an FSDP unit holds one dtype), each transformer block, then the root with what is left. Parameters become DTensors
+    sharded over all processes on dim 0; each block is all-gathered for its forward and backward only.
+    `reshard_root=True` frees the root's gathered parameters after every forward (a frozen model that
+    never runs backward); None is torch's default (kept until backward)."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for unit in [*units, *blocks(module)]:
+        if not isinstance(unit, FSDPModule):
+            fully_shard(unit)
+    return fully_shard(module, reshard_after_forward=reshard_root)
+
+
+def prepare(
+    accelerator: Any,
+    module: nn.Module,
+    make_optimizer: Callable[[], torch.optim.Optimizer],
+    units: Sequence[nn.Module] = (),
+    forward_methods: Sequence[str] = (),
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """`module` prepared as the launch says, and the optimiser `make_optimizer()` builds over the
+    parameters as prepared (sharded ones are new tensors). Returns (prepared module, optimiser); the
+    unwrapped module stays `module` itself (DDP wraps it, FSDP2 changes it in place).
+
+    `units` are sharded on their own under FSDP2 (see `shard`); `forward_methods` are methods of `module`
+    that call its submodules directly (generation) and so must run FSDP2's forward hooks too."""
+    if shards(accelerator) and not accelerator.is_fsdp2:  # on CPUs Accelerate would only replicate
+        shard(module, units)
+        prepared, optimizer = module, make_optimizer()
+    elif accelerator.is_fsdp2:  # Accelerate shards the blocks and the root (GPUs)
+        for unit in units:
+            shard(unit)
+        prepared, optimizer = accelerator.prepare(module, make_optimizer())
+    else:  # DDP on several processes, the module itself on one
+        prepared = accelerator.prepare(module)
+        optimizer = make_optimizer()
+    if is_sharded(module):
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        for name in forward_methods:
+            register_fsdp_forward_method(module, name)
+    return prepared, optimizer
+
+
+def is_sharded(module: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in module.modules())
+
+
+def parameter_counts(module: nn.Module) -> dict[str, float]:
+    """Parameters this process holds (its shards under FSDP2, all of them otherwise) and the total."""
+    from torch.distributed.tensor import DTensor
+
+    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in module.parameters())
+    return {
+        "parallel/local_parameters": float(local),
+        "parallel/parameters": float(sum(p.numel() for p in module.parameters())),
+    }
+
+
+@contextmanager
+def gathered(module: nn.Module) -> Iterator[None]:
+    """Every FSDP2 unit of `module` all-gathered once and kept so until the block ends, then resharded:
+    decoding runs a forward per generated token, and gathering each block for each of them would move the
+    whole model T times. Without sharding, nothing happens. Holds the full parameters for the duration,
+    as generation needs them anyway."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    for unit in units:
+        if unit is not module:  # the root keeps its own setting (torch's: gathered until backward)
+            unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            if unit is not module:  # (Accelerate's embedding/tail units, if any, start with False)
+                unit.set_reshard_after_forward(True, recurse=False)
+
+
+def _options(**kwargs: Any):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict of `module` on the main process, on CPU; an empty dict elsewhere
+    when sharded. Every process must call it (FSDP2 all-gathers)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(module, options=_options(cpu_offload=True))
+
+
+def full_optimizer_state_dict(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimiser's full state keyed by parameter name (as `full_state_dict`: main process, collective)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, _unwrapped(optimizer), options=_options(cpu_offload=True))
+
+
+def load_full_state(
+    module: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optimizer_state: dict
+) -> None:
+    """Load full state dicts (from `full_state_dict` / `full_optimizer_state_dict`, in any process count's
+    layout) into `module` and `optimizer`, each process keeping its own shards."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(module, model_state, options=_options())
+    set_optimizer_state_dict(module, _unwrapped(optimizer), optimizer_state, options=_options())
+
+
+def _unwrapped(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer holds the torch one
