@@ -114,14 +114,12 @@ def is_sharded(module: nn.Module) -> bool:
 
 
 def parameter_counts(module: nn.Module) -> dict[str, float]:
-    """Parameters this process holds (its shards under FSDP2, all of them otherwise) and the total."""
-    from torch.distributed.tensor import DTensor
+    """`rlhf.models.parameter_counts` as the metrics every trainer logs: the parameters this process
+    holds (its shards under FSDP2 or ZeRO-3, all of them otherwise) and the total."""
+    from rlhf.models import parameter_counts as counts
 
-    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in module.parameters())
-    return {
-        "parallel/local_parameters": float(local),
-        "parallel/parameters": float(sum(p.numel() for p in module.parameters())),
-    }
+    local, total = counts(module)
+    return {"parallel/local_parameters": float(local), "parallel/parameters": float(total)}
 
 
 @contextmanager
