@@ -64,6 +64,11 @@ def load_trainer_checkpoint(
     if not (path / "trainer_state.pt").is_file():
         raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
     blob = torch.load(path / "trainer_state.pt", weights_only=False)
+    groups = blob["optimizer"]["param_groups"]
+    by_name = bool(groups and groups[0]["params"]) and isinstance(groups[0]["params"][0], str)  # FSDP2's
+    if by_name != sharded:
+        written, now = ("FSDP2", "DDP or 1 process") if by_name else ("DDP or 1 process", "FSDP2")
+        raise UserError(f"--resume: {path} was written under {written}, this run is {now}; resume as it ran")
     if sharded:
         from rlhf.parallel import load_full_state
 
