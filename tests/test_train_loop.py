@@ -203,3 +203,18 @@ def test_parameter_counts_under_fsdp2_two_processes(tmp_path):
     (local0, total0), (local1, total1) = out
     assert total0 == total1 == 44
     assert local0 + local1 == 44 and 0 < local1 <= local0 < 44
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_layout(tmp_path):
+    """A sharded run's checkpoint keys Adam's state by parameter name (full state dicts), a DDP run's by
+    index: each resumes only as it ran, with a message rather than a KeyError deep in torch."""
+    from rlhf.errors import UserError
+    from rlhf.training import load_trainer_checkpoint, save_trainer_checkpoint
+
+    model = toy_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    by_name = {"state": {}, "param_groups": [{"lr": 0.5, "params": ["weight", "bias"]}]}
+    save_trainer_checkpoint(tmp_path / "c", model.state_dict(), by_name, scheduler, torch.Generator(), {})
+    with pytest.raises(UserError, match="written under FSDP2"):
+        load_trainer_checkpoint(tmp_path / "c", model, optimizer, scheduler, torch.Generator())

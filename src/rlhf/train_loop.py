@@ -14,6 +14,7 @@ time-boxed run always resumes from where it stopped, and a resumed run equals an
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -119,10 +120,11 @@ def train_loop(
 
     Raises `NonFiniteError` on a NaN/inf loss (nothing of that step is saved), `UserError` on `--resume`
     without a checkpoint."""
+    from accelerate.optimizer import AcceleratedOptimizer
     from transformers import get_scheduler
 
+    from rlhf import parallel
     from rlhf.metrics import MetricsLogger, progress
-    from rlhf.models import parameter_counts
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
 
     rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
@@ -132,17 +134,29 @@ def train_loop(
     if per_epoch == 0:
         raise ValueError(f"no batch for process {rank} of {world}: check the batches before the loop")
     total_steps = loop.total_steps(per_epoch)
-    scheduler = get_scheduler(loop.lr_schedule, optimizer, int(loop.warmup_ratio * total_steps), total_steps)
+    # Under the FSDP2 config every process holds a share of the parameters (rlhf.parallel); the main
+    # process then keeps a whole copy, loaded from the gathered state, to evaluate and save.
+    sharded = parallel.shards(accelerator)
+    whole = copy.deepcopy(model) if sharded and is_main else None
+    names = {id(p): name for name, p in model.named_parameters()}  # sharding makes new parameters
+    model, optimizer = parallel.prepare(accelerator, model, lambda: _over(optimizer, model, names))
+    if not isinstance(optimizer, AcceleratedOptimizer):  # it steps only when the accumulation is complete
+        optimizer = accelerator.prepare_optimizer(optimizer)
     # The scheduler is stepped here, once per optimiser step: Accelerate's prepared scheduler steps once
     # per process on every call, so with N processes warm-up and decay ended after 1/N of the run.
-    model, optimizer = accelerator.prepare(model, optimizer)
+    warmup = int(loop.warmup_ratio * total_steps)
+    scheduler = get_scheduler(loop.lr_schedule, optimizer.optimizer, warmup, total_steps)
     raw = accelerator.unwrap_model(model)
+    if model is not raw and hasattr(raw, "_rlhf_packing"):
+        # the packing verdict found before (DPO's reference pass), kept by the wrapper: checking it again
+        # is an extra forward on one process only, which under DDP waits forever for the others
+        model._rlhf_packing = raw._rlhf_packing
     generator = generator if generator is not None else torch.Generator().manual_seed(loop.seed + rank)
     state = {"step": 0, **(state or {})}
     if resume:
-        state = load_trainer_checkpoint(checkpoint, raw, optimizer, scheduler, generator)
+        state = load_trainer_checkpoint(checkpoint, raw, optimizer, scheduler, generator, sharded)
     logger = MetricsLogger(log_dir, tensorboard=tensorboard) if is_main else None
-    local_parameters, parameters = parameter_counts(model)
+    sizes = parallel.parameter_counts(model)
 
     # 2. the loop: accumulate grad_accum batches, clip, step; log, evaluate and checkpoint on steps
     step = state["step"]
@@ -185,25 +199,54 @@ def train_loop(
                     **stats,
                     "optim/lr": scheduler.get_last_lr()[0],
                     loop.rate_name: rate,
-                    "parallel/local_parameters": local_parameters,
-                    "parallel/parameters": parameters,
+                    **sizes,
                 },
                 step,
             )
         evaluating = (loop.eval_every and step % loop.eval_every == 0) or step == total_steps
         if evaluating or step == stop_at:
             accelerator.wait_for_everyone()
+            saved = _saved_state(sharded, raw, optimizer)  # under FSDP2 every process gathers
+            state["step"] = step
             if is_main:
-                state["step"] = step
+                if sharded:
+                    whole.load_state_dict(saved[0])
                 if evaluating and evaluate is not None:
-                    metrics = dict(evaluate(raw, step, state))
+                    metrics = dict(evaluate(whole if sharded else raw, step, state))
                     _log_evaluation(logger, metrics, step)
-                save_trainer_checkpoint(checkpoint, raw, optimizer, scheduler, generator, state)
+                save_trainer_checkpoint(checkpoint, *saved, scheduler, generator, state)
             accelerator.wait_for_everyone()
     bar.close()
     if logger is not None:
         logger.close()
-    return LoopResult(raw, step, step >= total_steps, stats, metrics if is_main else {}, state)
+    final = whole if sharded and is_main else raw  # (the others' shards: main saves)
+    return LoopResult(final, step, step >= total_steps, stats, metrics if is_main else {}, state)
+
+
+def _over(optimizer: torch.optim.Optimizer, model: torch.nn.Module, names: dict[int, str]):
+    """`optimizer` itself when `model` still holds its parameters, else the same optimiser (class, groups,
+    settings) over the parameters of the same names: FSDP2 replaces every parameter by its shard."""
+    params = dict(model.named_parameters())
+    groups = [
+        {**group, "params": [params[names[id(p)]] for p in group["params"]]}
+        for group in optimizer.param_groups
+    ]
+    same = all(
+        p is q
+        for new, old in zip(groups, optimizer.param_groups, strict=True)
+        for p, q in zip(new["params"], old["params"], strict=True)
+    )
+    return optimizer if same else type(optimizer)(groups)
+
+
+def _saved_state(sharded: bool, model: torch.nn.Module, optimizer: Any) -> tuple[dict, dict]:
+    """(model, optimiser) state dicts for a checkpoint: full ones gathered on the main process (keyed by
+    parameter name; a collective) when sharded, the process's own otherwise (main process only)."""
+    from rlhf import parallel
+
+    if sharded:
+        return parallel.full_state_dict(model), parallel.full_optimizer_state_dict(model, optimizer)
+    return model.state_dict(), optimizer.state_dict()
 
 
 def _log_evaluation(logger: Any, metrics: dict[str, Any], step: int) -> None:

@@ -33,16 +33,18 @@ def epoch_batches(batches: list, epoch: int, seed: int, rank: int, world: int) -
     return batches[:usable][rank::world]
 
 
-def save_trainer_checkpoint(path: Path, model, optimizer, scheduler, generator, state: dict) -> None:
-    """Model (raw state, LoRA included), optimiser, scheduler, RNG and step, written atomically: a kill
-    mid-write keeps the previous checkpoint."""
+def save_trainer_checkpoint(
+    path: Path, model_state: dict, optimizer_state: dict, scheduler, generator, state: dict
+) -> None:
+    """Model state (raw, LoRA included), optimiser state, scheduler, RNG and step, written atomically: a
+    kill mid-write keeps the previous checkpoint."""
     from rlhf.models import save_atomic
 
     def write(tmp: Path) -> None:
         torch.save(
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": model_state,
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
@@ -54,12 +56,26 @@ def save_trainer_checkpoint(path: Path, model, optimizer, scheduler, generator, 
     save_atomic(path, write)
 
 
-def load_trainer_checkpoint(path: Path, model, optimizer, scheduler, generator) -> dict:
+def load_trainer_checkpoint(
+    path: Path, model, optimizer, scheduler, generator, sharded: bool = False
+) -> dict:
+    """Restore what `save_trainer_checkpoint` wrote; `sharded`: full state dicts (`rlhf.parallel`) loaded
+    into each process's shards."""
     if not (path / "trainer_state.pt").is_file():
         raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
     blob = torch.load(path / "trainer_state.pt", weights_only=False)
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
+    groups = blob["optimizer"]["param_groups"]
+    by_name = bool(groups and groups[0]["params"]) and isinstance(groups[0]["params"][0], str)  # FSDP2's
+    if by_name != sharded:
+        written, now = ("FSDP2", "DDP or 1 process") if by_name else ("DDP or 1 process", "FSDP2")
+        raise UserError(f"--resume: {path} was written under {written}, this run is {now}; resume as it ran")
+    if sharded:
+        from rlhf.parallel import load_full_state
+
+        load_full_state(model, optimizer, blob["model"], blob["optimizer"])
+    else:
+        model.load_state_dict(blob["model"])
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     generator.set_state(blob["generator"])
     torch.set_rng_state(blob["torch_rng"])
