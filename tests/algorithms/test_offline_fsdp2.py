@@ -114,3 +114,32 @@ def test_ilql_shards_under_fsdp2(pairs_file, tiny_lm_dir, tmp_path):
     row = training_rows(tmp_path / "ilql")[-1]
     assert row["parallel/local_parameters"] / row["parallel/parameters"] == pytest.approx(0.5, abs=0.01)
     load_ilql(tmp_path / "ilql", device="cpu")  # the LM in plain transformers, the heads beside it
+
+
+def test_the_multinode_config_joins_the_machines_into_one_group(pairs_file, tiny_lm_dir, tmp_path):
+    """configs/accelerate/fsdp2_multinode.yaml as its comment says: the same line on each machine with its
+    --machine_rank. Two "machines" on this one (one process each): one group, half the parameters each."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    accelerate = Path(sys.executable).parent / "accelerate"
+    sets = ["reward.epochs=1", "reward.batch_size=16", "reward.gold_eval=false", "run.progress=false",
+            "run.device=cpu", "run.tensorboard=false"]  # fmt: skip
+    out = tmp_path / "out"
+
+    def machine(rank: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(accelerate), "launch", "--config_file", str(CONFIGS / "fsdp2_multinode.yaml"),
+             "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+             "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+             "-m", "rlhf", "reward", "train", "--data", str(pairs_file), "--model", str(tiny_lm_dir),
+             "--out", str(out), *[arg for s in sets for arg in ("--set", s)]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    launches = [machine(1), machine(0)]
+    results = [p.communicate(timeout=300) for p in launches]
+    assert all(p.returncode == 0 for p in launches), [err[-2000:] for _, err in results]
+    last = training_rows(out)[-1]
+    assert last["parallel/local_parameters"] == pytest.approx(last["parallel/parameters"] / 2, rel=0.01)
+    assert json.loads((out / "eval_metrics.json").read_text())["steps"] == last["step"]
