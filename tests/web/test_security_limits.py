@@ -352,9 +352,11 @@ def test_the_sign_in_limit_holds_under_concurrent_attempts(env, monkeypatch):
         statuses = []
 
         def attempt():
-            statuses.append(
-                client.post("/login", data={"token": "rlhf_guess", "csrf_token": csrf}).status_code
-            )
+            # a client (cookie jar) of its own: each reply sets a new sign-in cookie, and a shared jar
+            # would send it with another thread's form (a 403, the form's CSRF check)
+            own = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
+            own.cookies.set("rlhf_login_csrf", csrf)
+            statuses.append(own.post("/login", data={"token": "rlhf_guess", "csrf_token": csrf}).status_code)
 
         threads = [threading.Thread(target=attempt) for _ in range(12)]
         for t in threads:

@@ -7,6 +7,7 @@ and the same count of failed sign-ins.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from datetime import timedelta
@@ -89,27 +90,31 @@ def begin_sign_in(store: FeedbackStore, client: str, max_failures: int, window_s
     """Count a sign-in attempt from `client` before checking its token; returns the attempt's id, or None
     when the client already has `max_failures` failures (or attempts under way) within the window.
 
-    The attempt is committed before the count is read, so concurrent attempts see each other: the k-th
-    to commit counts at least k rows, and no more than `max_failures` can be under way or failed at once
-    (on PostgreSQL's READ COMMITTED as on SQLite). A blocked attempt leaves no row, so the block ends one
-    window after the last real failure; `end_sign_in` keeps a failure's row and drops a success's.
+    One transaction, serialised per client (SQLite: its write lock; PostgreSQL: an advisory lock on the
+    client's address), adds the attempt and counts: the k-th concurrent attempt counts exactly k rows, so
+    exactly `max_failures` attempts are let through and the rest refused. (Committed apart and counted
+    after, concurrent attempts could all see each other and all be refused.) A blocked attempt leaves no
+    row, so the block ends one window after the last real failure; `end_sign_in` keeps a failure's row
+    and drops a success's.
     """
     client = client[:100]
-    with store.transaction() as s:
-        attempt = SignInFailure(client=client)
-        s.add(attempt)
-        s.flush()
-        attempt_id = attempt.id
     since = utcnow() - timedelta(seconds=window_seconds)
     with store.transaction() as s:
+        if store.postgres:
+            key = int.from_bytes(
+                hashlib.sha256(b"sign-in " + client.encode()).digest()[:8], "big", signed=True
+            )
+            s.execute(select(func.pg_advisory_xact_lock(key)))
         s.execute(delete(SignInFailure).where(SignInFailure.at < since))
         count = s.scalar(
             select(func.count()).select_from(SignInFailure).where(SignInFailure.client == client)
         )
-        if count <= max_failures:
-            return attempt_id
-        s.execute(delete(SignInFailure).where(SignInFailure.id == attempt_id))
-    return None
+        if count >= max_failures:
+            return None
+        attempt = SignInFailure(client=client)
+        s.add(attempt)
+        s.flush()
+        return attempt.id
 
 
 def end_sign_in(store: FeedbackStore, attempt_id: int, succeeded: bool) -> None:
