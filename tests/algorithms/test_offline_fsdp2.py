@@ -6,7 +6,6 @@ if killed continues with --resume to the same result."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,27 +14,13 @@ import pytest
 import torch
 
 from rlhf.io import write_jsonl
+from tests import launch
 from tests.algorithms.test_reward_train import hidden_rule_rows
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
 
 
 def launch_two(config: str, command: list[str], out: Path, sets: list[str], *extra: str) -> str:
-    """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes 2 -m rlhf
-    COMMAND --out OUT --set ... EXTRA` on CPUs; returns its stdout."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    accelerate = Path(sys.executable).parent / "accelerate"
-    common = ["run.progress=false", "run.device=cpu", "run.tensorboard=false"]
-    done = subprocess.run(
-        [str(accelerate), "launch", "--config_file", str(CONFIGS / f"{config}.yaml"), "--num_processes", "2",
-         "--main_process_port", str(port), "-m", "rlhf", *command, "--out", str(out),
-         *[arg for s in [*common, *sets] for arg in ("--set", s)], *extra],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    """`accelerate launch ... -m rlhf COMMAND --out OUT EXTRA --set ...` with 2 CPU processes."""
+    return launch.launch_two(config, [*command, "--out", str(out), *extra], sets)
 
 
 def training_rows(out: Path) -> list[dict]:
@@ -119,17 +104,14 @@ def test_ilql_shards_under_fsdp2(pairs_file, tiny_lm_dir, tmp_path):
 def test_the_multinode_config_joins_the_machines_into_one_group(pairs_file, tiny_lm_dir, tmp_path):
     """configs/accelerate/fsdp2_multinode.yaml as its comment says: the same line on each machine with its
     --machine_rank. Two "machines" on this one (one process each): one group, half the parameters each."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = launch.free_port()
     accelerate = Path(sys.executable).parent / "accelerate"
-    sets = ["reward.epochs=1", "reward.batch_size=16", "reward.gold_eval=false", "run.progress=false",
-            "run.device=cpu", "run.tensorboard=false"]  # fmt: skip
+    sets = ["reward.epochs=1", "reward.batch_size=16", "reward.gold_eval=false", *launch.CPU_RUN]
     out = tmp_path / "out"
 
     def machine(rank: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [str(accelerate), "launch", "--config_file", str(CONFIGS / "fsdp2_multinode.yaml"),
+            [str(accelerate), "launch", "--config_file", str(launch.CONFIGS / "fsdp2_multinode.yaml"),
              "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
              "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
              "-m", "rlhf", "reward", "train", "--data", str(pairs_file), "--model", str(tiny_lm_dir),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import torch
 
 from rlhf.algorithms.ppo import PPOConfig, train
 from rlhf.config import RunConfig
+from tests.launch import launch_two
 
 RUN = RunConfig(seed=0, device="cpu", tensorboard=False, progress=False)
 
@@ -261,27 +259,6 @@ def test_top_layers_and_bf16_autocast_train(small_world, tmp_path):
     assert sum(scores[-3:]) / 3 > 0.5, scores
 
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
-
-
-def launch_two(config: str, out: Path, args: list[str]) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes 2 -m rlhf ppo
-    train --out OUT ARGS` on CPUs, as docs/parallel.md says to run it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    accelerate = Path(sys.executable).parent / "accelerate"
-    common = ["run.progress=false", "run.device=cpu", "run.tensorboard=false"]
-    done = subprocess.run(
-        [str(accelerate), "launch", "--config_file", str(CONFIGS / f"{config}.yaml"), "--num_processes", "2",
-         "--main_process_port", str(port), "-m", "rlhf", "ppo", "train", "--out", str(out), *args,
-         *[arg for s in common for arg in ("--set", s)]],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def logged(out: Path) -> list[dict]:
     from rlhf.metrics import read_metrics
 
@@ -318,12 +295,11 @@ def test_two_processes_ddp_and_fsdp2_match_one_process_and_resume(small_world, t
     runs = {}
     for config in ("ddp", "fsdp2"):
         out = tmp_path / config
-        stopped = launch_two(
-            config, out, [*args, *[a for s in [*sets, "ppo.stop_after_steps=5"] for a in ("--set", s)]]
-        )
-        assert "policy saved to" not in stopped.stdout and not (out / "model.safetensors").exists()
-        resumed = launch_two(config, out, [*args, *[a for s in sets for a in ("--set", s)], "--resume"])
-        assert resumed.stdout.count("policy saved to") == 1, resumed.stdout  # only the main process reports
+        ppo = ["ppo", "train", "--out", str(out), *args]
+        stopped = launch_two(config, ppo, [*sets, "ppo.stop_after_steps=5"], timeout=900)
+        assert "policy saved to" not in stopped and not (out / "model.safetensors").exists()
+        resumed = launch_two(config, [*ppo, "--resume"], sets, timeout=900)
+        assert resumed.count("policy saved to") == 1, resumed  # only the main process reports
         rows = logged(out)
         assert [r["step"] for r in rows] == list(range(10))  # main process only, 5 + 5 iterations
         state = torch.load(out / "checkpoint" / "ppo_state.pt", weights_only=False)
@@ -357,7 +333,7 @@ def test_two_process_grpo_under_ddp_and_fsdp2(tiny_lm_dir, tmp_path):
     args = ["--policy", str(tiny_lm_dir), "--reward", "tests.algorithms.test_ppo:brevity"]
     runs = {}
     for config in ("ddp", "fsdp2"):
-        launch_two(config, tmp_path / config, [*args, *[a for s in sets for a in ("--set", s)]])
+        launch_two(config, ["ppo", "train", "--out", str(tmp_path / config), *args], sets, timeout=900)
         assert_plain_transformers(tmp_path / config, tiny_lm_dir)
         runs[config] = logged(tmp_path / config)
     assert runs["ddp"][-1]["parallel/local_parameters"] == runs["ddp"][-1]["parallel/parameters"]
