@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlhf.errors import NonFiniteError, check_finite
-from rlhf.metrics import MetricsLogger, progress, read_metrics
+from rlhf.metrics import MetricsLogger, memory_stats, progress, read_metrics
 
 
 def test_jsonl_lines_read_back(tmp_path):
@@ -60,3 +60,13 @@ def test_missing_tensorboard_is_said_once_with_how_to_install(tmp_path, monkeypa
     notes = [str(w.message) for w in caught]
     assert len(notes) == 1 and "pip install -e '.[tensorboard]'" in notes[0], notes
     assert [row["x"] for row in read_metrics(tmp_path / "b")] == [1.0]  # metrics.jsonl still written
+
+
+def test_memory_stats_follow_the_process_peak():
+    """On CPU only the resident-set peak; touching 256 MiB more raises it by about that much."""
+    before = memory_stats("cpu")
+    assert set(before) == {"memory/peak_rss_mib"}
+    block = torch.ones(64 * 2**20)  # 64 Mi float32 = 256 MiB, every page written
+    after = memory_stats("cpu")
+    assert after["memory/peak_rss_mib"] - before["memory/peak_rss_mib"] > 200
+    del block

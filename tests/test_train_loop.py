@@ -155,6 +155,7 @@ def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(tmp_pat
         assert (
             a["parallel/local_parameters"] == a["parallel/parameters"] == 5
         )  # 4 weights + 1 bias, unsharded
+        assert a["memory/peak_rss_mib"] > 0
     assert [r["step"] for r in rows["full"] if "histogram/eval/weights" in r] == [2, 4, 6]
 
 

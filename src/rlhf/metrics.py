@@ -116,6 +116,23 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def memory_stats(device: Any) -> dict[str, float]:
+    """This process's peak memory so far, as metrics: `memory/peak_rss_mib` (resident set of the process,
+    MiB, from getrusage) always, and on a CUDA `device` `memory/peak_allocated_gib` and
+    `memory/peak_reserved_gib` (torch's caching allocator: tensors held, and memory taken from the
+    driver, GiB). Each process reports its own; trainers log the main process's."""
+    import resource
+
+    import torch
+
+    stats = {"memory/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        stats["memory/peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        stats["memory/peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+    return stats
+
+
 def progress(
     iterable: Iterable[T] | None = None,
     total: int | None = None,

@@ -124,7 +124,7 @@ def train_loop(
     from transformers import get_scheduler
 
     from rlhf import parallel
-    from rlhf.metrics import MetricsLogger, progress
+    from rlhf.metrics import MetricsLogger, memory_stats, progress
     from rlhf.training import epoch_batches, load_trainer_checkpoint, save_trainer_checkpoint
 
     rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
@@ -200,6 +200,7 @@ def train_loop(
                     "optim/lr": scheduler.get_last_lr()[0],
                     loop.rate_name: rate,
                     **sizes,
+                    **memory_stats(accelerator.device),
                 },
                 step,
             )

@@ -90,6 +90,10 @@ def test_cli_ppo_train(tiny_lm_dir, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "objective/scores" in out.out and "policy saved to" in out.out
+    from rlhf.metrics import read_metrics
+
+    last = read_metrics(tmp_path / "p" / "logs")[-1]
+    assert last["time/episodes_per_s"] > 0 and last["memory/peak_rss_mib"] > 0  # 8 responses per step
     code = main(
         [
             "ppo",

@@ -512,6 +512,8 @@ def ppo_step(
             "response/length": float(mask.sum(1).float().mean()),
             "response/eos_rate": float(batch.finished.float().mean()),
             "time/generation_share": generation_seconds / max(time.monotonic() - started, 1e-9),
+            # responses of all processes per second (each process times its own step; averaged below)
+            "time/episodes_per_s": len(prompts) * num_processes / max(time.monotonic() - started, 1e-9),
             "time/generate_tokens_per_s": batch.generated_positions / max(batch.generate_seconds, 1e-9),
         }
     )
@@ -612,7 +614,7 @@ def train(
 
     from rlhf import parallel
     from rlhf.data import load_prompts
-    from rlhf.metrics import MetricsLogger, progress
+    from rlhf.metrics import MetricsLogger, memory_stats, progress
     from rlhf.models import (
         AdaptersDisabled,
         ValueModel,
@@ -810,6 +812,7 @@ def train(
             lagrange,
         )
         stats.update(sizes)  # this process's share of the parameters under FSDP2
+        stats.update(memory_stats(accelerator.device))
         history.append(stats)
         if logger is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             logger.log(stats, step)
