@@ -70,3 +70,87 @@ def test_value_loss_by_hand():
     # -> token 2: (1 - 0) / 4 = 0.25; token 3: (0.6 - 1) / 4 = -0.1; clipped tokens and padding 0
     loss.backward()
     torch.testing.assert_close(values.grad, t([0.0, 0.0, 0.25, -0.1, 0.0]))
+
+
+# ---------------------------------------------------------------- aggregation, clip-higher, GSPO
+
+
+def test_each_aggregation_mode_by_hand():
+    from rlhf.losses import aggregate_loss
+
+    # response 0: losses 1, 2, 3 (3 tokens); response 1: loss 6 (1 token; the rest is padding, NaN there)
+    loss = t([1.0, 2.0, 3.0], [6.0, float("nan"), float("inf")])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    # token-mean: (1 + 2 + 3 + 6) / 4 = 3
+    assert aggregate_loss(loss, mask, "token-mean").item() == pytest.approx(3.0)
+    # seq-mean-token-mean: mean(6 / 3, 6 / 1) = mean(2, 6) = 4
+    assert aggregate_loss(loss, mask, "seq-mean-token-mean").item() == pytest.approx(4.0)
+    # seq-mean-token-sum: mean(6, 6) = 6
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum").item() == pytest.approx(6.0)
+    # seq-mean-token-sum-norm with a budget of 4 tokens: (6 + 6) / (2 * 4) = 1.5
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm", max_length=4).item() == pytest.approx(1.5)
+    # a response with no valid token (a truncated completion masked out) neither counts nor dilutes
+    masked_out = torch.tensor([[1, 1, 1], [0, 0, 0]])
+    assert aggregate_loss(loss, masked_out, "seq-mean-token-mean").item() == pytest.approx(2.0)  # 6 / 3
+    assert aggregate_loss(loss, torch.zeros(2, 3), "seq-mean-token-mean").item() == 0.0
+    with pytest.raises(ValueError, match="max_length"):
+        aggregate_loss(loss, mask, "seq-mean-token-sum-norm")
+    with pytest.raises(ValueError, match="loss_agg_mode must be one of"):
+        aggregate_loss(loss, mask, "mean")
+
+
+def test_aggregation_weighs_tokens_or_responses():
+    # the gradient per token: token-mean gives each of the 4 tokens 1/4; seq-mean-token-mean gives the
+    # 3-token response's tokens 1/(2*3) = 1/6 each and the 1-token response's token 1/2
+    from rlhf.losses import aggregate_loss
+
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    for mode, expected in [("token-mean", [[0.25] * 3, [0.25, 0, 0]]),
+                           ("seq-mean-token-mean", [[1 / 6] * 3, [0.5, 0, 0]])]:  # fmt: skip
+        loss = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+        aggregate_loss(loss, mask, mode).backward()
+        torch.testing.assert_close(loss.grad, t(*expected))
+
+
+def test_clip_higher_by_hand():
+    # ratio 1.25 on a token with A = +1: with eps = 0.2 it is clipped at 1.2 (loss -1.2, no gradient);
+    # with eps_high = 0.28 it is inside (loss -1.25, gradient -A * ratio = -1.25). The low side is
+    # unchanged: ratio 0.7 with A = -1 is clipped at 0.8 either way (max(0.7, 0.8) = 0.8).
+    old = t([-1.0, -1.0])
+    lp = (old + t([math.log(1.25), math.log(0.7)])).requires_grad_()
+    adv = t([1.0, -1.0])
+    symmetric, s1 = ppo_policy_loss(lp, old, adv, torch.ones(1, 2), cliprange=0.2)
+    assert symmetric.item() == pytest.approx((-1.2 + 0.8) / 2) and s1["policy/clipfrac"] == 1.0
+    higher, s2 = ppo_policy_loss(lp, old, adv, torch.ones(1, 2), cliprange=0.2, cliprange_high=0.28)
+    assert higher.item() == pytest.approx((-1.25 + 0.8) / 2) and s2["policy/clipfrac"] == 0.5
+    higher.backward()
+    torch.testing.assert_close(lp.grad, t([-1.25 / 2, 0.0]))  # d(-A ratio)/d lp = -ratio, / 2 tokens
+
+
+def test_gspo_sequence_ratio_by_hand():
+    from rlhf.losses import sequence_log_ratio
+
+    # response 0: token log-ratios 0.1, 0.3 -> log s = 0.2 on both tokens; response 1: -0.4 (1 token)
+    old = t([-1.0, -2.0, -1.0], [-0.5, -1.0, -1.0])
+    lp = (old + t([0.1, 0.3, 5.0], [-0.4, 9.0, 9.0])).requires_grad_()
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    log_s = sequence_log_ratio(lp, old, mask)
+    torch.testing.assert_close(log_s.detach()[mask.bool()], t(0.2, 0.2, -0.4))
+    # A = (+1, -1) per response, eps 0.5: s0 = e^0.2 = 1.2214 inside the clip; s1 = e^-0.4 = 0.6703
+    # inside too. seq-mean-token-mean: (-(1.2214 + 1.2214) / 2 + 0.6703) / 2 = -0.27556
+    loss, stats = ppo_policy_loss(lp, old, t([1.0], [-1.0]), mask, cliprange=0.5,
+                                  loss_agg_mode="seq-mean-token-mean", importance_sampling_level="sequence")  # fmt: skip
+    expected = (-math.exp(0.2) + math.exp(-0.4)) / 2
+    assert loss.item() == pytest.approx(expected)
+    assert stats["policy/ratio_mean"] == pytest.approx((2 * math.exp(0.2) + math.exp(-0.4)) / 3)
+    # each token's gradient is its own log pi's, scaled by s_i: -A * s_i / (|y_i| * B)
+    loss.backward()
+    torch.testing.assert_close(lp.grad, t([-math.exp(0.2) / 4, -math.exp(0.2) / 4, 0.0],
+                                          [math.exp(-0.4) / 2, 0.0, 0.0]))  # fmt: skip
+    # clipped at the sequence level: eps 0.1 cuts s0 = 1.22 (A > 0) for both its tokens at once
+    _, clipped = ppo_policy_loss(lp.detach(), old, t([1.0], [-1.0]), mask, cliprange=0.1,
+                                 importance_sampling_level="sequence")  # fmt: skip
+    # tokens: s0 > 1.1 with A > 0 (2 clipped); s1 = 0.67 < 0.9 with A < 0: pg_loss2 = 0.9 > 0.67 (clipped)
+    assert clipped["policy/clipfrac"] == 1.0
+    with pytest.raises(ValueError, match="importance_sampling_level"):
+        ppo_policy_loss(lp, old, t([1.0], [-1.0]), mask, importance_sampling_level="tokens")

@@ -225,9 +225,15 @@ def test_grpo_by_hand():
     assert stats["scores/zero_std_frac"] == 0.5
     # population std of group 0 is sqrt(2/3) = 0.816497; group 1 is 0 -> mean 0.408248
     assert stats["scores/group_std"] == pytest.approx(0.408248, abs=1e-6)
-    # scale=False: only centred -- (-1, 0, 1, 0, 0, 0)
-    centred, _ = grpo_advantages(t(1.0, 2.0, 3.0, 4.0, 4.0, 4.0), k=3, scale=False)
+    # scale_rewards="none": only centred -- (-1, 0, 1, 0, 0, 0)
+    centred, _ = grpo_advantages(t(1.0, 2.0, 3.0, 4.0, 4.0, 4.0), k=3, scale_rewards="none")
     torch.testing.assert_close(centred, t(-1.0, 0.0, 1.0, 0.0, 0.0, 0.0))
+    # "batch": the same centring divided by the sample std of all six scores: mean 3, squared deviations
+    # 4 + 1 + 0 + 1 + 1 + 1 = 8, / 5 = 1.6, std 1.264911 -> (-1, 0, 1) / (1.264911 + 1e-4)
+    batch, _ = grpo_advantages(t(1.0, 2.0, 3.0, 4.0, 4.0, 4.0), k=3, scale_rewards="batch")
+    torch.testing.assert_close(batch, t(-1.0, 0.0, 1.0, 0.0, 0.0, 0.0) / (math.sqrt(1.6) + 1e-4))
+    with pytest.raises(ValueError, match="scale_rewards must be one of"):
+        grpo_advantages(t(1.0, 2.0, 3.0, 4.0), k=2, scale_rewards="std")
 
 
 # ---------------------------------------------------------------- diagnostics

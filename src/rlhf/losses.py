@@ -255,12 +255,74 @@ def expected_calibration_error(probs: Any, outcomes: Any, n_bins: int = 10) -> f
 # ---------------------------------------------------------------- PPO (policy and critic)
 
 
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+def aggregate_loss(
+    loss: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", max_length: int | None = None
+) -> torch.Tensor:
+    """A per-token loss (B, T) reduced to a scalar over the valid tokens `mask` (B, T), as verl's
+    ``loss_agg_mode`` names the choices::
+
+        token-mean:              sum_{i,t} l_it / sum_{i,t} m_it        every token weighs the same: long
+                                                                        responses count more (DAPO, Yu et
+                                                                        al. 2025, eq. 8; lm-human-preferences)
+        seq-mean-token-mean:     mean_i ( sum_t l_it / sum_t m_it )     every response weighs the same
+                                                                        (GRPO, Shao et al. 2024, eq. 3)
+        seq-mean-token-sum:      mean_i sum_t l_it                      sum over tokens, mean over responses
+        seq-mean-token-sum-norm: sum_{i,t} l_it / (B * max_length)      a constant normaliser: no length bias
+                                                                        (Dr. GRPO, Liu et al. 2025, sec. 3.1)
+
+    The sequence means are over responses with at least one valid token (a fully masked one, e.g. a
+    truncated completion left out, neither counts nor dilutes); with none the loss is 0 (with a graph).
+    `max_length` (the generation budget, tokens) is needed by ``seq-mean-token-sum-norm`` only.
+    Raises ValueError for an unknown mode or a missing `max_length`."""
+    valid = mask.bool().expand_as(loss)
+    masked = torch.where(valid, loss, torch.zeros_like(loss))  # (B, T): NaN/inf in padding cannot leak
+    mask = valid.to(loss.dtype)
+    if mode == "token-mean":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-sum-norm":
+        if not max_length or max_length < 1:
+            raise ValueError("seq-mean-token-sum-norm needs max_length, the generation budget in tokens")
+        return masked.sum() / (loss.shape[0] * max_length)
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {', '.join(LOSS_AGG_MODES)}; got {mode!r}")
+    lengths = mask.sum(dim=1)  # (B,)
+    per_sequence = masked.sum(dim=1)  # (B,)
+    if mode == "seq-mean-token-mean":
+        per_sequence = per_sequence / lengths.clamp(min=1.0)
+    present = (lengths > 0).to(loss.dtype)  # (B,)
+    return (per_sequence * present).sum() / present.sum().clamp(min=1.0)
+
+
+def sequence_log_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """GSPO's per-token log-ratio (Zheng et al. 2025, eq. 7 and its token form, eq. 13), (B, T)::
+
+        log s_i   = (1 / |y_i|) sum_t (log pi(y_it) - log pi_old(y_it))      the length-normalised sequence ratio
+        log s_it  = sg[log s_i] + log pi(y_it) - sg[log pi(y_it)]
+
+    Every token of response i carries the value log s_i; its gradient is that of its own log pi(y_it)
+    scaled by s_i (what GSPO-token differentiates). A response without valid tokens gets 0."""
+    valid = mask.bool()
+    lengths = valid.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    diff = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))
+    seq = diff.sum(dim=1, keepdim=True) / lengths  # (B, 1)
+    return seq.detach() + logprobs - logprobs.detach()  # (B, T)
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float = 0.2,
+    cliprange_high: float | None = None,
+    loss_agg_mode: str = "token-mean",
+    max_length: int | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[torch.Tensor, Stats]:
     """PPO's clipped surrogate objective, negated, per token (Schulman et al. 2017, eq. 7).
 
@@ -269,17 +331,25 @@ def ppo_policy_loss(
         old_logprobs: (B, T) the same under the policy that sampled the batch (detached).
         advantages:   (B, T), or (B, 1) for one advantage per response (RLOO, GRPO), broadcast over T.
         mask:         (B, T) valid response tokens.
-        cliprange:    epsilon.
+        cliprange:    epsilon, the lower clip (1 - eps); also the upper one unless `cliprange_high`.
+        cliprange_high: the upper clip 1 + eps_high (DAPO's clip-higher, Yu et al. 2025, eq. 10: a larger
+                      eps_high, e.g. 0.28, lets unlikely tokens with positive advantage grow; None = eps).
+        loss_agg_mode: how the per-token losses become one number (``aggregate_loss``).
+        max_length:   the generation budget, for ``seq-mean-token-sum-norm``.
+        importance_sampling_level: 'token' (PPO's per-token ratio) or 'sequence' (GSPO, Zheng et al.
+                      2025: one length-normalised ratio per response, ``sequence_log_ratio``; its paper
+                      clips it at about 3e-4 / 4e-4 and aggregates with ``seq-mean-token-mean``).
 
     With ratio = exp(logprobs - old_logprobs), as CleanRL names them::
 
         pg_loss1 = -A * ratio
-        pg_loss2 = -A * clip(ratio, 1 - eps, 1 + eps)
-        loss     = masked_mean(max(pg_loss1, pg_loss2))
+        pg_loss2 = -A * clip(ratio, 1 - eps, 1 + eps_high)
+        loss     = aggregate(max(pg_loss1, pg_loss2))
 
     The max of the negated terms is the paper's min: the pessimistic bound, flat (no gradient) once the
-    ratio has moved past the clip in the direction the advantage favours. The mean is over all valid
-    tokens of the batch (lm-human-preferences), so long responses weigh more than short ones.
+    ratio has moved past the clip in the direction the advantage favours. The default aggregate is the
+    mean over all valid tokens of the batch (lm-human-preferences), so long responses weigh more than
+    short ones. Raises ValueError for an unknown `importance_sampling_level` or `loss_agg_mode`.
 
     Stats: ``loss/policy``; ``policy/clipfrac``, the share of tokens where the clipped term is the larger
     (pg_loss2 > pg_loss1: the gradient is cut there -- lm-human-preferences' ``pg_clipfrac``, not
@@ -287,16 +357,24 @@ def ppo_policy_loss(
     estimator of KL(pi_old || pi_theta) (Schulman 2020), to stop an epoch early when it grows; and
     ``policy/ratio_mean``.
     """
-    logratio = logprobs - old_logprobs  # (B, T)
+    if importance_sampling_level not in ("token", "sequence"):
+        raise ValueError(
+            f"importance_sampling_level must be token or sequence; got {importance_sampling_level!r}"
+        )
+    token_logratio = logprobs - old_logprobs  # (B, T)
+    logratio = token_logratio if importance_sampling_level == "token" else sequence_log_ratio(
+        logprobs, old_logprobs, mask
+    )  # fmt: skip
     ratio = torch.exp(logratio)
+    high = cliprange if cliprange_high is None else cliprange_high
     pg_loss1 = -advantages * ratio  # (B, T)
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
+    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), mask, loss_agg_mode, max_length)
     with torch.no_grad():
         stats = {
             "loss/policy": float(loss),
             "policy/clipfrac": float(masked_mean((pg_loss2 > pg_loss1).float(), mask)),
-            "policy/approx_kl": float(masked_mean(0.5 * logratio**2, mask)),
+            "policy/approx_kl": float(masked_mean(0.5 * token_logratio**2, mask)),
             "policy/ratio_mean": float(masked_mean(ratio, mask)),
         }
     return loss, stats

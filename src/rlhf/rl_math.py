@@ -306,28 +306,41 @@ def rloo_advantages(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, Stats]:
     return adv, _advantage_stats(adv, grouped)
 
 
+SCALE_REWARDS = ("group", "batch", "none")
+
+
 def grpo_advantages(
-    scores: torch.Tensor, k: int, eps: float = 1e-4, scale: bool = True
+    scores: torch.Tensor, k: int, eps: float = 1e-4, scale_rewards: str = "group"
 ) -> tuple[torch.Tensor, Stats]:
     """Group-relative advantages of GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2, outcome supervision).
 
     scores (B*K,): K consecutive samples per prompt. Returns (B*K,)::
 
-        A_i = (s_i - mean(s)) / (std(s) + eps)        over the K samples of the prompt
+        A_i = (s_i - mean(s)) / (std(s) + eps)        mean over the K samples of the prompt
 
-    std is the *sample* std (Bessel-corrected, divide by K - 1): the paper writes only std(r), and the
-    reference implementations (TRL's GRPOTrainer, OpenRLHF, verl) all use ``torch.std``'s default, so
-    ours gives the same numbers. A group whose scores are all equal has std 0 and gets A = 0 exactly
-    (set, not computed: see ``_all_equal``); eps keeps nearly equal groups finite. ``scale=False``
-    keeps only the mean-centering (Dr. GRPO, Liu et al. 2025: the division favours prompts that are
-    too easy or too hard).
+    `scale_rewards` says which std divides (TRL's names):
+
+    - 'group': the std of the prompt's K samples (GRPO as published);
+    - 'batch': the std of all B*K scores (more robust when a group's std is tiny: Hu et al. 2025,
+      REINFORCE++; one scale for every prompt);
+    - 'none':  no division, only the mean-centering (Dr. GRPO, Liu et al. 2025: dividing by the group's
+      std favours prompts that are too easy or too hard).
+
+    std is the *sample* std (Bessel-corrected): the paper writes only std(r), and the reference
+    implementations (TRL's GRPOTrainer, OpenRLHF, verl) all use ``torch.std``'s default, so ours gives
+    the same numbers. A group whose scores are all equal gets A = 0 exactly (set, not computed: see
+    ``_all_equal``); eps keeps nearly equal groups finite. Raises ValueError for another `scale_rewards`.
 
     Stats: as ``rloo_advantages``.
     """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}; got {scale_rewards!r}")
     grouped = _groups(scores, k)  # (B, K)
     centered = grouped - grouped.mean(dim=1, keepdim=True)  # (B, K)
-    if scale:
+    if scale_rewards == "group":
         centered = centered / (grouped.std(dim=1, keepdim=True) + eps)  # sample std over the K samples
+    elif scale_rewards == "batch":
+        centered = centered / (grouped.std() + eps)  # sample std over all B*K scores
     adv = centered.masked_fill(_all_equal(grouped), 0.0).reshape(-1)  # (B*K,) exactly 0 if all equal
     return adv, _advantage_stats(adv, grouped)
 

@@ -36,6 +36,28 @@ def test_collate_pairs_layout_by_hand():
     assert response_mask.tolist() == [[0, 1, 1], [1, 0, 0], [0, 1, 0], [1, 1, 1]]
 
 
+@pytest.mark.parametrize("form,expected", [("sum", 25.0), ("mean", 1.0)])
+def test_ipo_on_mean_or_summed_log_ratios_by_hand(monkeypatch, form, expected):
+    from rlhf.algorithms import dpo
+
+    # one pair: chosen 2 response tokens, log pi -2, ref -4; rejected 4 tokens, log pi -8, ref -4; tau 0.5
+    #   sum:  h = (-2 + 4) - (-8 + 4) = 6,                       (6 - 1 / (2 * 0.5))^2 = 25
+    #   mean: h = (-2 + 4) / 2 - (-8 + 4) / 4 = 1 - (-1) = 2,    (2 - 1)^2 = 1
+    batch = DPOBatch(
+        input_ids=torch.zeros(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 5, dtype=torch.long),
+        response_mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]), query_width=1, weight=torch.ones(1),
+        tie=torch.zeros(1, dtype=torch.bool), ref_logps=torch.tensor([-4.0, -4.0]),
+    )  # fmt: skip
+    monkeypatch.setattr(dpo, "sequence_logps", lambda model, batch, device: torch.tensor([-2.0, -8.0]))
+    cfg = DPOConfig(loss_type="ipo", beta=0.5, ipo_logps=form)
+    loss, _ = dpo.batch_loss(None, batch, "cpu", cfg)
+    assert loss.item() == pytest.approx(expected)
+    sigmoid, _ = dpo.batch_loss(None, batch, "cpu", DPOConfig(beta=0.5, ipo_logps=form))
+    assert sigmoid.item() == pytest.approx(
+        math.log1p(math.exp(-0.5 * 6))
+    )  # DPO: always sums, -log sigmoid(3)
+
+
 def test_batched_log_probs_equal_one_pair_at_a_time(small_world):
     from rlhf.algorithms.dpo import sequence_logps
     from rlhf.logprobs import response_logprobs

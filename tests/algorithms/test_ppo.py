@@ -114,6 +114,11 @@ def brevity(prompts, responses):
     return [-len(r) / 50 for r in responses]
 
 
+def first_character(prompts, responses):
+    """Any score that tells apart random responses of the same length: the first character's code."""
+    return [ord(r[0]) / 100 if r else 0.0 for r in responses]
+
+
 def says_sure(prompts, responses):
     """1 when the response opens with 'Sure' (some corpus templates do): one early token to learn."""
     return [float(r.startswith("Sure")) for r in responses]
@@ -136,6 +141,60 @@ def test_critic_free_estimators_raise_the_reward(small_world, tmp_path, advantag
     else:
         assert "objective/kl" in result.history[0]
         assert ("loss/kl_term" in result.history[0]) == (advantage == "grpo")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"loss_agg_mode": "seq-mean-token-sum-norm", "scale_rewards": "none"},  # Dr. GRPO
+        {"importance_sampling_level": "sequence", "loss_agg_mode": "seq-mean-token-mean",
+         "cliprange": 3e-4, "cliprange_high": 4e-4},  # GSPO, with its paper's clip range
+        {"cliprange_high": 0.28, "scale_rewards": "batch"},  # DAPO's clip-higher
+    ],
+    ids=["dr_grpo", "gspo", "dapo"],
+)  # fmt: skip
+def test_grpo_objective_variants_raise_the_reward(small_world, tmp_path, variant):
+    _, world_dir = small_world
+    cfg = PPOConfig(
+        policy=str(world_dir), reward="tests.algorithms.test_ppo:says_sure", n_world_prompts=64, advantage="grpo",
+        samples_per_prompt=4, steps=10, batch_size=16, mini_batch_size=8, lr=3e-3, max_new_tokens=16, kl_coef=0.0,
+        missing_eos_penalty=0.0, **variant,
+    )  # fmt: skip
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    scores = [h["objective/scores"] for h in result.history]
+    assert sum(scores[:2]) / 2 < 0.3 and sum(scores[-3:]) / 3 > 0.6, scores
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_truncated_completions_can_be_left_out_of_the_loss(tiny_lm_dir, tmp_path, masked):
+    """With 2 new tokens no response reaches EOS: masked, the policy loss has no token and one GRPO
+    step leaves every weight as it was (Adam on zero gradients moves nothing); unmasked, it learns."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = PPOConfig(policy=str(tiny_lm_dir), reward="tests.algorithms.test_ppo:first_character", advantage="grpo",
+                    samples_per_prompt=4, steps=1, batch_size=8, mini_batch_size=8, max_new_tokens=2,
+                    kl_coef=0.0, mask_truncated_completions=masked, n_world_prompts=8, lr=1e-2)  # fmt: skip
+    # scores differ between the samples of a prompt (their first characters do): non-zero advantages
+    result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
+    assert result.history[0]["response/eos_rate"] == 0.0
+    before = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "policy").state_dict()
+    changed = max((after[k] - before[k]).abs().max().item() for k in before)
+    assert (changed == 0.0) if masked else (changed > 1e-4), changed
+
+
+def test_objective_options_are_validated():
+    from rlhf.config import ConfigError, validate_all
+
+    for key, bad in [
+        ("loss_agg_mode", "mean"),
+        ("importance_sampling_level", "seq"),
+        ("scale_rewards", "std"),
+    ]:
+        with pytest.raises(ConfigError, match=f"ppo.{key} must be one of"):
+            validate_all(PPOConfig(**{key: bad}))
+    with pytest.raises(ConfigError, match="cliprange_high"):
+        validate_all(PPOConfig(cliprange_high=-0.1))
 
 
 def test_group_estimators_need_groups():

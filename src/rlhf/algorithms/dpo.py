@@ -61,6 +61,11 @@ class DPOConfig:
     )
     beta: float = help_field(0.1, "KL strength beta (IPO: tau). Larger stays closer to the reference.")
     loss_type: str = help_field("sigmoid", "'sigmoid' (DPO; with label_smoothing > 0: cDPO) or 'ipo'.")
+    ipo_logps: str = help_field(
+        "mean",
+        "IPO's log-ratios: 'mean' per response token (the form of the IPO paper's reported results, as "
+        "TRL computes it) or 'sum' over tokens (then the loss and its target 1/(2 beta) scale with length).",
+    )
     label_smoothing: float = help_field(0.0, "cDPO: probability that a label is flipped noise, in [0, 0.5).")
     use_weights: bool = help_field(True, "Use the data's per-pair `weight` (e.g. labeller reliability).")
     epochs: float = help_field(2.0, "Passes over the training pairs.")
@@ -89,6 +94,7 @@ class DPOConfig:
     def validate(self) -> None:
         checks = {
             "loss_type": (self.loss_type, ("sigmoid", "ipo")),
+            "ipo_logps": (self.ipo_logps, ("mean", "sum")),
             "lr_schedule": (self.lr_schedule, ("cosine", "linear", "constant")),
             "on_error": (self.on_error, ("stop", "skip")),
             "mixed_precision": (self.mixed_precision, ("no", "bf16")),
@@ -236,6 +242,9 @@ def batch_loss(model, batch: DPOBatch, device, cfg: DPOConfig) -> tuple[torch.Te
 
     logps = sequence_logps(model, batch, device)  # (2B,)
     ref = batch.ref_logps.to(device)
+    if cfg.loss_type == "ipo" and cfg.ipo_logps == "mean":  # per-token means, as the IPO authors report
+        lengths = batch.response_mask.sum(dim=1).clamp(min=1).to(device)  # (2B,) response tokens
+        logps, ref = logps / lengths, ref / lengths
     n = len(batch)
     return dpo_loss(
         logps[:n],

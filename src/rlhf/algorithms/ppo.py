@@ -92,7 +92,28 @@ class PPOConfig:
     kl_estimator: str = help_field("k1", "Per-token KL estimator: k1 (log-ratio) or k3.")
     gamma: float = help_field(1.0, "Discount.")
     lam: float = help_field(0.95, "GAE lambda.")
-    cliprange: float = help_field(0.2, "PPO ratio clip.")
+    cliprange: float = help_field(0.2, "PPO ratio clip: 1 - this below, and above unless cliprange_high.")
+    cliprange_high: float = help_field(
+        0.0, "Upper ratio clip, 1 + this (DAPO's clip-higher, e.g. 0.28); 0 = cliprange (symmetric)."
+    )
+    loss_agg_mode: str = help_field(
+        "token-mean",
+        "How per-token policy losses are reduced: token-mean (DAPO; every token alike), "
+        "seq-mean-token-mean (GRPO; every response alike), seq-mean-token-sum, or "
+        "seq-mean-token-sum-norm (Dr. GRPO; divided by batch x max_new_tokens).",
+    )
+    importance_sampling_level: str = help_field(
+        "token",
+        "'token' (PPO's per-token ratio) or 'sequence' (GSPO: one length-normalised ratio per response).",
+    )
+    scale_rewards: str = help_field(
+        "group",
+        "GRPO's advantage scale: 'group' (std of the K samples), 'batch' (std of the batch) or 'none' (Dr. GRPO).",
+    )
+    mask_truncated_completions: bool = help_field(
+        False,
+        "Leave responses that hit max_new_tokens without EOS out of the policy loss (DAPO's overlong filter).",
+    )
     cliprange_value: float = help_field(0.2, "Value clip.")
     vf_coef: float = help_field(0.1, "Value-loss coefficient.")
     ent_coef: float = help_field(0.0, "Entropy bonus coefficient.")
@@ -155,6 +176,21 @@ class PPOConfig:
             raise ConfigError(f"ppo.critic must be shared or separate; got {self.critic!r}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ConfigError(f"ppo.mixed_precision must be no or bf16; got {self.mixed_precision!r}")
+        from rlhf.losses import LOSS_AGG_MODES
+        from rlhf.rl_math import SCALE_REWARDS
+
+        choices = {
+            "loss_agg_mode": LOSS_AGG_MODES,
+            "importance_sampling_level": ("token", "sequence"),
+            "scale_rewards": SCALE_REWARDS,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"ppo.{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}"
+                )
+        if self.cliprange <= 0 or self.cliprange_high < 0:
+            raise ConfigError("ppo.cliprange must be > 0 and ppo.cliprange_high >= 0 (0 = cliprange)")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator must be k1 or k3; got {self.kl_estimator!r}")
         if self.batch_size % self.mini_batch_size and self.mini_batch_size < self.batch_size:
@@ -438,13 +474,17 @@ def ppo_step(
         advantages = per_response[:, None] * mask  # (B, T)
         reward_stats.update(group_stats)
     elif cfg.advantage == "grpo":  # scores normalised within the group; KL enters as a loss term below
-        per_response, group_stats = grpo_advantages(scores, cfg.samples_per_prompt)
+        per_response, group_stats = grpo_advantages(
+            scores, cfg.samples_per_prompt, scale_rewards=cfg.scale_rewards
+        )
         advantages = per_response[:, None] * mask
         reward_stats.update(group_stats)
     if cfg.whiten_advantages and cfg.advantage != "grpo":
         advantages = masked_whiten(advantages, mask)
     check_finite(advantages.abs().max().item(), "advantages")
     # 5. several epochs of clipped updates over shuffled minibatches
+    # (responses cut at max_new_tokens can be left out of the policy loss: DAPO's overlong filtering)
+    loss_mask = mask * batch.finished[:, None] if cfg.mask_truncated_completions else mask  # (B, T)
     models.policy.train()
     stats_sum: dict[str, float] = {}
     n_updates = 0
@@ -453,7 +493,7 @@ def ppo_step(
         order = torch.randperm(len(prompts), generator=generator)
         for start in range(0, len(prompts), cfg.mini_batch_size):
             idx = order[start : start + cfg.mini_batch_size]
-            m = mask[idx]
+            m, lm = mask[idx], loss_mask[idx]
             with autocast():
                 if batch.first_forward is not None:  # the rollout's forward, at these very parameters
                     logprobs, logits, values = (
@@ -469,10 +509,12 @@ def ppo_step(
                         return_logits=cfg.ent_coef > 0 or n_updates == 0,
                     )
                 pg_loss, pg_stats = ppo_policy_loss(
-                    logprobs, batch.logprobs[idx], advantages[idx], m, cfg.cliprange
-                )
+                    logprobs, batch.logprobs[idx], advantages[idx], lm, cfg.cliprange,
+                    cfg.cliprange_high or None, cfg.loss_agg_mode, cfg.max_new_tokens,
+                    cfg.importance_sampling_level,
+                )  # fmt: skip
                 if cfg.ent_coef > 0:
-                    entropy = masked_mean(entropy_from_logits(logits), m)
+                    entropy = masked_mean(entropy_from_logits(logits), lm)
                     loss = pg_loss - cfg.ent_coef * entropy
                     entropies.append(entropy.item())
                 else:
@@ -488,7 +530,7 @@ def ppo_step(
                     pg_stats = {**pg_stats, **vf_stats}
                 if cfg.advantage == "grpo" and models.ref_policy is not None:
                     # GRPO's KL term: k3 to the reference, per token (Shao et al. 2024)
-                    kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), m)
+                    kl_term = masked_mean(kl_k3(logprobs, batch.ref_logprobs[idx]), lm)
                     loss = loss + kl_ctl.value * kl_term
                     pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
             check_finite(loss.item(), "PPO loss")
