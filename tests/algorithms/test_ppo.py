@@ -368,7 +368,7 @@ def test_reward_and_cost_models_are_sharded_under_fsdp2(tiny_lm_dir, tmp_path):
     # the same policy samples the same responses (the same seeds), which sharded models score the same
     for ddp, fsdp2 in zip(runs["ddp"], runs["fsdp2"], strict=True):
         for key in ("objective/scores_raw", "objective/cost"):
-            assert fsdp2[key] == pytest.approx(ddp[key], rel=1e-5, abs=1e-5), (key, ddp[key], fsdp2[key])
+            assert fsdp2[key] == pytest.approx(ddp[key], rel=1e-5, abs=1e-7), (key, ddp[key], fsdp2[key])
     assert runs["ddp"][0]["objective/scores_raw"] != runs["ddp"][0]["objective/cost"]  # two heads, two scores
 
 
