@@ -17,14 +17,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two(config: str, rlhf_args: list[str], sets: list[str] = (), timeout: int = 300) -> str:
+def launch_two(
+    config: str,
+    rlhf_args: list[str],
+    sets: list[str] = (),
+    timeout: int = 300,
+    module: tuple[str, ...] = ("rlhf",),
+) -> str:
     """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes 2 -m rlhf
     RLHF_ARGS --set ...` (CPU_RUN and `sets`), as docs/parallel.md says to run it; returns its stdout
-    (fails the test with the end of its stderr when it exits non-zero)."""
+    (fails the test with the end of its stderr when it exits non-zero). `module`: what `-m` runs, with its
+    own arguments before RLHF_ARGS (a probe that runs rlhf inside, e.g. tests/algorithms/fsdp2_probe.py)."""
     accelerate = Path(sys.executable).parent / "accelerate"
     done = subprocess.run(
         [str(accelerate), "launch", "--config_file", str(CONFIGS / f"{config}.yaml"), "--num_processes", "2",
-         "--main_process_port", str(free_port()), "-m", "rlhf", *rlhf_args,
+         "--main_process_port", str(free_port()), "-m", *module, *rlhf_args,
          *[arg for s in [*CPU_RUN, *sets] for arg in ("--set", s)]],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip

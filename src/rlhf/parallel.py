@@ -7,15 +7,18 @@ under an FSDP config on GPUs. On CPUs Accelerate turns an FSDP config into plain
 Accelerate does on GPUs) and the same command shards on both.
 
 Around that: the parameters a process holds (`parameter_counts`), all of them gathered for the many
-small forwards of generation (`gathered`), and full state dicts on the main process for saving and
+small forwards of generation (`gathered`), full state dicts on the main process for saving and
 resuming (`full_state_dict`, `load_full_state`), so a checkpoint loads in plain transformers whatever the
-config. Docs: docs/parallel.md.
+config, and a whole model built from such a state on the main process to save (`whole`), which no process
+keeps between saves. Docs: docs/parallel.md.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -89,6 +92,8 @@ def prepare(
 
     `units` are sharded on their own under FSDP2 (see `shard`); `forward_methods` are methods of `module`
     that call its submodules directly (generation) and so must run FSDP2's forward hooks too."""
+    if shards(accelerator):  # what the module looked like, without its weights: `whole` rebuilds it
+        _SKELETONS[module] = _meta_copy(module)
     if shards(accelerator) and not accelerator.is_fsdp2:  # on CPUs Accelerate would only replicate
         shard(module, units)
         prepared, optimizer = module, make_optimizer()
@@ -105,6 +110,45 @@ def prepare(
         for name in forward_methods:
             register_fsdp_forward_method(module, name)
     return prepared, optimizer
+
+
+# prepared module -> a copy of it as it was before sharding, its parameters on the meta device (no storage)
+_SKELETONS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` whose parameters are on the meta device: its structure, classes and config
+    (and buffers, which are small) at no parameter memory. Shared (tied) parameters stay shared."""
+    memo = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for p in module.parameters()
+    }
+    return copy.deepcopy(module, memo)
+
+
+def whole(module: nn.Module) -> nn.Module | None:
+    """`module` whole, to save or evaluate on one process: itself when it is not sharded; under FSDP2 a
+    copy built on the main process (on CPU) from the full state dict gathered for it, and None on the
+    others. The copy's parameters are the gathered tensors themselves (`load_state_dict(assign=True)`
+    into a weightless copy made by `prepare`), so building it costs no second copy of the weights, and it
+    lives only as long as the caller keeps it. Every process must call it when sharded (a collective)."""
+    if not is_sharded(module):
+        return module
+    import torch.distributed as dist
+
+    state = full_state_dict(module)
+    if dist.get_rank() != 0:
+        return None
+    model = copy.deepcopy(_SKELETONS[module])
+    tied: dict[int, list[str]] = {}  # a tied parameter is two entries of the state dict: keep it one tensor
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(name)
+    model.load_state_dict(state, assign=True)
+    for first, *others in tied.values():
+        for name in others:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, model.get_parameter(first))
+    return model
 
 
 def is_sharded(module: nn.Module) -> bool:

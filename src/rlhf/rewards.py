@@ -106,6 +106,7 @@ def _reward_model_source(
         texts = [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
         return score_texts(model, tokenizer, texts, max_length=max_length, normalize=normalize).mean @ vector
 
+    score.model = model  # type: ignore[attr-defined]  # for a trainer to shard it (PPO under FSDP2)
     return score
 
 

@@ -14,7 +14,6 @@ time-boxed run always resumes from where it stopped, and a resumed run equals an
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -59,7 +58,7 @@ class LoopConfig:
 
 @dataclass
 class LoopResult:
-    model: torch.nn.Module  # the trained model, out of Accelerate's wrappers
+    model: torch.nn.Module  # the trained model, out of Accelerate's wrappers (sharded: `parallel.whole`)
     step: int  # optimiser steps done, resumed ones included
     finished: bool  # False when stop_after_steps stopped the run early
     stats: dict[str, float]  # the last training batch's stats
@@ -112,8 +111,10 @@ def train_loop(
     """Train `model` on `batches` with `loss_fn` and return the unwrapped model and where it stopped.
 
     `batches` must give every process at least one batch per epoch (`rlhf.training.epoch_batches`).
-    `evaluate(model, step, state)` runs on the main process at each evaluation, with the unwrapped
-    model; it returns metrics to log (a numpy array is logged as a histogram) and may record in `state`,
+    `evaluate(model, step, state)` runs at each evaluation with the unwrapped model: on the main process,
+    or under FSDP2 on every process with the sharded model (the same forwards on the same rows, so the
+    same metrics everywhere; what it saves it gets whole from `parallel.whole`, a collective). It returns
+    metrics to log (main process; a numpy array is logged as a histogram) and may record in `state`,
     which checkpoints keep. `after_step(model)` runs after each optimiser step (e.g. a Polyak update).
     `autocast()` wraps each forward and backward. `generator` (default: seeded with seed + rank) is
     checkpointed and restored on resume; a loss that draws random numbers should draw from it.
@@ -134,12 +135,13 @@ def train_loop(
     if per_epoch == 0:
         raise ValueError(f"no batch for process {rank} of {world}: check the batches before the loop")
     total_steps = loop.total_steps(per_epoch)
-    # Under the FSDP2 config every process holds a share of the parameters (rlhf.parallel); the main
-    # process then keeps a whole copy, loaded from the gathered state, to evaluate and save.
+    # Under the FSDP2 config every process holds a share of the parameters (rlhf.parallel), the main
+    # process included: evaluation runs sharded everywhere, saves gather the state (`parallel.whole`).
     sharded = parallel.shards(accelerator)
-    whole = copy.deepcopy(model) if sharded and is_main else None
-    names = {id(p): name for name, p in model.named_parameters()}  # sharding makes new parameters
+    before = dict(model.named_parameters())  # sharding makes new parameters
+    names = {id(p): name for name, p in before.items()}
     model, optimizer = parallel.prepare(accelerator, model, lambda: _over(optimizer, model, names))
+    _release_replaced(before, model)
     if not isinstance(optimizer, AcceleratedOptimizer):  # it steps only when the accumulation is complete
         optimizer = accelerator.prepare_optimizer(optimizer)
     # The scheduler is stepped here, once per optimiser step: Accelerate's prepared scheduler steps once
@@ -175,6 +177,8 @@ def train_loop(
         batch = order[micro % per_epoch]
         model.train()
         with accelerator.accumulate(model), autocast():
+            if sharded:  # reduce-scatter once per step, not per batch (Accelerate does so on GPUs only)
+                raw.set_requires_gradient_sync(accelerator.sync_gradients)
             loss, stats = loss_fn(model, batch)
             loss_value = check_finite(loss.item(), loop.loss_name, step)
             accelerator.backward(loss)  # divided by grad_accum: the step sees the mean over its batches
@@ -207,21 +211,18 @@ def train_loop(
         evaluating = (loop.eval_every and step % loop.eval_every == 0) or step == total_steps
         if evaluating or step == stop_at:
             accelerator.wait_for_everyone()
+            if evaluating and evaluate is not None and (sharded or is_main):
+                metrics = dict(evaluate(raw, step, state))
+                _log_evaluation(logger, metrics, step)
             saved = _saved_state(sharded, raw, optimizer)  # under FSDP2 every process gathers
             state["step"] = step
             if is_main:
-                if sharded:
-                    whole.load_state_dict(saved[0])
-                if evaluating and evaluate is not None:
-                    metrics = dict(evaluate(whole if sharded else raw, step, state))
-                    _log_evaluation(logger, metrics, step)
                 save_trainer_checkpoint(checkpoint, *saved, scheduler, generator, state)
             accelerator.wait_for_everyone()
     bar.close()
     if logger is not None:
         logger.close()
-    final = whole if sharded and is_main else raw  # (the others' shards: main saves)
-    return LoopResult(final, step, step >= total_steps, stats, metrics if is_main else {}, state)
+    return LoopResult(raw, step, step >= total_steps, stats, metrics if is_main else {}, state)
 
 
 def _over(optimizer: torch.optim.Optimizer, model: torch.nn.Module, names: dict[int, str]):
@@ -238,6 +239,15 @@ def _over(optimizer: torch.optim.Optimizer, model: torch.nn.Module, names: dict[
         for p, q in zip(new["params"], old["params"], strict=True)
     )
     return optimizer if same else type(optimizer)(groups)
+
+
+def _release_replaced(before: dict[str, torch.nn.Parameter], model: torch.nn.Module) -> None:
+    """Empty the parameters sharding replaced: the algorithm's own optimiser (and its lists of parameters)
+    still reference them, and would keep a whole copy of the model alive on every process."""
+    kept = {id(p) for p in model.parameters()}
+    for p in before.values():
+        if id(p) not in kept:
+            p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
 def _saved_state(sharded: bool, model: torch.nn.Module, optimizer: Any) -> tuple[dict, dict]:

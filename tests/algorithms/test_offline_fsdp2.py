@@ -90,6 +90,43 @@ def test_fsdp2_shards_matches_ddp_and_resumes(trainer, pairs_file, tiny_lm_dir, 
 
 
 @pytest.mark.slow
+def test_fsdp2_main_process_holds_a_share_and_gradients_sync_once_per_step(pairs_file, tiny_lm_dir, tmp_path):
+    """DPO with 2 batches per optimiser step under FSDP2, measured inside each process
+    (tests/algorithms/fsdp2_probe.py): the main process holds its share of the parameters as the other
+    does (no whole copy to evaluate and save from), the gradients are reduce-scattered once per step
+    (every unit: the 2 blocks and the root), and the run still equals DDP's."""
+    from transformers import AutoModelForCausalLM
+
+    args = ["dpo", "train", "--data", str(pairs_file), "--model", str(tiny_lm_dir)]
+    sets = ["dpo.epochs=1", "dpo.batch_size=8", "dpo.lr=1e-3", "dpo.grad_accum=2"]
+    ddp, fsdp2 = tmp_path / "ddp", tmp_path / "fsdp2"
+    launch_two("ddp", args, ddp, sets)
+    fsdp2.mkdir()
+    probe = ("tests.algorithms.fsdp2_probe", str(fsdp2), "rlhf.algorithms.dpo:batch_loss", "--")
+    launch.launch_two("fsdp2", [*args, "--out", str(fsdp2)], sets, module=probe)
+    held = [json.loads((fsdp2 / f"probe_{rank}.json").read_text()) for rank in (0, 1)]
+    loaded = [AutoModelForCausalLM.from_pretrained(p) for p in (ddp, fsdp2)]
+    whole_bytes = sum(p.nbytes for p in loaded[0].parameters())  # tied weights once
+    steps = training_rows(fsdp2)[-1]["step"]
+    units = loaded[0].config.num_hidden_layers + 1
+    # before: the main process kept a whole copy (and both the parameters sharding replaced): 2.5x and
+    # 1.5x a whole model; 2 x units reduce-scatters per step (one per batch)
+    for rank in (0, 1):
+        assert held[rank]["max_parameter_bytes"] <= 0.55 * whole_bytes, (rank, held[rank], whole_bytes)
+        assert held[rank]["reduce_scatters"] == units * steps, (rank, held[rank], units, steps)
+    assert held[0]["max_parameter_bytes"] == pytest.approx(held[1]["max_parameter_bytes"], rel=0.02)
+    # the same run as DDP's: last logged loss, evaluation (run sharded on both processes), weights
+    a, b = training_rows(ddp)[-1], training_rows(fsdp2)[-1]
+    assert (a["step"], b["loss/dpo"]) == (steps, pytest.approx(a["loss/dpo"], rel=1e-4, abs=1e-6))
+    metrics = [json.loads((p / "eval_metrics.json").read_text()) for p in (ddp, fsdp2)]
+    for key in ("eval/loss", "eval/accuracy", "eval/margin"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-4, abs=1e-6), key
+    a, b = (m.state_dict() for m in loaded)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_ilql_shards_under_fsdp2(pairs_file, tiny_lm_dir, tmp_path):
     from rlhf.algorithms.ilql import load_ilql
 

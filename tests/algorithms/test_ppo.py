@@ -407,6 +407,34 @@ def test_two_process_grpo_under_ddp_and_fsdp2(tiny_lm_dir, tmp_path):
             assert fsdp2[key] == pytest.approx(ddp[key], rel=1e-3, abs=1e-5), key
 
 
+@pytest.mark.slow
+def test_reward_and_cost_models_are_sharded_under_fsdp2(tiny_lm_dir, tmp_path):
+    """A reward model (random heads on the tiny Llama) as reward and, one head negated, as cost: under
+    FSDP2 each process holds half of each (before: all of it), and scores the same samples as under DDP,
+    where every process holds them whole."""
+    from rlhf.reward_model import init_reward_model, save_reward_model
+
+    reward_dir = tmp_path / "rm"
+    save_reward_model(reward_dir, *init_reward_model(tiny_lm_dir, ["helpful", "harmless"], 1, seed=0))
+    sets = ["ppo.steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=4", "ppo.max_new_tokens=6",
+            "ppo.kl_coef=0.05", "ppo.reward_weights={helpful: 1.0}", "ppo.cost_weights={harmless: -1.0}"]  # fmt: skip
+    args = ["--policy", str(tiny_lm_dir), "--reward", str(reward_dir), "--set", f"ppo.cost={reward_dir}"]
+    runs = {}
+    for config in ("ddp", "fsdp2"):
+        launch_two(config, ["ppo", "train", "--out", str(tmp_path / config), *args], sets, timeout=900)
+        runs[config] = logged(tmp_path / config)
+    for config, share in (("ddp", 1.0), ("fsdp2", 0.5)):
+        for name in ("reward", "cost"):
+            row = runs[config][-1]
+            held = row[f"parallel/{name}_local_parameters"] / row[f"parallel/{name}_parameters"]
+            assert held == pytest.approx(share, abs=0.01), (config, name, held)
+    # the same policy samples the same responses (the same seeds), which sharded models score the same
+    for ddp, fsdp2 in zip(runs["ddp"], runs["fsdp2"], strict=True):
+        for key in ("objective/scores_raw", "objective/cost"):
+            assert fsdp2[key] == pytest.approx(ddp[key], rel=1e-5, abs=1e-7), (key, ddp[key], fsdp2[key])
+    assert runs["ddp"][0]["objective/scores_raw"] != runs["ddp"][0]["objective/cost"]  # two heads, two scores
+
+
 def always_costly(prompts, responses):
     """A cost of 1 for every response: the constraint (threshold 0.5) never holds."""
     return [1.0] * len(responses)

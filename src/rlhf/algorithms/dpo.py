@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rlhf import parallel
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError
 from rlhf.train_loop import (
@@ -224,16 +225,26 @@ def sequence_logps(model, batch: DPOBatch, device) -> torch.Tensor:
 @torch.no_grad()
 def cache_reference_logps(model, batches: list[DPOBatch], device, rank: int = 0, world: int = 1) -> None:
     """Reference log-probs for every batch, computed once with the initial model: each process takes
-    every world-th batch and the results are shared, so the cost is split, not repeated."""
+    every world-th batch and the results are shared, so the cost is split, not repeated. The processes
+    also agree on whether the model runs packed (`rlhf.logprobs`)."""
     from accelerate.utils import gather_object
+
+    from rlhf.packing import set_packing_verdict
 
     was_training = model.training
     model.eval()
     mine = {i: sequence_logps(model, batches[i], device).cpu() for i in range(rank, len(batches), world)}
-    everyone = gather_object([mine]) if world > 1 else [mine]
-    for part in everyone:
+    verdict = getattr(model, "_rlhf_packing", None)
+    everyone = gather_object([(mine, verdict)]) if world > 1 else [(mine, verdict)]
+    for part, _ in everyone:
         for i, logps in part.items():
             batches[i].ref_logps = logps
+    if world > 1:
+        # A model's first packed forward is checked against a padded one: an extra forward on the one
+        # process whose batch has padding enough, where DDP and FSDP2 need every process to run the same
+        # forwards. So one verdict for all, found by any; none found (no batch packed): padded.
+        verdicts = [v for _, v in everyone]
+        set_packing_verdict(model, False not in verdicts and True in verdicts)
     model.train(was_training)
 
 
@@ -383,8 +394,9 @@ def train(
     if not result.finished:  # time-boxed: the checkpoint holds the run, --resume continues it
         return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
-    # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
-    result.model.eval()
+    # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically (under
+    #    FSDP2 built on the main process from the gathered state)
+    policy = parallel.whole(result.model)
     # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
     final = {**result.metrics, "steps": result.step, "train_pairs": sum(map(len, train_batches)),
              "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
@@ -393,7 +405,7 @@ def train(
     save_final(
         accelerator,
         lambda extra, carry: save_pretrained_atomic(
-            out, merged_copy(result.model), tokenizer, extra_files=extra, carry=carry
+            out, merged_copy(policy.eval()), tokenizer, extra_files=extra, carry=carry
         ),
         {"run": asdict(run), "dpo": asdict(cfg)},
         final,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhf import parallel
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError
 from rlhf.train_loop import (
@@ -383,9 +384,10 @@ def train(
 
     # 3. the LM (plain transformers) with the heads beside it, atomically
     metrics = {**result.stats, "steps": result.step, "responses": len(rows)} if is_main else {}
+    final = parallel.whole(result.model)  # under FSDP2 built on the main process from the gathered state
     save_final(
         accelerator,
-        lambda extra, carry: save_ilql(out, result.model, tokenizer, cfg, extra, carry),
+        lambda extra, carry: save_ilql(out, final, tokenizer, cfg, extra, carry),
         {"run": asdict(run), "ilql": asdict(cfg)},
     )
     return TrainResult(out, result.step, metrics)

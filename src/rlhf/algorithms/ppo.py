@@ -760,6 +760,13 @@ def train(
     lagrange = (
         LagrangeMultiplier(cfg.lagrange_init, cfg.cost_threshold, cfg.lagrange_lr) if cfg.cost else None
     )
+    # reward and cost models (not functions): frozen, sharded as the reference is under FSDP2; every
+    # process scores the same number of responses, so their forwards stay in step
+    scorers = {name: getattr(fn, "model", None) for name, fn in (("reward", reward_fn), ("cost", cost_fn))}
+    scorers = {name: model for name, model in scorers.items() if isinstance(model, nn.Module)}
+    for model in scorers.values():
+        if sharded:
+            parallel.shard(model, reshard_root=True)
 
     # 2. prompts
     prompts = (
@@ -790,6 +797,8 @@ def train(
         forward_methods=["sample"],
     )
     sizes = parallel.parameter_counts(models.joint)
+    for name, model in scorers.items():  # parallel/reward_local_parameters, parallel/reward_parameters
+        sizes.update({k.replace("/", f"/{name}_"): v for k, v in parallel.parameter_counts(model).items()})
     if sharded:
         settle_packing(models, accelerator.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / cfg.steps))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhf import parallel
 from rlhf.config import ConfigError, RunConfig, help_field, validate_all
 from rlhf.errors import UserError
 from rlhf.sequences import scored_text
@@ -603,7 +604,9 @@ def _train_one(
         accuracy = metrics.get("eval/accuracy", float("nan"))
         if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
             state.update(best_accuracy=accuracy, best_step=step)
-            save_reward_model(checkpoint / "best", model, tokenizer)
+            whole = parallel.whole(model)  # under FSDP2 every process evaluates and gathers; main saves
+            if whole is not None:
+                save_reward_model(checkpoint / "best", whole, tokenizer)
         return {**metrics, "eval/margin": margins}
 
     # 5. the shared loop: accumulate, clip, step; evaluate and checkpoint every eval_every steps
@@ -622,10 +625,12 @@ def _train_one(
     if not result.finished:  # time-boxed: the checkpoint holds the run, `--resume` continues it
         return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
-    # 6. the final model: the best evaluated checkpoint (or the last), LoRA merged, saved atomically
-    final, final_metrics = result.model, {}
+    # 6. the final model: the best evaluated checkpoint (or the last, under FSDP2 built on the main
+    #    process from the gathered state), LoRA merged, saved atomically
+    best = cfg.keep_best and result.state["best_step"] >= 0  # every process knows it when sharded
+    final, final_metrics = (result.model if best else parallel.whole(result.model)), {}
     if accelerator.is_main_process:
-        if cfg.keep_best and (checkpoint / "best").is_dir():
+        if best:
             final, _ = load_reward_model(checkpoint / "best")
         final_metrics, _ = evaluate(final, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
         final_metrics.update(best_step=result.state["best_step"], steps=result.step)
