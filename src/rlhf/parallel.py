@@ -85,19 +85,21 @@ def make_accelerator(cpu: bool, **kwargs: Any) -> Any:
     return accelerator
 
 
-def deepspeed_stage(accelerator: Any) -> int:
-    """The ZeRO stage of a DeepSpeed run (0, 1, 2 or 3); 0 when not under DeepSpeed."""
+def is_deepspeed(accelerator: Any) -> bool:
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return 0
-    return int(accelerator.state.deepspeed_plugin.zero_stage)
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def deepspeed_stage(accelerator: Any) -> int:
+    """The ZeRO stage of a DeepSpeed run (0, 1, 2 or 3); 0 when not under DeepSpeed."""
+    return int(accelerator.state.deepspeed_plugin.zero_stage) if is_deepspeed(accelerator) else 0
 
 
 def shards(accelerator: Any) -> bool:
     """Whether `prepare` will shard with FSDP2: Accelerate does (GPUs), or the launch asks for FSDP2 and
-    there are several processes. False under DeepSpeed (`deepspeed_stage`)."""
-    if deepspeed_stage(accelerator):
+    there are several processes. False under DeepSpeed (`is_deepspeed`)."""
+    if is_deepspeed(accelerator):
         return False
     if deepspeed_requested():  # a programming error: the Accelerator was made otherwise
         raise UserError("the launch config asks for DeepSpeed but the Accelerator runs without it; "
@@ -157,7 +159,7 @@ def prepare(
     backward), `grad_accum` (backwards per step) and `max_grad_norm` (clipping of the global gradient
     norm; 0 = off) written into its config: the engine's backward (`accelerator.backward`) then clips and
     steps, and the optimiser's `step` and `zero_grad` do nothing."""
-    if deepspeed_stage(accelerator):
+    if is_deepspeed(accelerator):
         config = accelerator.state.deepspeed_plugin.deepspeed_config
         config["train_micro_batch_size_per_gpu"] = micro_batch
         config["gradient_accumulation_steps"] = grad_accum
@@ -168,7 +170,7 @@ def prepare(
                             f"({accelerator.gradient_accumulation_steps}) differs from the trainer's "
                             f"({grad_accum}): leave it out of the launch config")  # fmt: skip
         prepared, optimizer = accelerator.prepare(module, make_optimizer())
-        _ENGINES[module] = prepared
+        _ENGINES[module] = weakref.ref(prepared)  # (the trainer holds the engine, the engine the module)
         return prepared, optimizer
     if shards(accelerator) and not accelerator.is_fsdp2:  # on CPUs Accelerate would only replicate
         shard(module, units)
@@ -194,7 +196,8 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def engine(module: nn.Module) -> Any | None:
     """DeepSpeed's engine of `module` (prepared by `prepare`), or None."""
-    return _ENGINES.get(module)
+    ref = _ENGINES.get(module)
+    return ref() if ref is not None else None
 
 
 def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
