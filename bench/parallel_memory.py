@@ -1,10 +1,11 @@
-"""Per-process memory of PPO under DDP and FSDP2 (docs/parallel.md): a random-weight Llama of ~29M
+"""Per-process memory of PPO under DDP, FSDP2 and DeepSpeed ZeRO (docs/parallel.md): a random-weight Llama of ~29M
 parameters (8 blocks of 512, the world's tokenizer), 3 iterations of batch 8; each process prints the
 bytes of the policy's parameters, gradients and Adam moments it holds after an iteration, its peak RSS
 and the wall time (load and save included).
 
     accelerate launch --config_file configs/accelerate/ddp.yaml   --num_processes 2 bench/parallel_memory.py
     accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2 bench/parallel_memory.py
+    accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes 2 bench/parallel_memory.py
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def random_llama(out: Path) -> None:
 def main() -> None:
     from torch.distributed.tensor import DTensor
 
+    from rlhf import parallel
     from rlhf.algorithms import ppo
     from rlhf.config import RunConfig
 
@@ -48,10 +50,13 @@ def main() -> None:
 
     def measured_step(models, optimizer, *args, **kwargs):
         stats = step(models, optimizer, *args, **kwargs)
-        local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
+        # FSDP2: a DTensor's local shard; ZeRO-3: `ds_tensor`, this process's partition
+        local = lambda t: t.to_local() if isinstance(t, DTensor) else getattr(t, "ds_tensor", t)  # noqa: E731
         params = list(models.joint.parameters())
-        state = getattr(optimizer, "optimizer", optimizer).state.values()
+        # Adam's state: under DeepSpeed on its flat fp32 partitions (the torch optimiser inside its own)
+        state = parallel.torch_optimizer(optimizer).state.values()
         held["parameters"] = sum(local(p).nbytes for p in params)
+        # (DeepSpeed keeps its gradient partitions in its own buffers and frees them at the step: 0 here)
         held["gradients"] = sum(local(p.grad).nbytes for p in params if p.grad is not None)
         held["adam"] = sum(
             local(v).nbytes for s in state for v in s.values() if torch.is_tensor(v) and v.dim()

@@ -6,6 +6,12 @@ under an FSDP config on GPUs. On CPUs Accelerate turns an FSDP config into plain
 `prepare` applies torch's `fully_shard` itself there (every transformer block, then the root: what
 Accelerate does on GPUs) and the same command shards on both.
 
+Under a DeepSpeed config (ZeRO-2: gradients and optimiser state split; ZeRO-3: parameters too) the
+model and its optimiser go to `accelerator.prepare` together and come back as DeepSpeed's engine and
+optimiser: the engine's backward also clips and steps (`gradient_clipping`, `gradient_accumulation_steps`
+and the micro batch are written into DeepSpeed's config from the trainer's own settings). The Accelerator
+must be made with `make_accelerator` (see there), or on CPUs every process runs alone.
+
 Around that: the parameters a process holds (`parameter_counts`), all of them gathered for the many
 small forwards of generation (`gathered`), full state dicts on the main process for saving and
 resuming (`full_state_dict`, `load_full_state`), so a checkpoint loads in plain transformers whatever the
@@ -44,16 +50,69 @@ def fsdp2_requested() -> bool:
     return True
 
 
-def shards(accelerator: Any) -> bool:
-    """Whether `prepare` will shard: Accelerate does (FSDP2 on GPUs), or the launch asks for FSDP2 and
-    there are several processes. Raises UserError for a launch config rlhf does not run (DeepSpeed)."""
+def deepspeed_requested() -> bool:
+    """Whether the launch config is a DeepSpeed one (`accelerate launch` exports ACCELERATE_USE_DEEPSPEED)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def make_accelerator(cpu: bool, **kwargs: Any) -> Any:
+    """`Accelerator(cpu=cpu, **kwargs)`, for a run that wants the CPU (`cpu`) or its accelerator, made so
+    that a DeepSpeed launch config runs as it says. Two things differ under one:
+
+    - On a machine without GPUs, `cpu=True` would make Accelerate ignore DeepSpeed (plain DDP), and
+      `cpu=False` alone makes every process rank 0 of a group of one: Accelerate finds no device backend,
+      so it records no backend and one process, although DeepSpeed has started a gloo group of all of them
+      (accelerate/state.py, `PartialState.__init__`). Naming the backend, gloo, makes it read the group.
+    - Accelerate's DeepSpeed plugin tells transformers that ZeRO-3 is on even with `zero3_init_flag:
+      false`, and `from_pretrained` would then load every model partitioned (a collective, so a model
+      loaded by the main process alone would wait forever). rlhf loads whole models and partitions the
+      trained one at `prepare`, so that is switched off.
+
+    Raises UserError for `run.device=cpu` under DeepSpeed on a machine with GPUs."""
+    from accelerate import Accelerator
+
+    if not deepspeed_requested():
+        return Accelerator(cpu=cpu, **kwargs)
+    if cpu and torch.cuda.is_available():
+        raise UserError("run.device=cpu under a DeepSpeed launch config: DeepSpeed runs on the GPUs it finds; "
+                        "set run.device=auto, or launch with configs/accelerate/ddp.yaml")  # fmt: skip
+    if cpu:
+        from accelerate.utils import InitProcessGroupKwargs
+
+        kwargs = {**kwargs, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
+    accelerator = Accelerator(cpu=False, **kwargs)
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    return accelerator
+
+
+def is_deepspeed(accelerator: Any) -> bool:
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise UserError(
-            "this trainer does not run under DeepSpeed; launch with configs/accelerate/fsdp2.yaml to shard"
-        )
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def deepspeed_stage(accelerator: Any) -> int:
+    """The ZeRO stage of a DeepSpeed run (0, 1, 2 or 3); 0 when not under DeepSpeed."""
+    return int(accelerator.state.deepspeed_plugin.zero_stage) if is_deepspeed(accelerator) else 0
+
+
+def shards(accelerator: Any) -> bool:
+    """Whether `prepare` will shard with FSDP2: Accelerate does (GPUs), or the launch asks for FSDP2 and
+    there are several processes. False under DeepSpeed (`is_deepspeed`)."""
+    if is_deepspeed(accelerator):
+        return False
+    if deepspeed_requested():  # a programming error: the Accelerator was made otherwise
+        raise UserError("the launch config asks for DeepSpeed but the Accelerator runs without it; "
+                        "make it with rlhf.parallel.make_accelerator")  # fmt: skip
     return accelerator.is_fsdp2 or (accelerator.num_processes > 1 and fsdp2_requested())
+
+
+def gathers_for_saving(accelerator: Any) -> bool:
+    """Whether no process holds every parameter (FSDP2, ZeRO-3): the main process then evaluates and saves
+    a whole copy, loaded from the full state gathered by all (`full_state_dict`)."""
+    return shards(accelerator) or deepspeed_stage(accelerator) == 3
 
 
 def blocks(module: nn.Module) -> list[nn.Module]:
@@ -85,13 +144,36 @@ def prepare(
     make_optimizer: Callable[[], torch.optim.Optimizer],
     units: Sequence[nn.Module] = (),
     forward_methods: Sequence[str] = (),
+    *,
+    micro_batch: int = 1,
+    grad_accum: int = 1,
+    max_grad_norm: float = 0.0,
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     """`module` prepared as the launch says, and the optimiser `make_optimizer()` builds over the
     parameters as prepared (sharded ones are new tensors). Returns (prepared module, optimiser); the
     unwrapped module stays `module` itself (DDP wraps it, FSDP2 changes it in place).
 
     `units` are sharded on their own under FSDP2 (see `shard`); `forward_methods` are methods of `module`
-    that call its submodules directly (generation) and so must run FSDP2's forward hooks too."""
+    that call its submodules directly (generation) and so must run FSDP2's forward hooks too.
+
+    Under DeepSpeed the module and optimiser are prepared together into DeepSpeed's engine (returned as
+    the module; `module` is its `.module`) and optimiser, with `micro_batch` (items per process per
+    backward), `grad_accum` (backwards per step) and `max_grad_norm` (clipping of the global gradient
+    norm; 0 = off) written into its config: the engine's backward (`accelerator.backward`) then clips and
+    steps, and the optimiser's `step` and `zero_grad` do nothing."""
+    if is_deepspeed(accelerator):
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = micro_batch
+        config["gradient_accumulation_steps"] = grad_accum
+        config["train_batch_size"] = micro_batch * grad_accum * accelerator.num_processes
+        config["gradient_clipping"] = max_grad_norm
+        if accelerator.gradient_accumulation_steps != grad_accum:
+            raise UserError(f"the launch config's gradient_accumulation_steps "
+                            f"({accelerator.gradient_accumulation_steps}) differs from the trainer's "
+                            f"({grad_accum}): leave it out of the launch config")  # fmt: skip
+        prepared, optimizer = accelerator.prepare(module, make_optimizer())
+        _ENGINES[module] = weakref.ref(prepared)  # (the trainer holds the engine, the engine the module)
+        return prepared, optimizer
     if shards(accelerator):  # what the module looked like, without its weights: `whole` rebuilds it
         _SKELETONS[module] = _meta_copy(module)
     if shards(accelerator) and not accelerator.is_fsdp2:  # on CPUs Accelerate would only replicate
@@ -151,6 +233,29 @@ def whole(module: nn.Module) -> nn.Module | None:
     return model
 
 
+# DeepSpeed's engine of each module `prepare` gave it, for `gathered` and the checkpoints
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def engine(module: nn.Module) -> Any | None:
+    """DeepSpeed's engine of `module` (prepared by `prepare`), or None."""
+    ref = _ENGINES.get(module)
+    return ref() if ref is not None else None
+
+
+def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimiser inside Accelerate's and DeepSpeed's wrappers (which step its parameter groups:
+    a learning-rate schedule acts on it)."""
+    while not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def zero3(module: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned the parameters of `module`."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
 def is_sharded(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
@@ -171,9 +276,19 @@ def gathered(module: nn.Module) -> Iterator[None]:
     """Every FSDP2 unit of `module` all-gathered once and kept so until the block ends, then resharded:
     decoding runs a forward per generated token, and gathering each block for each of them would move the
     whole model T times. Without sharding, nothing happens. Holds the full parameters for the duration,
-    as generation needs them anyway."""
+    as generation needs them anyway.
+
+    Under DeepSpeed ZeRO-3 likewise: every parameter gathered once (`GatheredParameters`), and the
+    engine's fetch-and-release hooks removed until the block ends (TRL's `unwrap_model_for_generation`),
+    so that the forwards inside are plain local ones (a process may decode fewer tokens than another)."""
     from torch.distributed.fsdp import FSDPModule
 
+    if engine(module) is not None and zero3(module):
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(engine(module)):
+            yield
+        return
     units = [m for m in module.modules() if isinstance(m, FSDPModule)]
     if not units:
         yield
@@ -199,10 +314,36 @@ def _options(**kwargs: Any):
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The full (unsharded) state dict of `module` on the main process, on CPU; an empty dict elsewhere
-    when sharded. Every process must call it (FSDP2 all-gathers)."""
+    when sharded. Every process must call it (FSDP2 and ZeRO-3 all-gather)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
+    if zero3(module):
+        return _zero3_state_dict(module)
+    if engine(module) is not None:  # ZeRO-1/2: every process holds the whole, updated, parameters
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     return get_model_state_dict(module, options=_options(cpu_offload=True))
+
+
+def _zero3_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` with ZeRO-3's partitioned parameters gathered one at a time (so no process
+    ever holds more than the largest one besides its own shards), copied onto the main process's CPU."""
+    import deepspeed
+    import torch.distributed as dist
+
+    main = dist.get_rank() == 0
+    gathered_params: dict[int, torch.Tensor] = {}
+    for p in dict.fromkeys(module.parameters()):  # tied parameters once
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+            if main:
+                gathered_params[id(p)] = p.detach().cpu().clone()
+    if not main:
+        return {}
+    params = {name: p for name, p in module.named_parameters(remove_duplicate=False)}
+    state = module.state_dict()
+    return {
+        key: gathered_params[id(params[key])] if key in params else value.detach().cpu().clone()
+        for key, value in state.items()
+    }
 
 
 def full_optimizer_state_dict(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -225,3 +366,53 @@ def load_full_state(
 
 def _unwrapped(optimizer: Any) -> torch.optim.Optimizer:
     return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer holds the torch one
+
+
+DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's own checkpoint, inside rlhf's checkpoint directory
+
+
+def deepspeed_staging(checkpoint: Any) -> Any:
+    """Where `save_deepspeed_state` writes before the main process moves it into `checkpoint`'s new
+    version (`rlhf.models.save_atomic` swaps the whole directory): beside it, hidden."""
+    return checkpoint.parent / f".{checkpoint.name}.{DEEPSPEED_DIR}"
+
+
+def save_deepspeed_state(module: nn.Module, directory: Any) -> dict[str, Any]:
+    """Every process: DeepSpeed's checkpoint of the engine of `module` in `directory` (emptied first): each
+    process writes its partition of the optimiser state (and under ZeRO-3 of the parameters). Returns
+    what rlhf's checkpoint keeps in place of an optimiser state dict, for `load_deepspeed_state`."""
+    import shutil
+
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+    dist.barrier()
+    eng = engine(module)
+    eng.save_checkpoint(str(directory), tag="state", save_latest=False)
+    dist.barrier()
+    return {"deepspeed": DEEPSPEED_DIR, "zero_stage": eng.zero_optimization_stage(),
+            "processes": dist.get_world_size()}  # fmt: skip
+
+
+def is_deepspeed_state(optimizer_state: dict) -> bool:
+    """Whether a checkpoint's optimiser entry is `save_deepspeed_state`'s (the state lies beside it)."""
+    return "deepspeed" in optimizer_state
+
+
+def load_deepspeed_state(module: nn.Module, checkpoint: Any, optimizer_state: dict) -> None:
+    """Load the DeepSpeed checkpoint inside `checkpoint` (written with `optimizer_state`, by
+    `save_deepspeed_state`) into the engine of `module`: parameters and each process's optimiser
+    partition. The same ZeRO stage and number of processes as the run that wrote it."""
+    import torch.distributed as dist
+
+    eng = engine(module)
+    written = (optimizer_state["zero_stage"], optimizer_state["processes"])
+    if written != (eng.zero_optimization_stage(), dist.get_world_size()):
+        raise UserError(f"--resume: {checkpoint} was written under ZeRO-{written[0]} by {written[1]} processes, "
+                        f"this run is ZeRO-{eng.zero_optimization_stage()} on {dist.get_world_size()}: "
+                        "resume as it ran")  # fmt: skip
+    path, _ = eng.load_checkpoint(str(checkpoint / optimizer_state["deepspeed"]), tag="state",
+                                  load_optimizer_states=True, load_lr_scheduler_states=False)  # fmt: skip
+    if path is None:
+        raise UserError(f"--resume: no DeepSpeed state in {checkpoint / optimizer_state['deepspeed']}")

@@ -79,14 +79,11 @@ class TrainResult:
 def make_accelerator(run: Any, grad_accum: int = 1, mixed_precision: str | None = None):
     """The Accelerator of an offline run: CPU when `run.device` says so (or no GPU is there), `grad_accum`
     batches per optimiser step; `mixed_precision=None` leaves it to `accelerate launch`'s config."""
-    from accelerate import Accelerator
+    from rlhf import parallel
 
     kwargs = {} if mixed_precision is None else {"mixed_precision": mixed_precision}
-    return Accelerator(
-        gradient_accumulation_steps=grad_accum,
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
-        **kwargs,
-    )
+    cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+    return parallel.make_accelerator(cpu, gradient_accumulation_steps=grad_accum, **kwargs)
 
 
 def train_loop(
@@ -137,17 +134,23 @@ def train_loop(
     total_steps = loop.total_steps(per_epoch)
     # Under the FSDP2 config every process holds a share of the parameters (rlhf.parallel), the main
     # process included: evaluation runs sharded everywhere, saves gather the state (`parallel.whole`).
+    # Under ZeRO-3 the main process keeps a whole copy, loaded from the full state gathered, to evaluate
+    # and save.
     sharded = parallel.shards(accelerator)
+    zero3 = parallel.deepspeed_stage(accelerator) == 3
+    whole = copy.deepcopy(model) if zero3 and is_main else None
     before = dict(model.named_parameters())  # sharding makes new parameters
     names = {id(p): name for name, p in before.items()}
-    model, optimizer = parallel.prepare(accelerator, model, lambda: _over(optimizer, model, names))
+    model, optimizer = parallel.prepare(accelerator, model, lambda: _over(optimizer, model, names),
+                                        micro_batch=loop.batch_size, grad_accum=loop.grad_accum,
+                                        max_grad_norm=loop.max_grad_norm)  # fmt: skip
     _release_replaced(before, model)
     if not isinstance(optimizer, AcceleratedOptimizer):  # it steps only when the accumulation is complete
         optimizer = accelerator.prepare_optimizer(optimizer)
     # The scheduler is stepped here, once per optimiser step: Accelerate's prepared scheduler steps once
     # per process on every call, so with N processes warm-up and decay ended after 1/N of the run.
     warmup = int(loop.warmup_ratio * total_steps)
-    scheduler = get_scheduler(loop.lr_schedule, optimizer.optimizer, warmup, total_steps)
+    scheduler = get_scheduler(loop.lr_schedule, parallel.torch_optimizer(optimizer), warmup, total_steps)
     raw = accelerator.unwrap_model(model)
     if model is not raw and hasattr(raw, "_rlhf_packing"):
         # the packing verdict found before (DPO's reference pass), kept by the wrapper: checking it again
@@ -181,7 +184,9 @@ def train_loop(
                 raw.set_requires_gradient_sync(accelerator.sync_gradients)
             loss, stats = loss_fn(model, batch)
             loss_value = check_finite(loss.item(), loop.loss_name, step)
-            accelerator.backward(loss)  # divided by grad_accum: the step sees the mean over its batches
+            # divided by grad_accum: the step sees the mean over its batches. DeepSpeed's engine clips and
+            # steps here, at the last batch of a step (below, clip and step do nothing under it)
+            accelerator.backward(loss)
             if accelerator.sync_gradients and loop.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), loop.max_grad_norm)
             optimizer.step()  # Accelerate's wrapper steps only when the accumulation is complete
@@ -211,18 +216,23 @@ def train_loop(
         evaluating = (loop.eval_every and step % loop.eval_every == 0) or step == total_steps
         if evaluating or step == stop_at:
             accelerator.wait_for_everyone()
-            if evaluating and evaluate is not None and (sharded or is_main):
-                metrics = dict(evaluate(raw, step, state))
-                _log_evaluation(logger, metrics, step)
-            saved = _saved_state(sharded, raw, optimizer)  # under FSDP2 every process gathers
+            saved = _saved_state(sharded, raw, optimizer, checkpoint)  # FSDP2, DeepSpeed: every process
             state["step"] = step
+            if whole is not None:
+                whole.load_state_dict(saved[0])
+            if evaluating and evaluate is not None and (sharded or is_main):
+                metrics = dict(evaluate(whole if zero3 else raw, step, state))
+                _log_evaluation(logger, metrics, step)
             if is_main:
-                save_trainer_checkpoint(checkpoint, *saved, scheduler, generator, state)
+                move_in = {parallel.DEEPSPEED_DIR: parallel.deepspeed_staging(checkpoint)}
+                save_trainer_checkpoint(checkpoint, *saved, scheduler, generator, state,
+                                        move_in=move_in if parallel.engine(raw) is not None else None)  # fmt: skip
             accelerator.wait_for_everyone()
     bar.close()
     if logger is not None:
         logger.close()
-    return LoopResult(raw, step, step >= total_steps, stats, metrics if is_main else {}, state)
+    final = whole if zero3 and is_main else raw  # (ZeRO-3: the others' partitions; main saves)
+    return LoopResult(final, step, step >= total_steps, stats, metrics if is_main else {}, state)
 
 
 def _over(optimizer: torch.optim.Optimizer, model: torch.nn.Module, names: dict[int, str]):
@@ -250,11 +260,18 @@ def _release_replaced(before: dict[str, torch.nn.Parameter], model: torch.nn.Mod
             p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
-def _saved_state(sharded: bool, model: torch.nn.Module, optimizer: Any) -> tuple[dict, dict]:
+def _saved_state(
+    sharded: bool, model: torch.nn.Module, optimizer: Any, checkpoint: Path
+) -> tuple[dict, dict]:
     """(model, optimiser) state dicts for a checkpoint: full ones gathered on the main process (keyed by
-    parameter name; a collective) when sharded, the process's own otherwise (main process only)."""
+    parameter name; a collective) when sharded, the process's own otherwise (main process only). Under
+    DeepSpeed the full model state, and the optimiser's partitions written by every process beside
+    `checkpoint` (`rlhf.parallel.save_deepspeed_state`), to be moved in by the main process."""
     from rlhf import parallel
 
+    if parallel.engine(model) is not None:
+        staging = parallel.deepspeed_staging(checkpoint)
+        return parallel.full_state_dict(model), parallel.save_deepspeed_state(model, staging)
     if sharded:
         return parallel.full_state_dict(model), parallel.full_optimizer_state_dict(model, optimizer)
     return model.state_dict(), optimizer.state_dict()

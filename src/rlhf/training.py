@@ -3,6 +3,7 @@ sharding and resumable checkpoints. How a prompt and a response become token ids
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -34,13 +35,22 @@ def epoch_batches(batches: list, epoch: int, seed: int, rank: int, world: int) -
 
 
 def save_trainer_checkpoint(
-    path: Path, model_state: dict, optimizer_state: dict, scheduler, generator, state: dict
+    path: Path,
+    model_state: dict,
+    optimizer_state: dict,
+    scheduler,
+    generator,
+    state: dict,
+    move_in: dict[str, Path] | None = None,
 ) -> None:
     """Model state (raw, LoRA included), optimiser state, scheduler, RNG and step, written atomically: a
-    kill mid-write keeps the previous checkpoint."""
+    kill mid-write keeps the previous checkpoint. `move_in` ({name: path}) moves already written entries
+    (DeepSpeed's own checkpoint) into the new directory."""
     from rlhf.models import save_atomic
 
     def write(tmp: Path) -> None:
+        for name, source in (move_in or {}).items():
+            os.replace(source, tmp / name)
         torch.save(
             {
                 "model": model_state,
@@ -64,6 +74,14 @@ def load_trainer_checkpoint(
     if not (path / "trainer_state.pt").is_file():
         raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
     blob = torch.load(path / "trainer_state.pt", weights_only=False)
+    from rlhf import parallel
+
+    if parallel.is_deepspeed_state(blob["optimizer"]) != (parallel.engine(model) is not None):
+        written = "DeepSpeed" if parallel.is_deepspeed_state(blob["optimizer"]) else "DDP or FSDP2"
+        raise UserError(f"--resume: {path} was written under {written}, this run is not; resume as it ran")
+    if parallel.engine(model) is not None:
+        parallel.load_deepspeed_state(model, path, blob["optimizer"])
+        return _restore_rest(blob, scheduler, generator)
     groups = blob["optimizer"]["param_groups"]
     by_name = bool(groups and groups[0]["params"]) and isinstance(groups[0]["params"][0], str)  # FSDP2's
     if by_name != sharded:
@@ -76,6 +94,10 @@ def load_trainer_checkpoint(
     else:
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
+    return _restore_rest(blob, scheduler, generator)
+
+
+def _restore_rest(blob: dict, scheduler, generator) -> dict:
     scheduler.load_state_dict(blob["scheduler"])
     generator.set_state(blob["generator"])
     torch.set_rng_state(blob["torch_rng"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -420,6 +421,7 @@ def ppo_step(
     dual-ascent step on the batch's mean cost at the end."""
     from rlhf.logprobs import entropy_from_logits
     from rlhf.losses import ppo_policy_loss, ppo_value_loss
+    from rlhf.parallel import engine
     from rlhf.rl_math import (
         explained_variance,
         gae,
@@ -535,10 +537,13 @@ def ppo_step(
                     pg_stats = {**pg_stats, "loss/kl_term": kl_term.item()}
             check_finite(loss.item(), "PPO loss")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP averages the gradients over processes here, FSDP2 reduce-scatters them
-            for group in models.clip_groups():
-                torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
-            optimizer.step()
+            if engine(models.joint) is not None:  # DeepSpeed's engine: backward, clip (one norm), step
+                accelerator.backward(loss)
+            else:
+                loss.backward()  # DDP averages the gradients over processes here, FSDP2 reduce-scatters them
+                for group in models.clip_groups():
+                    torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
+            optimizer.step()  # (under DeepSpeed, Accelerate's wrapper does nothing: the engine stepped)
             for key, value in pg_stats.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + float(value)
             n_updates += 1
@@ -651,7 +656,6 @@ def train(
     its own share of the prompts and gradients are averaged, so one iteration covers N x batch_size.
     The prompts are cycled as TRL's dataloader is, reshuffled on every pass, so any number of prompts
     works; `log` (main process only) says when an iteration needs more prompts than there are."""
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
     from rlhf import parallel
@@ -693,12 +697,12 @@ def train(
     out = Path(out).expanduser()
     # Accelerate's mixed precision would autocast the update's forward only; PPO's autocast covers the
     # rollout's forwards too, or the ratio would start off 1 (ppo.mixed_precision)
-    accelerator = Accelerator(
-        cpu=run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()),
-        mixed_precision="no",
+    accelerator = parallel.make_accelerator(
+        run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available()), mixed_precision="no"
     )
     rank, world_size = accelerator.process_index, accelerator.num_processes
     sharded = parallel.shards(accelerator)  # FSDP2: each process holds a share of every model it trains
+    zero3 = parallel.deepspeed_stage(accelerator) == 3  # ZeRO-3: a share of the policy and critic only
     is_main = accelerator.is_main_process
     device = str(accelerator.device)
     torch.manual_seed(run.seed)  # the same initial weights (LoRA, heads) in every process
@@ -738,7 +742,7 @@ def train(
             ref_policy, copied = copy.deepcopy(policy).eval().requires_grad_(False), True
         if cfg.trainable_layers >= 0:
             freeze_lower_layers(policy, cfg.trainable_layers)
-            if copied and not sharded:  # sharded, each process holds a share of the copy anyway
+            if copied and not (sharded or zero3):  # sharded, each process holds a share of the copy anyway
                 share_frozen_modules(policy, ref_policy)
     if sharded and isinstance(ref_policy, nn.Module):  # a frozen model: gathered block by block, then freed
         parallel.shard(ref_policy, reshard_root=True)
@@ -795,13 +799,17 @@ def train(
         lambda: torch.optim.Adam(models.trainable_parameters(), lr=cfg.lr, eps=1e-5),
         units=[critic.head if isinstance(critic, ValueModel) else critic] if critic is not None else [],
         forward_methods=["sample"],
+        micro_batch=cfg.mini_batch_size,  # (DeepSpeed: one backward per step, clipped by one norm)
+        max_grad_norm=cfg.max_grad_norm,
     )
     sizes = parallel.parameter_counts(models.joint)
     for name, model in scorers.items():  # parallel/reward_local_parameters, parallel/reward_parameters
         sizes.update({k.replace("/", f"/{name}_"): v for k, v in parallel.parameter_counts(model).items()})
-    if sharded:
+    if sharded or zero3:
         settle_packing(models, accelerator.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1 - i / cfg.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        parallel.torch_optimizer(optimizer), lambda i: max(0.0, 1 - i / cfg.steps)
+    )
     kl_ctl = (
         AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         if cfg.adaptive_kl
@@ -826,7 +834,13 @@ def train(
                 f"--resume: {checkpoint} was written by {len(blob['process_rng'])} processes, "
                 f"this run has {world_size}; resume with the same number of processes"
             )
-        parallel.load_full_state(models.joint, optimizer, blob["model"], blob["optimizer"])
+        if parallel.is_deepspeed_state(blob["optimizer"]) != (parallel.engine(models.joint) is not None):
+            raise UserError(f"--resume: {checkpoint} was written under a DeepSpeed config and this run is "
+                            "not, or the other way round; resume under the config it ran with")  # fmt: skip
+        if parallel.engine(models.joint) is not None:  # DeepSpeed's own, beside it: the model and optimiser
+            parallel.load_deepspeed_state(models.joint, checkpoint.parent, blob["optimizer"])
+        else:
+            parallel.load_full_state(models.joint, optimizer, blob["model"], blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         kl_ctl.load_state_dict(blob["kl_controller"])
         if lagrange is not None and blob.get("lagrange") is not None:
@@ -876,7 +890,11 @@ def train(
             process_rng = gather_object([(torch.get_rng_state(), generator.get_state())])
             # full state dicts on the main process (under FSDP2 every process takes part in gathering them)
             model_state = parallel.full_state_dict(models.joint)
-            optimizer_state = parallel.full_optimizer_state_dict(models.joint, optimizer)
+            staging = parallel.deepspeed_staging(out / CHECKPOINT_DIR)  # DeepSpeed: each process's partition
+            if parallel.engine(models.joint) is not None:
+                optimizer_state = parallel.save_deepspeed_state(models.joint, staging)
+            else:
+                optimizer_state = parallel.full_optimizer_state_dict(models.joint, optimizer)
             if is_main:
                 state = {
                     "model": model_state,  # policy.* and critic.*: PolicyAndValue's names
@@ -890,9 +908,13 @@ def train(
                     "history": history,
                     "step": done,
                 }
-                save_atomic(
-                    out / CHECKPOINT_DIR, lambda tmp, state=state: torch.save(state, tmp / STATE_FILE)
-                )
+
+                def write(tmp: Path, state=state, staging=staging) -> None:
+                    if parallel.engine(models.joint) is not None:
+                        os.replace(staging, tmp / parallel.DEEPSPEED_DIR)
+                    torch.save(state, tmp / STATE_FILE)
+
+                save_atomic(out / CHECKPOINT_DIR, write)
             accelerator.wait_for_everyone()
     if logger is not None:
         logger.close()
@@ -900,7 +922,7 @@ def train(
         return PPOResult(out, history, lagrange.value if lagrange is not None else None, is_main)
 
     # 5. save the policy (plain transformers) and the critic beside it, atomically
-    model_state = parallel.full_state_dict(models.joint)  # under FSDP2 gathered onto the main process
+    model_state = parallel.full_state_dict(models.joint)  # FSDP2, ZeRO-3: gathered onto the main process
 
     def write_critic(path: Path) -> None:
         torch.save(entries(model_state, "critic."), path)
@@ -911,7 +933,7 @@ def train(
         path.write_text(yaml.safe_dump({"run": asdict(run), "ppo": asdict(cfg)}, sort_keys=False))
 
     if is_main:
-        if sharded:  # the main process holds a share only: a whole copy, from the gathered state
+        if sharded or zero3:  # the main process holds a share only: a whole copy, from the gathered state
             policy = whole_policy(
                 policy_path, cfg, next(policy.parameters()).dtype, entries(model_state, "policy.")
             )
