@@ -14,6 +14,7 @@ time-boxed run always resumes from where it stopped, and a resumed run equals an
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
