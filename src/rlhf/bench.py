@@ -312,7 +312,9 @@ def bench_ppo(
                 **setting,
             )
             accelerator = Accelerator(cpu=True)
-            optimizer = torch.optim.Adam(models.trainable_parameters(), lr=1e-5, eps=1e-5)
+            optimizer = torch.optim.Adam(
+                models.trainable_parameters(), lr=1e-5, eps=1e-5, fused=True
+            )  # as train
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
             n_prompts = batch_size // ppo_cfg.samples_per_prompt
             prompts = bench_prompts(n_prompts * (iterations + warmup), 44, tokenizer)
