@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.flops import causal_attention_pairs, forward_flops, training_flops
+from rlhf.flops import attention_pairs, forward_flops, layout_tokens, training_flops
 
 
 def tiny_llama(attention: str = "eager"):
@@ -18,10 +18,14 @@ def tiny_llama(attention: str = "eager"):
     return LlamaForCausalLM(config)
 
 
-def test_causal_attention_pairs_by_hand():
-    # a row of 3 attends 1 + 2 + 3 = 6 pairs, a row of 2: 1 + 2 = 3
-    assert causal_attention_pairs([3, 2]) == 9
-    assert causal_attention_pairs([1]) == 1 and causal_attention_pairs([]) == 0
+def test_attention_pairs_by_hand():
+    # rows of their own: a row of 3 attends 1 + 2 + 3 = 6 pairs, a row of 2: 1 + 2 = 3
+    assert attention_pairs([(3, []), (2, [])]) == 9 == attention_pairs([(2, [1]), (1, [1])])
+    # a prompt of 2 shared by responses of 1 and 2: 3 in the prompt, 1 x 2 + 1 = 3 and 2 x 2 + 3 = 7:
+    # 13, the 16 of unshared rows of 3 and 4 tokens (6 + 10) less the second copy of the prompt's 3
+    assert attention_pairs([(2, [1, 2])]) == 13
+    assert attention_pairs([(2, [1]), (2, [2])]) == 16
+    assert layout_tokens([(2, [1, 2])]) == 5 and layout_tokens([(2, [1]), (2, [2])]) == 7
 
 
 def test_forward_and_training_flops_of_a_hand_worked_config():
@@ -32,7 +36,7 @@ def test_forward_and_training_flops_of_a_hand_worked_config():
     assert forward == 16320
     assert training_flops(forward) == 48960
     # two rows of 3 and 2 tokens, 2 scored: 2 x 1280 x 5 + 2 x 256 x 2 + 4 x 8 x 2 x 9 = 12800 + 1024 + 576
-    assert forward_flops(1280, 256, 8, 2, 5, 2, causal_attention_pairs([3, 2])) == 14400
+    assert forward_flops(1280, 256, 8, 2, 5, 2, attention_pairs([(3, []), (2, [])])) == 14400
 
 
 def test_flops_match_torch_flop_counter_on_an_eager_llama():

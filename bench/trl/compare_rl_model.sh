@@ -18,8 +18,8 @@ python=${PYTHON:-.venv/bin/python}
 prompts=${TMPDIR:-/tmp}/bench_prompts_$(basename "$model")
 mkdir -p "$out"
 out=$(realpath "$out")
-"$python" bench/trl/make_prompts.py "$prompts.jsonl" $((32 * (iterations + 1))) --model "$model" > /dev/null
-"$python" bench/trl/make_prompts.py "${prompts}8.jsonl" $((8 * (iterations + 1))) --model "$model" > /dev/null
+$python bench/trl/make_prompts.py "$prompts.jsonl" $((32 * (iterations + 1))) --model "$model" > /dev/null
+$python bench/trl/make_prompts.py "${prompts}8.jsonl" $((8 * (iterations + 1))) --model "$model" > /dev/null
 trl=(--warmup 1 --iterations "$iterations")
 for i in $(seq 1 "$rounds"); do
   uptime > "$out/load_$i.txt"

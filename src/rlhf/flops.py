@@ -6,10 +6,17 @@ appendix B). Pure arithmetic on sizes: no models, no tensors.
 from __future__ import annotations
 
 
-def causal_attention_pairs(row_lengths: list[int]) -> int:
-    """Query-key pairs causal attention scores in rows of these lengths: sum of l (l + 1) / 2
-    (each position attends to itself and every earlier one of its row)."""
-    return sum(n * (n + 1) // 2 for n in row_lengths)
+def attention_pairs(layout: list[tuple[int, list[int]]]) -> int:
+    """Query-key pairs causal attention scores in a packed batch whose groups share a prompt: per group
+    (prompt length p, [response lengths r]), p (p + 1) / 2 within the prompt, and for each response
+    r p over the prompt plus r (r + 1) / 2 within itself. A row of its own is (p, [r]): (p + r)(p + r + 1) / 2,
+    each position attending to itself and every earlier one."""
+    return sum(p * (p + 1) // 2 + sum(r * p + r * (r + 1) // 2 for r in rs) for p, rs in layout)
+
+
+def layout_tokens(layout: list[tuple[int, list[int]]]) -> int:
+    """Tokens a forward over the layout needs: each shared prompt once, every response."""
+    return sum(p + sum(rs) for p, rs in layout)
 
 
 def forward_flops(

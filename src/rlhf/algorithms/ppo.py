@@ -386,9 +386,10 @@ def ppo_step(
 
     With `cost_fn` and `lagrange` (Safe RLHF) the score is reward - lambda * cost, and lambda takes a
     dual-ascent step on the batch's mean cost at the end."""
-    from rlhf.flops import causal_attention_pairs
+    from rlhf.flops import attention_pairs, layout_tokens
     from rlhf.logprobs import entropy_from_logits
     from rlhf.losses import ppo_policy_loss, ppo_value_loss
+    from rlhf.packing import prompt_groups, shared_layout
     from rlhf.rl_math import (
         explained_variance,
         gae,
@@ -511,7 +512,9 @@ def ppo_step(
     scheduler.step()
     stats = {key: value / n_updates for key, value in stats_sum.items()}
     stats["policy/entropy"] = sum(entropies) / len(entropies)
-    row_lengths = batch.attention_mask.sum(1)  # (B,) real tokens of prompt + response
+    # the update's useful work: real tokens, each prompt once for its K samples (as `rlhf.packing` runs it)
+    groups = prompt_groups(batch.input_ids, batch.attention_mask, batch.query_width)
+    layout = shared_layout(batch.attention_mask, batch.query_width, groups)
     stats.update(reward_stats)
     if models.ref_policy is None:  # not measured: there is no reference
         del stats["objective/kl"]
@@ -524,9 +527,9 @@ def ppo_step(
             "time/generate_tokens_per_s": batch.generated_positions / max(batch.generate_seconds, 1e-9),
             "time/update_seconds": update_seconds,
             # the work of the update epochs' forwards, for `rlhf.flops` (each epoch passes over every row)
-            "perf/update_tokens": cfg.ppo_epochs * int(row_lengths.sum()),
+            "perf/update_tokens": cfg.ppo_epochs * layout_tokens(layout),
             "perf/update_scored_tokens": cfg.ppo_epochs * int(mask.sum()),
-            "perf/update_attention_pairs": cfg.ppo_epochs * causal_attention_pairs(row_lengths.tolist()),
+            "perf/update_attention_pairs": cfg.ppo_epochs * attention_pairs(layout),
         }
     )
     if models.critic is not None:
