@@ -32,6 +32,10 @@ def test_bench_ppo_writes_figures(small_world, tmp_path):
     assert saved["runs"][0]["episodes_per_second"] == figures["runs"][0]["episodes_per_second"] > 0
     assert 0 < saved["runs"][0]["generation_share"] < 1 and saved["plain_generate_tokens_per_second"] > 0
     assert saved["runs"][1]["prompts_x_samples"] == "1 x 4"
+    for run in saved["runs"]:  # the update epochs: part of the iteration, at a rate below the machine's peak
+        assert 0 < run["update_share"] < 1 and 0 < run["update_seconds"] < run["seconds_per_iteration"]
+        assert run["update_peak_share"] == run["update_gflops"] / run["matmul_peak_gflops"]
+        assert 0 < run["update_gflops"] and run["matmul_peak_gflops"] > 0
 
 
 def test_bench_dpo_writes_figures(small_world, tmp_path):

@@ -144,3 +144,80 @@ def test_a_packed_row_ending_in_eos_gives_no_attention_mask_warning():
         assert [r for r in records if "attention_mask" in r.getMessage()]
     finally:
         transformers_logger.removeHandler(handler)
+
+
+def grouped_batch(vocab: int, seed: int = 0, groups: int = 3, k: int = 3, prompt: int = 9, response: int = 7):
+    """K samples of each prompt, as a rollout lays them out: rows of a group share their left-padded
+    prompt, responses of 1..response tokens differ."""
+    ids, mask, start = ppo_like_batch(vocab, seed, groups * k, prompt, response)
+    first = torch.arange(groups).repeat_interleave(k) * k  # (B,) the group's first row
+    ids[:, :start], mask[:, :start] = ids[first, :start], mask[first, :start]
+    return ids, mask, start
+
+
+def order_of(valid: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Indices into valid-flattened values that list them in the row order `order`."""
+    index = torch.full(valid.shape, -1)
+    index[valid] = torch.arange(int(valid.sum()))
+    return index[order][valid[order]]
+
+
+def test_pack_shared_prompts_by_hand():
+    from rlhf.packing import pack_shared_prompts, packed_tokens, prompt_groups
+
+    # rows 0 and 1 share the prompt [5, 6] (left-padded), row 2 has its own [1, 2, 3]
+    ids = torch.tensor([[0, 5, 6, 7, 0], [0, 5, 6, 8, 4], [1, 2, 3, 9, 0]])
+    mask = torch.tensor([[0, 1, 1, 1, 0], [0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    rows = prompt_groups(ids, mask, 3)
+    assert sorted(rows) == [[0, 1], [2]]
+    rows = [[0, 1], [2]]
+    packed, groups = pack_shared_prompts(ids, mask, 3, rows)
+    assert groups == [(2, [1, 2]), (3, [1])]
+    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 4, 1, 2, 3, 9]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 2, 3, 0, 1, 2, 3]]  # responses follow the prompt
+    assert packed.cu_seq_lens.tolist() == [0, 2, 3, 5, 8, 9]
+    assert packed.flat_index.tolist() == [[-1, 0, 1, 2, -1], [-1, 0, 1, 3, 4], [5, 6, 7, 8, -1]]
+    # 11 real tokens, less the second copy of the 2-token prompt: the 9 of the packed row
+    assert packed_tokens(mask, 3, rows) == 9 == packed.input_ids.shape[1]
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: llama(4), lambda: llama(2), gpt2], ids=["llama", "llama-gqa", "gpt2"]
+)
+def test_shared_prompts_equal_padded_with_gradients(make):
+    """Each prompt once for its K samples: the padded forward's log-probs, logits, values and gradients."""
+    model = make().train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    head = torch.nn.Linear(32, 1)
+    ids, mask, start = grouped_batch(97)
+    from rlhf.packing import prompt_groups
+
+    assert sorted(prompt_groups(ids, mask, start)) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    padded = forward_and_grads(_padded_response_logprobs, model, head, ids, mask, start)
+    shared = forward_and_grads(_packed_response_logprobs, model, head, ids, mask, start)
+    for a, b in zip(padded[:3], shared[:3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(padded[3], shared[3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    valid = mask[:, start:].bool()
+    # the rows shuffled, as the update's later epochs take them: groups found all the same
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        shuffled = _packed_response_logprobs(model, ids[order], mask[order], start, 0.7, False, None)[0]
+    assert len(prompt_groups(ids[order], mask[order], start)) == 3
+    torch.testing.assert_close(
+        shuffled[valid[order]], padded[0][order_of(valid, order)], atol=1e-5, rtol=1e-5
+    )
+    # row 1's prompt changed: a group of its own; row 1's log-probs move, rows 0 and 2 keep theirs
+    valid = mask[:, start:].bool()
+    with torch.no_grad():
+        before = _packed_response_logprobs(model, ids, mask, start, 0.7, False, None)[0]
+        cut = ids.clone()
+        cut[1, start - 1] = (cut[1, start - 1] + 1) % 97
+        after = _packed_response_logprobs(model, cut, mask, start, 0.7, False, None)[0]
+    assert sorted(prompt_groups(cut, mask, start)) == [[0, 2], [1], [3, 4, 5], [6, 7, 8]]
+    assert not torch.allclose(after[1][valid[1]], before[1][valid[1]], atol=1e-4)
+    for row in (0, 2):
+        torch.testing.assert_close(after[row][valid[row]], before[row][valid[row]], atol=1e-5, rtol=1e-5)

@@ -21,9 +21,11 @@ from transformers import (
 
 def parse_args(doc, iterations, warmup, **extra):
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("prompts", help="JSONL from make_prompts.py (its .meta.json names the world model)")
+    parser.add_argument("prompts", help="JSONL from make_prompts.py (its .meta.json names the model)")
     parser.add_argument("out", help="JSON file for the figures")
-    parser.add_argument("--world", help="world model directory (default: from PROMPTS.meta.json)")
+    parser.add_argument(
+        "--model", "--world", dest="world", help="model directory (default: from PROMPTS.meta.json)"
+    )
     parser.add_argument("--iterations", type=int, default=iterations, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed iterations first")
     for name, (kind, default, help_) in extra.items():
@@ -88,13 +90,25 @@ def machine():
     }
 
 
+def describe(model_dir):
+    """Architecture and size of the policy, read from its directory."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    return (
+        f"{config.model_type} {config.num_hidden_layers} layers x {config.hidden_size} hidden, "
+        f"{config.num_attention_heads} heads, vocab {config.vocab_size}, {n / 1e6:.1f}M parameters"
+    )
+
+
 def summarise(benchmark, args, timer, episodes_per_iteration, configuration, **extra):
     timed = timer.times[args.warmup :]
     per_iteration = statistics.median(timed)
     figures = {
         "benchmark": benchmark,
         "configuration": {
-            "model": f"{args.world} (Llama 4 layers x 128 hidden, 4 heads, vocab 2048), fp32",
+            "model": f"{args.world} ({describe(args.world)}), fp32",
             "prompts": f"{args.prompts}: {args.prompt_meta['prompts']} prompts, "
             f"mean {args.prompt_meta['mean_tokens']:.1f} tokens",
             **configuration,

@@ -4,10 +4,11 @@ Run in a separate venv with trl 1.16 (not a dependency of rlhf), torch installed
     python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 && /tmp/trlvenv/bin/pip install "trl==1.16.*"
     .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl8.jsonl 48   # our grpo prompts + world model path
     for i in 1 2 3; do /tmp/trlvenv/bin/python bench/trl/trl_grpo_bench.py /tmp/bench_prompts_trl8.jsonl bench/trl_grpo_$i.json; done
-Options: --iterations (timed, default 20) --warmup (default 3) --beta (KL coefficient; TRL's default 0 loads no
+Options: --model DIR (default: the model PROMPTS.meta.json names; make_prompts.py --model sets it)
+--iterations (timed, default 20) --warmup (default 3) --beta (KL coefficient; TRL's default 0 loads no
 reference model; > 0 adds a separate frozen reference).
 
-Configuration: the world Llama as policy, a same-size reward model (fresh scalar head on the world LM) as
+Configuration: the world Llama (or the --model of make_prompts.py) as policy, a same-size reward model (fresh scalar head on the world LM) as
 reward_funcs, 8 prompts (about 44 tokens) x 4 generations = 32 completions per step, at most 32 new tokens
 (generation stops at EOS), temperature 1, num_iterations=1 (one gradient step per generation), fp32, dropout
 off, no gradient checkpointing (TRL's default is on). An episode is one completion.

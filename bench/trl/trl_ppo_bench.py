@@ -5,9 +5,10 @@ torch installed first and pinned (otherwise pip fetches the CUDA build):
     python3 -m venv /tmp/trl112 && /tmp/trl112/bin/pip install torch==2.13.0 && /tmp/trl112/bin/pip install "trl==1.12.*"
     .venv/bin/python bench/trl/make_prompts.py /tmp/bench_prompts_trl.jsonl      # our prompts + world model path
     for i in 1 2 3; do /tmp/trl112/bin/python bench/trl/trl_ppo_bench.py /tmp/bench_prompts_trl.jsonl bench/trl_ppo_$i.json; done
-Options: --iterations (timed, default 10) --warmup (default 2) --stop-token eos|none (default eos).
+Options: --model DIR (default: the model PROMPTS.meta.json names; make_prompts.py --model sets it)
+--iterations (timed, default 10) --warmup (default 2) --stop-token eos|none (default eos).
 
-Configuration as ours: policy, separate frozen reference, same-size reward model (fresh scalar head on the
+Configuration as ours: policy (the world Llama, or the --model of make_prompts.py), separate frozen reference, same-size reward model (fresh scalar head on the
 world LM) and, as TRL requires, a separate same-size value model; batch 32 prompts (about 44 tokens),
 32 new tokens, temperature 1, 4 PPO epochs, 1 minibatch, fp32, dropout off, no gradient checkpointing
 (TRL's default is on), no eval or sample generations. An episode is one prompt's rollout, as TRL counts it.

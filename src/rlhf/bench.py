@@ -66,6 +66,58 @@ def time_training_steps(
     return timings
 
 
+def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """This CPU's fp32 matrix-multiply rate: `torch.mm` of two random (n, n) float32 matrices on all of
+    torch's threads, GFLOP/s (2 n^3 FLOPs a product) of the median of `repeats` timed products after one
+    untimed. n = 2048 is large enough for the BLAS kernel's peak and short enough (17 GFLOP) to repeat."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator) for _ in range(2))
+    torch.mm(a, b)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        timings.append(time.perf_counter() - started)
+    return 2 * n**3 / float(np.median(timings)) / 1e9
+
+
+def _matmul_sizes(trunk: Any, exclude: set[int]) -> tuple[int, int, int]:
+    """(weights of the matrix products every token goes through, attention width heads x head dim, layers)
+    of a transformers model: its nn.Linear and GPT-2 Conv1D weights, less the modules in `exclude`."""
+    from transformers.pytorch_utils import Conv1D
+
+    weights = sum(m.weight.numel() for m in trunk.modules()
+                  if isinstance(m, torch.nn.Linear | Conv1D) and id(m) not in exclude)  # fmt: skip
+    config = trunk.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return weights, config.num_attention_heads * head_dim, config.num_hidden_layers
+
+
+def update_flops(models: Any, stats: dict[str, float]) -> int:
+    """FLOPs of one `ppo_step`'s update epochs (`rlhf.flops`): forwards and backwards of the policy (the LM
+    head at scored positions only, as `response_logprobs` runs it) and of a separate critic's trunk, over
+    the tokens `ppo_step` reports in its `perf/update_*` stats."""
+    from rlhf.flops import forward_flops, training_flops
+    from rlhf.models import ValueModel
+
+    head = models.policy.get_output_embeddings()
+    scored = head.weight.numel()
+    shared = models.critic if isinstance(models.critic, torch.nn.Linear) else None
+    if shared is not None:
+        scored += shared.weight.numel()
+    trunks = [(models.policy, {id(head)})]
+    if isinstance(models.critic, ValueModel):
+        trunks.append((models.critic.trunk, set()))
+        scored += models.critic.head.weight.numel()
+    total = 0
+    for i, (trunk, exclude) in enumerate(trunks):
+        weights, width, layers = _matmul_sizes(trunk, exclude)
+        total += forward_flops(weights, scored if i == 0 else 0, width, layers, int(stats["perf/update_tokens"]),
+                               int(stats["perf/update_scored_tokens"]),
+                               int(stats["perf/update_attention_pairs"]))  # fmt: skip
+    return training_flops(total)
+
+
 def describe_model(name: str, model: Any) -> dict[str, Any]:
     """What a bench ran on: the name given (`world` or a path), the architecture and the size."""
     config = getattr(model, "config", None)
@@ -238,6 +290,7 @@ def bench_ppo(
         save_reward_model(Path(tmp) / "rm", rm, rm_tokenizer)
         reward_fn = load_reward_source(str(Path(tmp) / "rm"), device="cpu")
     runs = []
+    peak = matmul_peak_gflops()
     for variant in variants:
         for precision in ("fp32", "bf16") if bf16 else ("fp32",):
             torch.manual_seed(0)
@@ -259,7 +312,9 @@ def bench_ppo(
                 **setting,
             )
             accelerator = Accelerator(cpu=True)
-            optimizer = torch.optim.Adam(models.trainable_parameters(), lr=1e-5, eps=1e-5)
+            optimizer = torch.optim.Adam(
+                models.trainable_parameters(), lr=1e-5, eps=1e-5, fused=True
+            )  # as train
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
             n_prompts = batch_size // ppo_cfg.samples_per_prompt
             prompts = bench_prompts(n_prompts * (iterations + warmup), 44, tokenizer)
@@ -277,7 +332,8 @@ def bench_ppo(
                 seconds = time.perf_counter() - started
                 if i >= warmup:
                     rows.append((seconds, stats["time/generation_share"], stats["response/length"],
-                                 stats["time/generate_tokens_per_s"]))  # fmt: skip
+                                 stats["time/generate_tokens_per_s"], stats["time/update_seconds"],
+                                 update_flops(models, stats)))  # fmt: skip
             per_iteration = float(np.median([r[0] for r in rows]))
             runs.append(
                 {
@@ -294,6 +350,10 @@ def bench_ppo(
                     "generation_share": float(np.median([r[1] for r in rows])),
                     "mean_response_tokens": float(np.mean([r[2] for r in rows])),
                     "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
+                    # the update epochs alone (`rlhf.flops`: forwards + backwards of the real tokens)
+                    "update_seconds": float(np.median([r[4] for r in rows])),
+                    "update_share": float(np.median([r[4] / r[0] for r in rows])),
+                    "update_gflops": float(np.median([r[5] / r[4] / 1e9 for r in rows])),
                     "peak_rss_mib": peak_rss_mib(),
                 }
             )
@@ -317,8 +377,13 @@ def bench_ppo(
             )
         gen_times.append(time.perf_counter() - started)
     plain = batch_size * 64 / float(np.median(gen_times))
+    # the peak again after the runs, and the higher of the two: other work on the machine while it was
+    # measured would lower it and flatter the share
+    peak = max(peak, matmul_peak_gflops())
     for run in runs:
         run["rollout_vs_generate"] = run["rollout_generate_tokens_per_second"] / plain
+        run["matmul_peak_gflops"] = peak
+        run["update_peak_share"] = run["update_gflops"] / peak
     figures = {
         "benchmark": "ppo",
         "command": "rlhf bench ppo" + ("" if model == "world" else f" --model {model}"),
@@ -330,6 +395,10 @@ def bench_ppo(
             "prompt_tokens": "about 44",
             "max_new_tokens": 32,
             "minibatches": 1,
+            "update_flops": "rlhf.flops: 3 x (2 x matmul weights x real tokens + 2 x LM head x response "
+            "tokens + 4 x heads x head dim x layers x causal query-key pairs) per epoch",
+            "matmul_peak": "torch.mm of two fp32 2048 x 2048 matrices, all threads, median of 7, the "
+            "higher of a measure before and one after the runs",
             "timed_iterations": iterations,
             "warmup_iterations": warmup,
             "statistic": "median seconds per iteration over the timed iterations",

@@ -951,7 +951,9 @@ def bench_ppo(
         typer.echo(
             f"{r['variant']} {r['precision']}: {r['episodes_per_second']:.1f} episodes/s, rollout generate "
             f"{r['rollout_generate_tokens_per_second']:.0f} tokens/s ({r['rollout_vs_generate']:.2f}x plain), "
-            f"rollout {r['generation_share']:.0%} of the time, peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"rollout {r['generation_share']:.0%} of the time, peak RSS {r['peak_rss_mib']:.0f} MiB; update "
+            f"epochs {r['update_share']:.0%} of the time at {r['update_gflops']:.1f} GFLOP/s, "
+            f"{r['update_peak_share']:.0%} of the fp32 matmul peak ({r['matmul_peak_gflops']:.1f} GFLOP/s)"
         )
     typer.echo(f"wrote {out}")
 

@@ -87,7 +87,7 @@ def response_logprobs(
     _check_temperature(temperature)
     if not 1 <= response_start < input_ids.shape[1]:
         raise ValueError(f"response_start must be in [1, {input_ids.shape[1]}), got {response_start}")
-    if _worth_packing(model, attention_mask, response_start):
+    if _worth_packing(model, input_ids, attention_mask, response_start):
         return _packed_or_padded(
             model, input_ids, attention_mask, response_start, temperature, return_logits, value_head
         )
@@ -125,13 +125,19 @@ def _padded_response_logprobs(model, input_ids, attention_mask, response_start, 
     return logprobs, (logits if return_logits else None), values
 
 
-def _worth_packing(model: Any, attention_mask: torch.Tensor, response_start: int) -> bool:
-    """Pack when 15% or more of the batch is padding, rows are contiguous and every prompt has a token."""
+def _worth_packing(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+) -> bool:
+    """Pack when the packed row saves 15% or more of the batch's positions (padding, and the repeated
+    copies of prompts sampled K times), rows are contiguous and every prompt has a token."""
     from rlhf import packing
 
     return (
-        packing.padding_share(attention_mask) >= packing.MIN_PADDING_SHARE
-        and bool(attention_mask[:, response_start - 1].bool().all())
+        bool(attention_mask[:, response_start - 1].bool().all())
+        and packing.packed_tokens(
+            attention_mask, response_start, packing.prompt_groups(input_ids, attention_mask, response_start)
+        )
+        <= (1 - packing.MIN_PADDING_SHARE) * attention_mask.numel()
         and packing.contiguous_rows(attention_mask)
         and packing.supports_packing(model)
     )
@@ -169,13 +175,18 @@ def _packed_or_padded(
 def _packed_response_logprobs(model, input_ids, attention_mask, response_start, temperature, return_logits,
                               value_head):  # fmt: skip
     """`response_logprobs` on the real tokens only (`rlhf.packing`); padding positions get 0."""
-    from rlhf.packing import pack, packed_forward
+    from rlhf.packing import pack, pack_shared_prompts, packed_forward, prompt_groups
 
-    packed = pack(input_ids, attention_mask)
+    rows = prompt_groups(input_ids, attention_mask, response_start)
+    groups = None
+    if len(rows) < len(input_ids):  # K samples of a prompt: the prompt once, all K responses attending to it
+        packed, groups = pack_shared_prompts(input_ids, attention_mask, response_start, rows)
+    else:
+        packed = pack(input_ids, attention_mask)
     valid = attention_mask[:, response_start:].bool()  # (B, T)
-    keep = packed.flat_index[:, response_start:][valid] - 1  # (K,): the positions predicting each token
+    keep = packed.flat_index[:, response_start - 1 : -1][valid]  # (K,): the positions predicting each token
     kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
-    out = packed_forward(model, packed, keep, output_hidden_states=value_head is not None, **kwargs)
+    out = packed_forward(model, packed, keep, value_head is not None, groups, **kwargs)
     logits = out.logits[0] if kwargs else out.logits[0, keep]  # (K, V)
     if temperature != 1.0:
         logits = logits / temperature
