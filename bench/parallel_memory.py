@@ -56,8 +56,16 @@ def main() -> None:
         # Adam's state: under DeepSpeed on its flat fp32 partitions (the torch optimiser inside its own)
         state = parallel.torch_optimizer(optimizer).state.values()
         held["parameters"] = sum(local(p).nbytes for p in params)
-        # (DeepSpeed keeps its gradient partitions in its own buffers and frees them at the step: 0 here)
         held["gradients"] = sum(local(p.grad).nbytes for p in params if p.grad is not None)
+        # DeepSpeed's own: the fp32 master copy of this process's partition (what its Adam steps), and
+        # ZeRO-3's gradient partition buffer (ZeRO-2 frees its gradient partitions at the step)
+        zero_opt = optimizer.optimizer if hasattr(optimizer, "optimizer") else None
+        masters = getattr(zero_opt, "fp32_partitioned_groups_flat", None) or getattr(
+            zero_opt, "single_partition_of_fp32_groups", []
+        )
+        held["master"] = sum(t.nbytes for t in masters)
+        buffer = getattr(zero_opt, "grad_partitions_flat_buffer", None)
+        held["gradients"] += buffer.nbytes if buffer is not None else 0
         held["adam"] = sum(
             local(v).nbytes for s in state for v in s.values() if torch.is_tensor(v) and v.dim()
         )
@@ -76,7 +84,7 @@ def main() -> None:
     mib = {key: round(value / 2**20) for key, value in held.items()}
     print(
         f"process {os.environ.get('RANK', '0')}: holds {last['parallel/local_parameters']:.0f} of "
-        f"{last['parallel/parameters']:.0f} parameters; parameters + gradients + Adam {sum(mib.values())} MiB "
+        f"{last['parallel/parameters']:.0f} parameters; parameters + gradients + (DeepSpeed's fp32 master) + Adam {sum(mib.values())} MiB "
         f"{mib}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; {seconds:.1f} s",
         flush=True,
     )
