@@ -3,5 +3,10 @@
 import sys
 
 from rlhf.cli import main
+from rlhf.parallel import end_processes
 
-sys.exit(main())
+try:
+    code = main()
+finally:
+    end_processes()
+sys.exit(code)

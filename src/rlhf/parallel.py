@@ -115,6 +115,16 @@ def gathers_for_saving(accelerator: Any) -> bool:
     return shards(accelerator) or deepspeed_stage(accelerator) == 3
 
 
+def end_processes() -> None:
+    """Leave the process group of a multi-process launch (if any) before the interpreter exits, as
+    Accelerate's `end_training` does: a group still alive while Python tears down its threads and modules
+    at exit is how a finished, saved run can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def blocks(module: nn.Module) -> list[nn.Module]:
     """The transformer blocks of every transformers model inside `module` (the classes each model names
     in `_no_split_modules`, as Accelerate's FSDP2 auto-wrap policy picks them)."""
