@@ -9,7 +9,7 @@
 #                                    # (default .gpu_check/out): gpu_check.json and the table on stdout
 #   GPU_CHECK_SMOKE=1 scripts/gpu_check.sh run   # the same steps on CPUs: a tiny Llama, 2 processes
 # Environment: PYTHON (default python3; .venv/bin/python for the smoke run), CONFIGS (default
-# "fsdp2 zero3"; the smoke run's "ddp fsdp2"), NPROC (processes per run: 1 on one GPU, 2 for the smoke).
+# "fsdp2 zero3"), NPROC (processes per run: 1 on one GPU, 2 for the smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=.gpu_check
@@ -41,7 +41,7 @@ run() {
   local py=${PYTHON:-python3} configs=${CONFIGS:-fsdp2 zero3} nproc=${NPROC:-1} size=0.5b
   local reward_steps=40 dpo_steps=30 grpo_steps=6 grpo_batch=32 limit=100
   if [ "$smoke" = 1 ]; then
-    py=${PYTHON:-.venv/bin/python} configs=${CONFIGS:-ddp fsdp2} nproc=${NPROC:-2} size=tiny
+    py=${PYTHON:-.venv/bin/python} configs=${CONFIGS:-fsdp2 zero3} nproc=${NPROC:-2} size=tiny
     reward_steps=4 dpo_steps=4 grpo_steps=2 grpo_batch=8 limit=300
   fi
   [ -f "$dir/pairs.jsonl" ] || { echo "no $dir/pairs.jsonl: run scripts/gpu_check.sh prepare first" >&2; exit 2; }
