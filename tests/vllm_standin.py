@@ -38,6 +38,7 @@ class Faults:
     hang_seconds: float = 0.0  # every route sleeps this long before answering
     garbage: str = ""  # "" | "not_json" | "few_choices" | "nan_logprobs" | "short_logprobs"
     dev_routes: bool = True  # False: the weight-sync routes answer 404, as without VLLM_SERVER_DEV_MODE=1
+    logprob_offset: float = 0.0  # subtracted from every reported log-prob: a sampler that disagrees
     calls: list[str] = field(default_factory=list)  # each route called, in order
 
 
@@ -178,6 +179,9 @@ def create_app(model_dir: str, name: str = "standin", faults: Faults | None = No
             if engine.paused:
                 raise HTTPException(503, "generation is paused")
             choices = engine.complete(body)
+        for choice in choices:
+            lps = choice["logprobs"]["token_logprobs"]
+            choice["logprobs"]["token_logprobs"] = [lp - app.state.faults.logprob_offset for lp in lps]
         if garbage == "few_choices":
             choices = choices[:-1]
         elif garbage == "nan_logprobs":

@@ -261,6 +261,7 @@ def ppo_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float = 0.2,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Stats]:
     """PPO's clipped surrogate objective, negated, per token (Schulman et al. 2017, eq. 7).
 
@@ -270,6 +271,9 @@ def ppo_policy_loss(
         advantages:   (B, T), or (B, 1) for one advantage per response (RLOO, GRPO), broadcast over T.
         mask:         (B, T) valid response tokens.
         cliprange:    epsilon.
+        weights:      (B, T) or None: each token's term multiplied by its weight (detached), the
+                      importance correction of rollouts sampled by another engine
+                      (`rlhf.mismatch.mismatch_weights`; verl and Yao et al. 2025 weight the clipped term).
 
     With ratio = exp(logprobs - old_logprobs), as CleanRL names them::
 
@@ -291,7 +295,8 @@ def ppo_policy_loss(
     ratio = torch.exp(logratio)
     pg_loss1 = -advantages * ratio  # (B, T)
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    per_token = torch.max(pg_loss1, pg_loss2)  # (B, T)
+    loss = masked_mean(per_token if weights is None else per_token * weights, mask)
     with torch.no_grad():
         stats = {
             "loss/policy": float(loss),

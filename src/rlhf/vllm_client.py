@@ -24,6 +24,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -273,3 +274,42 @@ def engine_decode(
         tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         logprobs[row, : len(lps)] = torch.tensor(lps)
     return tokens.to(input_ids.device), logprobs.to(input_ids.device)
+
+
+@dataclass
+class RolloutEngine:
+    """A trainer's vLLM server and how its weights follow the policy: after every update the policy is
+    saved to `weights_dir` (readable by the server) and reloaded there, or, when only LoRA adapters
+    train, the adapter alone is saved and loaded as `lora_name`."""
+
+    client: VLLMClient
+    weights_dir: Path
+    lora: bool = False
+    lora_name: str = "rlhf-policy"
+
+    def sync(self, policy) -> float:
+        """Make the server sample from `policy` (a transformers model, LoRA adapters injected by peft
+        when `lora`); returns the seconds it took, saving included."""
+        started = time.monotonic()
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if self.lora:
+            save_lora_adapter(policy, self.weights_dir)
+            self.client.load_lora_adapter(self.lora_name, str(self.weights_dir))
+        else:
+            policy.save_pretrained(self.weights_dir)  # safetensors, as `vllm serve` reads them
+            self.client.reload_weights(str(self.weights_dir))
+        return time.monotonic() - started
+
+
+def save_lora_adapter(model, directory: Path) -> None:
+    """The LoRA adapters injected into `model` (`rlhf.models.add_lora`) as a peft adapter directory
+    (adapter_config.json, adapter_model.safetensors with peft's `base_model.model.` names), the layout
+    vLLM's and peft's loaders read."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    config = model.peft_config["default"]
+    state = get_peft_model_state_dict(model)
+    save_file({f"base_model.model.{k}": v.detach().contiguous().cpu() for k, v in state.items()},
+              str(directory / "adapter_model.safetensors"))  # fmt: skip
+    config.save_pretrained(str(directory))
