@@ -667,8 +667,8 @@ def vllm_engine(cfg: PPOConfig, out: Path, policy: nn.Module, world_size: int, l
     if policy.config.tie_word_embeddings and embeddings.requires_grad and cfg.lora_r == 0:
         log(
             "ppo.rollout_engine=vllm: the policy's LM head is tied to its trained embeddings; vLLM 0.32's "
-            "in-place reload leaves a tied head stale (docs/vllm.md), which mismatch/kl shows: "
-            "ppo.trainable_layers or ppo.lora_r keep the embeddings frozen"
+            "in-place reload leaves a tied head stale (docs/vllm.md), which mismatch/kl shows; ppo.lora_r, "
+            "or ppo.trainable_layers below the number of blocks, keep the embeddings frozen"
         )
     weights_dir = Path(cfg.vllm_weights_dir).expanduser() if cfg.vllm_weights_dir else out / "vllm_weights"
     return RolloutEngine(client, weights_dir.resolve(), lora=cfg.lora_r > 0)
