@@ -178,6 +178,17 @@ def test_hung_server_times_out_with_a_clear_error(server):
     faults.hang_seconds = 0.0
 
 
+def test_a_server_that_trickles_its_answer_is_cut_at_the_deadline(server):
+    # headers at once, then a byte every 0.2 s: no single read times out, the whole answer does
+    url, _, faults = server
+    faults.trickle = True
+    client = VLLMClient(url, model="standin", timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"gave no complete answer within 1 s; the server is hung"):
+        client.generate([[1, 2]], 1, 4, 0)
+    assert time.monotonic() - started < 1.8
+
+
 @pytest.mark.parametrize(
     "garbage, message",
     [

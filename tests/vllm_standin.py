@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Faults:
     """What the stand-in does wrong, switchable while it runs."""
 
     hang_seconds: float = 0.0  # every route sleeps this long before answering
+    trickle: bool = False  # /v1/completions answers 200, then one byte every 0.2 s, without end
     garbage: str = ""  # "" | "not_json" | "few_choices" | "nan_logprobs" | "short_logprobs"
     dev_routes: bool = True  # False: the weight-sync routes answer 404, as without VLLM_SERVER_DEV_MODE=1
     logprob_offset: float = 0.0  # subtracted from every reported log-prob: a sampler that disagrees
@@ -175,6 +176,14 @@ def create_app(model_dir: str, name: str = "standin", faults: Faults | None = No
         garbage = app.state.faults.garbage
         if garbage == "not_json":
             return PlainTextResponse("<html>502 Bad Gateway</html>")
+        if app.state.faults.trickle:
+
+            async def drip():
+                while True:
+                    yield b" "
+                    await asyncio.sleep(0.2)
+
+            return StreamingResponse(drip(), media_type="application/json")
         with engine.lock:
             if engine.paused:
                 raise HTTPException(503, "generation is paused")

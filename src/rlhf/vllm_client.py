@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class VLLMClient:
         if not url.startswith(("http://", "https://")):
             raise UserError(f"ppo.vllm_url must be an http:// or https:// URL; got {url!r}")
         self.url = url.rstrip("/")
-        self.timeout = timeout
+        self.timeout, self.connect_timeout = timeout, connect_timeout
         self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=connect_timeout))
         self.model = model
         self.base_model = model
@@ -76,23 +77,35 @@ class VLLMClient:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         body = bytearray()
+        expired = threading.Event()
         try:
-            with self._http.stream(method, path, timeout=httpx.Timeout(limit, connect=min(limit, 5.0)),
-                                   **kwargs) as response:  # fmt: skip
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if time.monotonic() > deadline:
-                        raise httpx.ReadTimeout("the answer took too long")
+            timeouts = httpx.Timeout(limit, connect=min(limit, self.connect_timeout))
+            with self._http.stream(method, path, timeout=timeouts, **kwargs) as response:
+                # the headers came within `limit`; the body gets what is left: a watchdog closes the
+                # connection at the deadline, which ends a read that trickles in byte by byte
+                def expire() -> None:
+                    expired.set()
+                    response.close()
+
+                watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
+                watchdog.start()
+                try:
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                finally:
+                    watchdog.cancel()
+            if expired.is_set():
+                raise httpx.ReadTimeout("the answer took too long")
         except httpx.ConnectError as err:
             raise UserError(
                 f"vLLM server {self.url}: cannot connect for {what} ({err}); is `vllm serve` running there?"
             ) from None
-        except httpx.TimeoutException:
-            raise UserError(
-                f"vLLM server {self.url}: {what} ({method} {path}) gave no complete answer within "
-                f"{limit:g} s; the server is hung or overloaded"
-            ) from None
-        except httpx.HTTPError as err:  # the connection dropped mid-answer, a protocol error
+        except (httpx.HTTPError, httpx.StreamError) as err:  # timed out, dropped mid-answer, bad protocol
+            if isinstance(err, httpx.TimeoutException) or expired.is_set():
+                raise UserError(
+                    f"vLLM server {self.url}: {what} ({method} {path}) gave no complete answer within "
+                    f"{limit:g} s; the server is hung or overloaded"
+                ) from None
             raise UserError(f"vLLM server {self.url}: {what} ({method} {path}) failed: {err!r}") from None
         if response.status_code >= 400:
             text = bytes(body).decode(errors="replace").replace("\n", " ")[:300]
@@ -153,6 +166,8 @@ class VLLMClient:
         samples seed + 0 ... n - 1), all requests at once: reproducible, and distinct prompts never
         share a random stream. Without one, all prompts go in one request.
         """
+        if not prompts:
+            return EngineSamples([], [], [])
         if not self.model:
             self.served_model()
         body = {

@@ -97,3 +97,18 @@ def test_engine_settings_are_checked():
         validate_all(PPOConfig(is_mode="clip"))
     with pytest.raises(ConfigError, match="ppo.is_cap must be > 1"):
         validate_all(PPOConfig(is_cap=1.0))
+
+
+def test_resume_with_vllm_rollouts_gives_the_uninterrupted_runs_step(small_world, tmp_path):
+    # the request seeds come from the trainer's random stream (checkpointed), and a resumed run syncs
+    # the server to its weights before its first rollout: the same rollouts, the same step
+    _, world_dir = small_world
+    with standin_server(world_dir) as (url, _):
+        cfg = dict(
+            rollout_engine="vllm", vllm_url=url, steps=3, batch_size=8, mini_batch_size=4, max_new_tokens=8
+        )
+        full = train(grpo(world_dir, **cfg), RUN, tmp_path / "full", show_progress=False)
+        train(grpo(world_dir, **cfg, stop_after_steps=2), RUN, tmp_path / "resumed", show_progress=False)
+        resumed = train(grpo(world_dir, **cfg), RUN, tmp_path / "resumed", show_progress=False, resume=True)
+    for key in ("objective/scores", "objective/kl", "loss/policy", "response/length"):
+        assert resumed.history[2][key] == pytest.approx(full.history[2][key], rel=1e-4, abs=1e-6), key
