@@ -41,6 +41,24 @@ def test_policy_loss_clipping_by_hand():
     torch.testing.assert_close(lp.grad, t([0.0, 0.75]))
 
 
+def test_policy_loss_weights_each_token_by_its_importance_weight():
+    # the clipping example above, with weights 2 (token 0) and 0.5 (token 1):
+    #   terms -1.2 and 1.5 -> (2 * -1.2 + 0.5 * 1.5) / 2 = (-2.4 + 0.75) / 2 = -0.825
+    #   gradient: token 0 still clipped -> 0; token 1: 0.5 * 1.5 / 2 = 0.375
+    old = t([-1.0, -1.0])
+    lp = (old + math.log(1.5)).requires_grad_()
+    loss, _ = ppo_policy_loss(lp, old, t([1.0, -1.0]), torch.ones(1, 2), 0.2, weights=t([2.0, 0.5]))
+    assert loss.item() == pytest.approx(-0.825)
+    loss.backward()
+    torch.testing.assert_close(lp.grad, t([0.0, 0.375]))
+    # a masked token (weight 0) drops out of the sum but still counts in the mean's denominator,
+    # as verl's masked importance sampling does: (-1.2 * 1 + 1.5 * 0) / 2 = -0.6
+    loss, _ = ppo_policy_loss(
+        old + math.log(1.5), old, t([1.0, -1.0]), torch.ones(1, 2), 0.2, weights=t([1.0, 0.0])
+    )
+    assert loss.item() == pytest.approx(-0.6)
+
+
 def test_policy_loss_broadcasts_a_per_response_advantage():
     # RLOO / GRPO give one advantage per response: (B, 1) is the same as repeating it over T
     gen = torch.Generator().manual_seed(0)

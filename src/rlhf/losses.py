@@ -323,6 +323,7 @@ def ppo_policy_loss(
     loss_agg_mode: str = "token-mean",
     max_length: int | None = None,
     importance_sampling_level: str = "token",
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Stats]:
     """PPO's clipped surrogate objective, negated, per token (Schulman et al. 2017, eq. 7).
 
@@ -339,6 +340,9 @@ def ppo_policy_loss(
         importance_sampling_level: 'token' (PPO's per-token ratio) or 'sequence' (GSPO, Zheng et al.
                       2025: one length-normalised ratio per response, ``sequence_log_ratio``; its paper
                       clips it at about 3e-4 / 4e-4 and aggregates with ``seq-mean-token-mean``).
+        weights:      (B, T) or None: each token's term multiplied by its weight (detached), the
+                      importance correction of rollouts sampled by another engine
+                      (`rlhf.mismatch.mismatch_weights`; verl and Yao et al. 2025 weight the clipped term).
 
     With ratio = exp(logprobs - old_logprobs), as CleanRL names them::
 
@@ -369,7 +373,10 @@ def ppo_policy_loss(
     high = cliprange if cliprange_high is None else cliprange_high
     pg_loss1 = -advantages * ratio  # (B, T)
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
-    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), mask, loss_agg_mode, max_length)
+    per_token = torch.max(pg_loss1, pg_loss2)  # (B, T)
+    loss = aggregate_loss(
+        per_token if weights is None else per_token * weights, mask, loss_agg_mode, max_length
+    )
     with torch.no_grad():
         stats = {
             "loss/policy": float(loss),

@@ -147,6 +147,29 @@ class PPOConfig:
         "Train LoRA adapters of this rank instead of the policy (0 = off); the reference is then the same weights with adapters off.",
     )
     lora_alpha: float = help_field(16.0, "LoRA alpha.")
+    rollout_engine: str = help_field(
+        "ours",
+        "Who samples the rollouts: 'ours' (rlhf's KV-cached loop) or 'vllm' (a `vllm serve` at ppo.vllm_url, "
+        "synced after every update; docs/vllm.md).",
+    )
+    vllm_url: str = help_field(
+        "", "Base URL of the vLLM server, e.g. http://localhost:8000 (rollout_engine=vllm)."
+    )
+    vllm_timeout: float = help_field(
+        300.0, "Seconds a vLLM call may take before the run stops with an error."
+    )
+    vllm_weights_dir: str = help_field(
+        "",
+        "Where the policy is saved for the server to reload after each update; empty = <out>/vllm_weights.",
+    )
+    is_level: str = help_field(
+        "token", "Importance correction of the sampler/trainer mismatch (vllm): token, sequence or geometric."
+    )
+    is_mode: str = help_field(
+        "truncate",
+        "truncate (weights capped at is_cap), mask (tokens/responses over the cap dropped) or off.",
+    )
+    is_cap: float = help_field(2.0, "Cap of the importance weights (> 1).")
     save_every: int = help_field(10, "Write a resumable checkpoint every N iterations (0 = only at the end).")
     stop_after_steps: int = help_field(
         0, "Stop after this many iterations as if interrupted, keeping the checkpoint (0 = off)."
@@ -207,6 +230,16 @@ class PPOConfig:
             raise ConfigError("ppo.temperature must be > 0 (log-probs use the sampling temperature)")
         if self.lagrange_init < 0 or self.lagrange_lr <= 0:
             raise ConfigError("ppo.lagrange_init must be >= 0 and ppo.lagrange_lr > 0")
+        if self.rollout_engine not in ("ours", "vllm"):
+            raise ConfigError(f"ppo.rollout_engine must be ours or vllm; got {self.rollout_engine!r}")
+        if self.rollout_engine == "vllm" and not self.vllm_url:
+            raise ConfigError("ppo.rollout_engine=vllm needs ppo.vllm_url, e.g. http://localhost:8000")
+        if self.is_level not in ("token", "sequence", "geometric"):
+            raise ConfigError(f"ppo.is_level must be token, sequence or geometric; got {self.is_level!r}")
+        if self.is_mode not in ("truncate", "mask", "off"):
+            raise ConfigError(f"ppo.is_mode must be truncate, mask or off; got {self.is_mode!r}")
+        if not self.is_cap > 1:
+            raise ConfigError(f"ppo.is_cap must be > 1; got {self.is_cap}")
 
 
 class PolicyAndValue(nn.Module):
@@ -268,6 +301,7 @@ class PolicyModels:
     ref_policy: Any | None
     critic: nn.Module | None
     tokenizer: Any
+    engine: Any = None  # a `rlhf.vllm_client.RolloutEngine` when a vLLM server samples the rollouts
 
     def __post_init__(self) -> None:
         self.joint = PolicyAndValue(self.policy, self.critic)
@@ -306,6 +340,7 @@ class Rollout:
     # update's forward would repeat it exactly (see `reusable_first_forward`), and its seconds
     first_forward: tuple | None = None
     first_forward_seconds: float = 0.0
+    sampler_logprobs: torch.Tensor | None = None  # (B, T) as the vLLM server reported them
 
 
 def reusable_first_forward(models: PolicyModels, cfg: PPOConfig, n_rows: int) -> bool:
@@ -337,13 +372,22 @@ def rollout(
     # GFLOP/s at B = 32 on the benchmark machine, while (2560, 128) x (128, 512) runs 8x faster in
     # bf16), so autocast covers generation on accelerators only.
     choose = lambda logits, _: (sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p), None)  # noqa: E731
-    ref_logprobs = None
+    ref_logprobs = sampler_logprobs = None
     with gathered(models.joint):  # FSDP2: the policy's shards gathered once for all these forwards
         started = time.perf_counter()
-        with autocast() if device.type != "cpu" else nullcontext():
-            generated, _ = models.joint.sample(enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens,
-                                               choose, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                                               repeats=repeats)  # fmt: skip
+        if models.engine is not None:  # sampled by the vLLM server; its seed drawn from our random stream
+            from rlhf.vllm_client import engine_decode
+
+            generated, sampler_logprobs = engine_decode(
+                models.engine.client, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens,
+                tokenizer.eos_token_id, tokenizer.pad_token_id, repeats, cfg.temperature, cfg.top_k,
+                cfg.top_p, seed=int(torch.randint(2**31 - 1, ())),
+            )  # fmt: skip
+        else:
+            with autocast() if device.type != "cpu" else nullcontext():
+                generated, _ = models.joint.sample(enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens,
+                                                   choose, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                                   repeats=repeats)  # fmt: skip
         generate_seconds = time.perf_counter() - started
         width = enc["input_ids"].shape[1]
         responses, response_mask = truncate_after_eos(
@@ -391,6 +435,7 @@ def rollout(
         int(generated.numel()),
         first_forward,
         first_forward_seconds,
+        sampler_logprobs,
     )
 
 
@@ -457,6 +502,15 @@ def ppo_step(
     generation_seconds = time.monotonic() - started
     mask = batch.response_mask
     check_finite(float((batch.logprobs * mask).sum()), "policy log-probs (from its logits)")
+    is_weights, mismatch_stats = None, {}
+    if batch.sampler_logprobs is not None:  # another engine sampled: measure and correct the mismatch
+        from rlhf.mismatch import mismatch_weights
+
+        mode = "truncate" if cfg.is_mode == "off" else cfg.is_mode
+        is_weights, mismatch_stats = mismatch_weights(
+            batch.logprobs, batch.sampler_logprobs, mask, cfg.is_level, mode, cfg.is_cap
+        )
+        is_weights = None if cfg.is_mode == "off" else is_weights
     # 2. score; responses that never stop are penalised (they would otherwise be truncated text)
     raw_scores = reward_fn(batch.prompts, batch.responses).to(batch.logprobs.device).float()  # (B,)
     check_finite(raw_scores.mean().item(), "reward")
@@ -520,7 +574,7 @@ def ppo_step(
                 pg_loss, pg_stats = ppo_policy_loss(
                     logprobs, batch.logprobs[idx], advantages[idx], lm, cfg.cliprange,
                     cfg.cliprange_high or None, cfg.loss_agg_mode, cfg.max_new_tokens,
-                    cfg.importance_sampling_level,
+                    cfg.importance_sampling_level, is_weights[idx] if is_weights is not None else None,
                 )  # fmt: skip
                 if cfg.ent_coef > 0:
                     entropy = masked_mean(entropy_from_logits(logits), lm)
@@ -558,6 +612,9 @@ def ppo_step(
     update_seconds = time.perf_counter() - update_started + batch.first_forward_seconds
     scheduler.step()
     stats = {key: value / n_updates for key, value in stats_sum.items()}
+    stats.update(mismatch_stats)
+    if models.engine is not None:  # the server samples the next rollout from the updated policy
+        stats["time/weight_sync_s"] = models.engine.sync(models.policy)
     stats["policy/entropy"] = sum(entropies) / len(entropies)
     # the update's useful work: real tokens, each prompt once for its K samples (as `rlhf.packing` runs it)
     groups = prompt_groups(batch.input_ids, batch.attention_mask, batch.query_width)
@@ -656,6 +713,28 @@ def whole_policy(
         add_lora(policy, cfg.lora_r, cfg.lora_alpha, 0.0)
     policy.load_state_dict(state)
     return policy
+
+
+def vllm_engine(cfg: PPOConfig, out: Path, policy: nn.Module, world_size: int, log: Callable[[str], None]):
+    """The vLLM server of `cfg.vllm_url`, checked before any training (`train` syncs it to the policy
+    before the first rollout: a resumed run's weights, or another model than the one it was started
+    with, are what it samples from then on)."""
+    from rlhf.vllm_client import RolloutEngine, VLLMClient
+
+    if world_size > 1:
+        raise UserError("ppo.rollout_engine=vllm runs in one process for now; launch without accelerate")
+    client = VLLMClient(cfg.vllm_url, timeout=cfg.vllm_timeout)
+    client.health()
+    client.served_model()
+    embeddings = policy.get_input_embeddings().weight
+    if policy.config.tie_word_embeddings and embeddings.requires_grad and cfg.lora_r == 0:
+        log(
+            "ppo.rollout_engine=vllm: the policy's LM head is tied to its trained embeddings; vLLM 0.32's "
+            "in-place reload leaves a tied head stale (docs/vllm.md), which mismatch/kl shows; ppo.lora_r, "
+            "or ppo.trainable_layers below the number of blocks, keep the embeddings frozen"
+        )
+    weights_dir = Path(cfg.vllm_weights_dir).expanduser() if cfg.vllm_weights_dir else out / "vllm_weights"
+    return RolloutEngine(client, weights_dir.resolve(), lora=cfg.lora_r > 0)
 
 
 def train(
@@ -764,6 +843,8 @@ def train(
     if sharded and isinstance(ref_policy, nn.Module):  # a frozen model: gathered block by block, then freed
         parallel.shard(ref_policy, reshard_root=True)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
+    if cfg.rollout_engine == "vllm":
+        models.engine = vllm_engine(cfg, out, policy, world_size, log if is_main else lambda _: None)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
                                    policy_tokenizer=tokenizer, setting="ppo.reward_weights")  # fmt: skip
     cost_fn = (
@@ -875,6 +956,8 @@ def train(
         generator.set_state(generator_state)
         rng.setstate(blob["python_rng"])
         order, history, first_step = blob["order"], blob["history"], blob["step"]
+    if models.engine is not None:
+        models.engine.sync(policy)
     logger = MetricsLogger(out / "logs", tensorboard=run.tensorboard) if is_main else None
     last_step = min(cfg.steps, cfg.stop_after_steps) if cfg.stop_after_steps > 0 else cfg.steps
     name = {"gae": "PPO", "rloo": "RLOO", "grpo": "GRPO"}[cfg.advantage]  # the estimator, on the bar
