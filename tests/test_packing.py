@@ -221,3 +221,134 @@ def test_shared_prompts_equal_padded_with_gradients(make):
     assert not torch.allclose(after[1][valid[1]], before[1][valid[1]], atol=1e-4)
     for row in (0, 2):
         torch.testing.assert_close(after[row][valid[row]], before[row][valid[row]], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- reward models
+
+
+def test_pack_token_groups_by_hand():
+    from rlhf.packing import pack_token_groups
+
+    rows = [[1, 2, 3, 4], [7, 8], [1, 2, 5]]
+    packed, layout = pack_token_groups(rows, [[0, 2], [1]])
+    # group [0, 2]: common prefix [1, 2] (at most the shorter row less one: 2), then [3, 4] and [5];
+    # group [1] alone: its row split after its last-but-one token, [7] then [8]
+    assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5, 7, 8]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 2, 0, 1]]
+    assert packed.cu_seq_lens.tolist() == [0, 2, 4, 5, 6, 7]
+    assert layout == [(2, [2, 1]), (1, [1])]
+    assert packed.flat_index.tolist() == [[0, 1, 2, 3], [5, 6, -1, -1], [0, 1, 4, -1]]
+    # rows that differ from the first token share nothing: an empty prefix, each row whole
+    packed, layout = pack_token_groups([[1, 2], [3, 4, 5]], [[0, 1]])
+    assert layout == [(0, [2, 3])] and packed.position_ids.tolist() == [[0, 1, 0, 1, 2]]
+
+
+def reward_model(family: str, ensemble: str = "heads"):
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
+
+    from rlhf.reward_model import RewardMeta, RewardModel, RewardModelEnsemble
+
+    heads = 3 if ensemble == "heads" else 1  # N heads on one backbone, or one head on each of 2
+
+    def member(seed: int) -> RewardModel:
+        torch.manual_seed(seed)
+        if family == "gpt2":
+            config = GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=2, num_labels=2,
+                                pad_token_id=0)  # fmt: skip
+            seq = GPT2ForSequenceClassification(config)
+        else:
+            config = LlamaConfig(
+                vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=64, num_labels=2, pad_token_id=0,
+            )  # fmt: skip
+            seq = LlamaForSequenceClassification(config)
+        meta = RewardMeta(objectives=["a", "b"], ensemble_size=heads)
+        return RewardModel(seq, torch.randn(heads, 2, 32) / 32**0.5, meta).eval()
+
+    if ensemble == "heads":
+        return member(0)
+    meta = RewardMeta(objectives=["a", "b"], ensemble_size=2, ensemble_kind="models")
+    return RewardModelEnsemble([member(0), member(1)], meta).eval()
+
+
+def scored_rows(seed: int = 0):
+    """5 prompts x 3 responses as token rows, shuffled: prompts of 3..12 tokens, responses of 1..8 (one
+    ending in pad tokens, scored before them; one whose first token merged into its prompt's last, as a
+    tokenizer may), and one prompt cut from the left in one of its rows only."""
+    g = torch.Generator().manual_seed(seed)
+    rows, prompt_of = [], []
+    for p in range(5):
+        prompt = torch.randint(3, 97, (int(torch.randint(3, 13, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(3):
+            response = torch.randint(
+                1, 97, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g
+            ).tolist()
+            rows.append(prompt + response)
+            prompt_of.append(p)
+    rows[1] = rows[1][:-1] + [5, 0, 0]  # ends in the pad id: scored at the 5
+    rows[4][len(rows[4]) - len(rows[4]) // 2 - 1] = 96  # a token inside the prompt differs
+    rows[7] = rows[7][2:]  # cut from the left
+    order = torch.randperm(len(rows), generator=g).tolist()
+    rows = [rows[i] for i in order]
+    groups: dict[int, list[int]] = {}
+    for i, b in enumerate(order):
+        groups.setdefault(prompt_of[b], []).append(i)
+    return rows, list(groups.values())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family,ensemble", [("llama", "heads"), ("gpt2", "heads"), ("llama", "models")])
+def test_reward_scores_with_shared_prompts_equal_padded(family, ensemble):
+    from rlhf.packing import pack_token_groups
+    from rlhf.reward_model import _packed_member_scores, _padded_member_scores, pad_right
+    from rlhf.sequences import score_positions
+
+    model = reward_model(family, ensemble)
+    rows, groups = scored_rows()
+    assert all(len(group) == 3 for group in groups) and groups[0] != [0, 1, 2]  # shuffled
+    padded = _padded_member_scores(model, rows, 0, "cpu", 64)  # (15, N, 2)
+    for batch_size in (64, 4):  # all groups in one forward; one group a forward
+        packed = _packed_member_scores(model, rows, 0, "cpu", batch_size, groups)
+        assert (packed - padded).abs().max() <= 1e-5
+    assert padded.std() > 0.05  # scores that differ from row to row, so the comparison can fail
+    # groups that are not one prompt's rows share only their common tokens: still the same scores
+    mixed = [[b for group in groups for b in group][i : i + 4] for i in range(0, len(rows), 4)]
+    assert (_packed_member_scores(model, rows, 0, "cpu", 64, mixed) - padded).abs().max() <= 1e-5
+    # and the comparison fails when the responses do not attend to their prompt (no layout)
+    packed, layout = pack_token_groups(rows, groups)
+    index = packed.flat_index[torch.arange(len(rows)), score_positions(pad_right(rows, 0)[0], 0)]
+    assert (model(None, None, packed=packed, layout=layout, index=index) - padded).abs().max() <= 1e-5
+    wrong = model(None, None, packed=packed, layout=None, index=index)
+    assert (wrong - padded).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_a_reward_source_scores_repeated_prompts_as_one_by_one(tiny_lm_dir, tmp_path):
+    """`load_reward_source` groups the rows by prompt: the same scores as scoring each (prompt, response)
+    alone, for the reward and for a cost on another head, and a plain list without repeats still works."""
+    from rlhf.reward_model import init_reward_model, save_reward_model
+    from rlhf.rewards import load_reward_source
+
+    model, tokenizer = init_reward_model(tiny_lm_dir, ["helpful", "harmless"], 2, seed=0)
+    save_reward_model(tmp_path / "rm", model, tokenizer)
+    prompts = ["User: what is tea?\nAssistant:", "User: I feel tired today.\nAssistant:"]
+    responses = [
+        " Tea is a drink.",
+        " Rest.",
+        " Mix flour and water, knead.",
+        " Drink some water",
+        " leaves",
+        " a",
+    ]
+    pairs = [(prompts[i % 2], r) for i, r in enumerate(responses)][::-1]  # interleaved, not grouped
+    for weights, setting in (({"helpful": 1.0}, "reward weights"), ({"harmless": -1.0}, "ppo.cost_weights")):
+        score = load_reward_source(str(tmp_path / "rm"), weights, device="cpu", setting=setting)
+        together = score([p for p, _ in pairs], [r for _, r in pairs])
+        alone = torch.cat([score([p], [r]) for p, r in pairs])
+        assert score.model._rlhf_packing is True  # packed, and checked once against the padded forward
+        assert (together - alone).abs().max() <= 1e-5 and alone.std() > 1e-3

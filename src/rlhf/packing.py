@@ -15,7 +15,10 @@ followed by its K responses, each positioned after the prompt and attending to a
 log-probs and gradients while the blocks see a prompt of ~44 tokens once instead of K times (on the
 benchmark's 8 x 4 batch, 1,376 tokens instead of 2,458).
 
-Used by `rlhf.logprobs.response_logprobs` for models whose attention goes through transformers'
+A reward model scores whole texts, the K responses to a prompt each behind a copy of it: `pack_token_groups`
+lays out such token rows with their common prefix once (`rlhf.reward_model.member_scores`).
+
+Used by `rlhf.logprobs.response_logprobs` and the reward model's scoring for models whose attention goes through transformers'
 attention interface (`_supports_attention_backend`: Llama, Qwen, Mistral, GPT-2, GPT-NeoX, ...). The
 first packed forward of each model is checked against the padded one; a model that does not pass the
 varlen keywords through to its attention falls back to padded rows for good.
@@ -192,6 +195,55 @@ def pack_shared_prompts(
     packed = Packed(torch.cat(ids)[None], torch.cat(positions)[None], cu,
                     max(p + max(r, default=0) for p, r in groups), flat_index)  # fmt: skip
     return packed, groups
+
+
+def pack_token_groups(
+    rows: list[list[int]], groups: list[list[int]], device: torch.device | str = "cpu"
+) -> tuple[Packed, list[tuple[int, list[int]]]]:
+    """Unpadded token rows (a reward model's scored texts) packed with each group's common prefix once:
+    the group's rows share their first p tokens (p: the longest common prefix, at most the shortest row
+    less one, so every row keeps a token of its own), and each row's remaining tokens follow it,
+    positioned after it and attending to it (the layout of `pack_shared_prompts`). A group of one row
+    is its row, split after its last-but-one token. `groups` lists row indices, every row once, in any
+    order. Returns the packed row, whose `flat_index` (B, max row length) maps each row's positions to
+    packed ones (-1 past its end), and the layout for `packed_attention`.
+
+    The prefix is found on the tokens, not on the prompt strings: a tokenizer may merge the prompt's
+    last characters with the response's first, and a row cut from the left to the context length no
+    longer starts like its group's others; either way only the tokens that really are common are
+    shared, so the hidden states are those of the rows run one by one."""
+    width = max(len(row) for row in rows)
+    flat_index = torch.full((len(rows), width), -1, dtype=torch.long)
+    ids: list[int] = []
+    positions: list[int] = []
+    segments: list[int] = []
+    layout = []
+    for group in groups:
+        members = [rows[b] for b in group]
+        limit = min(len(row) for row in members) - 1
+        p = 0
+        while p < limit and all(row[p] == members[0][p] for row in members[1:]):
+            p += 1
+        n = len(ids)
+        flat_index[group, :p] = torch.arange(n, n + p)
+        ids.extend(members[0][:p])
+        positions.extend(range(p))
+        responses = []
+        for b, row in zip(group, members, strict=True):
+            n, r = len(ids), len(row) - p
+            flat_index[b, p : len(row)] = torch.arange(n, n + r)
+            ids.extend(row[p:])
+            positions.extend(range(p, len(row)))
+            responses.append(r)
+        segments.extend([p, *responses])
+        layout.append((p, responses))
+    cu = torch.zeros(len(segments) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(segments).cumsum(0)
+    packed = Packed(
+        torch.tensor(ids, device=device)[None], torch.tensor(positions, device=device)[None],
+        cu.to(device), max(p + max(r) for p, r in layout), flat_index.to(device),
+    )  # fmt: skip
+    return packed, layout
 
 
 def packed_tokens(attention_mask: torch.Tensor, response_start: int, rows: list[list[int]]) -> int:

@@ -12,7 +12,8 @@ Layout of a saved reward model directory:
 The input is `rlhf.sequences.scored_text(tokenizer, prompt, response)` tokenized by `encode_scored`,
 right-padded (left padding would shift Llama's position ids and change the scores), and read at the last
 token that is not the pad id: the same score as `AutoModelForSequenceClassification` on `tokenizer(text)`
-(docs/sequences.md).
+(docs/sequences.md). Texts that share a prompt (K samples of it) are scored with the prompt run once
+(`member_scores`' `groups`, `rlhf.packing.pack_token_groups`), to the same scores.
 """
 
 from __future__ import annotations
@@ -88,8 +89,29 @@ class RewardModel(nn.Module):
         last = score_positions(input_ids, self.seq_model.config.pad_token_id)  # (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.last_hidden(input_ids, attention_mask)  # (B, D)
+    def packed_hidden(
+        self, packed: Any, layout: list[tuple[int, list[int]]], index: torch.Tensor
+    ) -> torch.Tensor:
+        """Hidden states at the packed positions `index` (B,) of `rlhf.packing.pack_token_groups`' row: (B, D)."""
+        from rlhf.packing import packed_forward
+
+        out = packed_forward(self.seq_model.base_model, packed, index, False, layout)
+        return out.last_hidden_state[0, index]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        packed: Any = None,
+        layout: list[tuple[int, list[int]]] | None = None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores (B, N, H) of right-padded rows (B, T); or, given `packed`, `layout` and `index` (see
+        `packed_hidden`), of the packed rows (through `forward`, so a sharded model gathers its weights)."""
+        if packed is not None:
+            h = self.packed_hidden(packed, layout, index)  # (B, D)
+        else:
+            h = self.last_hidden(input_ids, attention_mask)  # (B, D)
         return torch.einsum("bd,nhd->bnh", h.to(self.heads.dtype), self.heads)  # (B, N, H)
 
     def sync_mean_head(self) -> None:
@@ -192,8 +214,10 @@ class RewardModelEnsemble(nn.Module):
     def objectives(self) -> list[str]:
         return self.meta.objectives
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.cat([member(input_ids, attention_mask) for member in self.members], dim=1)
+    def forward(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, **packed: Any
+    ) -> torch.Tensor:
+        return torch.cat([member(input_ids, attention_mask, **packed) for member in self.members], dim=1)
 
 
 def load_reward_model(
@@ -269,22 +293,79 @@ class Scores:
 
 @torch.no_grad()
 def member_scores(
-    model: RewardModel, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 512
+    model: RewardModel,
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 512,
+    groups: list[list[int]] | None = None,
 ) -> torch.Tensor:
     """Every ensemble member's raw score of every text: (B, N members, H objectives), on the CPU. Texts
-    are cut from the left to `max_length` tokens or the model's context length, whichever is shorter."""
+    are cut from the left to `max_length` tokens or the model's context length, whichever is shorter.
+
+    `groups` (row indices, every row once): texts that begin alike, e.g. the K responses to one prompt
+    (PPO's RLOO and GRPO). When one holds two or more rows and the backbone can be packed
+    (`rlhf.packing.supports_packing`), their common prefix is run once and their ends attend to it
+    (`rlhf.packing.pack_token_groups`): the same scores, each shared prompt's blocks paid once instead
+    of K times. The first packed call of a model is checked against the padded one."""
+    from rlhf import packing
     from rlhf.sequences import cap_length, encode_scored
 
     model.eval()
     device = next(model.parameters()).device
     rows = encode_scored(tokenizer, texts, cap_length(max_length, backbone_config(model)))
+    args = (model, rows, tokenizer.pad_token_id, device, batch_size)
+    if groups is None or all(len(group) == 1 for group in groups) or not packing.supports_packing(model):
+        return _padded_member_scores(*args)
+    if sorted(b for group in groups for b in group) != list(range(len(rows))):
+        raise ValueError(f"groups must hold every row index 0..{len(rows) - 1} once, got {groups}")
+    try:
+        packed = _packed_member_scores(*args, groups)
+    except packing.PackingUnsupported:
+        packing.set_packing_verdict(model, False)
+        return _padded_member_scores(*args)
+    if getattr(model, "_rlhf_packing", None) is None:
+        padded = _padded_member_scores(*args)
+        tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
+        same = torch.allclose(packed, padded, atol=tolerance, rtol=tolerance)
+        packing.set_packing_verdict(model, same)
+        if not same:
+            return padded
+    return packed
+
+
+def _padded_member_scores(model, rows, pad_id, device, batch_size) -> torch.Tensor:
     # Sort by length so each batch pads little; results are put back in input order.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.meta.ensemble_size, len(model.objectives))  # (B, N, H)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        input_ids, mask = pad_right([rows[i] for i in idx], tokenizer.pad_token_id, device)
+        input_ids, mask = pad_right([rows[i] for i in idx], pad_id, device)
         out[idx] = model(input_ids, mask).float().cpu()
+    return out
+
+
+def _packed_member_scores(model, rows, pad_id, device, batch_size, groups) -> torch.Tensor:
+    """`member_scores` with each group's common prefix once, about `batch_size` rows (whole groups) a forward."""
+    from rlhf.packing import pack_token_groups
+    from rlhf.sequences import score_positions
+
+    out = torch.zeros(len(rows), model.meta.ensemble_size, len(model.objectives))  # (B, N, H)
+    chunks: list[list[list[int]]] = [[]]
+    for group in groups:
+        if chunks[-1] and sum(map(len, chunks[-1])) + len(group) > batch_size:
+            chunks.append([])
+        chunks[-1].append(group)
+    for chunk in chunks:
+        idx = [b for group in chunk for b in group]  # this forward's rows; its groups are runs of them
+        ends = torch.tensor([len(group) for group in chunk]).cumsum(0).tolist()
+        local = [list(range(end - len(group), end)) for group, end in zip(chunk, ends, strict=True)]
+        chunk_rows = [rows[b] for b in idx]
+        packed, layout = pack_token_groups(chunk_rows, local, device)
+        # the position transformers' rule scores (the last token that is not the pad id), as padded
+        last = score_positions(pad_right(chunk_rows, pad_id, device)[0], pad_id)  # (b,)
+        index = packed.flat_index[torch.arange(len(idx), device=device), last]  # (b,)
+        out[idx] = model(None, None, packed=packed, layout=layout, index=index).float().cpu()
     return out
 
 
@@ -296,10 +377,11 @@ def score_texts(
     batch_size: int = 64,
     max_length: int = 512,
     normalize: bool = False,
+    groups: list[list[int]] | None = None,
 ) -> Scores:
     """Score texts made by `rlhf.sequences.scored_text`. With `normalize`, apply the stored reference
-    statistics."""
-    out = member_scores(model, tokenizer, texts, batch_size, max_length)  # (B, N, H)
+    statistics. `groups`: texts that share a prompt, scored with it once (see `member_scores`)."""
+    out = member_scores(model, tokenizer, texts, batch_size, max_length, groups)  # (B, N, H)
     mean, std = out.mean(1), out.std(1, unbiased=False)
     if normalize:
         mean, std = apply_normalization(model.meta, mean, std)

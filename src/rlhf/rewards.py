@@ -104,7 +104,14 @@ def _reward_model_source(
                     stacklevel=2,
                 )
         texts = [scored_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-        return score_texts(model, tokenizer, texts, max_length=max_length, normalize=normalize).mean @ vector
+        # K responses to one prompt (RLOO, GRPO): the reward model runs the prompt once for all K
+        groups: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(i)
+        scores = score_texts(
+            model, tokenizer, texts, max_length=max_length, normalize=normalize, groups=list(groups.values())
+        )
+        return scores.mean @ vector
 
     score.model = model  # type: ignore[attr-defined]  # for a trainer to shard it (PPO under FSDP2)
     return score
