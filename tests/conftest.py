@@ -19,7 +19,7 @@ def make_tokenizer():
     return train_tokenizer(TEXTS, vocab_size=300)
 
 
-def make_model(tokenizer, seed: int = 0):
+def make_model(tokenizer, seed: int = 0, tie_word_embeddings: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -35,6 +35,7 @@ def make_model(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=tie_word_embeddings,
     )
     return LlamaForCausalLM(config)
 

@@ -12,7 +12,14 @@ import torch
 from rlhf.errors import UserError
 from rlhf.logprobs import response_logprobs, truncate_after_eos
 from rlhf.rollout import decode, prompt_batch, sample_next
-from rlhf.vllm_client import VLLMClient, engine_decode
+from rlhf.vllm_client import (
+    UNTIE_FLAG,
+    RolloutEngine,
+    VLLMClient,
+    connect_engine,
+    engine_decode,
+    save_for_reload,
+)
 from tests.vllm_standin import Faults, free_port, standin_server
 
 
@@ -23,6 +30,29 @@ def lm(tiny_lm_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     tokenizer.padding_side = "left"
     return AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tied_lm_dir(tmp_path_factory):
+    """A tiny Llama whose LM head is its input embeddings (as the world model's, Qwen's, Gemma's)."""
+    from tests.conftest import make_model, make_tokenizer
+
+    path = tmp_path_factory.mktemp("tied_lm")
+    tokenizer = make_tokenizer()
+    make_model(tokenizer, tie_word_embeddings=True).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tied_lm(tied_lm_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tied_lm_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tied_lm_dir).eval()
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    return model, tokenizer
 
 
 @pytest.fixture
@@ -113,9 +143,8 @@ def test_weight_sync_makes_the_server_sample_from_the_new_weights(server, lm, tm
     with torch.no_grad():
         for p in updated.parameters():
             p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(0)) * 0.5)
-    updated.save_pretrained(tmp_path / "policy")
     faults.calls.clear()
-    client.reload_weights(str(tmp_path / "policy"))
+    RolloutEngine(client, tmp_path / "policy").sync(updated)
     assert faults.calls == ["/pause", "/collective_rpc", "/reset_prefix_cache", "/resume"]
     after, sampler_logprobs = greedy(client, enc, tokenizer)
     assert not torch.equal(before, after)
@@ -226,3 +255,62 @@ def test_url_must_be_http():
         UserError, match="ppo.vllm_url must be an http:// or https:// URL; got 'localhost:8000'"
     ):
         VLLMClient("localhost:8000")
+
+
+def perturbed_embeddings(model):
+    """A copy of `model` whose (tied) embeddings, and so its LM head, moved."""
+    updated = copy.deepcopy(model)
+    with torch.no_grad():
+        weight = updated.get_input_embeddings().weight
+        weight.add_(torch.randn_like(weight, generator=torch.Generator().manual_seed(1)) * 0.5)
+    return updated
+
+
+@pytest.mark.parametrize("shard", [None, "20KB"])
+def test_save_for_reload_writes_a_tied_head_as_its_own_tensor(tied_lm, tmp_path, shard):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = tied_lm
+    updated = perturbed_embeddings(model)
+    save_for_reload(updated, tmp_path, **({"max_shard_size": shard} if shard else {}))
+    if shard:  # sharded checkpoints name the head in their index
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        assert index["weight_map"]["lm_head.weight"] == "model-lm-head.safetensors"
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert not loaded.config.tie_word_embeddings
+    torch.testing.assert_close(loaded.lm_head.weight, updated.lm_head.weight, atol=0, rtol=0)
+    ids = tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, updated(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_a_tied_head_reloads_only_on_a_server_that_unties_it(tied_lm_dir, tied_lm, lm, tmp_path):
+    model, tokenizer = tied_lm
+    enc = prompt_batch(tokenizer, PROMPTS, model, 8, "cpu")
+    updated = perturbed_embeddings(model)
+    with standin_server(tied_lm_dir, untie_head=False) as (url, app):
+        # what goes wrong: the server reloads the embeddings but keeps the head it had
+        client = VLLMClient(url, timeout=60)
+        updated.save_pretrained(tmp_path / "tied")
+        client.reload_weights(str(tmp_path / "tied"))
+        tokens, sampler = greedy(client, enc, tokenizer)
+        logprobs, mask = trainer_logprobs(updated, enc, tokens, tokenizer, 1, 1.0)
+        assert ((sampler - logprobs).abs() * mask).max() > 1e-2
+        # so such a server is refused before any work, naming the flag that fixes it
+        with pytest.raises(UserError) as err:
+            connect_engine(url, 60, tmp_path / "w", model)
+        assert str(err.value) == (
+            f"vLLM server {url}: the policy's LM head is tied to its input embeddings, and vLLM reloads such "
+            f"a head only when the server is started with {UNTIE_FLAG} (docs/vllm.md)"
+        )
+        connect_engine(url, 60, tmp_path / "w", model, lora=True)  # adapters never move the head
+        connect_engine(url, 60, tmp_path / "w", lm[0])  # an untied model's head is its own tensor
+    with standin_server(tied_lm_dir) as (url, app):  # started with the flag: the head follows
+        engine = connect_engine(url, 60, tmp_path / "w", model)
+        engine.sync(updated)
+        tokens, sampler = greedy(engine.client, enc, tokenizer)
+        logprobs, mask = trainer_logprobs(updated, enc, tokens, tokenizer, 1, 1.0)
+        torch.testing.assert_close(sampler * mask, logprobs * mask, atol=1e-5, rtol=0)

