@@ -38,6 +38,21 @@ def test_bench_ppo_writes_figures(small_world, tmp_path):
         assert 0 < run["update_gflops"] and run["matmul_peak_gflops"] > 0
 
 
+def test_bench_ppo_times_the_vllm_sampler_beside_ours(small_world, tmp_path):
+    from tests.vllm_standin import standin_server
+
+    with standin_server(small_world[1]) as (url, app):
+        figures = bench_ppo(small_root(small_world), tmp_path / "ppo.json", iterations=1, batch_size=4,
+                            variants=("grpo",), vllm_url=url)  # fmt: skip
+        calls = list(app.state.faults.calls)
+    ours, vllm = figures["runs"]
+    assert (ours["rollout_engine"], vllm["rollout_engine"]) == ("ours", "vllm")
+    assert ours["weight_sync_seconds"] == 0 < vllm["weight_sync_seconds"] < vllm["seconds_per_iteration"]
+    # one prompt x 4 samples per iteration (a warm-up and a timed one), synced first and after each update
+    assert calls.count("/v1/completions") == 2 and calls.count("/collective_rpc") == 3
+    assert figures["command"] == f"rlhf bench ppo --vllm-url {url}"
+
+
 def test_bench_dpo_writes_figures(small_world, tmp_path):
     from rlhf.bench import bench_dpo
 

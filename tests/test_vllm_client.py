@@ -299,18 +299,57 @@ def test_a_tied_head_reloads_only_on_a_server_that_unties_it(tied_lm_dir, tied_l
         tokens, sampler = greedy(client, enc, tokenizer)
         logprobs, mask = trainer_logprobs(updated, enc, tokens, tokenizer, 1, 1.0)
         assert ((sampler - logprobs).abs() * mask).max() > 1e-2
-        # so such a server is refused before any work, naming the flag that fixes it
+        # so such a server is refused at the first sync, naming the flag that fixes it
+        engine = connect_engine(url, 60, tmp_path / "w")
+        app.state.faults.calls.clear()
         with pytest.raises(UserError) as err:
-            connect_engine(url, 60, tmp_path / "w", model)
+            engine.sync(updated)
         assert str(err.value) == (
             f"vLLM server {url}: the policy's LM head is tied to its input embeddings, and vLLM reloads such "
             f"a head only when the server is started with {UNTIE_FLAG} (docs/vllm.md)"
         )
-        connect_engine(url, 60, tmp_path / "w", model, lora=True)  # adapters never move the head
-        connect_engine(url, 60, tmp_path / "w", lm[0])  # an untied model's head is its own tensor
+        assert app.state.faults.calls == ["/server_info"]  # nothing reloaded
+        connect_engine(url, 60, tmp_path / "w").sync(lm[0])  # an untied model's head is its own tensor
     with standin_server(tied_lm_dir) as (url, app):  # started with the flag: the head follows
-        engine = connect_engine(url, 60, tmp_path / "w", model)
+        engine = connect_engine(url, 60, tmp_path / "w")
         engine.sync(updated)
         tokens, sampler = greedy(engine.client, enc, tokenizer)
         logprobs, mask = trainer_logprobs(updated, enc, tokens, tokenizer, 1, 1.0)
         torch.testing.assert_close(sampler * mask, logprobs * mask, atol=1e-5, rtol=0)
+
+
+def test_sample_through_the_engine_gives_each_prompt_its_own_seeded_stream(server, lm):
+    from rlhf.rollout import SamplingConfig, sample
+
+    url, _, _ = server
+    model, tokenizer = lm
+    client, cfg = VLLMClient(url, timeout=60), SamplingConfig(max_new_tokens=8, batch_size=2)
+    prompts = [
+        *PROMPTS,
+        "User: why is the sky blue?\nAssistant:",
+    ]  # two batches: the seeds run on across them
+    drawn = sample(model, tokenizer, prompts, cfg, seed=5, engine=client)
+    for i, prompt in enumerate(prompts):  # prompt i: what our own loop draws for it alone with seed 5 + i
+        alone = sample(model, tokenizer, [prompt], cfg, seed=5 + i)
+        assert drawn.response_ids[i] == alone.response_ids[0] and drawn.responses[i] == alone.responses[0]
+    greedy_cfg = SamplingConfig(max_new_tokens=8, temperature=0.0)
+    assert sample(model, tokenizer, prompts, greedy_cfg, engine=client).response_ids == (
+        sample(model, tokenizer, prompts, greedy_cfg).response_ids
+    )
+
+
+def test_policy_syncs_the_engine_whenever_it_holds_other_weights(server, tiny_lm_dir, tmp_path):
+    from rlhf.evaluation.policy import Policy
+
+    url, app, faults = server
+    engine = connect_engine(url, 60, tmp_path / "w")
+    first, second = Policy(str(tiny_lm_dir), engine=engine), Policy(str(tiny_lm_dir), engine=engine)
+    faults.calls.clear()
+    first.sample(PROMPTS, 1, 4)
+    first.sample(PROMPTS, 2, 4)  # still held: no reload
+    second.sample(PROMPTS, 1, 4)
+    first.sample(PROMPTS, 1, 4)
+    assert [c for c in faults.calls if c in ("/collective_rpc", "/v1/completions")] == [
+        "/collective_rpc", *["/v1/completions"] * 2, *["/v1/completions"] * 2,
+        "/collective_rpc", *["/v1/completions"] * 2, "/collective_rpc", *["/v1/completions"] * 2,
+    ]  # fmt: skip

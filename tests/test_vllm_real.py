@@ -57,7 +57,7 @@ def served(small_world, tmp_path_factory):
         tokenizer.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         # untied by the flag, the server's head is loaded only from a checkpoint that holds it
-        engine = connect_engine(client.url, 120, tmp_path_factory.mktemp("weights"), model)
+        engine = connect_engine(client.url, 120, tmp_path_factory.mktemp("weights"))
         engine.sync(model)
         yield engine, model, tokenizer
     finally:

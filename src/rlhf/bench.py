@@ -254,6 +254,86 @@ PPO_VARIANTS = {
 }
 
 
+def _time_ppo(
+    world_dir: Any, variant: str, precision: str, critic: str, batch_size: int, iterations: int, warmup: int,
+    reward_fn: Any, engine: Any = None,
+) -> tuple[dict[str, Any], Any, Any, list[str]]:  # fmt: skip
+    """Time `ppo_step` of one variant and precision, sampled by our loop or by `engine` (a
+    `rlhf.vllm_client.RolloutEngine`, synced to the policy first and after every update); returns
+    (figures, policy, tokenizer, prompts)."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from rlhf.algorithms.ppo import PolicyModels, PPOConfig, ppo_step
+    from rlhf.models import ValueModel, disable_dropout, load_causal_lm
+    from rlhf.rl_math import FixedKLController
+
+    torch.manual_seed(0)
+    policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
+    disable_dropout(policy)
+    setting = {"kl_coef": 0.05, **PPO_VARIANTS[variant]}
+    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False) if setting["kl_coef"] else None
+    value = None
+    if setting["advantage"] == "gae":
+        hidden = policy.config.hidden_size
+        value = ValueModel(policy) if critic == "separate" else torch.nn.Linear(hidden, 1)
+    models = PolicyModels(policy, ref_policy, value, tokenizer, engine=engine)
+    ppo_cfg = PPOConfig(
+        batch_size=batch_size,
+        mini_batch_size=batch_size,
+        max_new_tokens=32,
+        critic=critic,
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        **setting,
+    )
+    accelerator = Accelerator(cpu=True)
+    optimizer = torch.optim.Adam(models.trainable_parameters(), lr=1e-5, eps=1e-5, fused=True)  # as train
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    n_prompts = batch_size // ppo_cfg.samples_per_prompt
+    prompts = bench_prompts(n_prompts * (iterations + warmup), 44, tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    if engine is not None:
+        engine.sync(policy)
+    rows = []
+    for i in range(iterations + warmup):
+        batch = [
+            p for p in prompts[i * n_prompts : (i + 1) * n_prompts] for _ in range(ppo_cfg.samples_per_prompt)
+        ]
+        started = time.perf_counter()
+        stats = ppo_step(models, optimizer, scheduler, reward_fn, FixedKLController(ppo_cfg.kl_coef), batch, ppo_cfg,
+                         generator, accelerator=accelerator)  # fmt: skip
+        seconds = time.perf_counter() - started
+        if i >= warmup:
+            rows.append((seconds, stats["time/generation_share"], stats["response/length"],
+                         stats["time/generate_tokens_per_s"], stats["time/update_seconds"],
+                         update_flops(models, stats), stats.get("time/weight_sync_s", 0.0)))  # fmt: skip
+    per_iteration = float(np.median([r[0] for r in rows]))
+    figures = {
+        "variant": variant,
+        "precision": precision,
+        "rollout_engine": "ours" if engine is None else "vllm",
+        "advantage": ppo_cfg.advantage,
+        "value": {"gae": f"{critic} critic"}.get(ppo_cfg.advantage, "none (critic-free)"),
+        "prompts_x_samples": f"{n_prompts} x {ppo_cfg.samples_per_prompt}",
+        "ppo_epochs": ppo_cfg.ppo_epochs,
+        "reference": "separate frozen copy" if ref_policy is not None else "none (kl_coef 0)",
+        "episodes_per_second": batch_size / per_iteration,
+        "seconds_per_iteration": per_iteration,
+        "seconds_min_max": [float(min(r[0] for r in rows)), float(max(r[0] for r in rows))],
+        "generation_share": float(np.median([r[1] for r in rows])),
+        "mean_response_tokens": float(np.mean([r[2] for r in rows])),
+        "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
+        # the update epochs alone (`rlhf.flops`: forwards + backwards of the real tokens)
+        "update_seconds": float(np.median([r[4] for r in rows])),
+        "update_share": float(np.median([r[4] / r[0] for r in rows])),
+        "update_gflops": float(np.median([r[5] / r[4] / 1e9 for r in rows])),
+        "weight_sync_seconds": float(np.median([r[6] for r in rows])),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    return figures, policy, tokenizer, prompts
+
+
 def bench_ppo(
     cfg: Any,
     out: str | Path,
@@ -264,99 +344,52 @@ def bench_ppo(
     critic: str = "shared",
     bf16: bool = False,
     model: str = "world",
+    vllm_url: str = "",
 ) -> dict[str, Any]:
     """Time the trainer's own `ppo_step` (rollout with a separate reference and reward model, updates)
     for each variant and precision, and plain `generate` on the same model and batch as the rollout's
     ceiling. `model`: the policy (`world`, or any causal LM directory; random weights do); the reward
-    model is one of the same size on its trunk."""
-    import copy
+    model is one of the same size on its trunk. `vllm_url`: each run is timed again with the rollouts
+    sampled by that `vllm serve` (of the same architecture; synced to the policy, `weight_sync_seconds`
+    of each iteration included in its time)."""
     import tempfile
 
-    from accelerate import Accelerator
-
-    from rlhf.algorithms.ppo import PolicyModels, PPOConfig, ppo_step
-    from rlhf.models import ValueModel, disable_dropout, load_causal_lm
     from rlhf.reward_model import init_reward_model, save_reward_model
     from rlhf.rewards import load_reward_source
-    from rlhf.rl_math import FixedKLController
     from rlhf.world.report import resolve_world_model
 
     unknown = sorted(set(variants) - set(PPO_VARIANTS))
     if unknown:
         raise UserError(f"unknown bench variants {unknown}; choose from {', '.join(PPO_VARIANTS)}")
     world_dir = resolve_world_model(model, cfg.world, cfg.run.progress)
+    runs = []
+    peak = matmul_peak_gflops()
     with tempfile.TemporaryDirectory() as tmp:  # a reward model of the same size as the policy
         rm, rm_tokenizer = init_reward_model(world_dir, ["reward"], 1, seed=0)
         save_reward_model(Path(tmp) / "rm", rm, rm_tokenizer)
         reward_fn = load_reward_source(str(Path(tmp) / "rm"), device="cpu")
-    runs = []
-    peak = matmul_peak_gflops()
-    for variant in variants:
-        for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-            torch.manual_seed(0)
-            policy, tokenizer = load_causal_lm(world_dir, device="cpu", dtype="float32")
-            disable_dropout(policy)
-            setting = {"kl_coef": 0.05, **PPO_VARIANTS[variant]}
-            ref_policy = copy.deepcopy(policy).eval().requires_grad_(False) if setting["kl_coef"] else None
-            value = None
-            if setting["advantage"] == "gae":
-                hidden = policy.config.hidden_size
-                value = ValueModel(policy) if critic == "separate" else torch.nn.Linear(hidden, 1)
-            models = PolicyModels(policy, ref_policy, value, tokenizer)
-            ppo_cfg = PPOConfig(
-                batch_size=batch_size,
-                mini_batch_size=batch_size,
-                max_new_tokens=32,
-                critic=critic,
-                mixed_precision="bf16" if precision == "bf16" else "no",
-                **setting,
+        engines = [None]
+        if vllm_url:
+            from rlhf.vllm_client import connect_engine
+
+            engines.append(
+                connect_engine(vllm_url, cfg.ppo.vllm_timeout, Path(tmp) / "vllm", option="--vllm-url")
             )
-            accelerator = Accelerator(cpu=True)
-            optimizer = torch.optim.Adam(
-                models.trainable_parameters(), lr=1e-5, eps=1e-5, fused=True
-            )  # as train
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
-            n_prompts = batch_size // ppo_cfg.samples_per_prompt
-            prompts = bench_prompts(n_prompts * (iterations + warmup), 44, tokenizer)
-            generator = torch.Generator().manual_seed(0)
-            rows = []
-            for i in range(iterations + warmup):
-                batch = [
-                    p
-                    for p in prompts[i * n_prompts : (i + 1) * n_prompts]
-                    for _ in range(ppo_cfg.samples_per_prompt)
-                ]
-                started = time.perf_counter()
-                stats = ppo_step(models, optimizer, scheduler, reward_fn, FixedKLController(ppo_cfg.kl_coef), batch, ppo_cfg,
-                                 generator, accelerator=accelerator)  # fmt: skip
-                seconds = time.perf_counter() - started
-                if i >= warmup:
-                    rows.append((seconds, stats["time/generation_share"], stats["response/length"],
-                                 stats["time/generate_tokens_per_s"], stats["time/update_seconds"],
-                                 update_flops(models, stats)))  # fmt: skip
-            per_iteration = float(np.median([r[0] for r in rows]))
-            runs.append(
-                {
-                    "variant": variant,
-                    "precision": precision,
-                    "advantage": ppo_cfg.advantage,
-                    "value": {"gae": f"{critic} critic"}.get(ppo_cfg.advantage, "none (critic-free)"),
-                    "prompts_x_samples": f"{n_prompts} x {ppo_cfg.samples_per_prompt}",
-                    "ppo_epochs": ppo_cfg.ppo_epochs,
-                    "reference": "separate frozen copy" if ref_policy is not None else "none (kl_coef 0)",
-                    "episodes_per_second": batch_size / per_iteration,
-                    "seconds_per_iteration": per_iteration,
-                    "seconds_min_max": [float(min(r[0] for r in rows)), float(max(r[0] for r in rows))],
-                    "generation_share": float(np.median([r[1] for r in rows])),
-                    "mean_response_tokens": float(np.mean([r[2] for r in rows])),
-                    "rollout_generate_tokens_per_second": float(np.median([r[3] for r in rows])),
-                    # the update epochs alone (`rlhf.flops`: forwards + backwards of the real tokens)
-                    "update_seconds": float(np.median([r[4] for r in rows])),
-                    "update_share": float(np.median([r[4] / r[0] for r in rows])),
-                    "update_gflops": float(np.median([r[5] / r[4] / 1e9 for r in rows])),
-                    "peak_rss_mib": peak_rss_mib(),
-                }
-            )
+        for variant in variants:
+            for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+                for engine in engines:
+                    figures, policy, tokenizer, prompts = _time_ppo(
+                        world_dir,
+                        variant,
+                        precision,
+                        critic,
+                        batch_size,
+                        iterations,
+                        warmup,
+                        reward_fn,
+                        engine,
+                    )
+                    runs.append(figures)
 
     # The ceiling: plain generate, same model and batch, 64 new tokens forced.
     policy.eval()
@@ -386,7 +419,9 @@ def bench_ppo(
         run["update_peak_share"] = run["update_gflops"] / peak
     figures = {
         "benchmark": "ppo",
-        "command": "rlhf bench ppo" + ("" if model == "world" else f" --model {model}"),
+        "command": "rlhf bench ppo"
+        + ("" if model == "world" else f" --model {model}")
+        + (f" --vllm-url {vllm_url}" if vllm_url else ""),
         "configuration": {
             "policy": describe_model(model, policy),
             "reference": "separate frozen copy",

@@ -5,9 +5,11 @@ User mistakes (`UserError`) print one line on stderr and exit non-zero; `--debug
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -826,6 +828,16 @@ def eval_policy(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
+    vllm_url: Annotated[
+        str | None,
+        typer.Option("--vllm-url", help="Sample both models with this `vllm serve` (docs/vllm.md)."),
+    ] = None,
+    vllm_weights_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --vllm-url: where the weights are saved for the server (default: a temp dir)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     seed: SeedOpt = None,
@@ -856,17 +868,15 @@ def eval_policy(
         raise UserError(
             f"--judge-weights weighs a reward model's heads; --judge {judge} is not a reward model"
         )
-    result = evaluate(
-        cfg,
-        policy,
-        baseline,
-        judge,
-        texts,
-        n,
-        cfg.run.seed if seed is None else seed,
-        max_new_tokens,
-        weights,
-    )
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if vllm_url:
+            from rlhf.vllm_client import connect_engine
+
+            weights_dir = vllm_weights_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            engine = connect_engine(vllm_url, cfg.ppo.vllm_timeout, weights_dir, option="--vllm-url")
+        result = evaluate(cfg, policy, baseline, judge, texts, n, cfg.run.seed if seed is None else seed,
+                          max_new_tokens, weights, engine)  # fmt: skip
     _print_metrics({k: v for k, v in result.items() if isinstance(v, int | float)})
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -928,6 +938,12 @@ def bench_ppo(
     critic: Annotated[str, typer.Option(help="PPO's value function: shared or separate.")] = "shared",
     bf16: Annotated[bool, typer.Option("--bf16", help="Also time bf16 autocast.")] = False,
     model: BenchModelOpt = "world",
+    vllm_url: Annotated[
+        str,
+        typer.Option(
+            "--vllm-url", help="Time each run again with this `vllm serve` sampling (docs/vllm.md)."
+        ),
+    ] = "",
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -945,11 +961,13 @@ def bench_ppo(
         critic=critic,
         bf16=bf16,
         model=model,
+        vllm_url=vllm_url,
     )
     typer.echo(f"plain generate: {f['plain_generate_tokens_per_second']:.0f} tokens/s")
     for r in f["runs"]:
         typer.echo(
-            f"{r['variant']} {r['precision']}: {r['episodes_per_second']:.1f} episodes/s, rollout generate "
+            f"{r['variant']} {r['precision']} ({r['rollout_engine']} sampler): {r['episodes_per_second']:.1f} "
+            f"episodes/s, rollout generate "
             f"{r['rollout_generate_tokens_per_second']:.0f} tokens/s ({r['rollout_vs_generate']:.2f}x plain), "
             f"rollout {r['generation_share']:.0%} of the time, peak RSS {r['peak_rss_mib']:.0f} MiB; update "
             f"epochs {r['update_share']:.0%} of the time at {r['update_gflops']:.1f} GFLOP/s, "

@@ -51,6 +51,7 @@ SAFETY = ("lagrangian", "weighted", "none")
 LOOP_CONFIG = "loop_config.yaml"
 ROUND_RECORD = "round.json"
 METRICS_FILE = "metrics.jsonl"
+VLLM_WEIGHTS = "vllm_weights"  # where policies are saved for the vLLM server to reload
 REFERENCE_SAMPLES = "reference_samples.jsonl"  # initial-policy samples the reward model is normalised on
 OBJECTIVES = ("helpful", "harmless")
 
@@ -490,7 +491,7 @@ def update_policy(
         ppo_cfg = dataclasses.replace(
             root.ppo, policy=policy_in, reference=initial, reward=str(reward_dir), steps=cfg.policy_steps,
             normalize_rewards=True, reward_weights={"helpful": 1.0}, cost="", cost_weights={},
-            prompts=prompts,
+            prompts=prompts, vllm_weights_dir=root.ppo.vllm_weights_dir or str(round_path.parent / VLLM_WEIGHTS),
         )  # fmt: skip
         if cfg.safety == "weighted":
             ppo_cfg.reward_weights = {"helpful": 1.0, "harmless": cfg.harm_weight}
@@ -589,6 +590,23 @@ def prepare_run_dir(run_dir: Path, root: Any, resume: bool) -> None:
     tmp.replace(saved)
 
 
+def rollout_engine(root: Any, run_dir: Path):
+    """With ``ppo.rollout_engine=vllm``, the server at ``ppo.vllm_url`` samples the loop's candidate
+    pools and evaluations as well as PPO's rollouts (one engine for the run, synced to each policy
+    before it samples; weights saved to ``ppo.vllm_weights_dir`` or RUN_DIR/vllm_weights); else None."""
+    if root.ppo.rollout_engine != "vllm":
+        return None
+    from rlhf.vllm_client import connect_engine
+
+    if root.loop.algorithm == "ilql":
+        raise UserError(
+            "loop.algorithm=ilql with ppo.rollout_engine=vllm: an ILQL policy samples with its Q/V heads "
+            "steering every step, which the vLLM engine cannot; use ppo.rollout_engine=ours"
+        )
+    weights = root.ppo.vllm_weights_dir or str(run_dir / VLLM_WEIGHTS)
+    return connect_engine(root.ppo.vllm_url, root.ppo.vllm_timeout, Path(weights))
+
+
 def run_loop(
     root: Any, out: str | Path, resume: bool = False, show_progress: bool = True, log=print
 ) -> LoopResult:
@@ -611,6 +629,7 @@ def run_loop(
         log(f"resuming the interrupted {stale.name}")
     initial = str(resolve_world_model(cfg.policy, root.world, show_progress))
     reference, _ = load_causal_lm(initial, device="cpu")
+    engine = rollout_engine(root, run_dir)
     prompts = source.evaluation()
     done = finished_rounds(run_dir)
     bar = LoopProgress(cfg.rounds, (max(done) if done else -1), show_progress)
@@ -619,7 +638,7 @@ def run_loop(
             bar.phase(0, "evaluate")
             started = time.monotonic()
             figures, showcase = evaluate_policy(
-                Policy(initial), reference, prompts, cfg.max_new_tokens, None, False
+                Policy(initial, engine=engine), reference, prompts, cfg.max_new_tokens, None, False
             )
             path = round_dir(run_dir, 0, partial=True)
             path.mkdir(exist_ok=True)
@@ -633,7 +652,9 @@ def run_loop(
             for k in range(1, cfg.rounds + 1):
                 if k in finished_rounds(run_dir):
                     continue
-                run_round(root, run_dir, k, initial, reference, source, store, bar, show_progress, log)
+                run_round(
+                    root, run_dir, k, initial, reference, source, store, bar, show_progress, log, engine
+                )
         finally:
             store.close()
     finally:
@@ -653,9 +674,10 @@ def finish_round(run_dir: Path, index: int, record: dict[str, Any]) -> None:
 
 def run_round(
     root: Any, run_dir: Path, k: int, initial: str, reference, source: PromptSource, store,
-    bar: LoopProgress, show: bool, log,
+    bar: LoopProgress, show: bool, log, engine=None,
 ) -> None:  # fmt: skip
-    """One round; each phase's output is kept in round_NN.partial, so a rerun skips the finished ones."""
+    """One round; each phase's output is kept in round_NN.partial, so a rerun skips the finished ones.
+    engine: the vLLM server sampling the pool and the evaluation (`rollout_engine`), or None."""
     from rlhf.algorithms.reward import normalize_model
     from rlhf.reward_model import REWARD_CONFIG
 
@@ -682,7 +704,7 @@ def run_round(
         bar.advance()
 
     def sample() -> None:
-        pool = sample_pool(Policy(policy_in), cfg, seed, source)
+        pool = sample_pool(Policy(policy_in, engine=engine), cfg, seed, source)
         if not pool:
             raise UserError(f"round {k}: the policy gave no two different non-empty responses to any prompt")
         if k == 1:  # the initial policy's samples: the reward model's normalisation reference
@@ -721,8 +743,8 @@ def run_round(
                              read_jsonl(path / "pool.jsonl"), lagrange, seed, show, source.file_prompts)  # fmt: skip
 
     def evaluate() -> dict[str, Any]:
-        figures, showcase = evaluate_policy(Policy(str(path / "policy")), reference, prompts, cfg.max_new_tokens,
-                                            path / "reward_model", True)  # fmt: skip
+        figures, showcase = evaluate_policy(Policy(str(path / "policy"), engine=engine), reference, prompts,
+                                            cfg.max_new_tokens, path / "reward_model", True)  # fmt: skip
         write_jsonl(path / "showcase.jsonl", showcase)
         return figures
 

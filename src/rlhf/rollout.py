@@ -178,8 +178,12 @@ def repeated_prompts(prompts: Sequence[str]) -> int:
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: int | None = None) -> Samples:
-    """Sample one response per prompt (KV-cached `decode`, in batches)."""
+def sample(
+    model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: int | None = None, engine=None
+) -> Samples:
+    """Sample one response per prompt (KV-cached `decode`, in batches), or by `engine` (a
+    `rlhf.vllm_client.VLLMClient`) on the same encoded prompts; with a seed, prompt i of the list gets
+    the engine's stream seed + i."""
     if seed is not None:
         torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -189,8 +193,17 @@ def sample(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, seed: 
     for start in range(0, len(prompts), cfg.batch_size):
         batch = list(prompts[start : start + cfg.batch_size])
         enc = prompt_batch(tokenizer, batch, model, cfg.max_new_tokens, device)
-        generated, _ = decode(model, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, choose,
-                              tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
+        if engine is not None:
+            from rlhf.vllm_client import engine_decode
+
+            generated, _ = engine_decode(
+                engine, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, tokenizer.eos_token_id,
+                tokenizer.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                seed=None if seed is None else seed + start,
+            )  # fmt: skip
+        else:
+            generated, _ = decode(model, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens, choose,
+                                  tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
         _collect(generated, tokenizer, responses, response_ids, finished)
     return Samples(list(prompts), responses, response_ids, finished)
 

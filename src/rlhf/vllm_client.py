@@ -23,6 +23,7 @@ import json
 import math
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,38 +316,51 @@ class RolloutEngine:
     weights_dir: Path
     lora: bool = False
     lora_name: str = "rlhf-policy"
+    head_checked: bool = False  # whether the server is known to reload a tied LM head
+    holds: Any = None  # a weak reference to the model last synced
+
+    def serves(self, model) -> bool:
+        """Whether the server holds `model`'s weights as they were last synced (not since updated)."""
+        return self.holds is not None and self.holds() is model
 
     def sync(self, policy) -> float:
         """Make the server sample from `policy` (a transformers model, LoRA adapters injected by peft
-        when `lora`); returns the seconds it took, saving included."""
+        when `lora`); returns the seconds it took, saving included.
+
+        Raises UserError when whole-weight reloads of a policy whose LM head is tied to its input
+        embeddings would leave the server's head stale: vLLM (0.32 at least) reloads a tied head only
+        when the server was started with `UNTIE_FLAG` (`save_for_reload` then writes the head)."""
         started = time.monotonic()
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        if self.lora:
+        if self.lora:  # adapters never move the head
             save_lora_adapter(policy, self.weights_dir)
             self.client.load_lora_adapter(self.lora_name, str(self.weights_dir))
-        else:
-            save_for_reload(policy, self.weights_dir)
-            self.client.reload_weights(str(self.weights_dir))
+            self.holds = weakref.ref(policy)
+            return time.monotonic() - started
+        if not self.head_checked and tied_head_name(policy) is not None:
+            if self.client.unties_head() is False:
+                raise UserError(
+                    f"vLLM server {self.client.url}: the policy's LM head is tied to its input embeddings, "
+                    f"and vLLM reloads such a head only when the server is started with {UNTIE_FLAG} "
+                    "(docs/vllm.md)"
+                )
+            self.head_checked = True
+        self.holds = None  # a failed reload leaves the server holding neither
+        save_for_reload(policy, self.weights_dir)
+        self.client.reload_weights(str(self.weights_dir))
+        self.holds = weakref.ref(policy)
         return time.monotonic() - started
 
 
 def connect_engine(
-    url: str, timeout: float, weights_dir: Path, policy, lora: bool = False, option: str = "ppo.vllm_url"
+    url: str, timeout: float, weights_dir: Path, lora: bool = False, option: str = "ppo.vllm_url"
 ) -> RolloutEngine:
-    """The vLLM server at `url`, checked before any work (health, served model) for sampling `policy`
-    (synced to it by `RolloutEngine.sync`; `lora`: only its adapters move).
-
-    Raises UserError when the server is unreachable, or when whole-weight reloads of a policy whose LM
-    head is tied to its input embeddings would leave the head stale: vLLM (0.32 at least) reloads a tied
-    head only when the server was started with `UNTIE_FLAG`; `save_for_reload` then writes the head."""
+    """The vLLM server at `url` as a rollout engine, checked (health, served model) before any work;
+    `weights_dir`: where synced weights are saved for it (it must be able to read them); `lora`: only
+    adapters are synced; `option`: the setting that named `url`. Raises UserError when unreachable."""
     client = VLLMClient(url, timeout=timeout, option=option)
     client.health()
     client.served_model()
-    if not lora and tied_head_name(policy) is not None and client.unties_head() is False:
-        raise UserError(
-            f"vLLM server {client.url}: the policy's LM head is tied to its input embeddings, and vLLM "
-            f"reloads such a head only when the server is started with {UNTIE_FLAG} (docs/vllm.md)"
-        )
     return RolloutEngine(client, Path(weights_dir).expanduser().resolve(), lora=lora)
 
 

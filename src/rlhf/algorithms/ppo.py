@@ -715,16 +715,16 @@ def whole_policy(
     return policy
 
 
-def vllm_engine(cfg: PPOConfig, out: Path, policy: nn.Module, world_size: int):
+def vllm_engine(cfg: PPOConfig, out: Path, world_size: int):
     """The vLLM server of `cfg.vllm_url`, checked before any training (`train` syncs it to the policy
     before the first rollout: a resumed run's weights, or another model than the one it was started
-    with, are what it samples from then on)."""
+    with, are what it samples from then on; a server that cannot follow the policy is refused then)."""
     from rlhf.vllm_client import connect_engine
 
     if world_size > 1:
         raise UserError("ppo.rollout_engine=vllm runs in one process for now; launch without accelerate")
     weights_dir = Path(cfg.vllm_weights_dir) if cfg.vllm_weights_dir else out / "vllm_weights"
-    return connect_engine(cfg.vllm_url, cfg.vllm_timeout, weights_dir, policy, lora=cfg.lora_r > 0)
+    return connect_engine(cfg.vllm_url, cfg.vllm_timeout, weights_dir, lora=cfg.lora_r > 0)
 
 
 def train(
@@ -834,7 +834,7 @@ def train(
         parallel.shard(ref_policy, reshard_root=True)
     models = PolicyModels(policy, ref_policy, critic, tokenizer)
     if cfg.rollout_engine == "vllm":
-        models.engine = vllm_engine(cfg, out, policy, world_size)
+        models.engine = vllm_engine(cfg, out, world_size)
     reward_fn = load_reward_source(cfg.reward, cfg.reward_weights, cfg.normalize_rewards, device=device,
                                    policy_tokenizer=tokenizer, setting="ppo.reward_weights")  # fmt: skip
     cost_fn = (

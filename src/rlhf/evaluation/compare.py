@@ -89,14 +89,16 @@ def evaluate(
     seed: int = 0,
     max_new_tokens: int = 64,
     judge_weights: dict[str, float] | None = None,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Sample `policy` and `baseline` on the same prompts (world prompts by default) and compare them.
 
     `baseline`: None = the policy's initial model (`resolve_baseline`). `judge`: 'gold' (the world's
     hidden utility; world prompts only) or any reward source (a reward-model directory or
     module:function), which is how a real evaluation without gold works; `judge_weights` weighs a reward
-    model's heads (default: its first head). A baseline that tokenizes text
-    otherwise than the policy is a UserError."""
+    model's heads (default: its first head). `engine`: a `rlhf.vllm_client.RolloutEngine` that samples
+    both, synced to each in turn (they must share the served architecture). A baseline that tokenizes
+    text otherwise than the policy is a UserError."""
     from rlhf.errors import UserError
     from rlhf.evaluation.kl import sampled_kl, tokenizer_difference
     from rlhf.models import load_tokenizer
@@ -138,8 +140,13 @@ def evaluate(
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0)
     policy_lm, tokenizer = load_world_lm(cfg, policy)
     baseline_lm, baseline_tokenizer = load_world_lm(cfg, baseline)
-    ours = sample(policy_lm, tokenizer, prompts, sampling, seed=seed)
-    theirs = sample(baseline_lm, baseline_tokenizer, prompts, sampling, seed=seed)
+
+    def draw(lm, lm_tokenizer):
+        if engine is not None:
+            engine.sync(lm)
+        return sample(lm, lm_tokenizer, prompts, sampling, seed=seed, engine=engine and engine.client)
+
+    ours, theirs = draw(policy_lm, tokenizer), draw(baseline_lm, baseline_tokenizer)
     if judge == "gold":
         score = lambda ps, rs: [gold.utility(p, r) for p, r in zip(ps, rs, strict=True)]  # noqa: E731
     else:

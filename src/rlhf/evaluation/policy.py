@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rlhf.errors import UserError
+
 
 def is_ilql_dir(path: str | Path) -> bool:
     from rlhf.algorithms.ilql import HEADS_FILE
@@ -23,12 +25,16 @@ def is_ilql_dir(path: str | Path) -> bool:
 
 class Policy:
     """A policy of the loop, whatever trained it: `sample` draws responses, `kl_to` measures the sampled
-    KL to a reference LM. An ILQL directory samples with its Q/V heads steering the LM."""
+    KL to a reference LM. An ILQL directory samples with its Q/V heads steering the LM.
 
-    def __init__(self, path: str, device: str = "cpu") -> None:
+    engine: a `rlhf.vllm_client.RolloutEngine` to sample with instead of our decoding loop; it is synced
+    to this policy before a sample whenever it holds other weights. Raises UserError for an ILQL policy (its heads steer each
+    step, which a vLLM server cannot)."""
+
+    def __init__(self, path: str, device: str = "cpu", engine=None) -> None:
         from rlhf.models import load_causal_lm
 
-        self.path = path
+        self.path, self.engine = path, engine
         self.ilql = None
         if is_ilql_dir(path):
             from rlhf.algorithms.ilql import load_ilql
@@ -37,18 +43,25 @@ class Policy:
             self.lm = self.ilql.lm
         else:
             self.lm, self.tokenizer = load_causal_lm(path, device=device)
+        if engine is not None and self.ilql is not None:
+            raise UserError(
+                f"{path}: an ILQL policy samples with its Q/V heads steering every step, which the vLLM "
+                "engine cannot; sample it with our own loop (ppo.rollout_engine=ours)"
+            )
 
     def sample(self, prompts: list[str], seed: int, max_new_tokens: int):
         from rlhf.rollout import SamplingConfig, sample
 
+        if self.engine is not None and not self.engine.serves(self.lm):
+            self.engine.sync(self.lm)
         if self.ilql is not None:
             from rlhf.algorithms.ilql import generate
 
             return generate(self.ilql, self.tokenizer, prompts, self.generation["beta"],
                             self.generation["top_k"], max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
-        return sample(
-            self.lm, self.tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens), seed=seed
-        )
+        client = None if self.engine is None else self.engine.client
+        return sample(self.lm, self.tokenizer, prompts, SamplingConfig(max_new_tokens=max_new_tokens),
+                      seed=seed, engine=client)  # fmt: skip
 
     def kl_to(self, reference, samples) -> float:
         from rlhf.evaluation.kl import sampled_kl
