@@ -1199,7 +1199,9 @@ def label_import(
 @label_app.command("export")
 def label_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
-    kind: Annotated[str, typer.Option(help="pairs | rankings | ratings")] = "pairs",
+    kind: Annotated[
+        str, typer.Option(help="pairs | rankings | ratings | binary (unpaired rows, KTO format)")
+    ] = "pairs",
     db: DbOpt = DEFAULT_DB,
     project: ProjectOpt = "default",
 ) -> None:
@@ -1336,7 +1338,10 @@ def _names_list(names: list[str], most: int = 5) -> str:
 
 @feedback_app.command("reliability")
 def feedback_reliability(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference pairs (JSONL) with labeller_id.")],
+    data: Annotated[
+        Path,
+        typer.Option("--data", "-d", help="Preference pairs and/or binary rows (JSONL) with labeller_id."),
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the rows with reliability `weight` here.")
     ] = None,
@@ -1359,10 +1364,10 @@ def feedback_reliability(
     if not rel["labellers"]:
         other = sorted({kind for r in rows for kind in ("ranking", "rating") if kind in r})
         raise UserError(
-            f"{data}: no pair rows (chosen, rejected) with a labeller_id to fit"
+            f"{data}: no pair rows (chosen, rejected) or binary rows (completion, label) with a labeller_id to fit"
             + (
                 f"; it holds {' and '.join(k + 's' for k in other)}: reliability is fitted on the labels of "
-                "comparison tasks, exported with `rlhf label export --kind pairs`"
+                "comparison and binary tasks, exported with `rlhf label export --kind pairs` or `--kind binary`"
                 if other
                 else ""
             )
