@@ -1475,6 +1475,10 @@ def loop_run(
     algorithm: Annotated[
         str | None, typer.Option("--algorithm", help="Policy update: ppo, dpo or ilql.")
     ] = None,
+    feedback: Annotated[
+        str | None,
+        typer.Option("--feedback", help="pairwise (which is better?) or binary (is this one good or bad?)."),
+    ] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Number of rounds.")] = None,
     store: Annotated[
         str | None,
@@ -1496,7 +1500,7 @@ def loop_run(
     from rlhf.loop import run_loop
 
     cfg = _config(config, sets)
-    _apply(cfg.loop, labellers=labellers, algorithm=algorithm, rounds=rounds, store=store)
+    _apply(cfg.loop, labellers=labellers, algorithm=algorithm, feedback=feedback, rounds=rounds, store=store)
     _set_seed_and_require_out(cfg, seed, out, "run")
     result = run_loop(cfg, out, resume=resume, show_progress=cfg.run.progress, log=typer.echo)
     from rlhf.evaluation.policy import describe_eval
