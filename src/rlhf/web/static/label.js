@@ -56,6 +56,8 @@
   document.addEventListener("keydown", (e) => {
     if (typing(e.target)) {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && e.target.tagName === "TEXTAREA") { e.preventDefault(); form.requestSubmit(); }
+      // Enter in the binary reason box would submit with the first button (Good): ask for the choice instead
+      if (e.key === "Enter" && e.target.id === "binary-reason") { e.preventDefault(); e.target.blur(); message.textContent = "Now choose Good (key g) or Bad (key b)."; }
       if (e.key === "Escape") e.target.blur();
       return;
     }
