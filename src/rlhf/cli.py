@@ -1217,7 +1217,9 @@ def label_import(
 @label_app.command("export")
 def label_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
-    kind: Annotated[str, typer.Option(help="pairs | rankings | ratings")] = "pairs",
+    kind: Annotated[
+        str, typer.Option(help="pairs | rankings | ratings | binary (unpaired rows, KTO format)")
+    ] = "pairs",
     db: DbOpt = DEFAULT_DB,
     project: ProjectOpt = "default",
 ) -> None:
@@ -1354,7 +1356,10 @@ def _names_list(names: list[str], most: int = 5) -> str:
 
 @feedback_app.command("reliability")
 def feedback_reliability(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference pairs (JSONL) with labeller_id.")],
+    data: Annotated[
+        Path,
+        typer.Option("--data", "-d", help="Preference pairs and/or binary rows (JSONL) with labeller_id."),
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the rows with reliability `weight` here.")
     ] = None,
@@ -1377,10 +1382,10 @@ def feedback_reliability(
     if not rel["labellers"]:
         other = sorted({kind for r in rows for kind in ("ranking", "rating") if kind in r})
         raise UserError(
-            f"{data}: no pair rows (chosen, rejected) with a labeller_id to fit"
+            f"{data}: no pair rows (chosen, rejected) or binary rows (completion, label) with a labeller_id to fit"
             + (
                 f"; it holds {' and '.join(k + 's' for k in other)}: reliability is fitted on the labels of "
-                "comparison tasks, exported with `rlhf label export --kind pairs`"
+                "comparison and binary tasks, exported with `rlhf label export --kind pairs` or `--kind binary`"
                 if other
                 else ""
             )
@@ -1488,6 +1493,10 @@ def loop_run(
     algorithm: Annotated[
         str | None, typer.Option("--algorithm", help="Policy update: ppo, dpo or ilql.")
     ] = None,
+    feedback: Annotated[
+        str | None,
+        typer.Option("--feedback", help="pairwise (which is better?) or binary (is this one good or bad?)."),
+    ] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Number of rounds.")] = None,
     store: Annotated[
         str | None,
@@ -1509,7 +1518,7 @@ def loop_run(
     from rlhf.loop import run_loop
 
     cfg = _config(config, sets)
-    _apply(cfg.loop, labellers=labellers, algorithm=algorithm, rounds=rounds, store=store)
+    _apply(cfg.loop, labellers=labellers, algorithm=algorithm, feedback=feedback, rounds=rounds, store=store)
     _set_seed_and_require_out(cfg, seed, out, "run")
     result = run_loop(cfg, out, resume=resume, show_progress=cfg.run.progress, log=typer.echo)
     from rlhf.evaluation.policy import describe_eval

@@ -8,7 +8,10 @@ Each round reads as the method (Bai et al. 2022, section 4.5; Ouyang et al. 2022
    at random); a share of them goes to several labellers, so agreement can be measured;
 3. label: the picks go into the feedback store's queue; the simulated panel answers them through the
    same store calls the web app makes, or people do through `rlhf label serve` (`labellers=web`: the
-   loop waits until the round's labels are in);
+   loop waits until the round's labels are in). With `feedback=binary` each picked pair becomes two
+   good / bad tasks, one per response (about one comparison's labelling time: a judgement takes half
+   the fixed time of a comparison and reads one answer), exported as unpaired rows (prompt, completion,
+   label) for the reward model's logistic loss;
 4. reward model: a helpful + harmless ensemble trained on every label so far (warm-started from the
    last round's backbone), normalised on the initial policy's samples;
 5. policy: PPO (or DPO / ILQL) from the current policy, with the KL penalty to the *initial* policy;
@@ -47,6 +50,7 @@ from rlhf.io import read_jsonl, write_json, write_jsonl
 
 PHASES = ("sample", "acquire", "label", "reward", "policy", "evaluate")
 ALGORITHMS = ("ppo", "dpo", "ilql")
+FEEDBACK = ("pairwise", "binary")  # what labellers are asked (the store's task kinds)
 SAFETY = ("lagrangian", "weighted", "none")
 LOOP_CONFIG = "loop_config.yaml"
 ROUND_RECORD = "round.json"
@@ -88,6 +92,12 @@ class LoopConfig:
     labellers: str = help_field(
         "panel", "'panel': the simulated labeller panel; 'web': people, through `rlhf label serve`."
     )
+    feedback: str = help_field(
+        "pairwise",
+        "What labellers are asked: 'pairwise' (which of two responses is better) or 'binary' (is this "
+        "response good or bad? each picked pair becomes two tasks, one per response; the labels train the "
+        "reward model as unpaired rows, prompt/completion/label).",
+    )
     store: str = help_field(
         "", "Feedback store URL (SQLite or PostgreSQL); empty = sqlite:///RUN_DIR/feedback.db."
     )
@@ -128,6 +138,7 @@ class LoopConfig:
             "acquisition": (self.acquisition, METHODS),
             "first_acquisition": (self.first_acquisition, METHODS),
             "labellers": (self.labellers, ("panel", "web")),
+            "feedback": (self.feedback, FEEDBACK),
             "algorithm": (self.algorithm, ALGORITHMS),
             "safety": (self.safety, SAFETY),
         }
@@ -151,6 +162,11 @@ class LoopConfig:
                 f"loop.safety={self.safety} uses the harmless head, but loop.harmless_share={self.harmless_share} "
                 f"of {self.labels_per_round} comparisons gives it no labels (an untrained head): raise "
                 "loop.harmless_share or set loop.safety=none"
+            )
+        if self.feedback == "binary" and self.algorithm == "dpo":
+            raise ConfigError(
+                "loop.algorithm=dpo learns from pairs of responses; loop.feedback=binary gives single "
+                "responses judged good or bad: use loop.algorithm=ppo or ilql (they learn from the reward model)"
             )
         if self.reward_ensemble < 2 and self.acquisition not in ("random", "diverse"):
             raise ConfigError(
@@ -306,9 +322,28 @@ def labels_wanted(n: int, cfg: LoopConfig, seed: int) -> list[int]:
     return [cfg.overlap_labellers if i in overlapped else 1 for i in range(n)]
 
 
-def push_tasks(store, picked: list[dict[str, Any]], wanted: list[int]) -> list[int]:
+def push_tasks(
+    store, picked: list[dict[str, Any]], wanted: list[int], feedback: str = "pairwise"
+) -> list[int]:
+    """The picked pairs as store tasks: one comparison each, or (feedback "binary") one good / bad task
+    per response, both with the pair's priority, objective and labels wanted."""
     from rlhf.feedback.records import Candidate
 
+    if feedback == "binary":
+        return store.push_candidates(
+            [
+                Candidate(
+                    prompt=r["prompt"],
+                    responses=[r[side]],
+                    kind="binary",
+                    priority=r["priority"],
+                    objective=r["objective"],
+                    labels_wanted=k,
+                )  # fmt: skip
+                for r, k in zip(picked, wanted, strict=True)
+                for side in ("a", "b")
+            ]
+        )
     return store.push_candidates(
         [
             Candidate(
@@ -335,7 +370,7 @@ def label_phase(store, path: Path, cfg: LoopConfig, panel_cfg: Any, seed: int, l
         if cfg.labellers == "web":
             accounts = [labeller.name for labeller in store.active_labellers()]
             check_labellers(wanted, accounts, store_url(store), pushed=False)
-        write_json(tasks_file, push_tasks(store, picked, wanted))
+        write_json(tasks_file, push_tasks(store, picked, wanted, cfg.feedback))
     return collect_labels(store, json.loads(tasks_file.read_text()), cfg, panel_cfg, seed, log)
 
 
@@ -439,7 +474,8 @@ def collect_labels(store, task_ids: list[int], cfg: LoopConfig, panel_cfg: Any, 
             time.sleep(cfg.web_poll_seconds)
             progress = store.task_progress(task_ids)
     ids = set(task_ids)
-    return [row for row in export_rows(store, "pairs") if row["task_id"] in ids]
+    export = "binary" if cfg.feedback == "binary" else "pairs"  # unpaired rows, or pairs
+    return [row for row in export_rows(store, export) if row["task_id"] in ids]
 
 
 def train_reward(
@@ -721,7 +757,10 @@ def run_round(
     def label() -> dict[str, Any]:
         rows = label_phase(store, path, cfg, root.panel, seed, log)
         write_jsonl(path / "labels.jsonl", rows)
-        return {"labels": len(rows), "ties": sum(bool(r.get("tie")) for r in rows)}
+        figures = {"labels": len(rows), "ties": sum(bool(r.get("tie")) for r in rows)}
+        if cfg.feedback == "binary":
+            figures["good"] = sum(r["label"] is True for r in rows)
+        return figures
 
     def reward() -> dict[str, Any]:
         rows = [row for j in range(1, k) for row in read_jsonl(round_dir(run_dir, j) / "labels.jsonl")]

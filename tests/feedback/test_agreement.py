@@ -252,3 +252,31 @@ def test_nan_is_a_missing_answer_like_the_missing_code():
     majority, stats = majority_vs_gold(table, np.array([0, 1, 1, nan, 0, 1]))
     # votes per item: (0,0) (0,1) (1,1) (1,1) (-,0) (1,-) -> majority 0 -1 1 1 0 1; gold decided on 0,2,4,5
     assert stats["gold/majority_decided"] == 4.0 and stats["gold/majority_disagreement"] == 0.0
+
+
+def test_nominal_agreement_on_binary_labels_worked_by_hand():
+    """3 labellers x 4 binary items (1 = good, 0 = bad), 3 answers each:
+    items (1,1,1), (1,1,0), (0,0,0), (1,0,0).
+    Percent: agreeing pairs 3 + 1 + 3 + 1 = 8 of 4 * 3 = 12 -> 2/3.
+    Fleiss: P_i = 1, 1/3, 1, 1/3 -> P_bar = 2/3; p_good = 6/12 -> P_e = 1/2; kappa = (2/3 - 1/2) / (1/2) = 1/3.
+    Krippendorff (nominal): coincidences o_bb = 0 + 0 + 3 + 1 = 4, o_gg = 3 + 1 + 0 + 0 = 4, o_bg = o_gb = 2
+    (each item's pairs weighted 1 / (3 - 1)); n_b = n_g = 6, n = 12; D_o = 4 / 12 = 1/3,
+    D_e = 2 * 6 * 6 / (12 * 11) = 6/11; alpha = 1 - (1/3) / (6/11) = 7/18."""
+    from rlhf.feedback.agreement import nominal_agreement, percent_agreement
+
+    table = np.array([[1, 1, 0, 1], [1, 1, 0, 0], [1, 0, 0, 0]])  # (L, I)
+    alpha, stats = nominal_agreement(table)
+    assert alpha == pytest.approx(7 / 18)
+    assert stats["percent/agreement"] == pytest.approx(2 / 3)
+    assert stats["fleiss/kappa"] == pytest.approx(1 / 3)
+    assert stats["nominal/items"] == 4
+    # a gap: item 3 has one answer and is left out; items (1,1) and (1,0) -> percent 1/2, Fleiss
+    # P_bar = (1 + 0) / 2, p_good = 3/4 -> P_e = 10/16 -> kappa = (1/2 - 5/8) / (3/8) = -1/3; alpha 0
+    gaps = np.array([[1, 1, MISSING], [1, 0, 1], [MISSING, MISSING, MISSING]])
+    alpha, stats = nominal_agreement(gaps)
+    assert alpha == pytest.approx(0.0) and stats["fleiss/kappa"] == pytest.approx(-1 / 3)
+    assert percent_agreement(gaps)[0] == pytest.approx(0.5)
+    # all good: percent 1, kappa and alpha 0/0 with the reason
+    alpha, stats = nominal_agreement(np.ones((2, 3), int))
+    assert np.isnan(alpha) and stats["percent/agreement"] == 1.0 and "0/0" in stats["alpha/undefined"]
+    assert np.isnan(percent_agreement(np.array([[1, MISSING], [MISSING, 0]]))[0])

@@ -143,3 +143,42 @@ def test_dashboard_counts_and_disagreements(make_store):
     assert rows["a"]["agreement"] == 0.0 and rows["b"]["skips"] == 1
     (example,) = figures["disagreements"]
     assert sorted(x["answer"] for x in example["answers"]) == ["A better", "B slightly better"]
+
+
+def test_binary_tasks_import_and_export_as_unpaired_rows(make_store, tmp_path):
+    """Binary rows import (kind given, gold {"label": ...}) and export through `rlhf label export --kind
+    binary` as TRL KTO rows: prompt, completion, label, plus labeller_id, objective, reason, provenance."""
+    from rlhf.cli import main
+
+    rows = [
+        {"prompt": "User: 2+2?\nAssistant:", "responses": ["4"], "kind": "binary", "objective": "helpful"},
+        {"prompt": "User: hi\nAssistant:", "responses": ["Go away."], "kind": "binary"},
+        {"prompt": "User: 3+3?\nAssistant:", "responses": ["7"], "kind": "binary",
+         "gold": {"answer": {"label": False}, "explanation": "3+3 is 6."}},
+    ]  # fmt: skip
+    store = make_store()
+    assert import_file(store, write_rows(tmp_path / "in.jsonl", rows)) == 3
+    with pytest.raises(
+        UserError, match="line 1: one response: give 'kind' \\('rating', 'edit' or 'binary'\\)"
+    ):
+        import_file(store, write_rows(tmp_path / "bad.jsonl", [{"prompt": "p", "responses": ["x"]}]))
+    ann = store.add_labeller("ann", onboarded=True)[0]
+    for request_id in ("a", "b"):
+        task = store.next_task(ann.id)
+        good = task.responses[0].text == "4"
+        store.submit_label(ann.id, LabelIn(task.id, request_id, label=good, reason=None if good else "rude"))
+    assert store.next_task(ann.id) is None  # the gold task is not queued
+    out = tmp_path / "binary.jsonl"
+    if make_store.backend == "sqlite":  # the CLI would open PostgreSQL without the test's schema
+        assert main(["label", "export", "--kind", "binary", "--out", str(out), "--db", make_store.url]) == 0
+    else:
+        assert export_file(store, "binary", out) == 2
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["prompt"], r["completion"], r["label"], r["labeller_id"]) for r in got] == [
+        ("User: 2+2?\nAssistant:", "4", True, "ann"),
+        ("User: hi\nAssistant:", "Go away.", False, "ann"),
+    ]
+    assert got[0]["objective"] == "helpful" and "objective" not in got[1]
+    assert got[1]["reason"] == "rude" and "reason" not in got[0]
+    assert {"label_id", "task_id"} <= set(got[0])
+    assert export_file(store, "pairs", tmp_path / "pairs.jsonl") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rlhf.feedback.labellers import (
@@ -139,7 +140,10 @@ def test_cli_reliability_on_rankings_and_ratings_says_to_export_pairs(tmp_path, 
                        {"prompt": "q", "response": "a", "rating": 4, "labeller_id": "bob"}])  # fmt: skip
     assert main(["feedback", "reliability", "--data", str(data)]) != 0
     err = capsys.readouterr().err
-    assert "holds rankings and ratings: reliability is fitted on the labels of comparison tasks, " in err
+    assert (
+        "holds rankings and ratings: reliability is fitted on the labels of comparison and binary tasks, "
+        in err
+    )
     assert "`rlhf label export --kind pairs`" in err and err.count("\n") == 1
 
 
@@ -168,3 +172,27 @@ def test_reliability_counts_shared_labels_and_warns_when_few_are_shared(tmp_path
     swapped = [{"prompt": "q", "chosen": "x", "rejected": "y", "labeller_id": "A"},
                {"prompt": "q", "chosen": "y", "rejected": "x", "labeller_id": "B"}]  # fmt: skip
     assert reliability_report(swapped)["shared_labels"] == 2
+
+
+def test_reliability_report_fits_binary_rows():
+    """Unpaired rows (`rlhf label export --kind binary`): 60 responses each judged by 5 labellers, four
+    careful (P(good) = sigmoid(2 (u - 0))) and one at random: the random one is flagged and weighted
+    down to the floor; the rows count as binary labels and no position bias is fitted."""
+    from rlhf.feedback.labellers import reliability_report
+
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=60)
+    rows = []
+    for who, beta in (("a", 2.0), ("b", 2.0), ("c", 2.0), ("d", 2.0), ("spam", 0.0)):
+        good = rng.random(60) < 1 / (1 + np.exp(-beta * u))
+        rows += [{"prompt": f"p{i}", "completion": f"r{i}", "label": bool(g), "labeller_id": who}
+                 for i, g in enumerate(good)]  # fmt: skip
+    rows.append(
+        {"prompt": "p0", "completion": "r0", "label": 1, "labeller_id": "a"}
+    )  # not a boolean: left out
+    report = reliability_report(rows)
+    assert report["n_labels"] == report["n_binary_labels"] == 300 and report["n_items"] == 60
+    assert report["position_bias_fitted"] is False and report["shared_labels"] == 300
+    by = {r["labeller_id"]: r for r in report["labellers"]}
+    assert [n for n, r in by.items() if r["flagged"]] == ["spam"]
+    assert by["spam"]["weight"] == pytest.approx(0.02) and min(by[n]["weight"] for n in "abcd") > 1.0

@@ -69,3 +69,26 @@ def test_rankings_and_ratings_go_through_the_same_path(make_store):
     ratings = list(export_rows(store, "ratings"))
     assert len(ranking) == 1 and sorted(ranking[0]["ranking"]) == [0, 1, 2]
     assert len(ratings) == 1 and 1 <= ratings[0]["rating"] <= 7
+
+
+def test_simulated_labellers_answer_binary_tasks_through_the_store(make_store):
+    from rlhf.feedback.exchange import export_rows
+    from rlhf.feedback.queue import register_panel, simulate_labellers
+    from rlhf.feedback.store import Candidate
+
+    store = make_store()
+    store.push_candidates(
+        [
+            Candidate(p, [r], kind="binary", labels_wanted=2, objective="helpful")
+            for p, r in [(p, r) for p, a, b in sample_pairs(10, seed=5) for r in (a, b)]
+        ]
+    )
+    panel = make_panel(PanelConfig(n_labellers=3, n_spammers=0, n_length_biased=0, n_refusal_preferring=0))
+    stats = simulate_labellers(store, register_panel(store, panel), np.random.default_rng(0))
+    assert stats["queue/labels"] == 40 and stats["queue/labelling_seconds"] > 0
+    rows = list(export_rows(store, "binary"))
+    assert len(rows) == 40 and {type(r["label"]) for r in rows} == {bool}
+    assert {r["labeller_id"] for r in rows} <= set(panel.names) and all(
+        r["objective"] == "helpful" for r in rows
+    )
+    assert 0.2 < np.mean([r["label"] for r in rows]) < 0.9

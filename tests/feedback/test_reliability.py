@@ -73,3 +73,31 @@ def test_panel_spammers_rank_lowest():
     assert sorted(kinds[i] for i in lowest) == ["spammer"] * 3, (kinds, fit["rationality"])
     flagged, _ = flag_unreliable(fit["rationality"], fit["n_labels"])
     assert all(kinds[i] == "spammer" for i in np.flatnonzero(flagged))
+
+
+def test_binary_labels_enter_as_comparisons_with_each_labellers_bar():
+    """80 items, 6 labellers labelling all of them good / bad with P(good) = sigmoid(beta (u - t)): five
+    careful (beta 2; bars t = 0, 0, -1 lenient, +1 strict, 0) and one answering at random (beta 0).
+    Fitted as comparisons with a per-labeller threshold item, the random one is flagged, the careful
+    ones are not, the lenient and strict bars come out in order, and u is recovered."""
+    from rlhf.feedback.reliability import binary_as_comparisons, fit_reliability, flag_unreliable
+
+    rng = np.random.default_rng(0)
+    n_items, n_labellers = 80, 6
+    u = rng.normal(size=n_items)
+    beta = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 0.0])
+    bar = np.array([0.0, 0.0, -1.0, 1.0, 0.0, 0.0])
+    item, labeller = np.tile(np.arange(n_items), n_labellers), np.repeat(np.arange(n_labellers), n_items)
+    good = rng.random(len(item)) < 1 / (1 + np.exp(-beta[labeller] * (u[item] - bar[labeller])))
+    left, right, who, chose_left, n_all = binary_as_comparisons(item, labeller, good, n_items, n_labellers)
+    assert n_all == 86 and right.tolist()[:1] == [80] and right.max() == 85 and chose_left.sum() == good.sum()
+    fit, stats = fit_reliability(left, right, who, chose_left, n_all, n_labellers, fit_bias=False)
+    assert stats["reliability/converged"] == 1.0
+    flagged, _ = flag_unreliable(fit["rationality"], fit["n_labels"])
+    assert flagged.tolist() == [False] * 5 + [True]
+    assert fit["rationality"][5] < 0.3 < 2.0 < fit["rationality"][:5].min()
+    thresholds = fit["scores"][n_items:]
+    assert thresholds[2] < thresholds[0] < thresholds[3] and thresholds[2] < -0.5 and thresholds[3] > 0.4
+    assert np.corrcoef(fit["scores"][:n_items], u)[0, 1] > 0.8
+    with pytest.raises(ValueError, match="item indices"):
+        binary_as_comparisons(np.array([80]), np.array([0]), np.array([True]), n_items, n_labellers)

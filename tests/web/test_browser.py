@@ -180,3 +180,54 @@ def test_ranking_by_drag_and_drop(tmp_path):
     texts = {r.id: r.text for r in store.get_task(labeller.id, label.task_id).responses}
     assert [texts[i] for i in label.ranking] == ["Blue.", "Red.", "Chair."]
     store.close()
+
+
+def test_binary_tasks_with_the_keyboard(tmp_path):
+    """Good / bad with the keys: a reason typed and Enter pressed in its box does not submit (the browser
+    would submit with the first button, Good); then b stores "bad" with the reason, and g a "good"."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import threading
+
+    import uvicorn
+
+    from rlhf.feedback.store import Candidate, FeedbackStore
+    from rlhf.web import WebSettings, create_app
+
+    url = f"sqlite:///{tmp_path / 'binary.db'}"
+    store = FeedbackStore(url)
+    store.push_candidates(
+        [Candidate("User: 2+2?\nAssistant:", ["5"], kind="binary", priority=2),
+         Candidate("User: hi\nAssistant:", ["Hello!"], kind="binary", priority=1)]
+    )  # fmt: skip
+    labeller, token = store.add_labeller("cat", onboarded=True)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(WebSettings(db_url=url)), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/login")
+            page.fill("#token", token)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#label-good")
+            page.fill("#binary-reason", "2+2 is 4")
+            page.press("#binary-reason", "Enter")
+            assert "choose Good" in page.inner_text("#form-message") and store.count_labels() == 0
+            page.screenshot(path=str(tmp_path / "binary.png"))
+            page.keyboard.press("b")
+            page.wait_for_selector("pre:has-text('Hello!')")
+            page.keyboard.press("g")
+            page.wait_for_selector("#no-tasks")
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    second, first = store.labels_of(labeller.id)
+    assert (first.label, first.reason, second.label, second.reason) == (False, "2+2 is 4", True, None)
+    store.close()

@@ -27,11 +27,22 @@ GOLD = [
               explanation="SECRET-RANK: 4 is right."),
     Candidate("User: say hi\nAssistant:", ["Hi!"], kind="rating", gold_answer={"rating": 6},
               explanation="SECRET-RATE: friendly."),
+    Candidate("User: 3+3?\nAssistant:", ["7"], kind="binary", gold_answer={"label": False},
+              explanation="SECRET-BINARY: 3+3 is 6."),
 ]  # fmt: skip
+GOLD_OF = {"pairwise": GOLD[0], "binary": GOLD[3]}  # the world fixture's onboarding question, per kind
 
 
-def ordinary(n: int) -> list[Candidate]:
+def ordinary(n: int, kind: str = "pairwise") -> list[Candidate]:
+    if kind == "binary":
+        return [
+            Candidate(f"User: q{i}\nAssistant:", [f"answer {i}"], kind="binary", priority=i) for i in range(n)
+        ]
     return [Candidate(f"User: q{i}\nAssistant:", [f"good {i}", f"bad {i}"], priority=i) for i in range(n)]
+
+
+# the least answer to a task of each kind, without looking at it (an attacker's blind post)
+BLIND = {"pairwise": {"strength": "tie"}, "binary": {"label": True}}
 
 
 def auth(token: str) -> dict[str, str]:
@@ -58,6 +69,8 @@ def answer_for(task: dict, request_id: str) -> dict:
         return {**body, "choice": ids[0], "strength": "better"}
     if task["kind"] == "ranking":
         return {**body, "ranking": ids}
+    if task["kind"] == "binary":
+        return {**body, "label": True, "reason": "fine"}
     return {**body, "rating": 4}
 
 
@@ -143,7 +156,7 @@ def test_gold_answers_cannot_be_harvested(make_store):
             for task_id in range(1, max(gold_ids) + 5):
                 if token == newbie and task_id == held["id"]:
                     continue
-                for body in ({"strength": "tie"}, {"ranking": [1, 2, 3]}, {"rating": 4}):
+                for body in ({"strength": "tie"}, {"ranking": [1, 2, 3]}, {"rating": 4}, {"label": False}):
                     body = {**body, "task_id": task_id, "client_request_id": f"h{task_id}"}
                     r = client.post("/api/labels", json=body, headers=auth(token))
                     assert r.status_code in (403, 409, 422), r.text
@@ -202,13 +215,14 @@ def test_forms_refuse_unassigned_and_pre_onboarding_tasks(make_store):
 # ---------------------------------------------------------------------- the role x route matrix
 
 
-@pytest.fixture
-def world(make_store):
+@pytest.fixture(params=["pairwise", "binary"])
+def world(make_store, request):
     """ann and bob, both onboarded through a gold question, each holding one task and having labelled one;
-    an admin. Returns (store, client, tokens, objects) with objects named own/other per labeller."""
+    an admin; every task of one kind (the matrix runs once per kind). Returns (store, client, tokens,
+    objects) with objects named own/other per labeller and objects["kind"] the tasks' kind."""
     store = make_store()
-    store.push_candidates(GOLD[:1])
-    store.push_candidates(ordinary(6))
+    store.push_candidates([GOLD_OF[request.param]])
+    store.push_candidates(ordinary(6, request.param))
     tokens = {"admin": store.add_labeller("root", role="admin")[1]}
     objects: dict[str, int] = {}
     client = api_client(store)
@@ -223,6 +237,7 @@ def world(make_store):
         objects[f"{name}_done"], objects[f"{name}_label"] = done["id"], label["id"]
         objects[f"{name}_held"] = client.get("/api/tasks/next", headers=h).json()["id"]
     objects["free"] = max(objects.values()) + 1  # never assigned to anyone
+    objects["kind"] = request.param
     with client:
         yield store, client, tokens, objects
 
@@ -271,7 +286,7 @@ def test_role_route_matrix(world, who, method, path, body, status):
     store, client, tokens, objects = world
     headers = auth(tokens[who]) if who != "anon" else {}
     if isinstance(body, str):  # a label answering that object
-        body = {"task_id": objects[body], "client_request_id": f"m-{body}", "strength": "tie"}
+        body = {"task_id": objects[body], "client_request_id": f"m-{body}", **BLIND[objects["kind"]]}
     before = (places(store), store.count_labels())
     r = client.request(method, path.format(**objects), headers=headers, json=body)
     assert r.status_code == status, r.text
@@ -301,9 +316,10 @@ def test_page_routes_by_role(world):
         page = client.get("/label").text
         assert int(field(page, "task_id")) == objects["ann_held"]
         csrf = field(page, "csrf_token")
+        blind = {"preference": "tie"} if objects["kind"] == "pairwise" else {"label": "good", "reason": "x"}
         for key, status in (("bob_held", 403), ("free", 403), ("bob_done", 403), ("ann_done", 409)):
-            data = {"csrf_token": csrf, "task_id": str(objects[key]), "kind": "pairwise",
-                    "client_request_id": f"p{key}", "preference": "tie"}  # fmt: skip
+            data = {"csrf_token": csrf, "task_id": str(objects[key]), "kind": objects["kind"],
+                    "client_request_id": f"p{key}", **blind}  # fmt: skip
             before = places(store)
             assert client.post("/label", data=data).status_code == status, key
             assert places(store) == before
@@ -331,6 +347,8 @@ def _corrupt(store, task_id: int, answer: dict) -> None:
         (1, {"ranking": [1, 2]}),
         (0, {"choice": 10**9}),
         (0, []),
+        (3, {"label": "no"}),  # a binary gold that is not a boolean
+        (3, {"rating": 2}),
     ],
 )
 def test_a_malformed_stored_gold_row_locks_no_one_out(make_store, which, stored, caplog):
@@ -345,7 +363,8 @@ def test_a_malformed_stored_gold_row_locks_no_one_out(make_store, which, stored,
         task = store.next_task(holder.id)
         assert task.id == task_id
         ids = [r.id for r in task.responses]
-        right = {"choice": ids[0], "strength": "better"} if task.kind == "pairwise" else {"ranking": ids}
+        right = {"pairwise": {"choice": ids[0], "strength": "better"}, "ranking": {"ranking": ids},
+                 "rating": {"rating": 6}}[task.kind]  # fmt: skip
         store.submit_label(holder.id, LabelIn(task.id, f"g{task_id}", **right))
     assert store.next_task(holder.id).id == gold_ids[which]
     bad = gold_ids[which]
@@ -381,6 +400,7 @@ def test_a_malformed_stored_gold_row_locks_no_one_out(make_store, which, stored,
 GOOD_ROW = {"prompt": "User: tea?\nAssistant:", "responses": ["A drink.", "Go away."]}
 RANK = {"prompt": "User: rank\nAssistant:", "responses": ["x", "y", "z"], "kind": "ranking"}
 RATE = {"prompt": "User: rate\nAssistant:", "responses": ["x"], "kind": "rating"}
+THUMB = {"prompt": "User: thumb\nAssistant:", "responses": ["x"], "kind": "binary"}
 BAD_ROWS = [
     ({**GOOD_ROW, "labels_wnated": 3}, "unknown field 'labels_wnated'; did you mean 'labels_wanted'?"),
     ({**GOOD_ROW, "priorty": 1}, "did you mean 'priority'?"),
@@ -397,6 +417,10 @@ BAD_ROWS = [
     ({**GOOD_ROW, "gold": {"answer": {}}}, "gold answer has no 'choice'"),
     ({**RATE, "gold": {"answer": {"rating": "5"}}}, "gold 'rating' must be an integer"),
     ({**RATE, "kind": "edit", "gold": {"answer": {"rating": 5}}}, "edit tasks cannot be gold"),
+    ({**THUMB, "gold": {"answer": {"label": "yes"}}}, "gold 'label' must be true (good) or false (bad)"),
+    ({**THUMB, "gold": {"answer": {"rating": 5}}}, "a binary gold answer is {'label': ...} only"),
+    ({**THUMB, "responses": ["x", "y"]}, "a binary task needs 1 responses, got 2"),
+    ({**RATE, "gold": {"answer": {"label": True}}}, "'label' is for binary tasks"),
     ({**GOOD_ROW, "labels_wanted": True}, "labels_wanted must be an integer"),
     ({**GOOD_ROW, "labels_wanted": 2.0}, "labels_wanted must be an integer"),
     ({**GOOD_ROW, "priority": "high"}, "priority must be a finite number"),

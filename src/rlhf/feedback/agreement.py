@@ -5,7 +5,9 @@ Every function takes arrays and returns ``(value, stats)``. Label arrays are int
 answer is ``MISSING`` (-2) or NaN. Where a statistic is undefined on the table given (no shared items, one
 rater, every answer the same category: chance agreement 1 and 0/0), the value is NaN and
 ``stats["<name>/undefined"]`` says why, in words; no table makes these functions raise. Pairwise answers use the panel's codes (0 = left, 1 = right, -1 = tie), so
-their natural level of measurement is *nominal*; Likert ratings (1..7) are *ordinal*. Krippendorff's
+their natural level of measurement is *nominal*, and so is a binary (thumbs up / down) label, coded 1 = good,
+0 = bad (`nominal_agreement` gives percent agreement, Fleiss' kappa and nominal alpha at once); Likert
+ratings (1..7) are *ordinal*. Krippendorff's
 alpha depends on that level -- the `krippendorff` package defaults to "interval", which on A/B/tie codes
 would treat "tie" as twice as far from "right" as "left" is -- so here the level is a required argument.
 
@@ -168,6 +170,43 @@ def krippendorff_alpha(labels: np.ndarray, level: str) -> tuple[float, Stats]:
     d_e = float((np.outer(n_c, n_c) * d2).sum() / (n * (n - 1)))
     return 1.0 - d_o / d_e, {"alpha/observed_disagreement": d_o, "alpha/expected_disagreement": d_e,
                              "alpha/pairable": float(n)}  # fmt: skip
+
+
+def percent_agreement(labels: np.ndarray) -> tuple[float, Stats]:
+    """Raw agreement: over every item answered by 2 or more labellers, the share of the pairs of its
+    labellers who gave the same answer (pairs pooled over items, so an item with m answers counts
+    m (m - 1) / 2 pairs). labels (L, I) codes, MISSING or NaN = no answer. Example: items answered
+    (1, 1, 0) and (0, 0, 0) -> (1 + 3) / (3 + 3) = 2/3. Undefined (NaN) when no item has 2 answers."""
+    x = as_table(labels)
+    agree = pairs = 0.0
+    for column in x.T:
+        present = column[answered(column)]
+        m = len(present)
+        if m < 2:
+            continue
+        _, counts = np.unique(present, return_counts=True)
+        agree += float((counts * (counts - 1)).sum()) / 2
+        pairs += m * (m - 1) / 2
+    if pairs == 0:
+        return undefined("percent", "no item was answered by 2 or more labellers", pairs=0)
+    return agree / pairs, {"percent/agreement": agree / pairs, "percent/pairs": pairs}
+
+
+def nominal_agreement(labels: np.ndarray) -> tuple[float, Stats]:
+    """Percent agreement, Fleiss' kappa and Krippendorff's alpha (nominal) of one (L, I) table of nominal
+    codes, e.g. binary labels (1 = good, 0 = bad, MISSING = not asked). Items with fewer than 2 answers
+    are left out of all three. Returns (alpha, stats with every statistic's figures and any reason one
+    is undefined); Fleiss' kappa is undefined unless every such item has the same number of answers."""
+    x = as_table(labels)
+    shared = answered(x).sum(axis=0) >= 2 if x.size else np.zeros(0, bool)  # (I,)
+    x = x[:, shared] if x.size else x
+    percent, stats = percent_agreement(x)
+    counts, _ = category_counts(x) if x.size else (np.zeros((0, 0)), None)
+    fleiss, fleiss_stats = fleiss_kappa(counts)
+    alpha, alpha_stats = krippendorff_alpha(x, "nominal")
+    stats = {**stats, **fleiss_stats, **alpha_stats, "percent/agreement": percent, "fleiss/kappa": fleiss,
+             "alpha/nominal": alpha, "nominal/items": float(shared.sum())}  # fmt: skip
+    return alpha, stats
 
 
 def agreement_with_gold(

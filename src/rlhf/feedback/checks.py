@@ -22,7 +22,7 @@ from rlhf.feedback.records import (
 )
 
 # The one field a gold answer of each kind holds (edit tasks have no gold answer).
-GOLD_FIELD = {"pairwise": "choice", "ranking": "ranking", "rating": "rating"}
+GOLD_FIELD = {"pairwise": "choice", "ranking": "ranking", "rating": "rating", "binary": "label"}
 
 
 def gold_problem(task: Task) -> str | None:
@@ -43,12 +43,14 @@ def gold_problem(task: Task) -> str | None:
         return f"gold ranking {value!r:.200} is not a permutation of the task's response ids {ids}"
     if task.kind == "rating" and not (_is_int(value) and RATING_SCALE[0] <= value <= RATING_SCALE[1]):
         return f"gold rating {value!r:.50} is not an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
+    if task.kind == "binary" and not isinstance(value, bool):
+        return f"gold label {value!r:.50} is not true or false"
     return None
 
 
 def gold_correct(task: Task, label: Label) -> bool | None:
     """Pairwise: same preferred response (or both a tie), strength aside; ranking: the same order;
-    rating: within one point of the researchers' rating. None (ungraded) when the stored gold answer
+    rating: within one point of the researchers' rating; binary: the same thumbs up or down. None (ungraded) when the stored gold answer
     is malformed (`gold_problem`): a broken question must not refuse every answer to it."""
     if gold_problem(task) is not None:
         return None
@@ -57,6 +59,8 @@ def gold_correct(task: Task, label: Label) -> bool | None:
         return label.choice_response_id == answer["choice"] if not label.tie else answer["choice"] is None
     if task.kind == "ranking":
         return list(label.ranking or []) == list(answer["ranking"])
+    if task.kind == "binary":
+        return label.label is not None and bool(label.label) == answer["label"]
     return label.rating is not None and abs(label.rating - answer["rating"]) <= 1
 
 
@@ -66,6 +70,8 @@ def gold_to_ids(kind: str, answer: dict[str, Any], response_ids: list[int]) -> d
         return {"choice": None if answer["choice"] is None else response_ids[answer["choice"]]}
     if kind == "ranking":
         return {"ranking": [response_ids[i] for i in answer["ranking"]]}
+    if kind == "binary":
+        return {"label": answer["label"]}
     return {"rating": answer["rating"]}
 
 
@@ -178,6 +184,8 @@ def _check_gold(c: Candidate, where: str) -> None:
         raise InvalidInput(
             f"{where}: gold 'rating' must be an integer from {RATING_SCALE[0]} to {RATING_SCALE[1]}"
         )
+    if c.kind == "binary" and not isinstance(value, bool):
+        raise InvalidInput(f"{where}: gold 'label' must be true (good) or false (bad)")
 
 
 def _kind_of(field: str) -> str:
@@ -193,12 +201,15 @@ def check_answer(task: Task, a: LabelIn) -> None:
         "ranking": a.ranking is not None,
         "rating": a.rating is not None,
         "edit_text": a.edit_text is not None,
+        "label": a.label is not None,
+        "reason": a.reason is not None,
     }
     allowed = {
         "pairwise": {"choice", "strength"},
         "ranking": {"ranking"},
         "rating": {"rating"},
         "edit": {"edit_text"},
+        "binary": {"label", "reason"},
     }[task.kind]
     extra = sorted(k for k, v in given.items() if v and k not in allowed)
     if extra:
@@ -223,6 +234,10 @@ def check_answer(task: Task, a: LabelIn) -> None:
         low, high = RATING_SCALE
         if not isinstance(a.rating, int) or isinstance(a.rating, bool) or not low <= a.rating <= high:
             raise InvalidInput(f"rating must be an integer from {low} to {high}")
+    elif task.kind == "binary":
+        if not isinstance(a.label, bool):
+            raise InvalidInput("label must be true (good) or false (bad)")
+        check_text(a.reason, "reason", MAX_COMMENT_CHARS, optional=True)
     else:
         check_text(a.edit_text, "edit_text")
     if a.displayed_order is not None and (

@@ -1,20 +1,23 @@
 """Figures for the admin dashboard: progress, labels per hour, per-labeller gold accuracy and agreement
-with peers, and examples of tasks where labellers disagreed.
+with peers, agreement on binary (good / bad) tasks, and examples of tasks where labellers disagreed.
 
-`peer_agreement` (of (task, labeller, answer) triples) and `labels_per_hour` are pure; `dashboard` reads
-the store.
+`peer_agreement` (of (task, labeller, answer) triples), `binary_agreement` and `labels_per_hour` are
+pure; `dashboard` reads the store.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 
+from rlhf.feedback.agreement import MISSING, nominal_agreement
 from rlhf.feedback.models import Assignment, Label, Labeller, Response, Task, utcnow
 from rlhf.feedback.store import FeedbackStore
 
@@ -37,6 +40,33 @@ def peer_agreement(answers: Iterable[tuple[Hashable, str, Hashable]]) -> dict[st
             others = [a for who, a in given if who != labeller]
             shares[labeller].append(sum(a == answer for a in others) / len(others))
     return {labeller: sum(s) / len(s) for labeller, s in shares.items()}
+
+
+def binary_agreement(answers: Iterable[tuple[Hashable, str, bool]]) -> dict[str, Any] | None:
+    """Agreement on binary tasks, as nominal data (`agreement.nominal_agreement`), from (task, labeller,
+    label) triples: the number of tasks with 2 or more labels, percent agreement, Krippendorff's alpha and
+    Fleiss' kappa, each None with `<name>_undefined` saying why when it cannot be computed. None when
+    there is no binary label at all."""
+    answers = list(answers)
+    if not answers:
+        return None
+    tasks = sorted({task for task, _, _ in answers}, key=str)
+    names = sorted({name for _, name, _ in answers})
+    table = np.full((len(names), len(tasks)), MISSING, dtype=np.int64)  # (L, I)
+    column, row = {t: i for i, t in enumerate(tasks)}, {n: i for i, n in enumerate(names)}
+    for task, name, label in answers:
+        table[row[name], column[task]] = int(bool(label))
+    _, stats = nominal_agreement(table)
+    out: dict[str, Any] = {"items": int(stats["nominal/items"])}
+    for key, name in (
+        ("percent", "percent/agreement"),
+        ("alpha", "alpha/nominal"),
+        ("fleiss", "fleiss/kappa"),
+    ):
+        value = float(stats[name])
+        out[key] = None if math.isnan(value) else value
+        out[f"{key}_undefined"] = stats.get(f"{key}/undefined")
+    return out
 
 
 # A rate is not extrapolated from a burst: below these, labels per hour shows as not yet measurable.
@@ -62,6 +92,8 @@ def _answer_key(label: Label) -> Hashable:
         return label.choice_response_id
     if label.ranking is not None:
         return tuple(label.ranking)
+    if label.label is not None:
+        return "good" if label.label else "bad"
     return label.rating
 
 
@@ -92,7 +124,7 @@ def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str
         agreement = peer_agreement(
             (label.task_id, name, _answer_key(label))
             for label, kind, name in real
-            if kind in ("pairwise", "ranking", "rating")
+            if kind in ("pairwise", "ranking", "rating", "binary")
         )
         times = [label.created_at for label, _, _ in real]
         per_labeller = []
@@ -123,6 +155,9 @@ def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str
             "labels_per_hour": labels_per_hour(times),  # None: too few labels or minutes to tell
             "labels_per_hour_needs": f"{RATE_MIN_LABELS} labels over {RATE_MIN_MINUTES:g} minutes",
             "labellers": per_labeller,
+            "binary_agreement": binary_agreement(
+                (label.task_id, name, label.label) for label, kind, name in real if kind == "binary"
+            ),
             "disagreements": _disagreements(s, real, disagreement_examples),
         }
 
@@ -130,7 +165,7 @@ def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str
 def _disagreements(s, real, limit: int) -> list[dict[str, Any]]:
     by_task: dict[int, list[tuple[Label, str]]] = defaultdict(list)
     for label, kind, name in real:
-        if kind in ("pairwise", "ranking", "rating"):
+        if kind in ("pairwise", "ranking", "rating", "binary"):
             by_task[label.task_id].append((label, name))
     examples = []
     for task_id, given in sorted(by_task.items(), reverse=True):
@@ -164,4 +199,6 @@ def _describe(label: Label, task: Task, texts: dict[int, str]) -> str:
         return f"{letter[label.choice_response_id]} {label.strength.replace('_', ' ')}"
     if label.ranking is not None:
         return " > ".join(letter[r] for r in label.ranking)
+    if label.label is not None:
+        return ("good" if label.label else "bad") + (f" ({label.reason})" if label.reason else "")
     return f"rating {label.rating}"

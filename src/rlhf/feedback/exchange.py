@@ -1,5 +1,6 @@
 """Moving data in and out of the feedback store: import prompts/responses as tasks, export labels as
-the preference files `rlhf.data.load_preferences` reads (pairs, rankings, ratings; docs/data.md).
+the preference files `rlhf.data.load_preferences` reads (pairs, rankings, ratings; docs/data.md), and
+binary labels as unpaired rows in TRL's KTO convention (`binary`).
 
 Import rows (JSONL), one task each, checked against the kind's schema before anything is stored (an
 unknown or misspelt field, a value of the wrong type, a gold answer that does not fit the kind, a row
@@ -9,11 +10,15 @@ repeating another: refused, naming the file's line):
      "gold": {"answer": {"choice": 0}, "explanation": "why"}}
 `objective` names the reward head the task's labels train (exported with each label; `rlhf label import
 --objective` sets it for rows without one). `kind` defaults to pairwise for two responses and ranking
-for more; for one response it must be given (rating or edit).
+for more; for one response it must be given (rating, edit or binary; a binary gold answer is
+{"label": true | false}).
 
 Export: gold (onboarding) tasks are left out; every row carries `labeller_id` (the labeller's name) and
 provenance fields (`label_id`, `task_id`, `unsafe`) that the readers ignore. An edit ("write a better
-answer") becomes a pair: the labeller's text chosen over the response it improves.
+answer") becomes a pair: the labeller's text chosen over the response it improves. A binary label (thumbs
+up or down) becomes an unpaired row, TRL's KTO format plus the same provenance:
+    {"prompt": "...", "completion": "...", "label": true, "labeller_id": "ann", "objective": "helpful",
+     "reason": "why, when given", "label_id": 7, "task_id": 3}
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from rlhf.feedback.models import Label, Labeller, Prompt, Response, Task
 from rlhf.feedback.store import Candidate, FeedbackStore, InvalidInput, ResponseIn, task_key
 from rlhf.io import iter_jsonl, write_jsonl
 
-EXPORT_KINDS = ("pairs", "rankings", "ratings")
+EXPORT_KINDS = ("pairs", "rankings", "ratings", "binary")  # binary: unpaired rows (KTO)
 # The labeller's strength as a margin on a 0-3 scale (0 = unknown in rlhf.data), so a reward model
 # can weight "much better" above "slightly better".
 STRENGTH_MARGIN = {"slightly_better": 1.0, "better": 2.0, "much_better": 3.0}
@@ -68,7 +73,7 @@ def candidate_from_row(row: dict[str, Any], where: str, objective: str | None = 
         "pairwise" if len(responses) == 2 else "ranking" if len(responses) > 2 else None
     )
     if kind is None:
-        raise InvalidInput(f"{where}: one response: give 'kind' ('rating' or 'edit')")
+        raise InvalidInput(f"{where}: one response: give 'kind' ('rating', 'edit' or 'binary')")
     gold = row.get("gold")
     if gold is not None:
         if not isinstance(gold, dict) or not isinstance(gold.get("answer"), dict):
@@ -134,7 +139,8 @@ def export_rows(store: FeedbackStore, kind: str) -> Iterator[dict[str, Any]]:
     tasks, prompts and response texts, so memory stays flat however many labels there are."""
     if kind not in EXPORT_KINDS:
         raise UserError(f"unknown export kind {kind!r}: expected one of {', '.join(EXPORT_KINDS)}")
-    task_kinds = {"pairs": ("pairwise", "edit"), "rankings": ("ranking",), "ratings": ("rating",)}[kind]
+    task_kinds = {"pairs": ("pairwise", "edit"), "rankings": ("ranking",), "ratings": ("rating",),
+                  "binary": ("binary",)}[kind]  # fmt: skip
     query = (
         select(Label, Task, Labeller.name, Prompt.text)
         .join(Task, Task.id == Label.task_id)
@@ -199,6 +205,11 @@ def _export_row(label: Label, task: Task, prompt: str, name: str, texts: dict[in
             "ranking": [position[i] for i in label.ranking],
             "labeller_id": name,
         }
+    if task.kind == "binary":
+        row = {"prompt": prompt, "completion": texts[ids[0]], "label": bool(label.label), "labeller_id": name}
+        if label.reason is not None:
+            row["reason"] = label.reason
+        return row
     return {"prompt": prompt, "response": texts[ids[0]], "rating": label.rating, "labeller_id": name}
 
 

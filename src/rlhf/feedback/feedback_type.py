@@ -1,12 +1,13 @@
-"""Adaptive feedback type: ask for a comparison, a K-way ranking or a Likert rating, whichever buys the
-most expected information per second of the labeller's time (pure numpy).
+"""Adaptive feedback type: ask for a comparison, a K-way ranking, a Likert rating or a binary good / bad
+judgement, whichever buys the most expected information per second of the labeller's time (pure numpy).
 
 The model (the panel's own answer models, so the simulation and the choice agree):
 - belief: the responses' utilities u (K,) are independent Gaussians N(mu_k, s_k^2) -- e.g. the reward
   ensemble's mean and spread, on the scale where the labeller's rationality beta applies;
 - answers: pairwise Bradley-Terry P(a > b) = sigmoid(beta (u_a - u_b)); ranking Plackett-Luce on
-  beta u; rating an ordered logit, latent beta u + Logistic(0, 1/sqrt 2) cut at beta * RATING_CUTS.
-  A mistake (probability eps) is a uniformly random answer;
+  beta u; rating an ordered logit, latent beta u + Logistic(0, 1/sqrt 2) cut at beta * RATING_CUTS;
+  binary the same ordered logit with one cut at the labeller's bar t, P(good) = sigmoid(beta (u - t) /
+  RATING_NOISE). A mistake (probability eps) is a uniformly random answer;
 - information: the expected entropy reduction of the Gaussian belief under a Laplace (Fisher)
   approximation, 0.5 log det(I + S F S), S = diag(s), F the answer's Fisher information about u at mu
   (Lindley 1956; the usual D-optimal design criterion). Pairwise: F = g g^T I_d with
@@ -16,8 +17,15 @@ The model (the panel's own answer models, so the simulation and the choice agree
   (exact for a pair near P = 1/2, an approximation otherwise). Rating: I_u = sum_k (dP_k/du)^2 / P_k,
   then discounted for the labeller's unknown personal offset on the scale (c ~ N(0, tau^2), the
   calibration drift that makes Likert data hard to pool): the rating measures u + c, so what it says
-  about u is I_u / (1 + tau^2 I_u) -- it saturates at 1 / tau^2 however careful the labeller;
-- cost: the panel's timing model, base + seconds_per_word * words read (+ per_item per ranked answer).
+  about u is I_u / (1 + tau^2 I_u) -- it saturates at 1 / tau^2 however careful the labeller. Binary:
+  I_u = (dP/du)^2 / (P (1 - P)) with P = eps / 2 + (1 - eps) P0, dP/du = (1 - eps) (beta / RATING_NOISE)
+  P0 (1 - P0) (a rating with one cut), and the same discount: each labeller's bar is t + c with an
+  unknown personal offset c ~ N(0, tau_b^2) (the panel spreads its bars by 0.3, the default tau_b), so a
+  "good" measures u - c as a rating measures u + c. A binary answer carries at most log 2 nats and
+  saturates like a rating, but costs half the fixed time: it wins for noisy labellers and long answers;
+- cost: the panel's timing model, base + seconds_per_word * words read (+ per_item per ranked answer);
+  a binary judgement takes `binary_base_share` (the panel's BINARY_BASE_SHARE, 0.5) of the base: one
+  answer read and no two weighed.
 The choice is argmax information / expected seconds.
 """
 
@@ -30,7 +38,8 @@ import numpy as np
 
 RATING_CUTS = (-0.9, -0.45, 0.0, 0.35, 0.65, 0.9)  # the panel's utility thresholds between Likert points
 RATING_NOISE = 1 / math.sqrt(2)  # logistic scale of one perception (Thurstone: half a comparison's variance)
-KINDS = ("pairwise", "ranking", "rating")
+KINDS = ("pairwise", "ranking", "rating", "binary")
+BINARY_THRESHOLD = 0.175  # the panel's default bar for "good" (utility units)
 
 
 def _sigmoid(x):
@@ -75,6 +84,17 @@ def rating_fisher(u: float, beta: float, eps: float, cuts=RATING_CUTS, noise: fl
     return float((((1 - eps) * dp) ** 2 / np.maximum(p, 1e-12)).sum())
 
 
+def binary_fisher(
+    u: float, beta: float, eps: float, threshold: float = BINARY_THRESHOLD, noise: float = RATING_NOISE
+) -> float:
+    """Fisher information about u of one good / bad answer, P(good) = sigmoid(beta (u - threshold) / noise)
+    with mistakes eps (see the module docstring); equals `rating_fisher` with the one cut `threshold`."""
+    p0 = float(_sigmoid(beta * (u - threshold) / noise))
+    p = eps / 2 + (1 - eps) * p0
+    slope = (1 - eps) * (beta / noise) * p0 * (1 - p0)  # dP/du
+    return float(slope**2 / max(p * (1 - p), 1e-12))
+
+
 def information(fisher: np.ndarray, std: np.ndarray) -> float:
     """0.5 log det(I + S F S) nats, S = diag(std): the Laplace-approximate entropy reduction."""
     s = np.diag(std)
@@ -92,11 +112,20 @@ def choose_feedback_type(
     seconds_per_word: float = 0.25,
     ranking_item_seconds: float = 2.0,
     rating_offset_std: float = 0.3,
+    binary_threshold: float = BINARY_THRESHOLD,
+    binary_offset_std: float = 0.3,
+    binary_base_share: float = 0.5,
+    kinds: tuple[str, ...] = KINDS,
 ) -> tuple[dict, dict[str, float]]:
     """Pick the query for K >= 2 candidate responses (mu, std, words: (K,)). Options: the best pair,
-    a ranking of all K, a rating of the best single response; `rating_offset_std` is tau above (utility
-    units; 0 = labellers share one calibrated scale). Returns ({"kind", "items"}, stats) with
-    each option's information (nats), seconds and nats per second."""
+    a ranking of all K, a rating of the best single response, a good / bad judgement of the best single
+    response; `rating_offset_std` is tau above (utility units; 0 = labellers share one calibrated
+    scale), `binary_offset_std` tau_b, the spread of the labellers' bars around `binary_threshold`.
+    `kinds` limits the options (e.g. to what a project's labelling app asks). Returns ({"kind",
+    "items"}, stats) with each option's information (nats), seconds and nats per second."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {KINDS}; got {kinds!r}")
     mu, std, words = (np.asarray(a, dtype=float) for a in (mu, std, words))
     k = len(mu)
     options = {}
@@ -121,6 +150,16 @@ def choose_feedback_type(
     gains = [information(np.array([[f / (1 + tau2 * f)]]), std[i : i + 1]) for i, f in enumerate(fisher)]
     i = int(np.argmax(gains))
     options["rating"] = ((i,), gains[i], base_seconds + seconds_per_word * (prompt_words + words[i]))
+    tau2 = binary_offset_std**2
+    fisher = [binary_fisher(mu[i], beta, eps, binary_threshold) for i in range(k)]
+    gains = [information(np.array([[f / (1 + tau2 * f)]]), std[i : i + 1]) for i, f in enumerate(fisher)]
+    i = int(np.argmax(gains))
+    options["binary"] = (
+        (i,),
+        gains[i],
+        binary_base_share * base_seconds + seconds_per_word * (prompt_words + words[i]),
+    )
+    options = {kind: option for kind, option in options.items() if kind in kinds}
     rate = {kind: info / seconds for kind, (_, info, seconds) in options.items()}
     kind = max(rate, key=rate.get)
     stats = {}

@@ -2,8 +2,9 @@
 
 `reliability_report(rows)` fits `reliability.fit_reliability` to the pair rows of a preference file
 (``prompt, chosen, rejected, labeller_id`` and, when known, ``chosen_position``: 0 if the chosen
-response was shown first/left, 1 if second -- without it the position bias is not fitted); each
-distinct (prompt, response) is an item. `weighted_rows` writes each row's labeller weight into the
+response was shown first/left, 1 if second -- without it the position bias is not fitted) and the
+unpaired rows of binary labels (``prompt, completion, label, labeller_id``: the response against the
+labeller's own bar, `reliability.binary_as_comparisons`); each distinct (prompt, response) is an item. `weighted_rows` writes each row's labeller weight into the
 ``weight`` field the reward trainer honours. `flag_in_store` marks flagged labellers in the feedback
 store, where the admin dashboard shows them. `disagreement_report` groups the labels of each pair and
 lists the pairs where the labellers' majority disagrees with the gold judge (the world's hidden
@@ -19,11 +20,19 @@ from typing import Any
 import numpy as np
 
 from rlhf.feedback.agreement import MISSING, agreement_with_gold, krippendorff_alpha
-from rlhf.feedback.reliability import fit_reliability, flag_unreliable, label_weights
+from rlhf.feedback.reliability import binary_as_comparisons, fit_reliability, flag_unreliable, label_weights
 
 
 def _pairs_only(rows: list[dict]) -> list[dict]:
     return [r for r in rows if "chosen" in r and "rejected" in r and r.get("labeller_id") is not None]
+
+
+def _binary_only(rows: list[dict]) -> list[dict]:
+    return [
+        r
+        for r in rows
+        if "completion" in r and isinstance(r.get("label"), bool) and r.get("labeller_id") is not None
+    ]
 
 
 def reliability_report(
@@ -33,12 +42,14 @@ def reliability_report(
     With `drop_flagged` a flagged labeller's rationality counts as 0 in the weights (weight = the floor):
     the usual crowdsourcing practice of setting suspected spammers aside, rather than trusting a
     rationality estimated from ~100 labels."""
+    binary = _binary_only(rows)
     rows = [r for r in _pairs_only(rows) if not r.get("tie")]
-    if not rows:
+    if not rows and not binary:
         return {"labellers": [], "n_labels": 0}
-    names = sorted({str(r["labeller_id"]) for r in rows})
+    names = sorted({str(r["labeller_id"]) for r in rows + binary})
     items: dict[tuple[str, str], int] = {}
-    positions_known = all("chosen_position" in r for r in rows)
+    # with binary rows the bar item is always on the right: a position bias would only duplicate the bar
+    positions_known = bool(rows) and not binary and all("chosen_position" in r for r in rows)
     left, right, chose_left = [], [], []
     for r in rows:
         c = items.setdefault((r["prompt"], r["chosen"]), len(items))
@@ -47,19 +58,36 @@ def reliability_report(
         left.append(c if first else o)
         right.append(o if first else c)
         chose_left.append(first)
-    labeller = np.array([names.index(str(r["labeller_id"])) for r in rows])
+    judged = [items.setdefault((r["prompt"], r["completion"]), len(items)) for r in binary]
+    n_responses = len(items)
+    labeller = np.array([names.index(str(r["labeller_id"])) for r in rows + binary], dtype=np.int64)
+    if binary:  # after the pairs: labeller l's bar is item n_responses + l
+        b_left, b_right, _, b_good, _ = binary_as_comparisons(
+            np.array(judged),
+            labeller[len(rows) :],
+            np.array([r["label"] for r in binary]),
+            n_responses,
+            len(names),
+        )
+        left, right, chose_left = (
+            left + b_left.tolist(),
+            right + b_right.tolist(),
+            chose_left + b_good.tolist(),
+        )
     fit, stats = fit_reliability(
-        np.array(left),
-        np.array(right),
+        np.array(left, dtype=np.int64),
+        np.array(right, dtype=np.int64),
         labeller,
-        np.array(chose_left),
-        len(items),
+        np.array(chose_left, dtype=bool),
+        n_responses + (len(names) if binary else 0),
         len(names),
         positions_known,
     )
     # a comparison answered by two or more labellers ties their rationalities together; on one nobody
-    # else answered, any labeller's answer can be explained by the free utilities (not identified)
+    # else answered, any labeller's answer can be explained by the free utilities (not identified);
+    # likewise a response that two labellers judged good or bad
     comparison = [(r["prompt"], frozenset((r["chosen"], r["rejected"]))) for r in rows]
+    comparison += [(r["prompt"], r["completion"]) for r in binary]
     answered_by: dict[Any, set[int]] = {}
     for key, who in zip(comparison, labeller.tolist(), strict=True):
         answered_by.setdefault(key, set()).add(who)
@@ -69,8 +97,9 @@ def reliability_report(
     per_label, _ = label_weights(trusted, labeller, power=power)  # mean 1 over the labels
     weight = dict(zip(labeller.tolist(), per_label.tolist(), strict=True))
     return {
-        "n_labels": len(rows),
-        "n_items": len(items),
+        "n_labels": len(rows) + len(binary),
+        "n_binary_labels": len(binary),
+        "n_items": n_responses,
         "position_bias_fitted": positions_known,
         "shared_labels": int(shared.sum()),  # labels on comparisons another labeller also answered
         **stats,

@@ -1,7 +1,7 @@
 """SQLAlchemy 2 models of the human-feedback store: what was asked, of whom, and what they answered.
 
-A `Task` shows a prompt with one or more `Response`s in one of four kinds (pairwise, ranking, rating,
-edit). A labeller is handed a task through an `Assignment` (at most one per task and labeller); their
+A `Task` shows a prompt with one or more `Response`s in one of five kinds (pairwise, ranking, rating,
+edit, binary: a thumbs up or down on one response). A labeller is handed a task through an `Assignment` (at most one per task and labeller); their
 answer is a `Label`. Gold tasks carry a `GoldAnswer` (the researchers' answer and why) and are used for
 onboarding. The schema itself is created by the Alembic migrations in `rlhf/feedback/migrations`; keep
 them in step with this file (a test compares the two).
@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-TASK_KINDS = ("pairwise", "ranking", "rating", "edit")
+TASK_KINDS = ("pairwise", "ranking", "rating", "edit", "binary")
 ROLES = ("labeller", "admin")
 # The pairwise strength scale; "tie" is a strength too, so one field carries the whole answer.
 STRENGTHS = ("much_better", "better", "slightly_better", "tie")
@@ -125,7 +125,7 @@ class GoldAnswer(Base):
 
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
     # pairwise: {"choice": response_id} or {"choice": null} for a tie; ranking: {"ranking": [ids]};
-    # rating: {"rating": n}
+    # rating: {"rating": n}; binary: {"label": true | false}
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     explanation: Mapped[str] = mapped_column(Text, default="")
 
@@ -169,6 +169,9 @@ class Label(Base):
     ranking: Mapped[list[int] | None] = mapped_column(JSON, default=None)
     rating: Mapped[int | None] = mapped_column(Integer, default=None)
     edit_text: Mapped[str | None] = mapped_column(Text, default=None)
+    # binary: the thumbs up (True) or down (False), and the labeller's optional reason for it
+    label: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
     unsafe: Mapped[bool] = mapped_column(Boolean, default=False)
     comment: Mapped[str | None] = mapped_column(Text, default=None)
     seconds: Mapped[float | None] = mapped_column(Float, default=None)

@@ -81,6 +81,9 @@ def answer_task(task, labeller, rng: np.random.Generator) -> LabelIn:
     if task.kind == "rating":
         r = labeller.rate(task.prompt, texts[0], rng, question=question)
         return LabelIn(task.id, request_id, rating=r.score, seconds=r.seconds, displayed_order=ids)
+    if task.kind == "binary":
+        j = labeller.judge(task.prompt, texts[0], rng, question=question)
+        return LabelIn(task.id, request_id, label=j.good, seconds=j.seconds, displayed_order=ids)
     raise ValueError(f"simulated labellers do not answer {task.kind!r} tasks")
 
 

@@ -18,7 +18,13 @@ from rlhf.errors import UserError
 MAX_TEXT_CHARS = 20_000  # one prompt, response or edited answer
 MAX_COMMENT_CHARS = 2_000
 RATING_SCALE = (1, 7)  # Likert
-RESPONSES_PER_KIND = {"pairwise": (2, 2), "ranking": (2, 9), "rating": (1, 1), "edit": (1, 1)}
+RESPONSES_PER_KIND = {
+    "pairwise": (2, 2),
+    "ranking": (2, 9),
+    "rating": (1, 1),
+    "edit": (1, 1),
+    "binary": (1, 1),
+}
 LABELLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 
 
@@ -74,7 +80,8 @@ class ResponseIn:
 @dataclass
 class Candidate:
     """A task to put in the queue. `gold_answer` uses response *indices* (0-based, as in `responses`):
-    pairwise {"choice": i} or {"choice": None} for a tie, ranking {"ranking": [i, ...]}, rating {"rating": n}."""
+    pairwise {"choice": i} or {"choice": None} for a tie, ranking {"ranking": [i, ...]}, rating {"rating": n},
+    binary {"label": True | False}."""
 
     prompt: str
     responses: Sequence[ResponseIn | str]
@@ -96,7 +103,8 @@ def task_key(c: Candidate) -> tuple:
 @dataclass
 class LabelIn:
     """An answer to one task. Response ids (not positions): `choice` is the preferred response (None with
-    strength "tie"), `ranking` lists every response id best first."""
+    strength "tie"), `ranking` lists every response id best first; `label` is a binary task's thumbs up
+    (True) or down (False), `reason` its optional why."""
 
     task_id: int
     client_request_id: str
@@ -105,6 +113,8 @@ class LabelIn:
     ranking: list[int] | None = None
     rating: int | None = None
     edit_text: str | None = None
+    label: bool | None = None
+    reason: str | None = None
     unsafe: bool = False
     comment: str | None = None
     seconds: float | None = None
@@ -180,6 +190,8 @@ class LabelView:
     seconds: float | None
     displayed_order: list[int] | None
     created_at: Any
+    label: bool | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,20 @@ u ~ N(0, 1) (fixes the scale that beta multiplies), beta ~ N(1, 1), b ~ N(0, 1) 
 analytic gradient. Responses compared by several labellers (directly or through shared responses) are
 what make beta identifiable: collect some overlap (e.g. 3 labels on a share of the pairs).
 
+Binary labels (thumbs up / down on one response) enter the same model as a comparison of the response
+with the labeller's own bar: `binary_as_comparisons` turns "labeller l called item i good" into "i beat
+t_l", where t_l is one extra latent item per labeller (its threshold, prior N(0, 1) like any item):
+
+    P(good) = sigmoid(beta_l * (u_i - t_l))
+
+which is the panel's binary answer model (`Labeller.judge`) with the threshold made a parameter: a
+lenient labeller (low t_l) is told apart from a careless one (low beta_l), and both kinds of label can be
+fitted together, sharing u. Fit binary labels with `fit_bias=False`: the threshold item is always on the
+right, so a position bias b_l would only duplicate t_l. (In the panel a binary answer reads one noisy
+perception, half the variance of a comparison's difference, so beta_l fitted on binary labels alone comes
+out about sqrt(2) times the comparison beta; flagging compares labellers with each other, which this
+common factor does not change.)
+
 Weights for the reward-model loss: near a decision boundary the gradient of log sigmoid(beta * d) in d is
 beta / 2, so a label of labeller l carries beta_l times the signal of a beta = 1 label; the weight is
 max(beta_l, 0) normalised to mean 1 over the labels, floored at `min_weight` (the data format needs > 0).
@@ -86,6 +100,20 @@ def fit_reliability(
         "reliability/iterations": float(result.nit),
     }
     return fit, stats
+
+
+def binary_as_comparisons(
+    item: np.ndarray, labeller: np.ndarray, good: np.ndarray, n_items: int, n_labellers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Binary labels as comparisons for `fit_reliability`: item (N,) index of the judged response,
+    labeller (N,), good (N,) bool -> (left, right, labeller, chose_left, n_items + n_labellers), where
+    left = the item, right = the labeller's threshold item n_items + l, chose_left = good. The fitted
+    "scores" then hold the items' u (first n_items) and the labellers' thresholds t_l (the rest).
+    Comparisons of the same items may be appended to these arrays and fitted jointly."""
+    item, labeller = np.asarray(item, dtype=np.int64), np.asarray(labeller, dtype=np.int64)
+    if len(item) and (item.min() < 0 or item.max() >= n_items):
+        raise ValueError(f"item indices must be in [0, {n_items})")
+    return item, n_items + labeller, labeller, np.asarray(good, bool), n_items + n_labellers
 
 
 def flag_unreliable(

@@ -536,6 +536,8 @@ class FeedbackStore:
             ranking=answer.ranking,
             rating=answer.rating,
             edit_text=answer.edit_text,
+            label=answer.label,
+            reason=answer.reason,
             unsafe=bool(answer.unsafe),
             comment=answer.comment,
             seconds=float(seconds),
@@ -824,6 +826,8 @@ def _label_view(s: Session, label: Label, task: Task | None = None) -> LabelView
         seconds=label.seconds,
         displayed_order=label.displayed_order,
         created_at=label.created_at,
+        label=label.label,
+        reason=label.reason,
     )
 
 

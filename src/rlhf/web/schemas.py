@@ -44,7 +44,7 @@ class ResponsePublic(BaseModel):
 class TaskPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int
-    kind: Literal["pairwise", "ranking", "rating", "edit"]
+    kind: Literal["pairwise", "ranking", "rating", "edit", "binary"]
     prompt: str
     responses: list[ResponsePublic]
     objective: str | None
@@ -54,7 +54,8 @@ class TaskPublic(BaseModel):
 
 class LabelCreate(StrictCreate):
     """One answer. Pairwise: `choice` (the preferred response id) and `strength`, or strength "tie" and
-    no choice. Ranking: every response id, best first. Rating: 1-7. Edit: `edit_text`."""
+    no choice. Ranking: every response id, best first. Rating: 1-7. Edit: `edit_text`. Binary: `label`
+    true (good) or false (bad), and optionally a `reason`."""
 
     task_id: Id
     client_request_id: str = Field(
@@ -67,6 +68,8 @@ class LabelCreate(StrictCreate):
     ranking: list[Id] | None = Field(default=None, max_length=20)
     rating: int | None = Field(default=None, ge=RATING_SCALE[0], le=RATING_SCALE[1])
     edit_text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    label: StrictBool | None = Field(default=None, description="binary: true = good, false = bad")
+    reason: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS, description="binary: why")
     unsafe: bool = False
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
     seconds: float | None = Field(default=None, ge=0, le=86_400)
@@ -85,6 +88,8 @@ class LabelPublic(BaseModel):
     ranking: list[int] | None
     rating: int | None
     edit_text: str | None
+    label: bool | None
+    reason: str | None
     unsafe: bool
     comment: str | None
     seconds: float | None
@@ -145,7 +150,7 @@ class ResponseCreate(StrictCreate):
 class GoldCreate(StrictCreate):
     answer: dict = Field(
         description='response indices, the one field of the kind: pairwise {"choice": 0} ({"choice": null} '
-        'a tie), ranking {"ranking": [..]}, rating {"rating": n}'
+        'a tie), ranking {"ranking": [..]}, rating {"rating": n}, binary {"label": true}'
     )
     explanation: str = Field(default="", max_length=MAX_COMMENT_CHARS)
 
@@ -153,7 +158,7 @@ class GoldCreate(StrictCreate):
 class CandidateCreate(StrictCreate):
     prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     responses: list[ResponseCreate] = Field(min_length=1, max_length=9)
-    kind: Literal["pairwise", "ranking", "rating", "edit"] = "pairwise"
+    kind: Literal["pairwise", "ranking", "rating", "edit", "binary"] = "pairwise"
     priority: float = Field(default=0.0, allow_inf_nan=False, strict=True)  # strict: true is not 1.0
     labels_wanted: int = Field(default=1, ge=1, le=100, strict=True)
     objective: str | None = Field(default=None, max_length=100)

@@ -28,7 +28,13 @@ Each labeller follows the model the literature fits to human preference data:
   harmlessness rating (7 = harmless) uses U = 1 - 2 * harm, so it spans the Likert scale as U does.
 
 Rankings use Plackett-Luce (Gumbel-max sampling) on the same scores; ratings use an ordered logit on
-U. Agreement statistics are pure functions on a (labellers, pairs) array of choices, where 0 = left,
+U. A **binary** judgement (thumbs up / down on one response, `Labeller.judge`) is that ordered logit with
+one cut at the labeller's own bar ``binary_threshold`` (spread across the panel, so some labellers say
+"good" more readily than others): good when ``beta * (U - threshold) + length bonus + Logistic(0,
+1/sqrt 2) > 0``, i.e. ``P(good) = sigmoid(sqrt(2) * beta * (U - threshold))`` without the length bonus
+(one perception, half a comparison's noise variance, as for ratings), with the same mistakes and
+spammers. Its time is one response read and no weighing of two: ``BINARY_BASE_SHARE * base_seconds +
+seconds_per_word * words`` (prompt and response), half the fixed part of a comparison or rating. Agreement statistics are pure functions on a (labellers, pairs) array of choices, where 0 = left,
 1 = right and -1 = tie. The default panel is calibrated so that a labeller agrees with the majority of
 the others on about 70% of pairs (InstructGPT, Ouyang et al. 2022: 72.6% inter-labeller agreement).
 """
@@ -54,6 +60,11 @@ LENGTH_UTILITY_SCALE = 3.0  # utility per unit of log(1 + words) for the "length
 TIE = -1  # code for a tie in choice arrays
 RATING_CUTS = (-0.9, -0.45, 0.0, 0.35, 0.65, 0.9)  # utility thresholds between Likert points 1..7
 STRENGTH_CUTS = (0.6, 0.75, 0.9)  # P(chosen) above which strength is 2, 3, 4
+# A thumbs up or down is one glance-and-click decision, with no second answer to hold in mind and
+# weigh: half the fixed time of a comparison (the reading time per word is the same).
+BINARY_BASE_SHARE = 0.5
+# The default bar for "good": the middle of the neutral Likert band, between the cuts 0.0 and 0.35.
+BINARY_THRESHOLD = 0.175
 
 
 @dataclass
@@ -73,6 +84,9 @@ class LabellerSpec:
     spammer: bool = field(default=False, metadata={"help": "answers uniformly at random"})
     seconds_per_word: float = field(default=0.25, metadata={"help": "reading time per word (~240 words/min)"})
     base_seconds: float = field(default=8.0, metadata={"help": "time per task besides reading"})
+    binary_threshold: float = field(
+        default=BINARY_THRESHOLD, metadata={"help": "utility above which a binary judgement is 'good'"}
+    )
 
     @property
     def kind(self) -> str:
@@ -103,6 +117,12 @@ class PanelConfig:
     )
     seconds_per_word: float = field(default=0.25, metadata={"help": "reading time per word"})
     base_seconds: float = field(default=8.0, metadata={"help": "time per task besides reading"})
+    binary_threshold: float = field(
+        default=BINARY_THRESHOLD, metadata={"help": "mean utility bar of a 'good' binary judgement"}
+    )
+    binary_threshold_spread: float = field(
+        default=0.3, metadata={"help": "std of the labellers' bars (some say 'good' more readily)"}
+    )
     labellers: list[LabellerSpec] = field(
         default_factory=list, metadata={"help": "explicit labellers; when given, replace the generated panel"}
     )
@@ -142,6 +162,13 @@ class Ranking:
 @dataclass(frozen=True)
 class Rating:
     score: int  # Likert 1 (very bad) .. 7 (very good)
+    seconds: float
+    labeller: str = ""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    good: bool  # a binary thumbs up (True) or down (False)
     seconds: float
     labeller: str = ""
 
@@ -188,13 +215,19 @@ class Labeller:
         return du + self._length_bias(question) * dl / max(s.rationality, 1e-9)
 
     def _seconds(
-        self, prompt: str, texts: list[str], rng: np.random.Generator, per_item: float = 0.0
+        self,
+        prompt: str,
+        texts: list[str],
+        rng: np.random.Generator,
+        per_item: float = 0.0,
+        base_share: float = 1.0,
     ) -> float:
         s = self.spec
         words = len(prompt.split()) + sum(len(t.split()) for t in texts)
         scale = 0.3 if s.spammer else 1.0  # spammers click without reading
         noise = rng.lognormal(0.0, 0.3)  # reading times are right-skewed
-        return float(scale * (s.base_seconds + per_item * len(texts) + s.seconds_per_word * words) * noise)
+        fixed = base_share * s.base_seconds + per_item * len(texts)
+        return float(scale * (fixed + s.seconds_per_word * words) * noise)
 
     def compare(
         self, prompt: str, a: str, b: str, rng: np.random.Generator, question: str = "helpful"
@@ -267,6 +300,31 @@ class Labeller:
         score = 1 + int(np.sum(latent > s.rationality * np.asarray(RATING_CUTS)))
         return Rating(score, seconds, s.name)
 
+    def judge(
+        self, prompt: str, response: str, rng: np.random.Generator, question: str = "helpful"
+    ) -> Judgement:
+        """Thumbs up or down: is the response good ("helpful") or harmless enough ("harmless")? The
+        rating model with one cut at this labeller's bar (module docstring): good when beta * (U -
+        binary_threshold) + length bonus + Logistic(0, 1/sqrt 2) > 0; for "harmless" U = 1 - 2 * harm
+        as for ratings. Time: BINARY_BASE_SHARE of the fixed time plus reading."""
+        _check_question(question)
+        s = self.spec
+        u_mistake, u_random = rng.random(2)
+        noise = rng.logistic(scale=math.sqrt(0.5))
+        seconds = self._seconds(prompt, [response], rng, base_share=BINARY_BASE_SHARE)
+        if s.spammer or u_mistake < s.mistake_rate:
+            return Judgement(bool(u_random < 0.5), seconds, s.name)
+        if question == "harmless" and s.objective != "length":
+            utility = 1.0 - 2.0 * gold.harm(prompt, response)
+        else:
+            utility = self.utility(prompt, response, question)
+        latent = (
+            s.rationality * (utility - s.binary_threshold)
+            + self._length_bias(question) * (gold.log_length(response) - math.log(21.0))
+            + noise
+        )
+        return Judgement(bool(latent > 0), seconds, s.name)
+
 
 @dataclass
 class Panel:
@@ -291,6 +349,8 @@ def make_panel(cfg: PanelConfig) -> Panel:
     kinds = ["gold"] * n_gold + ["length"] * cfg.n_length_biased + ["refusal"] * cfg.n_refusal_preferring
     kinds += ["spammer"] * cfg.n_spammers
     betas = cfg.rationality_mean * np.exp(cfg.rationality_spread * rng.standard_normal(len(kinds)))
+    # drawn after the betas, so adding the bars left every earlier panel's rationalities as they were
+    bars = cfg.binary_threshold + cfg.binary_threshold_spread * rng.standard_normal(len(kinds))
     specs = [
         LabellerSpec(
             name=f"labeller-{i + 1:02d}",
@@ -304,8 +364,9 @@ def make_panel(cfg: PanelConfig) -> Panel:
             spammer=kind == "spammer",
             seconds_per_word=cfg.seconds_per_word,
             base_seconds=cfg.base_seconds,
+            binary_threshold=float(bar),
         )
-        for i, (kind, beta) in enumerate(zip(kinds, betas, strict=True))
+        for i, (kind, beta, bar) in enumerate(zip(kinds, betas, bars, strict=True))
     ]
     return Panel([Labeller(spec) for spec in specs])
 

@@ -22,7 +22,7 @@ async def admin_page(request: Request, user: PageAdminDep, db: DbDep):
 @router.get("/admin/export/{kind}")
 async def admin_export(
     request: Request,
-    kind: Annotated[Literal["pairs", "rankings", "ratings"], Path()],
+    kind: Annotated[Literal["pairs", "rankings", "ratings", "binary"], Path()],
     _user: PageAdminDep,
     db: DbDep,
 ):

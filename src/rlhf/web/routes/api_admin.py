@@ -29,7 +29,7 @@ from rlhf.web.schemas import (
 )
 
 router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute)
-ExportKind = Literal["pairs", "rankings", "ratings"]
+ExportKind = Literal["pairs", "rankings", "ratings", "binary"]
 MAX_PUSH = 1_000  # tasks in one POST /api/admin/tasks
 
 

@@ -1,4 +1,4 @@
-"""Labelling pages: the next task (pairwise, ranking, rating, edit), gold feedback, skip, guidelines,
+"""Labelling pages: the next task (pairwise, ranking, rating, edit, binary), gold feedback, skip, guidelines,
 and the labeller's own labels. Forms carry the session's CSRF token and a client request id, so a
 double-clicked submit is stored once."""
 
@@ -30,6 +30,7 @@ PAIRWISE_SCALE = [  # the 7 keys of the pairwise scale, left to right on screen
     ("B", "better", "B is better"),
     ("B", "much_better", "B is much better"),
 ]
+BINARY_BUTTONS = {"good": True, "bad": False}  # the binary page's two submit buttons
 
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200):
@@ -105,6 +106,14 @@ def form_answer(form: dict[str, str], kind: str | None = None) -> LabelIn:
             answer.choice, answer.strength = _int(choice, "the preferred response", 1, MAX_ID), strength
     elif kind == "pairwise":
         raise InvalidInput("choose which response is better (keys 1-7) before submitting")
+    if "label" in form:  # binary: the Good / Bad button pressed
+        answer.label = BINARY_BUTTONS.get(form["label"])
+        if answer.label is None:
+            raise InvalidInput("label must be 'good' or 'bad'")
+    elif kind == "binary":
+        raise InvalidInput("choose Good (key g) or Bad (key b) to submit")
+    if (form.get("reason") or "").strip():
+        answer.reason = form["reason"].replace("\r\n", "\n")
     if form.get("ranking"):
         answer.ranking = _ids(form["ranking"], "ranking")
     answer.rating = _int(form.get("rating"), "rating", -(10**6), 10**6)
@@ -147,6 +156,8 @@ def _describe_expected(expected: dict, texts: dict[int, str]) -> list[str]:
         return ["About the same"] if expected["choice"] is None else [texts[expected["choice"]]]
     if "ranking" in expected:
         return [texts[i] for i in expected["ranking"]]
+    if "label" in expected:
+        return ["Good (thumbs up)" if expected["label"] else "Bad (thumbs down)"]
     return [f"a rating of {expected['rating']} (within one point counts)"]
 
 

@@ -47,12 +47,17 @@
     } else if (kind === "rating" && !form.querySelector('input[name="rating"]:checked')) {
       e.preventDefault();
       message.textContent = "Choose a rating first (keys 1-7).";
+    } else if (kind === "binary" && !(e.submitter && e.submitter.name === "label")) {
+      e.preventDefault();
+      message.textContent = "Choose Good (key g) or Bad (key b).";
     }
   });
 
   document.addEventListener("keydown", (e) => {
     if (typing(e.target)) {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && e.target.tagName === "TEXTAREA") { e.preventDefault(); form.requestSubmit(); }
+      // Enter in the binary reason box would submit with the first button (Good): ask for the choice instead
+      if (e.key === "Enter" && e.target.id === "binary-reason") { e.preventDefault(); e.target.blur(); message.textContent = "Now choose Good (key g) or Bad (key b)."; }
       if (e.key === "Escape") e.target.blur();
       return;
     }
@@ -69,6 +74,11 @@
       if (e.key === "ArrowUp" && li.previousElementSibling) list.insertBefore(li, li.previousElementSibling);
       if (e.key === "ArrowDown" && li.nextElementSibling) list.insertBefore(li.nextElementSibling, li);
       li.focus(); syncRanking(); e.preventDefault(); return;
+    }
+    if (kind === "binary" && (e.key === "g" || e.key === "b")) {
+      // the button itself submits, so its value ("good" / "bad") is sent as `label`
+      form.requestSubmit(document.getElementById(e.key === "g" ? "label-good" : "label-bad"));
+      e.preventDefault(); return;
     }
     if (e.key === "u") { const box = document.getElementById("unsafe"); box.checked = !box.checked; return; }
     if (e.key === "s") { const reason = document.getElementById("skip-reason"); if (reason) { reason.focus(); e.preventDefault(); } return; }
