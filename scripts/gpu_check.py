@@ -20,7 +20,11 @@ SIZES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
 }
 # the logged throughput of each trainer (rlhf.train_loop's rate_name; PPO's time/episodes_per_s)
-RATES = {"reward": "time/pairs_per_s", "dpo": "time/pairs_per_s", "grpo": "time/episodes_per_s"}
+RATES = {"reward": "time/pairs_per_s", "dpo": "time/pairs_per_s", "grpo": "time/episodes_per_s",
+         "trl": "time/episodes_per_s"}  # fmt: skip
+# the vLLM case's comparisons: (numerator, denominator, what, goal)
+RATIOS = (("grpo_vllm", "trl_vllm", "rlhf GRPO with vLLM / TRL GRPOTrainer with vLLM", 1.3),
+          ("grpo_vllm", "grpo_single", "rlhf GRPO with vLLM / with our sampler", None))  # fmt: skip
 
 
 def build_model(out: Path, tokenizer_dir: Path, size: str) -> None:
@@ -42,7 +46,8 @@ def build_model(out: Path, tokenizer_dir: Path, size: str) -> None:
 def summarise(runs: Path, out: Path) -> int:
     """One row per run directory RUNS/<trainer>_<config>: median throughput over the logged steps after
     the first (start-up and compilation excluded), peak memory, parameters held; `failed` for a run
-    without metrics. Returns the number of failed runs."""
+    without metrics; and the vLLM case's ratios (`RATIOS`) where both runs are there. Returns the number
+    of failed runs (a run whose status says `skipped` is not one)."""
     rows, failed = [], 0
     for run in sorted(p for p in runs.iterdir() if p.is_dir()):
         trainer, config = run.name.split("_", 1)
@@ -51,7 +56,7 @@ def summarise(runs: Path, out: Path) -> int:
         lines = [r for r in lines if RATES[trainer] in r]
         row = {"trainer": trainer, "config": config, "status": (run / "status").read_text().strip()}
         if not lines or row["status"] != "ok":
-            failed += 1
+            failed += not row["status"].startswith("skipped")
             rows.append(row)
             continue
         rates = [r[RATES[trainer]] for r in (lines[1:] or lines)]
@@ -67,7 +72,13 @@ def summarise(runs: Path, out: Path) -> int:
             parameters=last["parallel/parameters"],
         )
         rows.append(row)
-    out.write_text(json.dumps(rows, indent=1) + "\n")
+    rates = {f"{r['trainer']}_{r['config']}": r["rate"] for r in rows if "rate" in r}
+    ratios = [
+        {"what": what, "ratio": round(rates[a] / rates[b], 3), "goal": goal}
+        for a, b, what, goal in RATIOS
+        if a in rates and b in rates
+    ]
+    out.write_text(json.dumps({"runs": rows, "ratios": ratios}, indent=1) + "\n")
     print(f"{'trainer':8} {'config':7} {'status':8} {'rate':>10} {'unit':16} {'peak alloc GiB':>14} "
           f"{'reserved GiB':>12} {'RSS MiB':>8} {'params held':>12}")  # fmt: skip
     for r in rows:
@@ -76,6 +87,9 @@ def summarise(runs: Path, out: Path) -> int:
             f"{r.get('peak_allocated_gib') or 0:14.2f} {r.get('peak_reserved_gib') or 0:12.2f} "
             f"{r.get('peak_rss_mib', 0):8} {r.get('local_parameters', 0):12.0f}"
         )
+    for r in ratios:
+        goal = "" if r["goal"] is None else f" (goal {r['goal']}x: {'met' if r['ratio'] >= r['goal'] else 'not met'})"
+        print(f"{r['what']}: {r['ratio']:.2f}x{goal}")
     return failed
 
 

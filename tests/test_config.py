@@ -148,3 +148,17 @@ def test_root_config_has_component_sections():
     assert cfg.world.steps == 7 and cfg.run.device == "cpu"
     with pytest.raises(ConfigError, match="world.hidden_size .* divisible"):
         load_root_config(None, ["world.hidden_size=130"])
+
+
+def test_yes_no_on_off_are_text_for_text_settings_and_booleans_for_boolean_ones(tmp_path):
+    from rlhf.config_root import load_root_config
+
+    # YAML 1.1 read `no` as False: `ppo.mixed_precision=no` (Accelerate's word) was refused as a bool
+    cfg = load_root_config(None, ["ppo.mixed_precision=no", "run.tensorboard=off", "run.progress=Yes"])
+    assert cfg.ppo.mixed_precision == "no" and cfg.run.tensorboard is False and cfg.run.progress is True
+    path = tmp_path / "c.yaml"
+    path.write_text("ppo:\n  mixed_precision: no\nrun:\n  tensorboard: no\n")
+    cfg = load_root_config(str(path), [])
+    assert cfg.ppo.mixed_precision == "no" and cfg.run.tensorboard is False
+    with pytest.raises(ConfigError, match=r"config key 'run.tensorboard' \(from --set\) expects bool, got 'maybe'"):
+        load_root_config(None, ["run.tensorboard=maybe"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,27 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     return cfg
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true / false (any case). PyYAML's YAML 1.1 also reads yes, no,
+    on and off as booleans, which turned `ppo.mixed_precision=no` (Accelerate's word) into False; a
+    boolean setting still accepts them (`_convert`)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+YAML_WORDS = {"yes": True, "on": True, "no": False, "off": False}  # YAML 1.1 booleans, for bool settings
+
+
+def load_yaml(text: str) -> Any:
+    """`text` as YAML with YAML 1.2's booleans (`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 -- a SafeLoader
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -98,7 +120,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except UserError as exc:
         raise ConfigError(f"config file {exc}") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -130,7 +152,7 @@ def parse_value(raw: str, where: str, example_prefix: str = "") -> Any:
     text. A flow mapping written without the space after a colon (`{helpful:1.0}`, which YAML reads as
     the key 'helpful:1.0' with no value) is a ConfigError naming `where` with the corrected text."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     glued = _glued_mapping_key(value)
@@ -360,6 +382,8 @@ def _convert(value: Any, tp: Any, key: str, sources: Mapping[str, str]) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in YAML_WORDS:
+            return YAML_WORDS[value.lower()]
         raise _type_error(key, tp, value, sources)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
