@@ -88,7 +88,11 @@ def summarise(runs: Path, out: Path) -> int:
             f"{r.get('peak_rss_mib', 0):8} {r.get('local_parameters', 0):12.0f}"
         )
     for r in ratios:
-        goal = "" if r["goal"] is None else f" (goal {r['goal']}x: {'met' if r['ratio'] >= r['goal'] else 'not met'})"
+        goal = (
+            ""
+            if r["goal"] is None
+            else f" (goal {r['goal']}x: {'met' if r['ratio'] >= r['goal'] else 'not met'})"
+        )
         print(f"{r['what']}: {r['ratio']:.2f}x{goal}")
     return failed
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for name in ("model", "reward", "prompts", "out"):
         parser.add_argument(name)
     parser.add_argument("--steps", type=int, default=6)
@@ -34,8 +36,12 @@ def main() -> int:
         import trl
         import vllm  # noqa: F401 -- TRL's colocate mode runs it in this process
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-        from transformers import TrainerCallback
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            TrainerCallback,
+        )
     except ImportError as error:
         print(f"trl_vllm skipped: {error} (this case needs trl and vllm in one environment)")
         return 3
