@@ -107,7 +107,7 @@ run() {
     export PYTHONPATH=$PYTHONPATH:/tmp/gpu_check_site
   fi
   mkdir -p "$out"
-  local work=/tmp/gpu_check_runs model=/tmp/gpu_check_model
+  local work=/tmp/gpu_check_runs model=/tmp/gpu_check_model_$size
   rm -rf "$work" && mkdir -p "$work"
   $py -c "
 import torch, transformers, accelerate

@@ -160,5 +160,7 @@ def test_yes_no_on_off_are_text_for_text_settings_and_booleans_for_boolean_ones(
     path.write_text("ppo:\n  mixed_precision: no\nrun:\n  tensorboard: no\n")
     cfg = load_root_config(str(path), [])
     assert cfg.ppo.mixed_precision == "no" and cfg.run.tensorboard is False
-    with pytest.raises(ConfigError, match=r"config key 'run.tensorboard' \(from --set\) expects bool, got 'maybe'"):
+    with pytest.raises(
+        ConfigError, match=r"config key 'run.tensorboard' \(from --set\) expects bool, got 'maybe'"
+    ):
         load_root_config(None, ["run.tensorboard=maybe"])

@@ -329,32 +329,19 @@ def push_tasks(
     per response, both with the pair's priority, objective and labels wanted."""
     from rlhf.feedback.records import Candidate
 
-    if feedback == "binary":
-        return store.push_candidates(
-            [
-                Candidate(
-                    prompt=r["prompt"],
-                    responses=[r[side]],
-                    kind="binary",
-                    priority=r["priority"],
-                    objective=r["objective"],
-                    labels_wanted=k,
-                )  # fmt: skip
-                for r, k in zip(picked, wanted, strict=True)
-                for side in ("a", "b")
-            ]
-        )
+    kind, sides = ("binary", (("a",), ("b",))) if feedback == "binary" else ("pairwise", (("a", "b"),))
     return store.push_candidates(
         [
             Candidate(
                 prompt=r["prompt"],
-                responses=[r["a"], r["b"]],
-                kind="pairwise",
+                responses=[r[side] for side in shown],
+                kind=kind,
                 priority=r["priority"],
                 objective=r["objective"],
                 labels_wanted=k,
             )  # fmt: skip
             for r, k in zip(picked, wanted, strict=True)
+            for shown in sides
         ]
     )
 

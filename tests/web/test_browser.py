@@ -4,10 +4,12 @@ The server is `rlhf label serve` in a subprocess. Screenshots of each page go to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def signed_in_page(url: str, token: str):
+    """A Chromium page signed in with `token` to the labelling app on the store at `url`, served by
+    uvicorn in a thread of this process (stopped when the block ends)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import uvicorn
+
+    from rlhf.web import WebSettings, create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(WebSettings(db_url=url)), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/login")
+            page.fill("#token", token)
+            page.click("button[type=submit]")
+            yield page
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -131,13 +164,7 @@ def test_labeller_signs_in_onboards_and_labels_with_the_keyboard(server, tmp_pat
 
 def test_ranking_by_drag_and_drop(tmp_path):
     """The mouse path of the ranking page: drag answers into order, submit, and the order is stored."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    import threading
-
-    import uvicorn
-
     from rlhf.feedback.store import Candidate, FeedbackStore
-    from rlhf.web import WebSettings, create_app
 
     url = f"sqlite:///{tmp_path / 'dnd.db'}"
     store = FeedbackStore(url)
@@ -145,37 +172,19 @@ def test_ranking_by_drag_and_drop(tmp_path):
         [Candidate("User: a colour?\nAssistant:", ["Red.", "Blue.", "Chair."], kind="ranking")]
     )
     labeller, token = store.add_labeller("bea", onboarded=True)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(WebSettings(db_url=url)), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/login")
-            page.fill("#token", token)
-            page.click("button[type=submit]")
-            page.wait_for_selector("#ranking-list")
-            item = "#ranking-list li:has-text('{}')"
-            # Target order Blue, Red, Chair: drag each to the top, last first.
-            for text in ("Chair.", "Red.", "Blue."):
-                page.drag_and_drop(
-                    item.format(text), "#ranking-list li >> nth=0", target_position={"x": 5, "y": 2}
-                )
-            shown = page.locator("#ranking-list li pre").all_inner_texts()
-            assert shown == ["Blue.", "Red.", "Chair."]
-            page.screenshot(path=str(tmp_path / "dnd-ranking.png"))
-            page.click("#label-form button[type=submit]")
-            page.wait_for_selector("#no-tasks")
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with signed_in_page(url, token) as page:
+        page.wait_for_selector("#ranking-list")
+        item = "#ranking-list li:has-text('{}')"
+        # Target order Blue, Red, Chair: drag each to the top, last first.
+        for text in ("Chair.", "Red.", "Blue."):
+            page.drag_and_drop(
+                item.format(text), "#ranking-list li >> nth=0", target_position={"x": 5, "y": 2}
+            )
+        shown = page.locator("#ranking-list li pre").all_inner_texts()
+        assert shown == ["Blue.", "Red.", "Chair."]
+        page.screenshot(path=str(tmp_path / "dnd-ranking.png"))
+        page.click("#label-form button[type=submit]")
+        page.wait_for_selector("#no-tasks")
     (label,) = store.labels_of(labeller.id)
     texts = {r.id: r.text for r in store.get_task(labeller.id, label.task_id).responses}
     assert [texts[i] for i in label.ranking] == ["Blue.", "Red.", "Chair."]
@@ -185,13 +194,7 @@ def test_ranking_by_drag_and_drop(tmp_path):
 def test_binary_tasks_with_the_keyboard(tmp_path):
     """Good / bad with the keys: a reason typed and Enter pressed in its box does not submit (the browser
     would submit with the first button, Good); then b stores "bad" with the reason, and g a "good"."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    import threading
-
-    import uvicorn
-
     from rlhf.feedback.store import Candidate, FeedbackStore
-    from rlhf.web import WebSettings, create_app
 
     url = f"sqlite:///{tmp_path / 'binary.db'}"
     store = FeedbackStore(url)
@@ -200,34 +203,16 @@ def test_binary_tasks_with_the_keyboard(tmp_path):
          Candidate("User: hi\nAssistant:", ["Hello!"], kind="binary", priority=1)]
     )  # fmt: skip
     labeller, token = store.add_labeller("cat", onboarded=True)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(WebSettings(db_url=url)), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/login")
-            page.fill("#token", token)
-            page.click("button[type=submit]")
-            page.wait_for_selector("#label-good")
-            page.fill("#binary-reason", "2+2 is 4")
-            page.press("#binary-reason", "Enter")
-            assert "choose Good" in page.inner_text("#form-message") and store.count_labels() == 0
-            page.screenshot(path=str(tmp_path / "binary.png"))
-            page.keyboard.press("b")
-            page.wait_for_selector("pre:has-text('Hello!')")
-            page.keyboard.press("g")
-            page.wait_for_selector("#no-tasks")
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with signed_in_page(url, token) as page:
+        page.wait_for_selector("#label-good")
+        page.fill("#binary-reason", "2+2 is 4")
+        page.press("#binary-reason", "Enter")
+        assert "choose Good" in page.inner_text("#form-message") and store.count_labels() == 0
+        page.screenshot(path=str(tmp_path / "binary.png"))
+        page.keyboard.press("b")
+        page.wait_for_selector("pre:has-text('Hello!')")
+        page.keyboard.press("g")
+        page.wait_for_selector("#no-tasks")
     second, first = store.labels_of(labeller.id)
     assert (first.label, first.reason, second.label, second.reason) == (False, "2+2 is 4", True, None)
     store.close()
