@@ -238,6 +238,7 @@ def test_report_has_every_plot_and_table(finished_run):
         assert f'src="plots/{name}.png"' in text
     assert "Krippendorff" in text and "labeller-01" in text
     assert "Samples before and after" in text and "round 0" in text and "round 2" in text
+    assert "mismatch.png" not in text  # our own sampler: no sampler/trainer mismatch to show
 
 
 def test_report_of_a_directory_without_a_run_is_a_user_error(tmp_path):

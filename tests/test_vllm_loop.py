@@ -30,6 +30,28 @@ def test_loop_samples_pools_and_evaluations_through_the_engine(small_world, tmp_
     assert result.rounds[1]["eval"]["kl"] >= 0 and "gold_helpfulness" in result.rounds[1]["eval"]
     assert (tmp_path / "run" / "vllm_weights" / "config.json").is_file()  # the run's one weights directory
     assert not (tmp_path / "run" / "round_01" / "policy" / "vllm_weights").exists()
+    # the report shows the sampler/trainer mismatch of PPO's iterations
+    from rlhf.evaluation.report import write_report
+
+    assert 'src="plots/mismatch.png"' in write_report(tmp_path / "run").read_text()
+    assert (tmp_path / "run" / "plots" / "mismatch.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ppo_train_says_how_far_the_sampler_was_from_the_trainer(small_world, tmp_path):
+    from rlhf.cli import app as cli
+
+    _, world_dir = small_world
+    with standin_server(world_dir) as (url, _):
+        out = CliRunner().invoke(cli, [
+            "ppo", "train", "--policy", str(world_dir), "--reward", "tests.algorithms.test_ppo:says_sure",
+            "--out", str(tmp_path / "p"), "--set", "ppo.steps=2", "--set", "ppo.batch_size=8",
+            "--set", "ppo.mini_batch_size=8", "--set", "ppo.n_world_prompts=16", "--set", "ppo.advantage=grpo", "--set", "ppo.samples_per_prompt=4",
+            "--set", "ppo.rollout_engine=vllm", "--set", f"ppo.vllm_url={url}", "--set", "run.progress=false",
+        ])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("sampler/trainer mismatch"))
+    kl = float(line.split("at most ")[1].split(",")[0])  # the stand-in samples from the same weights
+    assert kl < 1e-6 and "0.0% of tokens masked at most (ppo.is_mode=truncate, ppo.is_cap=2)" in line
 
 
 def test_loop_refuses_ilql_with_the_engine_before_anything_runs(small_world, tmp_path):

@@ -580,6 +580,13 @@ def ppo_train(
         if key in first:
             note = kl_note(min(first[key], last[key])) if key == "objective/kl" else ""
             typer.echo(f"{key}: {first[key]:.3f} (first iteration) -> {last[key]:.3f} (last){note}")
+    if "mismatch/kl" in first:  # another engine sampled: how far its log-probs were from the trainer's
+        worst = max(result.history, key=lambda h: h["mismatch/kl"])
+        typer.echo(
+            f"sampler/trainer mismatch: KL per token at most {worst['mismatch/kl']:.2e}, "
+            f"{max(h['mismatch/masked_fraction'] for h in result.history):.1%} of tokens masked at most "
+            f"(ppo.is_mode={cfg.ppo.is_mode}, ppo.is_cap={cfg.ppo.is_cap:g})"
+        )
     typer.echo(f"policy saved to {result.out}")
 
 

@@ -149,6 +149,36 @@ def plot_overoptimisation(steps: list[dict], path: Path) -> Path | None:
     return _save(plt, fig, path)
 
 
+def plot_mismatch(steps: list[dict], path: Path) -> Path | None:
+    """The sampler/trainer mismatch of every PPO iteration sampled by another engine (vLLM): the
+    per-token KL (log scale) and the shares of tokens over the IS cap and masked (`rlhf.mismatch`)."""
+    steps = [s for s in steps if "mismatch/kl" in s]
+    if not steps:
+        return None
+    plt, fig, ax = _figure()
+    x = np.arange(len(steps))
+    ax.plot(
+        x,
+        [max(s["mismatch/kl"], 1e-16) for s in steps],
+        color="tab:red",
+        label="KL(sampler ‖ trainer) per token",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("PPO iteration (all rounds in order)")
+    ax.set_ylabel("KL per token (nats)")
+    share = ax.twinx()
+    share.plot(
+        x, [s["mismatch/over_cap_fraction"] for s in steps], color="tab:gray", ls="--", label="over the cap"
+    )
+    share.plot(x, [s["mismatch/masked_fraction"] for s in steps], color="black", ls=":", label="masked")
+    share.set_ylabel("share of tokens")
+    share.set_ylim(0, max(0.05, max(s["mismatch/over_cap_fraction"] for s in steps) * 1.2))
+    lines = ax.get_lines() + share.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8)
+    ax.set_title("Sampler / trainer mismatch")
+    return _save(plt, fig, path)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both axes (helpfulness up, harm down), by harm."""
     keep = [
@@ -406,6 +436,11 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
             "corpus pairs ordered by the hidden gold, against the labels it was trained on.",
         ),
         (plot_kl(rounds, plots / "kl.png"), "Sampled KL of each round's policy to the initial policy."),
+        (
+            plot_mismatch(run["steps"], plots / "mismatch.png"),
+            "PPO's rollouts sampled by vLLM: how far the sampler's log-probs were from the trainer's, "
+            "and the share of tokens whose importance weight hit the cap or was masked (docs/vllm.md).",
+        ),
         (
             plot_frontier(rounds, run["frontier"], plots / "frontier.png"),
             "Each evaluated policy between "
