@@ -1,6 +1,7 @@
-"""Reading and validating preference data (pairs, K-way rankings, ratings) and RL prompt files.
+"""Reading and validating preference data (pairs, K-way rankings, ratings, binary labels) and RL prompt
+files.
 
-- `records`:     `PreferencePair`, `RankingExample`, `PreferenceData`, `join_prompt_response`,
+- `records`:     `PreferencePair`, `RankingExample`, `BinaryExample`, `PreferenceData`, `join_prompt_response`,
                  `write_preferences`
 - `readers`:     rows from JSONL / Parquet / `datasets` folders (`choose_split`: which split of a
                  `DatasetDict`); chat messages rendered to text
@@ -19,6 +20,7 @@ from rlhf.data.preferences import (
 )
 from rlhf.data.readers import choose_split
 from rlhf.data.records import (
+    BinaryExample,
     PreferenceData,
     PreferencePair,
     RankingExample,
@@ -33,6 +35,7 @@ from rlhf.data.responses import (
 )
 
 __all__ = [
+    "BinaryExample",
     "KINDS",
     "PreferenceData",
     "PreferencePair",
