@@ -29,6 +29,7 @@ from rlhf.train_loop import (
     CHECKPOINT_DIR,
     LOG_DIR,
     LoopConfig,
+    LoopResult,
     TrainResult,
     make_accelerator,
     save_final,
@@ -289,9 +290,17 @@ def batch_loss(model, batch: DPOBatch, device, cfg: DPOConfig) -> tuple[torch.Te
     )
 
 
-@torch.no_grad()
 def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str, float]:
     """Held-out loss and implicit-reward accuracy and margin, weighted by batch size."""
+    stats = held_out_stats(model, batches, lambda m, b: batch_loss(m, b, device, cfg))
+    names = {"loss/dpo": "loss", "rewards/accuracy": "accuracy", "rewards/margin": "margin"}
+    return {f"eval/{names.get(key, key)}": value for key, value in stats.items()}
+
+
+@torch.no_grad()
+def held_out_stats(model, batches: list, loss_fn) -> dict[str, float]:
+    """The mean of each stat `loss_fn(model, batch)` returns over `batches` in eval mode, weighted by
+    batch size; a non-finite value (a stat the batch has no items for) is left out of its mean."""
     if not batches:
         return {}
     was_training = model.training
@@ -299,14 +308,13 @@ def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     for batch in batches:
-        _, stats = batch_loss(model, batch, device, cfg)
+        _, stats = loss_fn(model, batch)
         for key, value in stats.items():
             if math.isfinite(value):
                 totals[key] = totals.get(key, 0.0) + value * len(batch)
                 counts[key] = counts.get(key, 0) + len(batch)
     model.train(was_training)
-    names = {"loss/dpo": "loss", "rewards/accuracy": "accuracy", "rewards/margin": "margin"}
-    return {f"eval/{names.get(key, key)}": totals[key] / counts[key] for key in totals}
+    return {key: totals[key] / counts[key] for key in totals}
 
 
 # ----------------------------------------------------------------------------- training
@@ -330,7 +338,7 @@ def train(
 
     # 1. data: read, validate, keep the objective asked for, split by prompt
     setup = start_run(cfg, run, world, show_progress, "pairs, rankings or ratings")
-    cfg, model, tokenizer, device = setup.cfg, setup.model, setup.tokenizer, setup.accelerator.device
+    cfg, model, tokenizer = setup.cfg, setup.model, setup.tokenizer
     train_pairs, eval_pairs = (
         _pairs_of(d, cfg.objective, cfg.data) for d in (setup.train_data, setup.eval_data)
     )
@@ -338,7 +346,7 @@ def train(
         hint = " (its rows are binary labels: train with `rlhf kto train`)" if setup.train_data.binary else ""
         raise UserError(f"{cfg.data}: no training pairs left after the evaluation split{hint}")
 
-    # 2. tokenize once into fixed batches; the reference log-probs once, with the initial model
+    # 2. tokenize once into fixed batches
     rng = random.Random(run.seed)
     rng.shuffle(train_pairs)
     max_length = cap_length(cfg.max_length, model)  # never past the model's context length
@@ -346,31 +354,17 @@ def train(
     eval_batches = make_batches(eval_pairs, tokenizer, cfg, max_length) if eval_pairs else []
     if not train_batches:
         raise UserError(f"{cfg.data}: no training pairs differ once cut to {max_length} tokens")
-    with _autocast(cfg, device):
-        cache_reference_logps(model, train_batches + eval_batches, device, setup.rank, setup.n_procs)
 
-    # 3. what trains: all of it, the top N blocks, or LoRA adapters
-    optimizer = trainable_optimizer(model, cfg, train_batches, run.seed, setup.rank, setup.n_procs)
-
-    # 4. the shared loop: one forward of chosen + rejected per batch, accumulate, clip, step; evaluate
-    #    and checkpoint every eval_every steps
-    def evaluate_held_out(model, step: int, state: dict) -> dict[str, float]:
-        with _autocast(cfg, device):
-            return evaluate(model, eval_batches, device, cfg)
-
-    loop = loop_config(
-        cfg, run, desc="DPO", loss_name="DPO loss", rate_name="time/pairs_per_s",
-        show=(("acc", "rewards/accuracy"),),
-    )  # fmt: skip
-    result = train_loop(
-        setup.accelerator, model, optimizer, train_batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
-        checkpoint=out / CHECKPOINT_DIR, log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
-        show_progress=show_progress, evaluate=evaluate_held_out, autocast=lambda: _autocast(cfg, device),
+    # 3. the reference log-probs once, what trains, and the shared loop: one forward of chosen + rejected
+    #    per batch, accumulate, clip, step; evaluate and checkpoint every eval_every steps
+    result = fit_policy(
+        setup, run, out, train_batches, eval_batches, batch_loss, evaluate, resume, show_progress,
+        desc="DPO", loss_name="DPO loss", rate_name="time/pairs_per_s", show=(("acc", "rewards/accuracy"),),
     )  # fmt: skip
     if not result.finished:  # time-boxed: the checkpoint holds the run, --resume continues it
         return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
-    # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
+    # 4. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
     # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
     final = {**result.metrics, "steps": result.step, "train_pairs": sum(map(len, train_batches)),
              "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
@@ -405,7 +399,7 @@ class PolicyRun:
 def start_run(cfg: Any, run: RunConfig, world: Any, show_progress: bool, kinds: str) -> PolicyRun:
     """Validate the configs, make the Accelerator, load the policy and read the data (`kinds` names what
     the data may hold, for the error when there is none), held out by prompt or from eval_data."""
-    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
+    from rlhf.data import load_train_eval
     from rlhf.models import absolute_model_path, disable_dropout, load_causal_lm
     from rlhf.world.report import resolve_world_model
 
@@ -423,15 +417,10 @@ def start_run(cfg: Any, run: RunConfig, world: Any, show_progress: bool, kinds: 
         dtype=run.dtype,
     )
     disable_dropout(model)  # the log-ratios to the cached reference must be 0 while policy = reference
-    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    eval_split = None
-    if cfg.eval_data or cfg.eval_split:
-        train_data = data
-        eval_data, eval_split = load_eval_preferences(
-            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
-        )
-    else:
-        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
+    _, train_data, eval_data, eval_split = load_train_eval(
+        cfg.data, cfg.eval_data, cfg.eval_split, cfg.eval_fraction, run.seed, tokenizer=tokenizer,
+        on_error=cfg.on_error,
+    )  # fmt: skip
     return PolicyRun(cfg, accelerator, model, tokenizer, train_data, eval_data, eval_split)
 
 
@@ -452,12 +441,40 @@ def trainable_optimizer(model, cfg: Any, train_batches: list, seed: int, rank: i
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
 
 
-def loop_config(cfg: Any, run: RunConfig, **names: Any) -> LoopConfig:
-    """The shared loop's settings from an offline policy config; `names`: desc, loss_name, rate_name, show."""
-    return LoopConfig(
+def fit_policy(
+    setup: PolicyRun,
+    run: RunConfig,
+    out: Path,
+    train_batches: list,
+    eval_batches: list,
+    batch_loss,
+    evaluate,
+    resume: bool,
+    show_progress: bool,
+    **names: Any,
+) -> LoopResult:
+    """What DPO and KTO do alike once their batches are made: the reference log-probs of every batch
+    ONCE with the initial model (`cache_reference_logps`), what trains (`trainable_optimizer`), then the
+    shared loop with `batch_loss(model, batch, device, cfg)` and `evaluate(model, batches, device, cfg)`
+    on the held-out batches; `names`: the loop's desc, loss_name, rate_name and show."""
+    cfg, model, device = setup.cfg, setup.model, setup.accelerator.device
+    with _autocast(cfg, device):
+        cache_reference_logps(model, train_batches + eval_batches, device, setup.rank, setup.n_procs)
+    optimizer = trainable_optimizer(model, cfg, train_batches, run.seed, setup.rank, setup.n_procs)
+
+    def evaluate_held_out(model, step: int, state: dict) -> dict[str, float]:
+        with _autocast(cfg, device):
+            return evaluate(model, eval_batches, device, cfg)
+
+    loop = LoopConfig(
         epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
         eval_every=cfg.eval_every, stop_after_steps=cfg.stop_after_steps, seed=run.seed, **names,
+    )  # fmt: skip
+    return train_loop(
+        setup.accelerator, model, optimizer, train_batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
+        checkpoint=out / CHECKPOINT_DIR, log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
+        show_progress=show_progress, evaluate=evaluate_held_out, autocast=lambda: _autocast(cfg, device),
     )  # fmt: skip
 
 

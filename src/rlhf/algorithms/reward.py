@@ -460,7 +460,7 @@ def train(
     """Train a reward model on `cfg.data` and save it to `out`; see the module docstring.
 
     `world` is the WorldConfig used when `cfg.model == "world"` (default: the default world)."""
-    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
+    from rlhf.data import load_train_eval
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.reward_model import init_reward_model
     from rlhf.world.report import resolve_world_model
@@ -476,15 +476,11 @@ def train(
     if not cfg.data:
         raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
     tokenizer = load_tokenizer(resolve_model_path(backbone), padding_side="right")
-    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    eval_split = None  # the DatasetDict split evaluated on, reported in eval_metrics.json
-    if cfg.eval_data or cfg.eval_split:
-        train_data = data
-        eval_data, eval_split = load_eval_preferences(
-            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
-        )
-    else:
-        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
+    # eval_split: the DatasetDict split evaluated on, reported in eval_metrics.json
+    data, train_data, eval_data, eval_split = load_train_eval(
+        cfg.data, cfg.eval_data, cfg.eval_split, cfg.eval_fraction, run.seed, tokenizer=tokenizer,
+        on_error=cfg.on_error,
+    )  # fmt: skip
     objectives = infer_objectives(data, cfg.objectives)
     head_pairs, unnamed = pairs_per_head(train_data, objectives)
     if message := untrained_heads_message(head_pairs, unnamed, cfg.data):

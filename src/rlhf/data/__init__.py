@@ -5,7 +5,8 @@ files.
                  `write_preferences`
 - `readers`:     rows from JSONL / Parquet / `datasets` folders (`choose_split`: which split of a
                  `DatasetDict`); chat messages rendered to text
-- `preferences`: `load_preferences`, `load_eval_preferences`, `load_prompts`, `split_by_prompt`
+- `preferences`: `load_preferences`, `load_eval_preferences`, `load_train_eval`, `load_prompts`,
+                 `split_by_prompt`
                  (validation, duplicates, ratings -> pairs)
 
 The formats, fields and rules are documented in docs/data.md.
@@ -16,6 +17,7 @@ from rlhf.data.preferences import (
     load_eval_preferences,
     load_preferences,
     load_prompts,
+    load_train_eval,
     split_by_prompt,
 )
 from rlhf.data.readers import choose_split
@@ -45,6 +47,7 @@ __all__ = [
     "load_eval_preferences",
     "load_preferences",
     "load_prompts",
+    "load_train_eval",
     "RewardedResponse",
     "load_rewarded_responses",
     "pretraining_pairs",

@@ -148,6 +148,24 @@ def load_eval_preferences(
     return load_preferences(path, split=split, **load), split
 
 
+def load_train_eval(
+    data: str | Path,
+    eval_data: str | Path | None,
+    eval_split: str | None,
+    eval_fraction: float,
+    seed: int,
+    **load: Any,
+) -> tuple[PreferenceData, PreferenceData, PreferenceData, str | None]:
+    """A trainer's data: (everything read from `data`, train, eval, the split evaluated on). Evaluation
+    data is `eval_data` or `eval_split` when given (`load_eval_preferences`; then all of `data` trains),
+    else `eval_fraction` of the prompts (`split_by_prompt` with `seed`). `load` goes to `load_preferences`."""
+    everything = load_preferences(data, **load)
+    if eval_data or eval_split:
+        held_out, split = load_eval_preferences(data, eval_data, eval_split, **load)
+        return everything, everything, held_out, split
+    return everything, *split_by_prompt(everything, eval_fraction, seed), None
+
+
 def dataset_identity(path: str | Path, split: str | None) -> tuple[Path, str | None]:
     """(folder, split) naming the rows read from `path` at `split`: a split's own folder inside a saved
     DatasetDict (`dd/validation`) is the same rows as `dd` at split "validation"."""
