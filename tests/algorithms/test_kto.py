@@ -103,7 +103,7 @@ def completion_logps(model_dir, prompts: list[str], completion: str) -> torch.Te
 
 
 def test_kto_learns_the_rule_from_binary_labels(tiny_lm_dir, rule_file, tmp_path):
-    cfg = KTOConfig(model=str(tiny_lm_dir), data=str(rule_file), epochs=4, batch_size=16, lr=5e-3,
+    cfg = KTOConfig(model=str(tiny_lm_dir), data=str(rule_file), epochs=1, batch_size=16, lr=5e-3,
                     beta=0.5, eval_every=0)  # fmt: skip
     result = train(cfg, RUN, tmp_path / "policy", show_progress=False)
     m = result.metrics
@@ -119,7 +119,8 @@ def test_kto_learns_the_rule_from_binary_labels(tiny_lm_dir, rule_file, tmp_path
     bad = completion_logps(tmp_path / "policy", prompts, "Mix tea.") - completion_logps(
         tiny_lm_dir, prompts, "Mix tea."
     )
-    assert (good - bad).min() > 1.0, (good, bad)
+    # (measured: a margin of 7.8 nats at the least, 8.2 on average, after one epoch of 11 steps)
+    assert (good - bad).min() > 2.0, (good, bad)
 
 
 def test_unbalanced_data_warns_with_the_advice(tiny_lm_dir, tmp_path):
