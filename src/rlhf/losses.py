@@ -3,6 +3,7 @@
 One loss per kind of human answer (the ``label_types`` idea of lm-human-preferences):
 
 - a comparison of two responses -> ``bradley_terry_loss`` (with margins, label smoothing, ties, weights);
+- a thumbs up or down on one response -> ``binary_logistic_loss`` (against a learned threshold);
 - a full ranking of K responses  -> ``plackett_luce_loss`` (the ranking's likelihood) or
   ``ranking_pairs_loss`` (InstructGPT: every one of the K(K-1)/2 pairs as a comparison);
 - calibration of the learned preference -> ``preference_probability`` and ``expected_calibration_error``.
@@ -101,6 +102,44 @@ def bradley_terry_loss(
         "reward/chosen": float(chosen.detach().float().mean()),
         "reward/rejected": float(rejected.detach().float().mean()),
         "reward/tie_fraction": float(tie.float().mean()),
+    }
+    return loss, stats
+
+
+# ---------------------------------------------------------------- binary labels (thumbs up/down)
+
+
+def binary_logistic_loss(
+    scores: torch.Tensor, label: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, Stats]:
+    """Logistic loss of binary labels on centred reward-model scores.
+
+    Args:
+        scores:  (B,) r(x, y) - b: the reward minus the learned threshold b between desirable and
+                 undesirable (the reward model's `offsets`).
+        label:   (B,) bool: True = desirable (thumbs up).
+        weights: (B,) or None: per-label weights; weighted mean as in Bradley-Terry.
+
+    With s = +1 for desirable and -1 for undesirable (logistic regression of the label on the score)::
+
+        l = -log sigmoid(s (r - b))
+
+    the Bradley-Terry loss of the response against a virtual response of reward b: P(good) = sigmoid(r - b).
+    A comparison only fixes reward differences; a binary label also fixes where b sits, so one model can
+    learn from both (the sum of each kind's mean loss). At r = b the loss is log 2.
+
+    Stats: ``loss/binary``; ``reward/binary_accuracy`` (share with sign(r - b) = s, strictly),
+    ``reward/desirable`` and ``reward/undesirable`` (mean r - b of each class; NaN when absent).
+    """
+    label = label.to(torch.bool)
+    sign = label.to(scores.dtype) * 2 - 1  # (B,) +1 / -1
+    loss = _weighted_mean(-F.logsigmoid(sign * scores), weights)
+    detached = scores.detach().float()
+    stats = {
+        "loss/binary": float(loss.detach()),
+        "reward/binary_accuracy": _mean_or_nan(sign * detached > 0),
+        "reward/desirable": _mean_or_nan(detached[label]),
+        "reward/undesirable": _mean_or_nan(detached[~label]),
     }
     return loss, stats
 
