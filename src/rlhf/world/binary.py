@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default=None, help="Causal LM to sample ('world'); default: corpus responses.")
+    parser.add_argument(
+        "--model", default=None, help="Causal LM to sample ('world'); default: corpus responses."
+    )
     args = parser.parse_args(argv)
     rows = binary_rows(load_root_config(), args.n, args.seed, args.model)
     write_jsonl(args.out, rows)
