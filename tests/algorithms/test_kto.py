@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -176,8 +177,12 @@ def test_cli_kto_train_and_bad_input(tiny_lm_dir, rule_file, tmp_path, capsys):
         str(tmp_path / "p"),
     ]
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "policy saved to" in out and "train_desirable" in out
+    # the class balance, one line when the data is loaded (96 prompts x one up, one down; 10% held out)
+    assert re.search(
+        r"KTO: (\d+) desirable, \1 undesirable training examples \((\d+) / \2 held out\)", err
+    ), err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "completion": "a", "label": "yes"}\n')
     code = main(

@@ -258,7 +258,7 @@ def train(
     if not train_batches:
         raise UserError(f"{cfg.data}: no training example has a completion a policy could emit")
     balance = class_balance(train_batches, cfg, "train") | class_balance(eval_batches, cfg, "eval")
-    _report_balance(balance, cfg, show_progress and setup.accelerator.is_main_process)
+    _report_balance(balance, cfg, setup.accelerator.is_main_process)  # printed even without progress bars
 
     # 3. the reference log-probs of labelled and KL rows once, what trains, and the shared loop (DPO's):
     #    labelled rows with gradient, KL rows without; evaluate and checkpoint every eval_every steps
