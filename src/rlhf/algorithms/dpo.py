@@ -7,6 +7,9 @@ initial model (so no reference model is held during training), then the offline 
 atomic checkpoints and resume) with one forward per batch -- chosen and rejected together, padded to
 the batch's longest.
 
+KTO (`rlhf.algorithms.kto`) shares all but its examples, batches and loss: `OfflinePolicyConfig`,
+`start_run`, `fit_policy`, `save_policy`, `sequence_logps`, `cache_reference_logps`.
+
 Sequences are the prompt's tokens followed by the response's and EOS, exactly as the policy would
 generate them after the prompt (`join_prompt_response` decides the separator), so what DPO makes more
 likely is what sampling produces.
