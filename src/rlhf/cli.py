@@ -40,6 +40,10 @@ dpo_app = typer.Typer(
     help="Direct preference optimisation (DPO, cDPO, IPO) of a policy on preference pairs.",
     no_args_is_help=True,
 )
+kto_app = typer.Typer(
+    help="Kahneman-Tversky optimisation (KTO) of a policy on binary (thumbs up/down) labels.",
+    no_args_is_help=True,
+)
 ilql_app = typer.Typer(
     help="Offline RL with Implicit Language Q-Learning: train on logged rewards, generate steered.",
     no_args_is_help=True,
@@ -55,6 +59,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(reward_app, name="reward")
 app.add_typer(ppo_app, name="ppo")
 app.add_typer(dpo_app, name="dpo")
+app.add_typer(kto_app, name="kto")
 app.add_typer(ilql_app, name="ilql")
 app.add_typer(bench_app, name="bench")
 app.add_typer(label_app, name="label")
@@ -79,6 +84,15 @@ EvalSplitOpt = Annotated[
         "--eval-split",
         help="DatasetDict split to evaluate on: of --eval-data, or of --data without it (default: test, "
         "else validation).",
+    ),
+]
+PolicyDataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Training file (JSONL, Parquet or datasets folder): DPO pairs, rankings or ratings; KTO binary "
+        "prompt/completion/label rows.",
     ),
 ]
 OnErrorOpt = Annotated[
@@ -590,16 +604,18 @@ def ppo_train(
     typer.echo(f"policy saved to {result.out}")
 
 
-# ----------------------------------------------------------------------------- dpo
+# ----------------------------------------------------------------------------- dpo and kto
 
 
-@dpo_app.command("train")
-def dpo_train(
-    data: PreferenceDataOpt = None,
+def _policy_train(
+    ctx: typer.Context,
+    data: PolicyDataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the trained policy.")] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Initial policy and reference ('world' = the world model)."),
+        typer.Option(
+            "--model", "--policy", "-m", help="Initial policy and reference ('world' = the world model)."
+        ),
     ] = None,
     eval_data: EvalDataOpt = None,
     eval_split: EvalSplitOpt = None,
@@ -609,14 +625,37 @@ def dpo_train(
     on_error: OnErrorOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint.")] = False,
 ) -> None:
-    """Fine-tune a policy with DPO on preference pairs (TRL's prompt/chosen/rejected, rankings, ratings)."""
-    from rlhf.algorithms.dpo import train
+    """`rlhf dpo train` and `rlhf kto train`: one command, run with the config section and the trainer
+    (`rlhf.algorithms.<section>.train`) of the group it was called as."""
+    import importlib
 
+    section = ctx.parent.info_name  # "dpo" or "kto"
+    train = importlib.import_module(f"rlhf.algorithms.{section}").train
     cfg = _config(config, sets)
-    _apply(cfg.dpo, data=data, model=model, eval_data=eval_data, eval_split=eval_split, on_error=on_error)
+    _apply(
+        getattr(cfg, section),
+        data=data,
+        model=model,
+        eval_data=eval_data,
+        eval_split=eval_split,
+        on_error=on_error,
+    )
     _set_seed_and_require_out(cfg, seed, out, "policy")
-    result = train(cfg.dpo, cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress)
+    result = train(
+        getattr(cfg, section), cfg.run, out, resume=resume, world=cfg.world, show_progress=cfg.run.progress
+    )
     _report_training(result, "policy")
+
+
+dpo_app.command(
+    "train",
+    help="Fine-tune a policy with DPO on preference pairs (TRL's prompt/chosen/rejected, rankings, ratings).",
+)(_policy_train)
+kto_app.command(
+    "train",
+    help="Fine-tune a policy with KTO on binary labels (TRL's prompt/completion/label rows; pairs in the data "
+    "are unpaired: chosen desirable, rejected undesirable).",
+)(_policy_train)
 
 
 # ----------------------------------------------------------------------------- ilql

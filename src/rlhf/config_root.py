@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from rlhf.algorithms.dpo import DPOConfig
 from rlhf.algorithms.ilql import ILQLConfig
+from rlhf.algorithms.kto import KTOConfig
 from rlhf.algorithms.ppo import PPOConfig
 from rlhf.algorithms.reward import RewardConfig
 from rlhf.config import RunConfig, load_config
@@ -33,6 +34,9 @@ class RootConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig, metadata={"help": "PPO fine-tuning of the policy."})
     dpo: DPOConfig = field(
         default_factory=DPOConfig, metadata={"help": "DPO fine-tuning on preference pairs."}
+    )
+    kto: KTOConfig = field(
+        default_factory=KTOConfig, metadata={"help": "KTO fine-tuning on binary (thumbs up/down) labels."}
     )
     ilql: ILQLConfig = field(
         default_factory=ILQLConfig, metadata={"help": "ILQL offline RL on logged rewards."}

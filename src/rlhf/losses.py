@@ -3,6 +3,7 @@
 One loss per kind of human answer (the ``label_types`` idea of lm-human-preferences):
 
 - a comparison of two responses -> ``bradley_terry_loss`` (with margins, label smoothing, ties, weights);
+- a thumbs up or down on one response -> ``binary_logistic_loss`` (against a learned threshold);
 - a full ranking of K responses  -> ``plackett_luce_loss`` (the ranking's likelihood) or
   ``ranking_pairs_loss`` (InstructGPT: every one of the K(K-1)/2 pairs as a comparison);
 - calibration of the learned preference -> ``preference_probability`` and ``expected_calibration_error``.
@@ -10,7 +11,8 @@ One loss per kind of human answer (the ``label_types`` idea of lm-human-preferen
 ``scores`` are reward-model outputs (one scalar per response). Losses are differentiable scalars; stats
 are one flat dict of Python floats with slash keys (``loss/bt``, ``reward/accuracy``, ``reward/margin``).
 
-PPO's clipped losses over response tokens follow at the end: ``ppo_policy_loss`` and ``ppo_value_loss``.
+PPO's clipped losses over response tokens follow: ``ppo_policy_loss`` and ``ppo_value_loss``; then the
+policy losses on offline labels: the DPO family (pairs), ``kto_loss`` (binary labels) and ILQL's.
 This module imports only torch and the pure ``rlhf.rl_math``.
 """
 
@@ -100,6 +102,44 @@ def bradley_terry_loss(
         "reward/chosen": float(chosen.detach().float().mean()),
         "reward/rejected": float(rejected.detach().float().mean()),
         "reward/tie_fraction": float(tie.float().mean()),
+    }
+    return loss, stats
+
+
+# ---------------------------------------------------------------- binary labels (thumbs up/down)
+
+
+def binary_logistic_loss(
+    scores: torch.Tensor, label: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, Stats]:
+    """Logistic loss of binary labels on centred reward-model scores.
+
+    Args:
+        scores:  (B,) r(x, y) - b: the reward minus the learned threshold b between desirable and
+                 undesirable (the reward model's `offsets`).
+        label:   (B,) bool: True = desirable (thumbs up).
+        weights: (B,) or None: per-label weights; weighted mean as in Bradley-Terry.
+
+    With s = +1 for desirable and -1 for undesirable (logistic regression of the label on the score)::
+
+        l = -log sigmoid(s (r - b))
+
+    the Bradley-Terry loss of the response against a virtual response of reward b: P(good) = sigmoid(r - b).
+    A comparison only fixes reward differences; a binary label also fixes where b sits, so one model can
+    learn from both (the sum of each kind's mean loss). At r = b the loss is log 2.
+
+    Stats: ``loss/binary``; ``reward/binary_accuracy`` (share with sign(r - b) = s, strictly),
+    ``reward/desirable`` and ``reward/undesirable`` (mean r - b of each class; NaN when absent).
+    """
+    label = label.to(torch.bool)
+    sign = label.to(scores.dtype) * 2 - 1  # (B,) +1 / -1
+    loss = _weighted_mean(-F.logsigmoid(sign * scores), weights)
+    detached = scores.detach().float()
+    stats = {
+        "loss/binary": float(loss.detach()),
+        "reward/binary_accuracy": _mean_or_nan(sign * detached > 0),
+        "reward/desirable": _mean_or_nan(detached[label]),
+        "reward/undesirable": _mean_or_nan(detached[~label]),
     }
     return loss, stats
 
@@ -484,6 +524,84 @@ def dpo_loss(
         "logps/rejected": float(policy_rejected_logps.detach().float().mean()),
     }
     return loss, stats
+
+
+# ---------------------------------------------------------------- KTO (binary feedback)
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    label: torch.Tensor,
+    policy_kl_logps: torch.Tensor,
+    ref_kl_logps: torch.Tensor,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Stats]:
+    """Kahneman-Tversky optimisation (KTO, Ethayarajh et al. 2024, arXiv:2402.01306) on unpaired binary
+    labels: L_KTO = E_{x,y}[lambda_y - v(x, y)], as TRL's `KTOTrainer.kto_loss` computes it.
+
+    Args:
+        policy_logps:    (B,) log pi(y_i | x_i) of each labelled completion (sums over its tokens).
+        ref_logps:       (B,) the same under the frozen reference (cached, detached).
+        label:           (B,) bool: True = desirable (thumbs up), False = undesirable.
+        policy_kl_logps, ref_kl_logps: (B,) log-probs of MISMATCHED pairs (x_i with another example's
+                         completion) under policy and reference: the KL estimate's sample.
+        beta:            KL strength; larger stays closer to the reference.
+        desirable_weight, undesirable_weight: lambda_D and lambda_U.
+        weights:         (B,) per-example weights (labeller reliability) multiplying lambda; None = ones.
+
+    With r_i = log pi(y_i|x_i) - log pi_ref(y_i|x_i) and the reference point
+    z = max(0, mean_j [log pi(y'_j|x_j) - log pi_ref(y'_j|x_j)]) over the mismatched pairs, detached
+    (the paper's z_ref: a biased but stable estimate of KL(pi || pi_ref), TRL's `kl`)::
+
+        desirable:   l_i = lambda_D (1 - sigmoid(beta (r_i - z)))
+        undesirable: l_i = lambda_U (1 - sigmoid(beta (z - r_i)))
+        loss = mean_i w_i l_i
+
+    The paper writes v = lambda sigmoid(...) and L = lambda - v; the same. The mean is over all B examples,
+    as TRL's (not normalised by the weights): at policy = reference (r = z = 0) each example's loss is
+    lambda / 2, so the batch's is 0.5 * mean lambda.
+
+    Stats: ``loss/kto``; ``rewards/chosen`` and ``rewards/rejected`` (mean beta * r over desirable and
+    undesirable examples; NaN when the batch has none), ``rewards/margin`` (their difference), ``kl``
+    (z), ``logps/chosen``, ``logps/rejected`` (policy sequence log-probs), ``kto/desirable_fraction``.
+    """
+    label = label.to(torch.bool)
+    z = (policy_kl_logps - ref_kl_logps).detach().float().mean().clamp(min=0)  # scalar
+    r = policy_logps - ref_logps  # (B,)
+    lam = torch.where(label, torch.full_like(r, desirable_weight), torch.full_like(r, undesirable_weight))
+    if weights is not None:
+        lam = lam * weights.to(r.dtype)
+    # the value v(x, y) of the paper: sigmoid(beta (r - z)) for gains, sigmoid(beta (z - r)) for losses
+    value = torch.sigmoid(beta * torch.where(label, r - z, z - r))  # (B,)
+    loss = (lam * (1.0 - value)).mean()
+    rewards = beta * r.detach().float()  # (B,)
+    chosen, rejected = rewards[label], rewards[~label]
+    stats = {
+        "loss/kto": float(loss.detach()),
+        "rewards/chosen": _mean_or_nan(chosen),
+        "rewards/rejected": _mean_or_nan(rejected),
+        "rewards/margin": _mean_or_nan(chosen) - _mean_or_nan(rejected),
+        "kl": float(z),
+        "logps/chosen": _mean_or_nan(policy_logps.detach()[label]),
+        "logps/rejected": _mean_or_nan(policy_logps.detach()[~label]),
+        "kto/desirable_fraction": float(label.float().mean()),
+    }
+    return loss, stats
+
+
+def kto_weight_ratio(
+    n_desirable: int, n_undesirable: int, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
+) -> float:
+    """lambda_D n_D / (lambda_U n_U): the KTO paper advises keeping it in [1, 4/3]; inf when
+    there are no undesirable examples, NaN when there are none at all."""
+    desirable, undesirable = desirable_weight * n_desirable, undesirable_weight * n_undesirable
+    if undesirable == 0:
+        return math.nan if desirable == 0 else math.inf
+    return desirable / undesirable
 
 
 # ---------------------------------------------------------------- ILQL (implicit language Q-learning)

@@ -5,7 +5,10 @@ Layout of a saved reward model directory:
   `id2label` = objective names, `pad_token_id`) and its tokenizer: plain transformers loads it and scores
   the last non-pad token. Its `score` layer holds the *mean* of the ensemble heads, and the mean of linear
   heads is a linear head, so plain transformers returns exactly the ensemble-mean score;
-- `reward_heads.safetensors`: the N ensemble heads (N, H, D) of the cheap variant (shared backbone);
+- `reward_heads.safetensors`: the N ensemble heads (N, H, D) of the cheap variant (shared backbone), and
+  `offsets` (N, H): the threshold b between desirable and undesirable that binary (thumbs up/down) labels
+  train, 0 without them. rlhf's score is w.h - b, plain transformers' w.h: a constant apart per objective,
+  which comparisons, rankings and normalised rewards do not see;
 - `reward_config.json`: objectives, ensemble layout, normalisation statistics;
 - `members/member_<k>/` for the full variant (N separate models; the top directory is member 0).
 
@@ -67,10 +70,16 @@ def check_heads_trained(meta: RewardMeta, weights: dict[str, float], path: str |
 class RewardModel(nn.Module):
     """Sequence-classification backbone + ensemble heads; `forward` returns scores (B, N, H)."""
 
-    def __init__(self, seq_model: Any, heads: torch.Tensor, meta: RewardMeta) -> None:
+    def __init__(
+        self, seq_model: Any, heads: torch.Tensor, meta: RewardMeta, offsets: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.seq_model = seq_model
         self.heads = nn.Parameter(heads)  # (N, H, D)
+        # b per member and objective: trained only on binary labels (`train_offsets`), else fixed at 0
+        if offsets is None:
+            offsets = torch.zeros(heads.shape[:2], dtype=heads.dtype, device=heads.device)
+        self.offsets = nn.Parameter(offsets, requires_grad=False)  # (N, H)
         self.meta = meta
         # The mean head is written into `score` only at save time; it takes no gradient (and DDP must
         # not wait for one).
@@ -112,7 +121,12 @@ class RewardModel(nn.Module):
             h = self.packed_hidden(packed, layout, index)  # (B, D)
         else:
             h = self.last_hidden(input_ids, attention_mask)  # (B, D)
-        return torch.einsum("bd,nhd->bnh", h.to(self.heads.dtype), self.heads)  # (B, N, H)
+        return torch.einsum("bd,nhd->bnh", h.to(self.heads.dtype), self.heads) - self.offsets  # (B, N, H)
+
+    def train_offsets(self) -> None:
+        """Let the offsets b learn (binary labels in the data): every batch's scores use them, so under
+        DDP each step gives them a gradient (0 from a comparison: the difference cancels b)."""
+        self.offsets.requires_grad_(True)
 
     def sync_mean_head(self) -> None:
         with torch.no_grad():
@@ -190,7 +204,10 @@ def save_reward_model(
     def write(tmp: Path) -> None:
         model.seq_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        save_file({"heads": model.heads.detach().float().contiguous().cpu()}, str(tmp / HEADS_FILE))
+        tensors = {"heads": model.heads, "offsets": model.offsets}
+        save_file(
+            {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(tmp / HEADS_FILE)
+        )
         (tmp / REWARD_CONFIG).write_text(json.dumps(asdict(model.meta), indent=2))
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
@@ -242,7 +259,9 @@ def load_reward_model(
         seq_model = AutoModelForSequenceClassification.from_pretrained(
             str(path), dtype=torch_dtype, local_files_only=True
         )
-        heads = load_file(str(path / HEADS_FILE))["heads"].to(torch_dtype)
+        saved = load_file(str(path / HEADS_FILE))
+        heads = saved["heads"].to(torch_dtype)
+        offsets = saved["offsets"].to(torch_dtype) if "offsets" in saved else None  # older models: none
     except Exception as exc:  # noqa: BLE001 - a corrupt or partial checkpoint is a user-facing error
         raise UserError(f"could not load the reward model in {path}: {str(exc).splitlines()[0]}") from exc
     tokenizer = load_tokenizer(path, padding_side="right")
@@ -251,13 +270,14 @@ def load_reward_model(
             seq_model,
             heads,
             RewardMeta(**{**asdict(meta), "ensemble_kind": "heads", "ensemble_size": heads.shape[0]}),
+            offsets,
         )
         others = [
             load_reward_model(path / MEMBERS_DIR / f"member_{k}", device, dtype)[0]
             for k in range(1, meta.ensemble_size)
         ]
         return RewardModelEnsemble([first.to(device), *others], meta).eval(), tokenizer
-    model = RewardModel(seq_model, heads, meta).to(device).eval()
+    model = RewardModel(seq_model, heads, meta, offsets).to(device).eval()
     return model, tokenizer
 
 

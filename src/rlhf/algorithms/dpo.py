@@ -7,6 +7,9 @@ initial model (so no reference model is held during training), then the offline 
 atomic checkpoints and resume) with one forward per batch -- chosen and rejected together, padded to
 the batch's longest.
 
+KTO (`rlhf.algorithms.kto`) shares all but its examples, batches and loss: `OfflinePolicyConfig`,
+`start_run`, `fit_policy`, `save_policy`, `sequence_logps`, `cache_reference_logps`.
+
 Sequences are the prompt's tokens followed by the response's and EOS, exactly as the policy would
 generate them after the prompt (`join_prompt_response` decides the separator), so what DPO makes more
 likely is what sampling produces.
@@ -29,6 +32,7 @@ from rlhf.train_loop import (
     CHECKPOINT_DIR,
     LOG_DIR,
     LoopConfig,
+    LoopResult,
     TrainResult,
     make_accelerator,
     save_final,
@@ -37,8 +41,9 @@ from rlhf.train_loop import (
 
 
 @dataclass
-class DPOConfig:
-    """DPO fine-tuning of a causal LM policy on preference pairs."""
+class OfflinePolicyConfig:
+    """What the offline policy trainers (DPO, KTO) set the same way: model, data, optimisation, what
+    trains; each algorithm's config adds its loss's fields and overrides the help that differs."""
 
     model: str = help_field(
         "world", "Initial policy (and reference): causal LM directory; 'world' = the world model."
@@ -60,14 +65,6 @@ class DPOConfig:
     objective: str = help_field(
         "", "Train only on pairs of this objective (e.g. helpful); empty = all pairs."
     )
-    beta: float = help_field(0.1, "KL strength beta (IPO: tau). Larger stays closer to the reference.")
-    loss_type: str = help_field("sigmoid", "'sigmoid' (DPO; with label_smoothing > 0: cDPO) or 'ipo'.")
-    ipo_logps: str = help_field(
-        "mean",
-        "IPO's log-ratios: 'mean' per response token (the form of the IPO paper's reported results, as "
-        "TRL computes it) or 'sum' over tokens (then the loss and its target 1/(2 beta) scale with length).",
-    )
-    label_smoothing: float = help_field(0.0, "cDPO: probability that a label is flipped noise, in [0, 0.5).")
     use_weights: bool = help_field(True, "Use the data's per-pair `weight` (e.g. labeller reliability).")
     epochs: float = help_field(2.0, "Passes over the training pairs.")
     max_steps: int = help_field(0, "Stop after this many optimiser steps (0 = given by epochs).")
@@ -92,28 +89,54 @@ class DPOConfig:
         0, "Stop after this many steps as if interrupted, keeping the checkpoint (0 = off); a time box."
     )
 
-    def validate(self) -> None:
+    def validate_common(self, section: str, choices: dict[str, tuple[Any, tuple]] | None = None) -> None:
+        """The checks of the shared fields, and `choices` (key -> (value, allowed)); `section` ("dpo",
+        "kto") starts each message."""
         checks = {
-            "loss_type": (self.loss_type, ("sigmoid", "ipo")),
-            "ipo_logps": (self.ipo_logps, ("mean", "sum")),
             "lr_schedule": (self.lr_schedule, ("cosine", "linear", "constant")),
             "on_error": (self.on_error, ("stop", "skip")),
             "mixed_precision": (self.mixed_precision, ("no", "bf16")),
+            **(choices or {}),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ConfigError(f"dpo.{key} must be one of {', '.join(allowed)}; got {value!r}")
+                raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}; got {value!r}")
         for key in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"dpo.{key} must be at least 1; got {getattr(self, key)}")
+                raise ConfigError(f"{section}.{key} must be at least 1; got {getattr(self, key)}")
         if self.max_length < 8:
-            raise ConfigError(f"dpo.max_length must be at least 8 tokens; got {self.max_length}")
+            raise ConfigError(f"{section}.max_length must be at least 8 tokens; got {self.max_length}")
+        if self.lr <= 0 or self.epochs <= 0:
+            raise ConfigError(f"{section}.lr and {section}.epochs must be positive")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"{section}.eval_fraction must be in (0, 1); got {self.eval_fraction}")
+
+
+@dataclass
+class DPOConfig(OfflinePolicyConfig):
+    """DPO fine-tuning of a causal LM policy on preference pairs."""
+
+    beta: float = help_field(0.1, "KL strength beta (IPO: tau). Larger stays closer to the reference.")
+    loss_type: str = help_field("sigmoid", "'sigmoid' (DPO; with label_smoothing > 0: cDPO) or 'ipo'.")
+    ipo_logps: str = help_field(
+        "mean",
+        "IPO's log-ratios: 'mean' per response token (the form of the IPO paper's reported results, as "
+        "TRL computes it) or 'sum' over tokens (then the loss and its target 1/(2 beta) scale with length).",
+    )
+    label_smoothing: float = help_field(0.0, "cDPO: probability that a label is flipped noise, in [0, 0.5).")
+
+    def validate(self) -> None:
+        self.validate_common(
+            "dpo",
+            {
+                "loss_type": (self.loss_type, ("sigmoid", "ipo")),
+                "ipo_logps": (self.ipo_logps, ("mean", "sum")),
+            },
+        )
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5); got {self.label_smoothing}")
-        if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0:
+        if self.beta <= 0:
             raise ConfigError("dpo.beta, dpo.lr and dpo.epochs must be positive")
-        if not 0 < self.eval_fraction < 1:
-            raise ConfigError(f"dpo.eval_fraction must be in (0, 1); got {self.eval_fraction}")
 
 
 # ----------------------------------------------------------------------------- batches
@@ -270,9 +293,17 @@ def batch_loss(model, batch: DPOBatch, device, cfg: DPOConfig) -> tuple[torch.Te
     )
 
 
-@torch.no_grad()
 def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str, float]:
     """Held-out loss and implicit-reward accuracy and margin, weighted by batch size."""
+    stats = held_out_stats(model, batches, lambda m, b: batch_loss(m, b, device, cfg))
+    names = {"loss/dpo": "loss", "rewards/accuracy": "accuracy", "rewards/margin": "margin"}
+    return {f"eval/{names.get(key, key)}": value for key, value in stats.items()}
+
+
+@torch.no_grad()
+def held_out_stats(model, batches: list, loss_fn) -> dict[str, float]:
+    """The mean of each stat `loss_fn(model, batch)` returns over `batches` in eval mode, weighted by
+    batch size; a non-finite value (a stat the batch has no items for) is left out of its mean."""
     if not batches:
         return {}
     was_training = model.training
@@ -280,14 +311,13 @@ def evaluate(model, batches: list[DPOBatch], device, cfg: DPOConfig) -> dict[str
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     for batch in batches:
-        _, stats = batch_loss(model, batch, device, cfg)
+        _, stats = loss_fn(model, batch)
         for key, value in stats.items():
             if math.isfinite(value):
                 totals[key] = totals.get(key, 0.0) + value * len(batch)
                 counts[key] = counts.get(key, 0) + len(batch)
     model.train(was_training)
-    names = {"loss/dpo": "loss", "rewards/accuracy": "accuracy", "rewards/margin": "margin"}
-    return {f"eval/{names.get(key, key)}": totals[key] / counts[key] for key in totals}
+    return {key: totals[key] / counts[key] for key in totals}
 
 
 # ----------------------------------------------------------------------------- training
@@ -305,51 +335,21 @@ def train(
     show_progress: bool = True,
 ) -> DPOResult:
     """Fine-tune `cfg.model` with DPO on `cfg.data` and save it to `out`; see the module docstring."""
-    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
-    from rlhf.models import (
-        absolute_model_path,
-        add_lora,
-        disable_dropout,
-        freeze_lower_layers,
-        load_causal_lm,
-        merged_copy,
-        save_pretrained_atomic,
-    )
     from rlhf.sequences import cap_length
-    from rlhf.training import epoch_batches
-    from rlhf.world.report import resolve_world_model
 
-    validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
-    validate_all(run)
-    # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
-    cfg = replace(cfg, model=absolute_model_path(cfg.model))
     out = Path(out).expanduser()
-    accelerator = make_accelerator(run, cfg.grad_accum)
-    rank, n_procs, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    device = accelerator.device
-    torch.manual_seed(run.seed)
 
     # 1. data: read, validate, keep the objective asked for, split by prompt
-    if not cfg.data:
-        raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
-    model, tokenizer = load_causal_lm(
-        resolve_world_model(cfg.model, world, show_progress and is_main), device=str(device), dtype=run.dtype
+    setup = start_run(cfg, run, world, show_progress, "pairs, rankings or ratings")
+    cfg, model, tokenizer = setup.cfg, setup.model, setup.tokenizer
+    train_pairs, eval_pairs = (
+        _pairs_of(d, cfg.objective, cfg.data) for d in (setup.train_data, setup.eval_data)
     )
-    disable_dropout(model)  # the log-ratios to the cached reference must be 0 while policy = reference
-    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    eval_split = None  # the DatasetDict split evaluated on, reported in eval_metrics.json
-    if cfg.eval_data or cfg.eval_split:
-        train_data = data
-        eval_data, eval_split = load_eval_preferences(
-            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
-        )
-    else:
-        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
-    train_pairs, eval_pairs = (_pairs_of(d, cfg.objective, cfg.data) for d in (train_data, eval_data))
     if not train_pairs:
-        raise UserError(f"{cfg.data}: no training pairs left after the evaluation split")
+        hint = " (its rows are binary labels: train with `rlhf kto train`)" if setup.train_data.binary else ""
+        raise UserError(f"{cfg.data}: no training pairs left after the evaluation split{hint}")
 
-    # 2. tokenize once into fixed batches; the reference log-probs once, with the initial model
+    # 2. tokenize once into fixed batches
     rng = random.Random(run.seed)
     rng.shuffle(train_pairs)
     max_length = cap_length(cfg.max_length, model)  # never past the model's context length
@@ -357,25 +357,114 @@ def train(
     eval_batches = make_batches(eval_pairs, tokenizer, cfg, max_length) if eval_pairs else []
     if not train_batches:
         raise UserError(f"{cfg.data}: no training pairs differ once cut to {max_length} tokens")
-    with _autocast(cfg, device):
-        cache_reference_logps(model, train_batches + eval_batches, device, rank, n_procs)
 
-    # 3. what trains: all of it, the top N blocks, or LoRA adapters (a zero-initialised update, so the
-    #    policy still equals the reference it was cached from)
+    # 3. the reference log-probs once, what trains, and the shared loop: one forward of chosen + rejected
+    #    per batch, accumulate, clip, step; evaluate and checkpoint every eval_every steps
+    result = fit_policy(
+        setup, run, out, train_batches, eval_batches, batch_loss, evaluate, resume, show_progress,
+        desc="DPO", loss_name="DPO loss", rate_name="time/pairs_per_s", show=(("acc", "rewards/accuracy"),),
+    )  # fmt: skip
+    if not result.finished:  # time-boxed: the checkpoint holds the run, --resume continues it
+        return TrainResult(out, result.step, {"stopped_at_step": result.step})
+
+    # 4. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically
+    # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
+    final = {**result.metrics, "steps": result.step, "train_pairs": sum(map(len, train_batches)),
+             "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
+    return save_policy(setup, result.model, out, {"run": asdict(run), "dpo": asdict(cfg)}, final)
+
+
+# ----------------------------------------------------------------------------- shared with KTO
+
+
+@dataclass
+class PolicyRun:
+    """An offline policy run once set up (`start_run`): the config naming the model by absolute path,
+    the Accelerator, the policy (dropout off) and its tokenizer, and the data split by prompt."""
+
+    cfg: Any
+    accelerator: Any
+    model: Any
+    tokenizer: Any
+    train_data: Any  # PreferenceData
+    eval_data: Any  # PreferenceData
+    eval_split: str | None  # the DatasetDict split evaluated on, reported in eval_metrics.json
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def n_procs(self) -> int:
+        return self.accelerator.num_processes
+
+
+def start_run(cfg: Any, run: RunConfig, world: Any, show_progress: bool, kinds: str) -> PolicyRun:
+    """Validate the configs, make the Accelerator, load the policy and read the data (`kinds` names what
+    the data may hold, for the error when there is none), held out by prompt or from eval_data."""
+    from rlhf.data import load_train_eval
+    from rlhf.models import absolute_model_path, disable_dropout, load_causal_lm
+    from rlhf.world.report import resolve_world_model
+
+    validate_all(cfg)  # what loading the config checks for the CLI, for callers of the API too
+    validate_all(run)
+    # the saved config names the models by absolute path: `rlhf eval` finds the initial model from anywhere
+    cfg = replace(cfg, model=absolute_model_path(cfg.model))
+    accelerator = make_accelerator(run, cfg.grad_accum)
+    torch.manual_seed(run.seed)
+    if not cfg.data:
+        raise UserError(f"no training data: give --data FILE ({kinds})")
+    model, tokenizer = load_causal_lm(
+        resolve_world_model(cfg.model, world, show_progress and accelerator.is_main_process),
+        device=str(accelerator.device),
+        dtype=run.dtype,
+    )
+    disable_dropout(model)  # the log-ratios to the cached reference must be 0 while policy = reference
+    _, train_data, eval_data, eval_split = load_train_eval(
+        cfg.data, cfg.eval_data, cfg.eval_split, cfg.eval_fraction, run.seed, tokenizer=tokenizer,
+        on_error=cfg.on_error,
+    )  # fmt: skip
+    return PolicyRun(cfg, accelerator, model, tokenizer, train_data, eval_data, eval_split)
+
+
+def trainable_optimizer(model, cfg: Any, train_batches: list, seed: int, rank: int, n_procs: int):
+    """Make all of the model, its top N blocks, or LoRA adapters trainable (LoRA is a zero-initialised
+    update, so the policy still equals the reference it was cached from); AdamW over what trains."""
+    from rlhf.models import add_lora, freeze_lower_layers
+    from rlhf.training import epoch_batches
+
     if cfg.lora_r > 0:
         add_lora(model, cfg.lora_r, cfg.lora_alpha, 0.0)
     elif cfg.trainable_layers >= 0:
         freeze_lower_layers(model, cfg.trainable_layers)
-    if not epoch_batches(train_batches, 0, run.seed, rank, n_procs):
+    if not epoch_batches(train_batches, 0, seed, rank, n_procs):
         raise UserError(
             f"{cfg.data}: fewer training batches ({len(train_batches)}) than processes ({n_procs})"
         )
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0
-    )
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
 
-    # 4. the shared loop: one forward of chosen + rejected per batch, accumulate, clip, step; evaluate
-    #    and checkpoint every eval_every steps
+
+def fit_policy(
+    setup: PolicyRun,
+    run: RunConfig,
+    out: Path,
+    train_batches: list,
+    eval_batches: list,
+    batch_loss,
+    evaluate,
+    resume: bool,
+    show_progress: bool,
+    **names: Any,
+) -> LoopResult:
+    """What DPO and KTO do alike once their batches are made: the reference log-probs of every batch
+    ONCE with the initial model (`cache_reference_logps`), what trains (`trainable_optimizer`), then the
+    shared loop with `batch_loss(model, batch, device, cfg)` and `evaluate(model, batches, device, cfg)`
+    on the held-out batches; `names`: the loop's desc, loss_name, rate_name and show."""
+    cfg, model, device = setup.cfg, setup.model, setup.accelerator.device
+    with _autocast(cfg, device):
+        cache_reference_logps(model, train_batches + eval_batches, device, setup.rank, setup.n_procs)
+    optimizer = trainable_optimizer(model, cfg, train_batches, run.seed, setup.rank, setup.n_procs)
+
     def evaluate_held_out(model, step: int, state: dict) -> dict[str, float]:
         with _autocast(cfg, device):
             return evaluate(model, eval_batches, device, cfg)
@@ -383,34 +472,32 @@ def train(
     loop = LoopConfig(
         epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         lr_schedule=cfg.lr_schedule, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
-        eval_every=cfg.eval_every, stop_after_steps=cfg.stop_after_steps, seed=run.seed, desc="DPO",
-        loss_name="DPO loss", rate_name="time/pairs_per_s", show=(("acc", "rewards/accuracy"),),
+        eval_every=cfg.eval_every, stop_after_steps=cfg.stop_after_steps, seed=run.seed, **names,
     )  # fmt: skip
-    result = train_loop(
-        accelerator, model, optimizer, train_batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
+    return train_loop(
+        setup.accelerator, model, optimizer, train_batches, lambda m, b: batch_loss(m, b, device, cfg), loop,
         checkpoint=out / CHECKPOINT_DIR, log_dir=out / LOG_DIR, resume=resume, tensorboard=run.tensorboard,
         show_progress=show_progress, evaluate=evaluate_held_out, autocast=lambda: _autocast(cfg, device),
     )  # fmt: skip
-    if not result.finished:  # time-boxed: the checkpoint holds the run, --resume continues it
-        return TrainResult(out, result.step, {"stopped_at_step": result.step})
 
-    # 5. the policy, LoRA merged, with its tokenizer: plain transformers, written atomically (under
-    #    FSDP2 built on the main process from the gathered state)
-    policy = parallel.whole(result.model)
-    # the pairs trained and evaluated on: those left after encoding (identical once cut: left out)
-    final = {**result.metrics, "steps": result.step, "train_pairs": sum(map(len, train_batches)),
-             "eval_pairs": sum(map(len, eval_batches))}  # fmt: skip
-    if eval_split is not None:
-        final["eval_split"] = eval_split
+
+def save_policy(setup: PolicyRun, trained, out: Path, configs: dict, final: dict) -> TrainResult:
+    """The policy, LoRA merged, with its tokenizer: plain transformers, written atomically (under FSDP2
+    built on the main process from the gathered state), with `configs` and the metrics `final`."""
+    from rlhf.models import merged_copy, save_pretrained_atomic
+
+    policy = parallel.whole(trained)
+    if setup.eval_split is not None:
+        final["eval_split"] = setup.eval_split
     save_final(
-        accelerator,
+        setup.accelerator,
         lambda extra, carry: save_pretrained_atomic(
-            out, merged_copy(policy.eval()), tokenizer, extra_files=extra, carry=carry
+            out, merged_copy(policy.eval()), setup.tokenizer, extra_files=extra, carry=carry
         ),
-        {"run": asdict(run), "dpo": asdict(cfg)},
+        configs,
         final,
     )
-    return TrainResult(out, result.step, final if is_main else {})
+    return TrainResult(out, final["steps"], final if setup.accelerator.is_main_process else {})
 
 
 def _pairs_of(data: Any, objective: str, source: str) -> list:

@@ -1,7 +1,8 @@
-"""Reward-model training: Bradley-Terry on pairs, Plackett-Luce (or all pairs) on K-way rankings.
+"""Reward-model training: Bradley-Terry on pairs, Plackett-Luce (or all pairs) on K-way rankings, a logistic
+loss against a learned threshold on binary (thumbs up/down) labels; any mix of them in one run.
 
 `train(cfg, run)` reads as numbered steps: load and split the preference data, build the model, tokenize
-once into homogeneous batches (pairs, or rankings), then the offline trainers' shared loop
+once into homogeneous batches (pairs, rankings or binary labels), then the offline trainers' shared loop
 (`rlhf.train_loop`: Accelerate, gradient accumulation, clipping, warm-up/decay, periodic evaluation,
 atomic checkpoints and resume) with this module's loss and an evaluation that keeps the best
 checkpoint. Chosen and rejected of a batch go through the backbone in ONE forward, padded to the
@@ -45,7 +46,9 @@ class RewardConfig:
         "world", "Backbone: a causal LM directory or cached id; 'world' = the built world model."
     )
     data: str = help_field(
-        "", "Preference file (JSONL, Parquet or a datasets folder): pairs, rankings or ratings."
+        "",
+        "Preference file (JSONL, Parquet or a datasets folder): pairs, rankings or ratings, and/or binary "
+        "prompt/completion/label rows.",
     )
     eval_data: str | None = help_field(
         None, "Separate evaluation file; default: hold out `eval_fraction` of the prompts."
@@ -169,6 +172,16 @@ class RankingBatch:
     weight: torch.Tensor  # (B,)
 
 
+@dataclass
+class BinaryBatch:
+    """B binary labels: each response tokenized, whether it is desirable, its objective index and weight."""
+
+    responses: list[list[int]]
+    label: torch.Tensor  # (B,) bool
+    objective: torch.Tensor  # (B,) long
+    weight: torch.Tensor  # (B,)
+
+
 def objective_index(objectives: list[str], name: str | None, source: str) -> int:
     if name is None:
         return 0
@@ -259,6 +272,33 @@ def make_ranking_batches(
     return batches
 
 
+def make_binary_batches(
+    examples: list, tokenize, objectives: list[str], batch_size: int, cfg: RewardConfig
+) -> list[BinaryBatch]:
+    """Tokenize every binary label's response once; similar lengths share a batch (`cfg.group_by_length`)."""
+    responses = tokenize([e.prompt for e in examples], [e.completion for e in examples])
+    order = (
+        group_by_length(list(map(len, responses)), batch_size)
+        if cfg.group_by_length
+        else range(len(examples))
+    )
+    order = list(order)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        part = [examples[i] for i in order[start : start + batch_size]]
+        batches.append(
+            BinaryBatch(
+                responses=[responses[i] for i in order[start : start + batch_size]],
+                label=torch.tensor([e.label for e in part], dtype=torch.bool),
+                objective=torch.tensor([objective_index(objectives, e.objective, e.source) for e in part]),
+                weight=torch.tensor(
+                    [e.weight if cfg.use_weights else 1.0 for e in part], dtype=torch.float32
+                ),
+            )
+        )
+    return batches
+
+
 # ----------------------------------------------------------------------------- one step
 
 
@@ -323,6 +363,18 @@ def ranking_loss(model, batch: RankingBatch, pad_id: int, device, cfg: RewardCon
     )
 
 
+def binary_loss(model, batch: BinaryBatch, pad_id: int, device, cfg: RewardConfig, boot: torch.Tensor):
+    """The logistic loss of each label on r - b, over every ensemble member at once."""
+    from rlhf.losses import binary_logistic_loss
+    from rlhf.reward_model import pad_right
+
+    input_ids, mask = pad_right(batch.responses, pad_id, device)  # (B, T)
+    scores = select_objective(model(input_ids, mask), batch.objective.to(device))  # (B, N): r - b
+    members = scores.shape[1]
+    weights = (boot.to(device) * batch.weight.to(device)).reshape(-1)  # (N*B,)
+    return binary_logistic_loss(scores.T.reshape(-1), batch.label.to(device).repeat(members), weights)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -379,6 +431,28 @@ def evaluate(
     return stats, margins.numpy()
 
 
+@torch.no_grad()
+def evaluate_binary(
+    model, tokenizer, examples: list, objectives: list[str], max_length: int
+) -> dict[str, float]:
+    """Eval metrics on binary labels (ensemble mean): loss and accuracy of sign(r - b) against the label."""
+    from rlhf.losses import binary_logistic_loss
+    from rlhf.reward_model import score_texts
+
+    if not examples:
+        return {}
+    texts = [scored_text(tokenizer, e.prompt, e.completion) for e in examples]
+    mean = score_texts(model, tokenizer, texts, max_length=max_length).mean  # (E, H): r - b
+    heads = torch.tensor([objective_index(objectives, e.objective, e.source) for e in examples])
+    scores = mean.gather(1, heads[:, None]).squeeze(1)
+    loss, stats = binary_logistic_loss(scores, torch.tensor([e.label for e in examples]))
+    return {
+        "eval/binary_loss": float(loss),
+        "eval/binary_accuracy": stats["reward/binary_accuracy"],
+        "eval/binary_examples": float(len(examples)),
+    }
+
+
 def gold_accuracy(pairs: list, margins: list[float], objectives: list[str], gold_fn) -> dict[str, float]:
     """Share of pairs the model orders as the hidden gold does (gold ties skipped), per objective."""
     hits: dict[str, list[float]] = {}
@@ -417,17 +491,22 @@ def infer_objectives(data: Any, configured: list[str]) -> list[str]:
     if configured:
         return list(configured)
     found: list[str] = []
-    for item in [*data.pairs, *data.rankings]:
+    for item in [*data.pairs, *data.rankings, *data.binary]:
         if item.objective is not None and item.objective not in found:
             found.append(item.objective)
     return found or ["reward"]
 
 
 def pairs_per_head(data: Any, objectives: list[str]) -> tuple[dict[str, int], int]:
-    """Comparisons that train each head (a ranking counts its pairs), and how many of them name no
-    `objective`: those train the first head."""
+    """Comparisons and binary labels that train each head (a ranking counts its pairs), and how many of
+    them name no `objective`: those train the first head."""
     counts, unnamed = dict.fromkeys(objectives, 0), 0
-    for item, n in [*((p, 1) for p in data.pairs), *((r, len(r.pairs())) for r in data.rankings)]:
+    items = [
+        *((p, 1) for p in data.pairs),
+        *((r, len(r.pairs())) for r in data.rankings),
+        *((b, 1) for b in data.binary),
+    ]
+    for item, n in items:
         counts[objectives[objective_index(objectives, item.objective, item.source)]] += n
         unnamed += n if item.objective is None else 0
     return counts, unnamed
@@ -460,7 +539,7 @@ def train(
     """Train a reward model on `cfg.data` and save it to `out`; see the module docstring.
 
     `world` is the WorldConfig used when `cfg.model == "world"` (default: the default world)."""
-    from rlhf.data import load_eval_preferences, load_preferences, split_by_prompt
+    from rlhf.data import load_train_eval
     from rlhf.models import load_tokenizer, resolve_model_path
     from rlhf.reward_model import init_reward_model
     from rlhf.world.report import resolve_world_model
@@ -474,17 +553,13 @@ def train(
 
     # 1. data: read, validate, split by prompt
     if not cfg.data:
-        raise UserError("no training data: give --data FILE (pairs, rankings or ratings)")
+        raise UserError("no training data: give --data FILE (pairs, rankings, ratings or binary labels)")
     tokenizer = load_tokenizer(resolve_model_path(backbone), padding_side="right")
-    data = load_preferences(cfg.data, tokenizer=tokenizer, on_error=cfg.on_error)
-    eval_split = None  # the DatasetDict split evaluated on, reported in eval_metrics.json
-    if cfg.eval_data or cfg.eval_split:
-        train_data = data
-        eval_data, eval_split = load_eval_preferences(
-            cfg.data, cfg.eval_data, cfg.eval_split, tokenizer=tokenizer, on_error=cfg.on_error
-        )
-    else:
-        train_data, eval_data = split_by_prompt(data, cfg.eval_fraction, run.seed)
+    # eval_split: the DatasetDict split evaluated on, reported in eval_metrics.json
+    data, train_data, eval_data, eval_split = load_train_eval(
+        cfg.data, cfg.eval_data, cfg.eval_split, cfg.eval_fraction, run.seed, tokenizer=tokenizer,
+        on_error=cfg.on_error,
+    )  # fmt: skip
     objectives = infer_objectives(data, cfg.objectives)
     head_pairs, unnamed = pairs_per_head(train_data, objectives)
     if message := untrained_heads_message(head_pairs, unnamed, cfg.data):
@@ -575,16 +650,28 @@ def _train_one(
     pair_batches = make_pair_batches(pairs, tokenize, objectives, cfg.batch_size, cfg)
     ranking_size = max(1, (2 * cfg.batch_size) // max([len(r.responses) for r in train_data.rankings] or [2]))
     ranking_batches = make_ranking_batches(list(train_data.rankings), tokenize, objectives, ranking_size, cfg)
-    batches = [*pair_batches, *ranking_batches]
+    binary = list(train_data.binary)
+    rng.shuffle(binary)
+    binary_batches = make_binary_batches(binary, tokenize, objectives, cfg.batch_size, cfg)
+    if binary_batches:  # the threshold b between thumbs up and down: learnt from them, 0 without
+        model.train_offsets()
+    # homogeneous batches, so an epoch's objective is the sum over kinds of (batches x mean loss): each
+    # comparison, ranking and binary label weighs alike, whatever the mix
+    batches = [*pair_batches, *ranking_batches, *binary_batches]
     if not epoch_batches(batches, 0, seed, accelerator.process_index, accelerator.num_processes):
-        raise UserError(f"{cfg.data}: no training pairs or rankings left after the evaluation split")
+        raise UserError(
+            f"{cfg.data}: no training pairs, rankings or binary labels left after the evaluation split"
+        )
     eval_pairs = [*eval_data.pairs, *(p for r in eval_data.rankings for p in r.pairs())]
+    eval_binary = list(eval_data.binary)
     gold_fn = world_gold_fn(eval_pairs) if cfg.gold_eval else None
 
     # 4. the loss of one batch (pairs or rankings; each ensemble member weighted by its bootstrap
     #    counts), and an evaluation that keeps the most accurate model
-    head_params = [model.heads]
-    body_params = [p for n, p in model.named_parameters() if p.requires_grad and n != "heads"]
+    head_params = [model.heads, model.offsets]
+    body_params = [
+        p for n, p in model.named_parameters() if p.requires_grad and n not in ("heads", "offsets")
+    ]
     optimizer = torch.optim.AdamW(
         [{"params": body_params}, {"params": head_params, "lr": cfg.lr * cfg.head_lr_mult}],
         lr=cfg.lr,
@@ -593,21 +680,29 @@ def _train_one(
     generator = torch.Generator().manual_seed(seed + accelerator.process_index)
     checkpoint = out / CHECKPOINT_DIR
 
+    losses = {PairBatch: pair_loss, RankingBatch: ranking_loss, BinaryBatch: binary_loss}
+
     def loss_fn(wrapped, batch):
         n_items = len(batch.chosen) if isinstance(batch, PairBatch) else len(batch.responses)
         boot = bootstrap_weights(model.meta.ensemble_size, n_items, generator, bootstrap)
-        batch_loss = pair_loss if isinstance(batch, PairBatch) else ranking_loss
-        return batch_loss(wrapped, batch, tokenizer.pad_token_id, device, cfg, boot)
+        return losses[type(batch)](wrapped, batch, tokenizer.pad_token_id, device, cfg, boot)
+
+    def evaluate_all(model) -> tuple[dict, np.ndarray]:
+        metrics, margins = evaluate(model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+        return metrics | evaluate_binary(model, tokenizer, eval_binary, objectives, cfg.max_length), margins
 
     def evaluate_and_keep_best(model, step: int, state: dict) -> dict:
-        metrics, margins = evaluate(model, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+        metrics, margins = evaluate_all(model)
+        # the best model: by pairwise accuracy; by binary-label accuracy when there are no pairs
         accuracy = metrics.get("eval/accuracy", float("nan"))
+        if not math.isfinite(accuracy):
+            accuracy = metrics.get("eval/binary_accuracy", float("nan"))
         if cfg.keep_best and math.isfinite(accuracy) and accuracy > state["best_accuracy"]:
             state.update(best_accuracy=accuracy, best_step=step)
             whole = parallel.whole(model)  # under FSDP2 every process evaluates and gathers; main saves
             if whole is not None:
                 save_reward_model(checkpoint / "best", whole, tokenizer)
-        return {**metrics, "eval/margin": margins}
+        return {**metrics, "eval/margin": margins} if margins.size else metrics
 
     # 5. the shared loop: accumulate, clip, step; evaluate and checkpoint every eval_every steps
     loop = LoopConfig(
@@ -632,7 +727,7 @@ def _train_one(
     if accelerator.is_main_process:
         if best:
             final, _ = load_reward_model(checkpoint / "best")
-        final_metrics, _ = evaluate(final, tokenizer, eval_pairs, objectives, cfg.max_length, gold_fn)
+        final_metrics, _ = evaluate_all(final)
         final_metrics.update(best_step=result.state["best_step"], steps=result.step)
         if eval_split is not None:
             final_metrics["eval_split"] = eval_split
@@ -670,6 +765,7 @@ def evaluate_file(
     prefs = load_preferences(data, tokenizer=tokenizer, on_error=on_error, split=split)
     pairs = [*prefs.pairs, *(p for r in prefs.rankings for p in r.pairs())]
     metrics, _ = evaluate(model, tokenizer, pairs, model.objectives, max_length, world_gold_fn(pairs))
+    metrics |= evaluate_binary(model, tokenizer, prefs.binary, model.objectives, max_length)
     return metrics if split is None else {**metrics, "eval_split": split}
 
 

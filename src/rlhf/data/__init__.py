@@ -1,10 +1,12 @@
-"""Reading and validating preference data (pairs, K-way rankings, ratings) and RL prompt files.
+"""Reading and validating preference data (pairs, K-way rankings, ratings, binary labels) and RL prompt
+files.
 
-- `records`:     `PreferencePair`, `RankingExample`, `PreferenceData`, `join_prompt_response`,
+- `records`:     `PreferencePair`, `RankingExample`, `BinaryExample`, `PreferenceData`, `join_prompt_response`,
                  `write_preferences`
 - `readers`:     rows from JSONL / Parquet / `datasets` folders (`choose_split`: which split of a
                  `DatasetDict`); chat messages rendered to text
-- `preferences`: `load_preferences`, `load_eval_preferences`, `load_prompts`, `split_by_prompt`
+- `preferences`: `load_preferences`, `load_eval_preferences`, `load_train_eval`, `load_prompts`,
+                 `split_by_prompt`
                  (validation, duplicates, ratings -> pairs)
 
 The formats, fields and rules are documented in docs/data.md.
@@ -15,10 +17,12 @@ from rlhf.data.preferences import (
     load_eval_preferences,
     load_preferences,
     load_prompts,
+    load_train_eval,
     split_by_prompt,
 )
 from rlhf.data.readers import choose_split
 from rlhf.data.records import (
+    BinaryExample,
     PreferenceData,
     PreferencePair,
     RankingExample,
@@ -33,6 +37,7 @@ from rlhf.data.responses import (
 )
 
 __all__ = [
+    "BinaryExample",
     "KINDS",
     "PreferenceData",
     "PreferencePair",
@@ -42,6 +47,7 @@ __all__ = [
     "load_eval_preferences",
     "load_preferences",
     "load_prompts",
+    "load_train_eval",
     "RewardedResponse",
     "load_rewarded_responses",
     "pretraining_pairs",

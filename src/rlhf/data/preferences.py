@@ -1,4 +1,5 @@
-"""Load and validate preference data (pairs, K-way rankings, ratings) and RL prompt files; split by prompt.
+"""Load and validate preference data (pairs, K-way rankings, ratings, binary labels) and RL prompt files;
+split by prompt.
 
 Every row is checked, and a bad row either stops the load with a message naming file, line and field
 (`on_error="stop"`) or is skipped, counted and written to a JSONL report (`on_error="skip"`). Nothing is
@@ -7,6 +8,9 @@ dropped silently: `stats["rows_read"] == rows_kept + rows_bad + duplicates_remov
 Steps of `load_preferences`: (1) read rows from the file, (2) detect the format from the first row that
 has a format's fields (or use `kind`), (3) validate each row and render chat messages to text,
 (4) drop exact duplicates, (5) turn ratings into pairs within each (prompt, labeller, objective).
+
+Binary rows (`completion` + `label`, TRL's KTO format) are told apart row by row, so they may share a file
+with one other format: a reward model can train on comparisons and thumbs up/down in one run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from rlhf.data.readers import (
     render_response,
 )
 from rlhf.data.records import (
+    BinaryExample,
     PreferenceData,
     PreferencePair,
     RankingExample,
@@ -40,12 +45,13 @@ from rlhf.data.records import (
 from rlhf.errors import UserError
 from rlhf.io import write_jsonl
 
-KINDS = ("pairs", "rankings", "ratings")
+KINDS = ("pairs", "rankings", "ratings", "binary")
 # The fields that identify a format; the first row that has one set decides the file's format.
 KIND_FIELDS = {
     "pairs": ("chosen", "rejected"),
     "rankings": ("responses", "ranking"),
     "ratings": ("response", "rating"),
+    "binary": ("completion", "label"),
 }
 ON_ERROR = ("stop", "skip")
 
@@ -59,10 +65,10 @@ def load_preferences(
     split: str | None = None,
     rating_margin: bool = False,
 ) -> PreferenceData:
-    """Read a pairs, rankings or ratings file (JSONL, Parquet or a `datasets` folder) into records.
+    """Read a pairs, rankings, ratings or binary file (JSONL, Parquet or a `datasets` folder) into records.
 
     `tokenizer` renders conversational rows through its chat template (else the plain fallback format);
-    `kind` forces the format; `split` picks a DatasetDict split (default "train"); `rating_margin` sets
+    `kind` forces the format (binary rows are recognised in any file unless another kind is forced); `split` picks a DatasetDict split (default "train"); `rating_margin` sets
     each rating pair's margin to the rating difference. See docs/data.md.
     """
     if kind is not None and kind not in KINDS:
@@ -71,34 +77,42 @@ def load_preferences(
     pairs: list[PreferencePair] = []
     rankings: list[RankingExample] = []
     ratings: list[_Rating] = []
+    binary: list[BinaryExample] = []
+    forced, saw_binary = kind, False
     seen: dict[tuple, Any] = {}
     rows_read = duplicates = 0
     for row in iter_rows(path, split):
         rows_read += 1
         try:
-            row_kind = kind or _detect_kind(row.data)
+            detected = _detect_kind(row.data)
+            # binary rows may sit among one other kind's rows; that kind is fixed by its first row
+            # (and a row of no kind in a file of binary rows only is a bad binary row)
+            saw_binary = saw_binary or detected == "binary"
+            is_binary = forced == "binary" or (
+                forced is None and (detected == "binary" or (saw_binary and kind is None and not detected))
+            )
+            row_kind = "binary" if is_binary else kind or detected
             if row_kind is None:
                 raise RowError(
                     "cannot tell the format: expected fields prompt/chosen/rejected (pairs), "
-                    "prompt/responses/ranking (rankings) or prompt/response/rating (ratings); "
-                    f"found {', '.join(map(repr, row.data)) or 'none'}"
+                    "prompt/responses/ranking (rankings), prompt/response/rating (ratings) or "
+                    f"prompt/completion/label (binary); found {', '.join(map(repr, row.data)) or 'none'}"
                 )
-            kind = row_kind
-            record = _PARSERS[kind](row.data, tokenizer, row.source)
+            if not is_binary:
+                kind = row_kind
+            record = _PARSERS[row_kind](row.data, tokenizer, row.source)
             key = _duplicate_key(record)
             if key in seen:
-                if isinstance(record, _Rating) and record.rating != seen[key].rating:
-                    raise RowError(
-                        f"field 'rating' {record.rating} contradicts rating {seen[key].rating} at "
-                        f"{seen[key].source} for the same prompt, response, labeller and objective"
-                    )
+                _check_agrees(record, seen[key])
                 duplicates += 1
                 continue
             seen[key] = record
         except RowError as exc:
             bad.add(row, exc)
             continue
-        {PreferencePair: pairs, RankingExample: rankings, _Rating: ratings}[type(record)].append(record)
+        {PreferencePair: pairs, RankingExample: rankings, _Rating: ratings, BinaryExample: binary}[
+            type(record)
+        ].append(record)
     rows_kept = rows_read - bad.count - duplicates
     bad.finish(rows_read, rows_kept)
 
@@ -112,7 +126,7 @@ def load_preferences(
         "ratings_unpaired": unpaired,
     }
     pairs += rating_pairs
-    return PreferenceData(pairs, rankings, stats | summarize(pairs, rankings))
+    return PreferenceData(pairs, rankings, stats | summarize(pairs, rankings, binary), binary)
 
 
 def load_eval_preferences(
@@ -132,6 +146,24 @@ def load_eval_preferences(
             "figures; give another --eval-data or --eval-split"
         )
     return load_preferences(path, split=split, **load), split
+
+
+def load_train_eval(
+    data: str | Path,
+    eval_data: str | Path | None,
+    eval_split: str | None,
+    eval_fraction: float,
+    seed: int,
+    **load: Any,
+) -> tuple[PreferenceData, PreferenceData, PreferenceData, str | None]:
+    """A trainer's data: (everything read from `data`, train, eval, the split evaluated on). Evaluation
+    data is `eval_data` or `eval_split` when given (`load_eval_preferences`; then all of `data` trains),
+    else `eval_fraction` of the prompts (`split_by_prompt` with `seed`). `load` goes to `load_preferences`."""
+    everything = load_preferences(data, **load)
+    if eval_data or eval_split:
+        held_out, split = load_eval_preferences(data, eval_data, eval_split, **load)
+        return everything, everything, held_out, split
+    return everything, *split_by_prompt(everything, eval_fraction, seed), None
 
 
 def dataset_identity(path: str | Path, split: str | None) -> tuple[Path, str | None]:
@@ -198,7 +230,8 @@ def split_by_prompt(
     def side(is_eval: bool) -> PreferenceData:
         pairs = [p for p in data.pairs if (p.prompt in eval_prompts) == is_eval]
         rankings = [r for r in data.rankings if (r.prompt in eval_prompts) == is_eval]
-        return PreferenceData(pairs, rankings, summarize(pairs, rankings))
+        binary = [b for b in data.binary if (b.prompt in eval_prompts) == is_eval]
+        return PreferenceData(pairs, rankings, summarize(pairs, rankings, binary), binary)
 
     return side(False), side(True)
 
@@ -323,10 +356,26 @@ def _parse_rating(data: dict[str, Any], tokenizer: Any, source: str) -> _Rating:
     )
 
 
+def _parse_binary(data: dict[str, Any], tokenizer: Any, source: str) -> BinaryExample:
+    prompt_text, (completion_text,) = _render(
+        _required(data, "prompt"), {"completion": _required(data, "completion")}, tokenizer
+    )
+    return BinaryExample(
+        prompt=prompt_text,
+        completion=completion_text,
+        label=_binary_label(data),
+        weight=_weight(data),
+        labeller_id=_label(data, "labeller_id", allow_int=True),
+        objective=_label(data, "objective"),
+        source=source,
+    )
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], Any, str], Any]] = {
     "pairs": _parse_pair,
     "rankings": _parse_ranking,
     "ratings": _parse_rating,
+    "binary": _parse_binary,
 }
 
 
@@ -347,10 +396,28 @@ def _duplicate_key(record: Any) -> tuple:
         texts: tuple = (record.chosen, record.rejected)
     elif isinstance(record, RankingExample):
         texts = (*record.responses, record.ranking)
+    elif isinstance(record, BinaryExample):
+        texts = (record.completion,)
     else:
         texts = (record.response,)
     inputs = tuple(join_prompt_response(record.prompt, t) if isinstance(t, str) else t for t in texts)
-    return (record.prompt, inputs, record.labeller_id, record.objective)
+    # the record's type: a thumbs-up and a comparison in one file are two answers, not duplicates
+    return (type(record).__name__, record.prompt, inputs, record.labeller_id, record.objective)
+
+
+def _check_agrees(record: Any, seen: Any) -> None:
+    """A repeated rating or binary label must say what the first said: one labeller cannot both like and
+    dislike one response."""
+    field = "rating" if isinstance(record, _Rating) else "label" if isinstance(record, BinaryExample) else ""
+    if field and getattr(record, field) != getattr(seen, field):
+        new, old = (
+            json.dumps(v) if isinstance(v, bool) else v
+            for v in (getattr(record, field), getattr(seen, field))
+        )
+        raise RowError(
+            f"field {field!r} {new} contradicts {field} {old} at {seen.source} for the same prompt, "
+            "response, labeller and objective"
+        )
 
 
 # ----------------------------------------------------------------------------- field checks
@@ -448,6 +515,17 @@ def _label(data: dict[str, Any], field: str, allow_int: bool = False) -> str | N
     raise RowError(
         f"field {field!r} must be a string{' or an integer' if allow_int else ''}, got {_type(value)}"
     )
+
+
+def _binary_label(data: dict[str, Any]) -> bool:
+    """True (desirable) or False (undesirable). JSON true/false, or the integers 1/0 (a bool column that
+    went through pandas or CSV); nothing else: "yes", 0.5 or 2 would be guesses."""
+    value = _required(data, "label")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise RowError(f"field 'label' must be true or false (or 1 or 0), got {json.dumps(value, default=str)}")
 
 
 def _tie(data: dict[str, Any]) -> bool:

@@ -1,6 +1,7 @@
-"""The records every reader produces and every trainer consumes: pairs, rankings, and the joining rule.
+"""The records every reader produces and every trainer consumes: pairs, rankings, binary labels, and the
+joining rule.
 
-`PreferencePair` and `RankingExample` hold rendered text (a chat conversation has already been turned
+`PreferencePair`, `RankingExample` and `BinaryExample` hold rendered text (a chat conversation has already been turned
 into a prompt string and response strings), so trainers never see message lists. `join_prompt_response`
 is the one place where a prompt and a response become one model input.
 """
@@ -85,31 +86,58 @@ class RankingExample:
         return out
 
 
-def summarize(pairs: list[PreferencePair], rankings: list[RankingExample]) -> dict[str, int]:
-    """Counts that describe a set of records (used for every `PreferenceData.stats`)."""
+@dataclass(frozen=True)
+class BinaryExample:
+    """One unpaired judgement (TRL's KTO format): `completion` to `prompt` is desirable (`label=True`,
+    thumbs up) or undesirable (`label=False`)."""
+
+    prompt: str
+    completion: str
+    label: bool
+    weight: float = 1.0
+    labeller_id: str | None = None
+    objective: str | None = None
+    source: str = ""
+
+
+def summarize(
+    pairs: list[PreferencePair], rankings: list[RankingExample], binary: list[BinaryExample] = ()
+) -> dict[str, int]:
+    """Counts that describe a set of records (used for every `PreferenceData.stats`); `desirable` and
+    `undesirable` are the class balance of the binary records."""
+    desirable = sum(b.label for b in binary)
     return {
         "pairs": len(pairs),
         "rankings": len(rankings),
-        "prompts": len({p.prompt for p in pairs} | {r.prompt for r in rankings}),
+        "binary": len(binary),
+        "desirable": desirable,
+        "undesirable": len(binary) - desirable,
+        "prompts": len({p.prompt for p in pairs} | {r.prompt for r in rankings} | {b.prompt for b in binary}),
         "ties": sum(p.tie for p in pairs),
     }
 
 
 @dataclass
 class PreferenceData:
-    """Everything read from one preference file: pairs, rankings (kept whole), and counts."""
+    """Everything read from one preference file: pairs, rankings (kept whole), binary labels, and counts."""
 
     pairs: list[PreferencePair]
     rankings: list[RankingExample]
     # rows_read, rows_kept, rows_bad, duplicates_removed, pairs_from_ratings, ratings_unpaired,
-    # pairs, rankings, prompts, ties (tie pairs in `pairs`); rows_read = rows_kept + rows_bad + duplicates
+    # pairs, rankings, binary, desirable, undesirable, prompts, ties (tie pairs in `pairs`);
+    # rows_read = rows_kept + rows_bad + duplicates
     stats: dict[str, int] = field(default_factory=dict)
+    binary: list[BinaryExample] = field(default_factory=list)
 
     def prompts(self) -> set[str]:
-        return {p.prompt for p in self.pairs} | {r.prompt for r in self.rankings}
+        return (
+            {p.prompt for p in self.pairs}
+            | {r.prompt for r in self.rankings}
+            | {b.prompt for b in self.binary}
+        )
 
     def __len__(self) -> int:
-        return len(self.pairs) + len(self.rankings)
+        return len(self.pairs) + len(self.rankings) + len(self.binary)
 
 
 def pair_to_row(pair: PreferencePair) -> dict[str, Any]:
