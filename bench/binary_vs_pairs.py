@@ -4,8 +4,7 @@ Usage: .venv/bin/python bench/binary_vs_pairs.py [--out bench/binary_vs_pairs] [
 
 Two pools of labels on the bundled world's corpus responses, from the default simulated panel: comparisons
 (`rlhf world export pairs --judge panel`, each with the labeller's seconds) and binary thumbs up/down
-(`rlhf.world.binary`, the stand-in that reads a labeller's rating, with the rating's seconds: until the
-panel prices a binary answer of its own, a thumbs up takes what a rating takes). For each budget of
+(`rlhf.world.binary`: the panel's own binary answer, `Labeller.judge`, with its seconds). For each budget of
 labelling hours and each seed (the reward model's and the pools' draw), the first rows of each pool whose
 seconds fit in the budget train a reward model with the default recipe (`rlhf reward train`, world
 backbone); each model is scored against the hidden gold ordering on 2,000 new gold-ordered corpus pairs.

@@ -1,10 +1,7 @@
-"""Binary (thumbs up/down) labels on the bundled world, for KTO and reward models from binary feedback.
-
-STAND-IN, to be replaced: until the simulated panel answers a binary question itself (issue #21, the
-labelling side adds it to `rlhf.world.panel`), a labeller's thumbs up here is its own 1-7 rating
-(`Labeller.rate`: an ordered logit on the gold utility with the panel's rationality, mistakes, spammers
-and length bias) at `THUMBS_UP` or above, and takes the rating's time. Swap `thumbs_up` for the panel's
-binary answer when it lands; the rows keep their format.
+"""Binary (thumbs up/down) labels on the bundled world, for KTO and reward models from binary feedback:
+a labeller of the simulated panel judges one response (`Labeller.judge`: the rating model with one cut
+at the labeller's own bar, with the panel's rationality, mistakes, spammers and length bias, and the
+binary answer's own, shorter time).
 
 Run as `python -m rlhf.world.binary --out FILE [--n N] [--seed S] [--model DIR]` (scripts/kto_world.sh).
 """
@@ -16,14 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-THUMBS_UP = 5  # ratings 5-7 ("good" and better) are a thumbs up, 1-4 a thumbs down
-
-
-def thumbs_up(labeller: Any, prompt: str, response: str, rng: np.random.Generator) -> tuple[bool, float]:
-    """(desirable?, seconds): the labeller's helpfulness rating of `response` is at least `THUMBS_UP`."""
-    rating = labeller.rate(prompt, response, rng)
-    return rating.score >= THUMBS_UP, rating.seconds
 
 
 def binary_rows(cfg: Any, n: int, seed: int, model: str | None = None) -> list[dict[str, Any]]:
@@ -43,9 +32,9 @@ def binary_rows(cfg: Any, n: int, seed: int, model: str | None = None) -> list[d
         if key in seen:
             continue
         seen.add(key)
-        label, seconds = thumbs_up(labeller, sample["prompt"], sample["response"], rng)
-        rows.append({"prompt": sample["prompt"], "completion": sample["response"], "label": label,
-                     "objective": "helpful", "labeller_id": labeller.spec.name, "seconds": seconds})  # fmt: skip
+        answer = labeller.judge(sample["prompt"], sample["response"], rng)
+        rows.append({"prompt": sample["prompt"], "completion": sample["response"], "label": answer.good,
+                     "objective": "helpful", "labeller_id": labeller.spec.name, "seconds": answer.seconds})  # fmt: skip
     return rows
 
 
@@ -53,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     from rlhf.config_root import load_root_config
     from rlhf.io import write_jsonl
 
-    parser = argparse.ArgumentParser(description="Write the world's binary labels (stand-in panel) as JSONL.")
+    parser = argparse.ArgumentParser(
+        description="Write the world's binary labels (the simulated panel's) as JSONL."
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""The world's stand-in binary labels: a labeller's rating at THUMBS_UP or above is a thumbs up."""
+"""The world's binary labels: the simulated panel's own thumbs up or down."""
 
 import numpy as np
 
@@ -6,18 +6,24 @@ from rlhf.config_root import load_root_config
 from rlhf.data import load_preferences
 from rlhf.io import write_jsonl
 from rlhf.world import gold
-from rlhf.world.binary import THUMBS_UP, binary_rows, thumbs_up
-from rlhf.world.panel import Labeller, LabellerSpec
+from rlhf.world.binary import binary_rows
 
 
-def test_thumbs_up_is_the_rating_at_the_threshold():
-    # the same draws as `rate`: the label is exactly "rating >= THUMBS_UP", with the rating's seconds
-    labeller = Labeller(LabellerSpec(name="x"))
-    prompt, response = "User: what is tea?\nAssistant:", "Tea is a drink made from leaves."
-    for seed in range(20):
-        rating = labeller.rate(prompt, response, np.random.default_rng(seed))
-        label, seconds = thumbs_up(labeller, prompt, response, np.random.default_rng(seed))
-        assert label == (rating.score >= THUMBS_UP) and seconds == rating.seconds
+def test_each_row_is_the_panels_own_binary_answer():
+    # the same draws as `Labeller.judge`, in the order binary_rows makes them: label and seconds equal
+    from rlhf.world.panel import make_panel
+
+    cfg = load_root_config()
+    rows = binary_rows(cfg, 20, seed=4)
+    rng, panel = np.random.default_rng(4), make_panel(cfg.panel)
+    for row in rows:
+        labeller = panel.labellers[int(rng.integers(len(panel.labellers)))]
+        answer = labeller.judge(row["prompt"], row["completion"], rng)
+        assert (row["labeller_id"], row["label"], row["seconds"]) == (
+            labeller.spec.name,
+            answer.good,
+            answer.seconds,
+        )
 
 
 def test_rows_read_back_and_thumbs_up_go_to_better_responses(tmp_path):
