@@ -407,7 +407,8 @@ def reward_train(
     on_error: OnErrorOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/checkpoint/last.")] = False,
 ) -> None:
-    """Train a reward model (Bradley-Terry on pairs, Plackett-Luce on rankings) and save it to --out."""
+    """Train a reward model (Bradley-Terry on pairs, Plackett-Luce on rankings, a logistic loss on binary
+    thumbs up/down rows) and save it to --out."""
     from rlhf.algorithms.reward import train
 
     cfg = _config(config, sets)

@@ -137,6 +137,22 @@ def test_unbalanced_data_warns_with_the_advice(tiny_lm_dir, tmp_path):
     assert result.metrics["train_weight_ratio"] > 4 / 3
 
 
+def test_one_class_only_is_refused_before_training(tiny_lm_dir, tmp_path):
+    write_jsonl(tmp_path / "up.jsonl", [r for r in rule_rows(40, seed=2) if r["label"]])
+    cfg = KTOConfig(model=str(tiny_lm_dir), data=str(tmp_path / "up.jsonl"), max_steps=1, batch_size=8)
+    with pytest.raises(UserError, match=r"up.jsonl: every training example is desirable; KTO learns from"):
+        train(cfg, RUN, tmp_path / "p", show_progress=False)
+    assert not (tmp_path / "p" / "config.json").exists()
+    # comparisons only, without use_pairs: none is a binary example, and the message says why
+    pairs = [
+        {"prompt": f"User: q{i}?\nAssistant:", "chosen": " Rest.", "rejected": " Mix."} for i in range(10)
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    cfg = KTOConfig(model=str(tiny_lm_dir), data=str(tmp_path / "pairs.jsonl"), max_steps=1, use_pairs=False)
+    with pytest.raises(UserError, match=r"no binary examples in the training split; comparisons count only"):
+        train(cfg, RUN, tmp_path / "q", show_progress=False)
+
+
 def test_resume_matches_an_uninterrupted_run(tiny_lm_dir, rule_file, tmp_path):
     from safetensors.torch import load_file
 

@@ -72,7 +72,7 @@ def test_conversational_binary_rows_render_like_pairs(tmp_path):
         (row(label=None), "field 'label' is null"),
         (row(label="true"), "field 'label' must be true or false (or 1 or 0), got \"true\""),
         (row(label=2), "field 'label' must be true or false (or 1 or 0), got 2"),
-        (row(label=1.0), "field 'label' must be true or false (or 1 or 0), got 1.0"),
+        (row(label=2.5), "field 'label' must be true or false (or 1 or 0), got 2.5"),
         (row(label=[True]), "field 'label' must be true or false (or 1 or 0), got [true]"),
         (row(completion=""), "field 'completion' is empty"),
         (row(completion=3), "field 'completion' must be a string, got int"),
@@ -101,9 +101,37 @@ def test_duplicates_dropped_and_other_labellers_kept(tmp_path):
     assert data.stats["rows_read"] == data.stats["rows_kept"] + 1 == 3
 
 
+def test_float_labels_of_a_pandas_column_with_a_missing_value(tmp_path):
+    # 0/1 with a null becomes float64 in pandas: 1.0 / 0.0 read as labels, the null named on its own row
+    rows = [dict(r, label=float(r["label"])) for r in ROWS] + [dict(GOOD, completion="Hm.", label=None)]
+    with pytest.raises(UserError, match=r"b.parquet row 3: field 'label' is null"):
+        load_preferences(write_parquet(tmp_path / "b.parquet", rows))
+    data = load_preferences(write_parquet(tmp_path / "c.parquet", rows[:3]))
+    assert [b.label for b in data.binary] == [True, False, True]
+    with pytest.raises(
+        UserError, match=r"line 1: field 'label' must be true or false \(or 1 or 0\), got 0.5"
+    ):
+        load_preferences(write_jsonl(tmp_path / "h.jsonl", [row(label=0.5)]))
+
+
+def test_a_row_with_two_formats_fields_is_refused(tmp_path):
+    # a binary label beside a comparison would lose one of them
+    both = row(chosen="Tea is a drink.", rejected="Go away.")
+    with pytest.raises(UserError) as err:
+        load_preferences(write_jsonl(tmp_path / "both.jsonl", [both, GOOD]))
+    assert str(err.value).endswith(
+        "both.jsonl line 1: the row has the fields of 2 formats (pairs: chosen/rejected; binary: "
+        "completion/label); give one label per row"
+    )
+
+
 def test_skip_mode_reports_bad_binary_rows(tmp_path):
     path = write_jsonl(tmp_path / "b.jsonl", [GOOD, row(label="yes"), row(completion="Hot water.")])
-    data = load_preferences(path, on_error="skip")
+    with pytest.warns(
+        UserWarning,
+        match=r"b.jsonl: skipped 1 bad row\(s\) of 3 \(--on-error skip\); first: \S*b.jsonl line 2",
+    ):
+        data = load_preferences(path, on_error="skip")
     assert data.stats["rows_bad"] == 1 and len(data.binary) == 2
     (report,) = [json.loads(line) for line in (tmp_path / "b.jsonl.bad_rows.jsonl").read_text().splitlines()]
     assert report["source"] == "b.jsonl:2" and "field 'label'" in report["error"]

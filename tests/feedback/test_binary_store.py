@@ -62,7 +62,7 @@ def test_label_and_reason_do_not_apply_to_other_kinds(make_store):
 @pytest.mark.parametrize(
     "candidate,message",
     [
-        (Candidate("p", ["a", "b"], kind="binary"), "a binary task needs 1 responses, got 2"),
+        (Candidate("p", ["a", "b"], kind="binary"), "a binary task needs 1 response, got 2"),
         (Candidate("p", ["a"], kind="binary", gold_answer={"label": 1}), "gold 'label' must be true"),
         (Candidate("p", ["a"], kind="binary", gold_answer={"rating": 3}), "field 'rating' does not apply"),
     ],

@@ -419,7 +419,7 @@ BAD_ROWS = [
     ({**RATE, "kind": "edit", "gold": {"answer": {"rating": 5}}}, "edit tasks cannot be gold"),
     ({**THUMB, "gold": {"answer": {"label": "yes"}}}, "gold 'label' must be true (good) or false (bad)"),
     ({**THUMB, "gold": {"answer": {"rating": 5}}}, "a binary gold answer is {'label': ...} only"),
-    ({**THUMB, "responses": ["x", "y"]}, "a binary task needs 1 responses, got 2"),
+    ({**THUMB, "responses": ["x", "y"]}, "a binary task needs 1 response, got 2"),
     ({**RATE, "gold": {"answer": {"label": True}}}, "'label' is for binary tasks"),
     ({**GOOD_ROW, "labels_wanted": True}, "labels_wanted must be an integer"),
     ({**GOOD_ROW, "labels_wanted": 2.0}, "labels_wanted must be an integer"),

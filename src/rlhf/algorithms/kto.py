@@ -13,6 +13,7 @@ point z of the loss. The mismatched rows go through the policy without gradient 
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import warnings
@@ -218,6 +219,8 @@ def class_balance(batches: list[KTOBatch], cfg: KTOConfig, prefix: str) -> dict[
     desirable = int(sum(int(b.label.sum()) for b in batches))
     undesirable = int(sum(len(b) for b in batches)) - desirable
     ratio = kto_weight_ratio(desirable, undesirable, cfg.desirable_weight, cfg.undesirable_weight)
+    if not math.isfinite(ratio):  # one class: no ratio (and no Infinity in the JSON metrics)
+        ratio = None
     return {
         f"{prefix}_desirable": desirable,
         f"{prefix}_undesirable": undesirable,
@@ -248,7 +251,8 @@ def train(
         examples_of(d, cfg.objective, cfg.use_pairs, cfg.data) for d in (setup.train_data, setup.eval_data)
     )
     if not train_examples:
-        raise UserError(f"{cfg.data}: no binary examples left after the evaluation split")
+        pairs = "" if cfg.use_pairs else "; comparisons count only with kto.use_pairs=true"
+        raise UserError(f"{cfg.data}: no binary examples in the training split{pairs}")
 
     # 2. tokenize once into fixed batches (with their KL rows); report the class balance
     max_length = cap_length(cfg.max_length, model)  # never past the model's context length
@@ -258,6 +262,12 @@ def train(
     if not train_batches:
         raise UserError(f"{cfg.data}: no training example has a completion a policy could emit")
     balance = class_balance(train_batches, cfg, "train") | class_balance(eval_batches, cfg, "eval")
+    if 0 in (balance["train_desirable"], balance["train_undesirable"]):
+        only = "desirable" if balance["train_undesirable"] == 0 else "undesirable"
+        raise UserError(
+            f"{cfg.data}: every training example is {only}; KTO learns from thumbs up and thumbs down "
+            "against each other: add examples of the other kind (or comparisons, kto.use_pairs=true)"
+        )
     _report_balance(balance, cfg, setup.accelerator.is_main_process)  # printed even without progress bars
 
     # 3. the reference log-probs of labelled and KL rows once, what trains, and the shared loop (DPO's):
@@ -276,7 +286,7 @@ def train(
 
 def _report_balance(balance: dict[str, float], cfg: KTOConfig, show: bool) -> None:
     """One line with the class balance; a warning when the weighted balance is outside the advice."""
-    ratio = balance["train_weight_ratio"]
+    ratio = balance["train_weight_ratio"]  # both classes are there (train checked)
     if show:
         print(
             f"KTO: {balance['train_desirable']} desirable, {balance['train_undesirable']} undesirable training "
@@ -287,11 +297,7 @@ def _report_balance(balance: dict[str, float], cfg: KTOConfig, show: bool) -> No
     low, high = ADVISED_RATIO
     if not low <= ratio <= high:
         n_d, n_u = balance["train_desirable"], balance["train_undesirable"]
-        advice = (
-            f"; e.g. kto.undesirable_weight={n_d * cfg.desirable_weight / n_u:.3g} brings it to 1"
-            if n_d and n_u
-            else " (the data has one class only: KTO needs both)"
-        )
+        advice = f"; e.g. kto.undesirable_weight={n_d * cfg.desirable_weight / n_u:.3g} brings it to 1"
         warnings.warn(
             f"{cfg.data}: lambda_D n_D / (lambda_U n_U) = {cfg.desirable_weight} * {n_d} / "
             f"({cfg.undesirable_weight} * {n_u}) = {ratio:.3g}, outside [1, 4/3] that the KTO paper "

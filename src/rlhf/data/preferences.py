@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,10 +381,13 @@ _PARSERS: dict[str, Callable[[dict[str, Any], Any, str], Any]] = {
 
 
 def _detect_kind(data: dict[str, Any]) -> str | None:
-    for kind, fields in KIND_FIELDS.items():
-        if all(f in data for f in fields):
-            return kind
-    return None
+    """The one format whose fields the row has; a row with the fields of two formats is a RowError (it
+    would lose one of its labels), none is None."""
+    kinds = [kind for kind, fields in KIND_FIELDS.items() if all(f in data for f in fields)]
+    if len(kinds) > 1:
+        fields = "; ".join(f"{k}: {'/'.join(KIND_FIELDS[k])}" for k in kinds)
+        raise RowError(f"the row has the fields of {len(kinds)} formats ({fields}); give one label per row")
+    return kinds[0] if kinds else None
 
 
 def _duplicate_key(record: Any) -> tuple:
@@ -518,12 +522,15 @@ def _label(data: dict[str, Any], field: str, allow_int: bool = False) -> str | N
 
 
 def _binary_label(data: dict[str, Any]) -> bool:
-    """True (desirable) or False (undesirable). JSON true/false, or the integers 1/0 (a bool column that
-    went through pandas or CSV); nothing else: "yes", 0.5 or 2 would be guesses."""
+    """True (desirable) or False (undesirable). JSON true/false, or 1/0 (a bool column that went through
+    pandas or CSV: integers, or floats 1.0/0.0 when the column had a missing value); nothing else: "yes",
+    0.5 or 2 would be guesses."""
     value = _required(data, "label")
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, float) and value in (0.0, 1.0):  # pandas makes 0/1 with a missing value floats
         return bool(value)
     raise RowError(f"field 'label' must be true or false (or 1 or 0), got {json.dumps(value, default=str)}")
 
@@ -596,6 +603,12 @@ class _BadRows:
             raise UserError(f"{self.path} has no rows")
         if self.rows:
             write_jsonl(self.report_path, self.rows)
+            if rows_kept:
+                warnings.warn(
+                    f"{self.path}: skipped {len(self.rows)} bad row(s) of {rows_read} (--on-error skip); "
+                    f"first: {self.first}; every bad row is listed in {self.report_path}",
+                    stacklevel=2,
+                )
         if rows_kept == 0:
             raise UserError(
                 f"{self.path}: all {rows_read} rows are bad; first: {self.first}; "

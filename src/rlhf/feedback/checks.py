@@ -134,7 +134,8 @@ def check_candidate(c: Candidate, where: str) -> None:
     low, high = RESPONSES_PER_KIND[c.kind]
     if not low <= len(c.responses) <= high:
         need = str(low) if low == high else f"{low} to {high}"
-        raise InvalidInput(f"{where}: a {c.kind} task needs {need} responses, got {len(c.responses)}")
+        noun = "response" if high == 1 else "responses"
+        raise InvalidInput(f"{where}: a {c.kind} task needs {need} {noun}, got {len(c.responses)}")
     texts = [r if isinstance(r, str) else r.text for r in c.responses]
     for i, text in enumerate(texts):
         check_text(text, f"{where}: response {i}")
