@@ -141,6 +141,31 @@ def test_dpo_and_ilql_train_on_what_generate_emits(family_dir, tmp_path, family,
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6) and stats["rewards/margin"] == 0.0
 
 
+@pytest.mark.parametrize("family,kind", CASES)
+def test_kto_trains_on_binary_rows_as_dpo_on_their_pairs(family_dir, tmp_path, family, kind):
+    """Each pair's chosen side as a thumbs up (its rejected as a thumbs down): KTO's labelled row is DPO's
+    chosen row token for token, and at policy = reference its loss is exactly 1/2 (r = z = 0)."""
+    from rlhf.algorithms import dpo, kto
+    from rlhf.data import load_preferences
+
+    model, tokenizer = load(family_dir(family))
+    rows = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+            for r in pairs_for(kind)[:4] for side in ("chosen", "rejected")]  # fmt: skip
+    write_jsonl(tmp_path / "binary.jsonl", rows)
+    write_jsonl(tmp_path / "pairs.jsonl", pairs_for(kind)[:4])
+    examples = load_preferences(tmp_path / "binary.jsonl", tokenizer=tokenizer).binary
+    pairs = load_preferences(tmp_path / "pairs.jsonl", tokenizer=tokenizer).pairs
+    cfg = kto.KTOConfig(batch_size=len(examples))
+    for example, pair in zip(examples[::2], pairs, strict=True):
+        [single] = kto.make_batches([example, example], tokenizer, cfg)
+        [dpo_batch] = dpo.make_batches([pair], tokenizer, dpo.DPOConfig(batch_size=1))
+        assert response_tokens(single, 0) == response_tokens(dpo_batch, 0)
+    [batch] = kto.make_batches(examples, tokenizer, cfg)
+    dpo.cache_reference_logps(model, [batch], "cpu")
+    loss, stats = kto.batch_loss(model, batch, "cpu", cfg)
+    assert loss.item() == pytest.approx(0.5, abs=1e-6) and stats["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
 def prompts_for(kind: str) -> list:
     if kind == "plain":
         return [f"Question: what is {w}? Answer:" for w in FOODS[:4]]
