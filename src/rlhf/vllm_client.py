@@ -390,7 +390,7 @@ def save_for_reload(model, directory: Path, **save_kwargs: Any) -> None:
         table = json.loads(index.read_text())
         table["weight_map"][name] = "model-lm-head.safetensors"
         index.write_text(json.dumps(table, indent=2))
-    else:
+    else:  # one file: the head goes into it (transformers reads a model.safetensors before any index)
         path = directory / "model.safetensors"
         save_file({**load_file(str(path)), name: head}, str(path), metadata={"format": "pt"})
     config_path = directory / "config.json"
