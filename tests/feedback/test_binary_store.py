@@ -155,7 +155,7 @@ def test_upgrade_from_0002_keeps_rows_and_adds_binary(make_store):
 
     store = make_store()  # opening migrates to head
     with store.engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004"
         row = c.execute(text("select choice_response_id, strength, comment, seconds, label, reason "
                              "from labels where id = 1")).one()  # fmt: skip
     assert tuple(row) == (2, "better", "kept", 12.5, None, None)

@@ -41,7 +41,7 @@ def test_schema_matches_models_and_reopens(make_store):
     with store.engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert diffs == [], "models.py and the migrations disagree; add a revision"
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0004"
     store.push_candidates(pairs(1))
     again = make_store()  # a second open of an existing database migrates nothing and keeps the rows
     assert again.project_id == store.project_id

@@ -150,6 +150,10 @@ def check_candidate(c: Candidate, where: str) -> None:
         raise InvalidInput(f"{where}: labels_wanted must be an integer from 1 to 100")
     if type(c.priority) not in (int, float) or not math.isfinite(c.priority):
         raise InvalidInput(f"{where}: priority must be a finite number")
+    if c.min_quality is not None and (
+        type(c.min_quality) not in (int, float) or not math.isfinite(c.min_quality)
+    ):
+        raise InvalidInput(f"{where}: min_quality must be a finite number or null")
     check_text(c.objective, f"{where}: objective", 100, optional=True)
     check_text(c.explanation or None, f"{where}: explanation", MAX_COMMENT_CHARS, optional=True)
     if c.gold_answer is not None:

@@ -138,6 +138,7 @@ def dashboard(store: FeedbackStore, disagreement_examples: int = 10) -> dict[str
                     "role": labeller.role,
                     "onboarded": labeller.onboarded,
                     "flagged": labeller.flagged,
+                    "quality": labeller.quality,
                     "labels": sum(1 for _, gold, _, name in labels if name == labeller.name and not gold),
                     "skips": skips.get(labeller.id, 0),
                     "gold_answered": len(graded),

@@ -89,6 +89,10 @@ class Labeller(Base):
     onboarded: Mapped[bool] = mapped_column(Boolean, default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Estimated rationality on the target objective (rlhf.feedback.quality; 1 = as sharp as the reward
+    # model), written by whoever fits the quality model; None until then. Tasks with a `min_quality`
+    # go only to labellers whose quality reaches it.
+    quality: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -102,6 +106,9 @@ class Task(Base):
     objective: Mapped[str | None] = mapped_column(String(100), default=None)
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     labels_wanted: Mapped[int] = mapped_column(Integer, default=1)
+    # The least labeller quality this task is handed to (labeller-aware acquisition: hard, informative
+    # comparisons to reliable labellers); None = anyone.
+    min_quality: Mapped[float | None] = mapped_column(Float, default=None)
     # Counters on the task row itself, so "is there room for one more labeller" is a conditional UPDATE
     # of one row: correct under concurrency on both PostgreSQL and SQLite without reading other tables.
     n_assigned: Mapped[int] = mapped_column(Integer, default=0)

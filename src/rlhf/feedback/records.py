@@ -91,6 +91,7 @@ class Candidate:
     objective: str | None = None
     gold_answer: dict[str, Any] | None = None
     explanation: str = ""
+    min_quality: float | None = None  # only labellers of at least this estimated quality get it
 
 
 def task_key(c: Candidate) -> tuple:
@@ -148,6 +149,7 @@ class LabellerView:
     onboarded: bool
     flagged: bool
     active: bool = True  # a deactivated labeller's token and sessions are refused
+    quality: float | None = None  # estimated rationality (rlhf.feedback.quality); None = not estimated
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ flagged for review.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -220,6 +221,22 @@ class FeedbackStore:
                 ))  # fmt: skip
             return _labeller_view(labeller)
 
+    def set_quality(self, qualities: dict[int, float | None]) -> int:
+        """Record labellers' estimated quality (labeller id -> rationality, None to forget it); `next_task`
+        hands a task with a `min_quality` only to labellers whose quality reaches it. Returns how many
+        rows changed. Raises InvalidInput for a value that is not a finite number or None."""
+        for labeller_id, value in qualities.items():
+            if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+                raise InvalidInput(f"labeller {labeller_id}: quality must be a finite number or None")
+        with self.transaction() as s:
+            return sum(
+                s.execute(
+                    update(Labeller).where(Labeller.id == int(labeller_id))
+                    .values(quality=None if value is None else float(value))
+                ).rowcount
+                for labeller_id, value in qualities.items()
+            )  # fmt: skip
+
     def rotate_token(self, labeller_id: int) -> tuple[LabellerView, str]:
         """A new token for the labeller (shown once); the old token and every session signed in with it
         are refused from the next request. Raises NotFound."""
@@ -252,6 +269,7 @@ class FeedbackStore:
                     objective=candidate.objective,
                     priority=float(candidate.priority),
                     labels_wanted=candidate.labels_wanted,
+                    min_quality=None if candidate.min_quality is None else float(candidate.min_quality),
                     is_gold=gold,
                 )
                 s.add(task)
@@ -354,7 +372,7 @@ class FeedbackStore:
                 if gold is not None:
                     return self._task_view(s, gold.id, self._assign(s, gold, labeller_id, now).expires_at)
                 _finish_onboarding(s, labeller, self.settings.gold_accuracy_threshold)
-            return self._reserve_next(s, labeller_id, now)
+            return self._reserve_next(s, labeller_id, row.quality, now)
 
     def _next_gold(self, s: Session, labeller: Labeller) -> Task | None:
         answered = s.scalar(
@@ -377,12 +395,12 @@ class FeedbackStore:
             log.warning("gold task %s is left out of onboarding: %s", task.id, problem)
         return None
 
-    def _reserve_next(self, s: Session, labeller_id: int, now) -> TaskView | None:
+    def _reserve_next(self, s: Session, labeller_id: int, quality: float | None, now) -> TaskView | None:
         connection = s.connection()
         query = _NEXT_OPEN_POSTGRES if self.postgres else _NEXT_OPEN
         for _ in range(10):
             task_id = connection.execute(
-                query, {"project_id": self.project_id, "labeller_id": labeller_id}
+                query, {"project_id": self.project_id, "labeller_id": labeller_id, "quality": quality}
             ).scalar()
             if task_id is None:
                 return None
@@ -586,9 +604,15 @@ class FeedbackStore:
         assignment is the one they hold now)."""
         ids = list(task_ids)
         with self.read() as s:
-            wanted = dict(s.execute(select(Task.id, Task.labels_wanted).where(Task.id.in_(ids))).all())
+            tasks = s.execute(
+                select(Task.id, Task.labels_wanted, Task.min_quality).where(Task.id.in_(ids))
+            ).all()
+            wanted = {task.id: task.labels_wanted for task in tasks}
+            floor = {task.id: task.min_quality for task in tasks}
             active = s.execute(
-                select(Labeller.id, Labeller.name).where(Labeller.active).order_by(Labeller.name)
+                select(Labeller.id, Labeller.name, Labeller.quality)
+                .where(Labeller.active)
+                .order_by(Labeller.name)
             ).all()
             seen = s.execute(
                 select(Assignment.task_id, Assignment.labeller_id, Assignment.state).where(
@@ -605,8 +629,15 @@ class FeedbackStore:
             names[task].append(name)
         return [
             TaskProgress(
-                i, wanted[i], tuple(names[i]), tuple(name for who, name in active if (i, who) not in finished)
-            )
+                i,
+                wanted[i],
+                tuple(names[i]),
+                tuple(
+                    name
+                    for who, name, quality in active
+                    if (i, who) not in finished and _reaches(quality, floor[i])
+                ),
+            )  # fmt: skip
             for i in ids
             if i in wanted
         ]
@@ -621,6 +652,11 @@ class FeedbackStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _reaches(quality: float | None, floor: float | None) -> bool:
+    """Whether a labeller of this quality may get a task with this floor (as `next_task` decides)."""
+    return floor is None or (quality is not None and quality >= floor)
 
 
 def _seen_by(labeller_id: int):
@@ -650,6 +686,7 @@ _LABELLER_AND_HELD = (
     select(
         _LABELLERS.c.active,
         _LABELLERS.c.onboarded,
+        _LABELLERS.c.quality,
         _ASSIGNMENTS.c.task_id.label("held_task_id"),
         _ASSIGNMENTS.c.expires_at.label("held_expires_at"),
     )
@@ -671,6 +708,8 @@ _NEXT_OPEN = (
         _TASKS.c.status == "open",
         _TASKS.c.is_gold.is_(False),
         _ROOM,
+        # NULL quality (not yet estimated) compares as unknown: only tasks without a floor
+        or_(_TASKS.c.min_quality.is_(None), _TASKS.c.min_quality <= bindparam("quality")),
         ~exists().where(
             _ASSIGNMENTS.c.task_id == _TASKS.c.id, _ASSIGNMENTS.c.labeller_id == bindparam("labeller_id")
         ),
@@ -803,7 +842,13 @@ def _finish_onboarding(s: Session, labeller: Labeller, threshold: float) -> None
 
 def _labeller_view(labeller: Labeller) -> LabellerView:
     return LabellerView(
-        labeller.id, labeller.name, labeller.role, labeller.onboarded, labeller.flagged, labeller.active
+        labeller.id,
+        labeller.name,
+        labeller.role,
+        labeller.onboarded,
+        labeller.flagged,
+        labeller.active,
+        labeller.quality,
     )
 
 

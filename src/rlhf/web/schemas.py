@@ -122,6 +122,9 @@ class LabellerPublic(BaseModel):
     onboarded: bool
     flagged: bool
     active: bool = Field(description="false: the token and sessions are refused")
+    quality: float | None = Field(
+        default=None, description="estimated rationality on the target objective; null until estimated"
+    )
 
 
 class LabellerCreate(StrictCreate):
