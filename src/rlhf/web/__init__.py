@@ -4,6 +4,7 @@
 the feedback store only, never to training code (docs/labelling.md).
 """
 
-from rlhf.web.app import WebSettings, create_app
+from rlhf.web.app import create_app
+from rlhf.web.settings import WebSettings
 
 __all__ = ["WebSettings", "create_app"]

@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -19,52 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rlhf.errors import UserError
 from rlhf.feedback.store import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from rlhf.web.guards import RequestGuard
+from rlhf.web.settings import WebSettings
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WebSettings:
-    db_url: str = "sqlite:///rlhf-feedback.db"
-    project: str = "default"
-    secure_cookies: bool | None = None  # None: Secure exactly when the request came over HTTPS
-    session_hours: float = 12.0
-    sign_in_max_failures: int = 5  # failed sign-ins per client address within the window, then 429
-    sign_in_window_seconds: float = 300.0
-    max_body_bytes: int = 1_000_000
-    gold_accuracy_threshold: float = 0.7
-    onboarding_questions: int = 5
-    assignment_seconds: float = 1800.0
-    run_migrations: bool = True
-    db_threads: int = 0  # threads running the store's calls; 0: 1 for SQLite (one writer), 4 for PostgreSQL
-    guidelines_file: str = ""  # Markdown/plain text shown above the built-in guidelines
-
-    @classmethod
-    def from_env(cls, prefix: str = "RLHF_LABEL_") -> WebSettings:
-        """Settings from RLHF_LABEL_DB_URL, RLHF_LABEL_PROJECT, ... (how `--workers N` passes them on)."""
-        values = {}
-        for f in fields(cls):
-            raw = os.environ.get(prefix + f.name.upper())
-            if raw is None:
-                continue
-            kind = str(f.type)
-            if "bool" in kind:
-                values[f.name] = None if raw == "" else raw.lower() in ("1", "true", "yes")
-            elif "int" in kind:
-                values[f.name] = int(raw)
-            elif "float" in kind:
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
-        return cls(**values)
-
-    def to_env(self, prefix: str = "RLHF_LABEL_") -> dict[str, str]:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[prefix + f.name.upper()] = "" if value is None else str(value)
-        return out
 
 
 # Store refusals become these statuses; the message is the store's own, meant for the user.

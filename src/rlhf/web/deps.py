@@ -18,8 +18,8 @@ from fastapi import Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from rlhf.feedback.store import FeedbackStore, LabellerView, StoreSettings, Token
-from rlhf.web.app import WebSettings
 from rlhf.web.security import SESSION_COOKIE, same_token, session_labeller
+from rlhf.web.settings import WebSettings
 
 _open_lock = threading.Lock()
 

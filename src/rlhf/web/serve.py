@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from rlhf.web.app import WebSettings
+from rlhf.web.settings import WebSettings
 
 PARENT_ENV = "RLHF_LABEL_SERVER_PID"  # set for the workers of `--workers N`: the pid they watch
 
