@@ -118,3 +118,18 @@ def test_binary_option_value_and_time_by_hand():
     assert far["type/binary_nats_per_s"] < far["type/rating_nats_per_s"]
     with pytest.raises(ValueError, match="kinds must be some of"):
         choose_feedback_type(close, std, words, 10, beta=1.0, kinds=("thumbs",))
+
+
+def test_per_labeller_choice_follows_each_labellers_estimated_rationality():
+    from rlhf.feedback.feedback_type import choose_per_labeller
+
+    mu, std, words = np.array([0.1, 0.1]), np.full(2, 0.5), np.array([20.0, 20.0])
+    # the same close pair as above: the careful labeller (10) compares, the noisy one (0.5) and a spammer
+    # whose estimate came out below zero get a good / bad question (the cheapest kind when nothing is
+    # learnt from any)
+    choices, stats = choose_per_labeller(mu, std, words, 10, np.array([10.0, 0.5, -0.2]))
+    assert [c["kind"] for c in choices] == ["pairwise", "binary", "binary"]
+    assert stats["type/per_labeller_pairwise"] == 1 and stats["type/per_labeller_binary"] == 2
+    # one labeller alone gives the single-labeller chooser's answer
+    alone, _ = choose_feedback_type(mu, std, words, 10, beta=10.0)
+    assert choose_per_labeller(mu, std, words, 10, np.array([10.0]))[0] == [alone]

@@ -172,3 +172,22 @@ def choose_feedback_type(
             }
         )
     return {"kind": kind, "items": list(options[kind][0])}, stats
+
+
+def choose_per_labeller(
+    mu: np.ndarray, std: np.ndarray, words: np.ndarray, prompt_words: float, rationality: np.ndarray, **kw
+) -> tuple[list[dict], dict[str, float]]:
+    """`choose_feedback_type` for each labeller of a panel: the same candidates (mu, std, words: (K,)) and
+    each labeller's own rationality (L,), as `rlhf.feedback.quality` estimates it from their labels, on
+    the scale of mu (reward-model utilities: 1 = as sharp as the reward model). A rationality at or
+    below 0 (a spammer's estimate can come out there) counts as 1e-3: every kind then tells ~nothing
+    and the cheapest wins. (A labeller's overall speed does not enter: it scales every kind's time
+    alike and leaves the choice as it is; it matters for whom to ask, `rlhf.feedback.routing`.)
+    Other keywords go to `choose_feedback_type`. Returns ([{"kind", "items"}] per labeller, stats with
+    the count of each kind, `type/per_labeller_<kind>`)."""
+    choices = [
+        choose_feedback_type(mu, std, words, prompt_words, max(float(beta), 1e-3), **kw)[0]
+        for beta in np.asarray(rationality, float)
+    ]
+    stats = {f"type/per_labeller_{kind}": float(sum(c["kind"] == kind for c in choices)) for kind in KINDS}
+    return choices, stats
