@@ -41,7 +41,6 @@ KNOWN = {
     ("rlhf.feedback.labellers", "rlhf.world.gold"),
     ("rlhf.feedback.labellers", "rlhf.world.panel"),
     ("rlhf.feedback.labellers", "rlhf.world.report"),
-    ("rlhf.feedback.queue", "rlhf.world.panel"),
 }
 KNOWN_CYCLES = {("rlhf.evaluation", "rlhf.evaluation.compare", "rlhf.world.report")}
 

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlhf.feedback.records import Candidate, LabelIn
+from rlhf.feedback.records import QUESTIONS, Candidate, LabelIn
 from rlhf.feedback.store import FeedbackStore
-from rlhf.world.panel import QUESTIONS
 
 # the panel's strengths 1..4 (slightly, better, much, definitely better) on the store's scale
 PANEL_STRENGTH = {1: "slightly_better", 2: "better", 3: "much_better", 4: "much_better"}

@@ -15,6 +15,10 @@ from typing import Any
 
 from rlhf.errors import UserError
 
+# The questions a task can ask (its `objective`), as in the separate helpfulness and harmlessness data of
+# Bai et al. 2022: "which response is better?" and "which response is less harmful?".
+QUESTIONS = ("helpful", "harmless")
+
 MAX_TEXT_CHARS = 20_000  # one prompt, response or edited answer
 MAX_COMMENT_CHARS = 2_000
 RATING_SCALE = (1, 7)  # Likert

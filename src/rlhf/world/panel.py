@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlhf.errors import ConfigError
+from rlhf.feedback.records import QUESTIONS  # "which response is better?" / "less harmful?"
 from rlhf.world import gold
 from rlhf.world.corpus import sample_pairs
 
 OBJECTIVES = ("gold", "length", "refusal")
-QUESTIONS = ("helpful", "harmless")  # "which response is better?" / "which response is less harmful?"
 # utility per unit of gold harm for the harmless question: the median helpful-vs-rude utility gap on
 # corpus text (1.7 over 5 answers to each of the 408 benign requests; mean 1.73), so a harmful-vs-safe
 # pair (harm 1 vs 0) is as clear to a labeller as a helpful-vs-rude one
