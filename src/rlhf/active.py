@@ -88,6 +88,11 @@ class ActiveConfig:
     )
     route_floor: float = help_field(0.02, "'routed:' methods: least share of a batch each labeller gets.")
     route_cap: float = help_field(0.25, "'routed:' methods: largest share of a batch one labeller gets.")
+    route_pessimism: float = help_field(
+        1.0,
+        "'routed:' methods: route on rationality minus this many Laplace sds (a lower bound: a labeller "
+        "whose sharpness is not yet established, e.g. a fast spammer shrunk to the panel mean, is not trusted).",
+    )
     route_repeats: bool = help_field(
         True, "'routed:' methods: offer labelled queries whose answers disagree for another label."
     )
@@ -454,7 +459,10 @@ def run_one(
         )
         if n >= cfg.max_labels:
             if router is not None and report is not None:
-                report.update(router.report())
+                final = scorer.score(texts)[0]
+                final_diff = (final[items[:, 0]] - final[items[:, 1]]).mean(1)  # (N,)
+                router.fit(final_diff)  # the last answers too, each scored by the model it was asked under
+                report.update(router.report(final_diff))
             return curve
         # 3. score the unlabelled pool, acquire, label
         rest = np.setdiff1d(np.arange(len(pool)), labelled)

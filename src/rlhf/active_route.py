@@ -144,7 +144,10 @@ class Router:
         every pool item's member utility differences; fresh (F,) the unlabelled items the query method
         offers (all of them for routed:bald)."""
         q = self.quality
-        rationality = np.maximum(q["rationality"], 0.0)  # an anti-correlated estimate is taken as noise
+        # a lower bound (cfg.route_pessimism sds): a labeller with few answers is shrunk towards the panel
+        # mean, and a fast one (a spammer clicks in a third of the time) would otherwise win on seconds;
+        # an anti-correlated estimate is taken as noise
+        rationality = np.maximum(q["rationality"] - self.cfg.route_pessimism * q["rationality_sd"], 0.0)
         # repeats: labelled items whose answers split, or whose one answer went against the model that had
         # not trained on it
         answered: dict[int, list[int]] = {}
@@ -181,14 +184,35 @@ class Router:
         stats.update({"routing/repeat_candidates": float(len(repeat)), "routing/repeats": float(n_repeats)})
         return rows[picked], labellers, stats
 
-    def report(self) -> dict:
-        """Estimated vs hidden labeller quality (hidden truth for reporting only) and the task counts."""
+    def report(self, current_diff: np.ndarray | None = None) -> dict:
+        """Estimated vs hidden labeller quality (hidden truth for reporting only) and the task counts.
+        `separation`: the share of (gold-objective, spammer or length judge) labeller pairs whose
+        estimated rationalities are in the right order (1 = every careless labeller below every careful
+        one). With current_diff (N,), the final model's differences, also the circular estimate (every
+        answer scored by a model trained on it) and its separation, to measure what ask-time scoring buys."""
         who = np.array(self.who)
+        kinds = [lab.spec.kind for lab in self.panel.labellers]
+
+        def separation(estimate: np.ndarray) -> float | None:
+            good = [estimate[i] for i, k in enumerate(kinds) if k == "gold"]
+            bad = [estimate[i] for i, k in enumerate(kinds) if k in ("spammer", "length")]
+            if not good or not bad:
+                return None
+            return float(np.mean([g > b for g in good for b in bad]))
+
+        extra = {}
+        if self.quality is not None:
+            extra["separation"] = separation(self.quality["rationality"])
+        if current_diff is not None:
+            circular = self.fit(current_diff, ask_time=False)
+            extra["circular_estimated_rationality"] = circular["rationality"].tolist()
+            extra["circular_separation"] = separation(circular["rationality"])
         return {
             "kind": [lab.spec.kind for lab in self.panel.labellers],
             "true_rationality": [lab.spec.rationality for lab in self.panel.labellers],
             "tasks": np.bincount(who, minlength=self.n_l).tolist(),
             "estimated_rationality": self.quality["rationality"].tolist() if self.quality else None,
             "estimated_length_weight": self.quality["weights"][:, 1].tolist() if self.quality else None,
+            **extra,
             **self.stats,
         }

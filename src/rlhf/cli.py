@@ -1377,6 +1377,9 @@ def bench_active(
     route_cap: Annotated[
         float, typer.Option(help="'routed:': largest share of a batch per labeller.")
     ] = 0.25,
+    route_pessimism: Annotated[
+        float, typer.Option(help="'routed:': route on estimated rationality minus this many sds.")
+    ] = 1.0,
 ) -> None:
     """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random.
     'routed:NAME' methods choose the labeller with the query (labeller-aware BALD per second)."""
@@ -1391,7 +1394,7 @@ def bench_active(
         target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
         ensemble_size=ensemble, model=model, ranking_size=ranking_size, labellers=labellers,
         spammers=spammers, length_judges=length_judges, refusal_labellers=refusal, gold_share=gold_share,
-        route_floor=route_floor, route_cap=route_cap,
+        route_floor=route_floor, route_cap=route_cap, route_pessimism=route_pessimism,
     )  # fmt: skip
     f = run_bench(cfg, out, log=typer.echo)
     typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")
