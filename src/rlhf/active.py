@@ -93,6 +93,12 @@ class ActiveConfig:
         "'routed:' methods: route on rationality minus this many Laplace sds (a lower bound: a labeller "
         "whose sharpness is not yet established, e.g. a fast spammer shrunk to the panel mean, is not trusted).",
     )
+    route_crossfit: bool = help_field(
+        True,
+        "'routed:' methods: score each answer, for the quality fit, by a reward model trained on the other "
+        "half of the labelled items (two-fold cross-fitting) instead of the model of the round it was asked.",
+    )
+    route_repeat_share: float = help_field(0.1, "'routed:' methods: largest share of a batch that repeats.")
     route_repeats: bool = help_field(
         True, "'routed:' methods: offer labelled queries whose answers disagree for another label."
     )
@@ -391,6 +397,27 @@ def candidate_pool(feedback: str, cfg: ActiveConfig, seed: int) -> list[tuple[st
     return [(p, [a, b]) for p, a, b in sample_pairs(cfg.pool_size, 10_000 + seed)]
 
 
+def crossfit_diffs(scorer: Scorer, texts, items, labels: Labels, router, seed: int) -> np.ndarray:
+    """Per comparison label, in order, the ensemble-mean difference (left - right) under a reward model
+    trained on the other half of the labelled items (two folds by item, so a repeat's other answers are
+    not in its model either); the scorer ends refitted on every label, as it was (same seed)."""
+    item = np.array([i for i in router.item if i >= 0], np.int64)  # the comparison labels' items, in order
+    fold = item % 2
+    out = np.zeros(len(item))
+    for k in (0, 1):
+        train = fold != k
+        sub = Labels(
+            rows=[r for r, t in zip(labels.rows, train, strict=True) if t],
+            chosen=list(np.array(labels.chosen)[train]), rejected=list(np.array(labels.rejected)[train]),
+            tie=list(np.array(labels.tie)[train]),
+        )  # fmt: skip
+        scorer.fit(texts, sub, np.ones(len(sub.rows)), seed + 1 + k)
+        mean = scorer.score(texts)[0].mean(1)  # (T,)
+        out[~train] = mean[items[item[~train], 0]] - mean[items[item[~train], 1]]
+    scorer.fit(texts, labels, np.ones(len(labels.rows)), seed)
+    return out
+
+
 def run_one(
     method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log=print, report: dict | None = None
 ) -> list[list[float]]:
@@ -461,8 +488,10 @@ def run_one(
             if router is not None and report is not None:
                 final = scorer.score(texts)[0]
                 final_diff = (final[items[:, 0]] - final[items[:, 1]]).mean(1)  # (N,)
-                router.fit(final_diff)  # the last answers too, each scored by the model it was asked under
-                report.update(router.report(final_diff))
+                held_out = crossfit_diffs(scorer, texts, items, labels, router, seed * 100_003 + n) if (
+                    cfg.route_crossfit) else None  # fmt: skip
+                router.fit(final_diff, held_out_diff=held_out)  # the last answers too
+                report.update(router.report(final_diff, held_out))
             return curve
         # 3. score the unlabelled pool, acquire, label
         rest = np.setdiff1d(np.arange(len(pool)), labelled)
@@ -478,7 +507,9 @@ def run_one(
             done = hidden[items[labelled, 0]] - hidden[items[labelled, 1]]
         if router is not None:
             member_diffs = scores[items[:, 0]] - scores[items[:, 1]]  # (N, M)
-            router.fit(member_diffs.mean(1))
+            held_out = crossfit_diffs(scorer, texts, items, labels, router, seed * 100_003 + n) if (
+                cfg.route_crossfit) else None  # fmt: skip
+            router.fit(member_diffs.mean(1), held_out_diff=held_out)
             n_gold = int(round(cfg.gold_share * k))
             gold_seconds += router.ask_gold(n_gold)
             fresh = rest

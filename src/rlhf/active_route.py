@@ -94,15 +94,23 @@ class Router:
 
     # ------------------------------------------------------------------ the quality model
 
-    def fit(self, current_diff: np.ndarray, ask_time: bool = True) -> dict[str, np.ndarray]:
+    def fit(
+        self, current_diff: np.ndarray, ask_time: bool = True, held_out_diff: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Fit every labeller's answer model (module docstring, step 1). current_diff (N,) the current
         ensemble-mean utility difference of each pool item, the fallback for answers asked before any
-        model (and, with ask_time=False, for all: the circular variant, for measuring only)."""
+        model (and, with ask_time=False, for all: the circular variant, for measuring only).
+        held_out_diff (A,): per pool answer in the order asked, the difference under a reward model that
+        did not train on it (cross-fitting); used instead of the ask-time model's when given."""
         item = np.array(self.item, np.int64)
         choice = np.array([-1 if c is None else c for c in self.choice])
         keep = choice >= 0  # ties say nothing about which side
         asked = np.array(self.asked_diff, float)
         pooled = item >= 0
+        if held_out_diff is not None:
+            asked = asked.copy()
+            asked[pooled] = held_out_diff
+        self.predicted_diff = np.where(pooled & np.isfinite(asked), asked, current_diff[np.maximum(item, 0)])
         x0 = np.where(pooled, current_diff[np.maximum(item, 0)], 0.0)
         if ask_time:
             x0 = np.where(pooled & np.isfinite(asked), asked, x0)
@@ -162,7 +170,8 @@ class Router:
         items = np.array(sorted(answered), np.int64)
         mean_diff = member_diffs.mean(1)
         asked_first = {}
-        for i, d in zip(self.item, self.asked_diff, strict=True):
+        fitted = len(self.predicted_diff)  # gold questions asked since the fit come after these
+        for i, d in zip(self.item[:fitted], self.predicted_diff, strict=True):  # held out where it could be
             asked_first.setdefault(i, d)
         predicted = (
             np.array([asked_first[i] if np.isfinite(asked_first[i]) else mean_diff[i] for i in items]) > 0
@@ -177,6 +186,12 @@ class Router:
         score, _ = info_per_second(info, self.labeller_seconds(rows))
         for r, i in enumerate(repeat, start=len(fresh)):
             score[r, list(who_answered[int(i)])] = -np.inf  # nobody answers the same question twice
+        # at most route_repeat_share of the batch are repeats: the most informative ones
+        most = int(round(self.cfg.route_repeat_share * batch))
+        if len(repeat) > most:
+            best = score[len(fresh) :].max(axis=1)
+            drop = np.argsort(-best, kind="stable")[most:] + len(fresh)
+            score[drop] = -np.inf
         floor, cap = fairness_bounds(batch, self.n_l, self.cfg.route_floor, self.cfg.route_cap)
         (picked, labellers), stats = assign(score, batch, floor, cap, rng)
         n_repeats = int((picked >= len(fresh)).sum())
@@ -184,12 +199,14 @@ class Router:
         stats.update({"routing/repeat_candidates": float(len(repeat)), "routing/repeats": float(n_repeats)})
         return rows[picked], labellers, stats
 
-    def report(self, current_diff: np.ndarray | None = None) -> dict:
+    def report(self, current_diff: np.ndarray | None = None, held_out_diff: np.ndarray | None = None) -> dict:
         """Estimated vs hidden labeller quality (hidden truth for reporting only) and the task counts.
         `separation`: the share of (gold-objective, spammer or length judge) labeller pairs whose
         estimated rationalities are in the right order (1 = every careless labeller below every careful
-        one). With current_diff (N,), the final model's differences, also the circular estimate (every
-        answer scored by a model trained on it) and its separation, to measure what ask-time scoring buys."""
+        one). With current_diff (N,), the final model's differences, also the ask-time estimate (each
+        answer scored by the model of its round) and the circular one (every answer scored by a model
+        trained on it) with their separations, to measure what held-out scoring buys; with held_out_diff
+        also the cross-fitted one."""
         who = np.array(self.who)
         kinds = [lab.spec.kind for lab in self.panel.labellers]
 
@@ -204,6 +221,13 @@ class Router:
         if self.quality is not None:
             extra["separation"] = separation(self.quality["rationality"])
         if current_diff is not None:
+            variants = (
+                {"ask_time": None} if held_out_diff is None else {"ask_time": None, "crossfit": held_out_diff}
+            )
+            for name, held_out in variants.items():
+                estimate = self.fit(current_diff, held_out_diff=held_out)["rationality"]
+                extra[f"{name}_estimated_rationality"] = estimate.tolist()
+                extra[f"{name}_separation"] = separation(estimate)
             circular = self.fit(current_diff, ask_time=False)
             extra["circular_estimated_rationality"] = circular["rationality"].tolist()
             extra["circular_separation"] = separation(circular["rationality"])

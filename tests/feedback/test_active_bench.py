@@ -156,6 +156,7 @@ def test_bench_active_routed_tiny(small_world, tmp_path):
         report = result["routing"][name][0]
         assert report["gold_questions"] == 4  # 0.1 * 20, two acquisition rounds
         assert sum(report["tasks"]) == 60 and min(report["tasks"]) >= 1  # floor: 0.05 * 20 = 1 a round
+        assert 0.0 <= report["crossfit_separation"] <= 1.0 and report["repeats"] <= 4  # 0.1 * 20 a round
         assert report["kind"].count("spammer") == 2 and len(report["estimated_rationality"]) == 6
     # the same first batch and answers for every method: the first point agrees
     assert len({m["curve"][0][1] for m in result["methods"].values()}) == 1
