@@ -9,7 +9,9 @@ One run (method, seed) reads as the loop it measures:
    far, measure its gold accuracy on the test set, score the unlabelled pool (member probabilities and
    pair embeddings), acquire a batch, have the panel label it; until `max_labels`.
 Labels come from the default simulated panel: each task is answered by one labeller drawn at random,
-as a queue worker would; ties stay in as ties. A label is one task: one comparison, or one ranking of
+as a queue worker would; ties stay in as ties. A method named ``routed:NAME`` chooses the labeller with
+the query instead (`rlhf.active_route`: labeller quality from observable evidence, labeller-aware BALD
+per second, fairness floor and cap, repeats, optional gold questions -- all counted as labels). A label is one task: one comparison, or one ranking of
 K responses (Plackett-Luce loss), which takes the labeller longer -- so every curve also records the
 labelling seconds it cost, and the summary gives the seconds each method needs to match random as well
 as the labels. Curves are averaged over seeds with a 95% t-interval.

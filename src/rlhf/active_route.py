@@ -56,6 +56,7 @@ class Router:
         self.gold_rng = np.random.default_rng([seed, 4])
         self.gold_next = 0
         self.quality = None
+        self.predicted_diff = np.zeros(0)  # per answer at the last fit: the held-out (or ask-time) difference
         self.stats: dict[str, float] = {"repeats": 0.0, "gold_questions": 0.0}
 
     # ------------------------------------------------------------------ recording answers
