@@ -9,7 +9,9 @@ One run (method, seed) reads as the loop it measures:
    far, measure its gold accuracy on the test set, score the unlabelled pool (member probabilities and
    pair embeddings), acquire a batch, have the panel label it; until `max_labels`.
 Labels come from the default simulated panel: each task is answered by one labeller drawn at random,
-as a queue worker would; ties stay in as ties. A label is one task: one comparison, or one ranking of
+as a queue worker would; ties stay in as ties. A method named ``routed:NAME`` chooses the labeller with
+the query instead (`rlhf.active_route`: labeller quality from observable evidence, labeller-aware BALD
+per second, fairness floor and cap, repeats, optional gold questions -- all counted as labels). A label is one task: one comparison, or one ranking of
 K responses (Plackett-Luce loss), which takes the labeller longer -- so every curve also records the
 labelling seconds it cost, and the summary gives the seconds each method needs to match random as well
 as the labels. Curves are averaged over seeds with a 95% t-interval.
@@ -34,12 +36,16 @@ from rlhf.config import help_field
 from rlhf.feedback.acquisition import METHODS, acquire, fit_time_model, preference_probs, set_preference_probs
 
 RANKING_PREFIX = "ranking:"  # a method "ranking:bald" acquires K-sets by BALD and asks for rankings
+ROUTED_PREFIX = "routed:"  # "routed:bald" chooses (query, labeller) pairs jointly (rlhf.active_route)
+ROUTED_METHODS = ("random", "disagreement", "entropy", "bald")
 
 
 def parse_method(name: str) -> tuple[str, str]:
-    """'bald' -> ('pairs', 'bald'); 'ranking:bald' -> ('ranking', 'bald')."""
-    if name.startswith(RANKING_PREFIX):
-        return "ranking", name[len(RANKING_PREFIX) :]
+    """'bald' -> ('pairs', 'bald'); 'ranking:bald' -> ('ranking', 'bald'); 'routed:bald' -> ('routed',
+    'bald'): comparisons whose labellers are chosen with the queries."""
+    for prefix, feedback in ((RANKING_PREFIX, "ranking"), (ROUTED_PREFIX, "routed")):
+        if name.startswith(prefix):
+            return feedback, name[len(prefix) :]
     return "pairs", name
 
 
@@ -73,6 +79,31 @@ class ActiveConfig:
     max_length: int = help_field(128, "Tokens per prompt+response.")
     panel_seed_offset: int = help_field(0, "Added to the seed for the panel's composition.")
     head_l2: float = help_field(1e-2, "'heads' training: L2 penalty on the standardised head weights.")
+    labellers: int = help_field(11, "Panel size, the special labellers included.")
+    spammers: int = help_field(1, "Panel labellers answering at random.")
+    length_judges: int = help_field(1, "Panel labellers judging by length (another objective).")
+    refusal_labellers: int = help_field(1, "Panel labellers judging by the refusal guideline.")
+    gold_share: float = help_field(
+        0.0,
+        "'routed:' methods: share of each batch asked as gold questions (known answers, spread over the "
+        "labellers; quality evidence only, counted as labels and seconds).",
+    )
+    route_floor: float = help_field(0.02, "'routed:' methods: least share of a batch each labeller gets.")
+    route_cap: float = help_field(0.25, "'routed:' methods: largest share of a batch one labeller gets.")
+    route_pessimism: float = help_field(
+        1.0,
+        "'routed:' methods: route on rationality minus this many Laplace sds (a lower bound: a labeller "
+        "whose sharpness is not yet established, e.g. a fast spammer shrunk to the panel mean, is not trusted).",
+    )
+    route_crossfit: bool = help_field(
+        True,
+        "'routed:' methods: score each answer, for the quality fit, by a reward model trained on the other "
+        "half of the labelled items (two-fold cross-fitting) instead of the model of the round it was asked.",
+    )
+    route_repeat_share: float = help_field(0.1, "'routed:' methods: largest share of a batch that repeats.")
+    route_repeats: bool = help_field(
+        True, "'routed:' methods: offer labelled queries whose answers disagree for another label."
+    )
 
     def validate(self) -> None:
         from rlhf.errors import ConfigError
@@ -82,6 +113,17 @@ class ActiveConfig:
             raise ConfigError(
                 f"unknown acquisition methods {unknown}; choose from {', '.join(METHODS)}, each "
                 f"optionally as {RANKING_PREFIX}NAME"
+            )
+        routed = sorted(m for m in self.methods if m.startswith(ROUTED_PREFIX))
+        if any(parse_method(m)[1] not in ROUTED_METHODS for m in routed):
+            raise ConfigError(
+                f"routed methods {routed}: {ROUTED_PREFIX}NAME takes NAME from {', '.join(ROUTED_METHODS)}"
+            )
+        if not 0.0 <= self.gold_share < 1.0:
+            raise ConfigError(f"active.gold_share must be in [0, 1); got {self.gold_share}")
+        if not 0.0 <= self.route_floor <= self.route_cap <= 1.0:
+            raise ConfigError(
+                f"need 0 <= active.route_floor <= active.route_cap <= 1; got {self.route_floor}, {self.route_cap}"
             )
         if f"{RANKING_PREFIX}diverse" in self.methods:
             raise ConfigError("'diverse' spreads pairs over pair embeddings; it has no ranking: form")
@@ -357,9 +399,34 @@ def candidate_pool(feedback: str, cfg: ActiveConfig, seed: int) -> list[tuple[st
     return [(p, [a, b]) for p, a, b in sample_pairs(cfg.pool_size, 10_000 + seed)]
 
 
-def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log=print) -> list[list[float]]:
+def crossfit_diffs(scorer: Scorer, texts, items, labels: Labels, router, seed: int) -> np.ndarray:
+    """Per comparison label, in order, the ensemble-mean difference (left - right) under a reward model
+    trained on the other half of the labelled items (two folds by item, so a repeat's other answers are
+    not in its model either); the scorer ends refitted on every label, as it was (same seed)."""
+    item = np.array([i for i in router.item if i >= 0], np.int64)  # the comparison labels' items, in order
+    fold = item % 2
+    out = np.zeros(len(item))
+    for k in (0, 1):
+        train = fold != k
+        sub = Labels(
+            rows=[r for r, t in zip(labels.rows, train, strict=True) if t],
+            chosen=list(np.array(labels.chosen)[train]), rejected=list(np.array(labels.rejected)[train]),
+            tie=list(np.array(labels.tie)[train]),
+        )  # fmt: skip
+        scorer.fit(texts, sub, np.ones(len(sub.rows)), seed + 1 + k)
+        mean = scorer.score(texts)[0].mean(1)  # (T,)
+        out[~train] = mean[items[item[~train], 0]] - mean[items[item[~train], 1]]
+    scorer.fit(texts, labels, np.ones(len(labels.rows)), seed)
+    return out
+
+
+def run_one(
+    method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log=print, report: dict | None = None
+) -> list[list[float]]:
     """The learning curve [[labels, gold accuracy, labelling seconds so far], ...] of one method and seed
-    (see the module docstring)."""
+    (see the module docstring). Labels and seconds count every task asked: for 'routed:' methods also
+    the gold questions and the repeats. A routed run writes its router's report into `report`."""
+    from rlhf.active_route import Router
     from rlhf.world.panel import PanelConfig, make_panel
 
     feedback, acquisition = parse_method(method)
@@ -367,18 +434,26 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
     pool = candidate_pool(feedback, cfg, seed)
     texts, items = set_texts(pool)  # items (N, K) text indices, K = 2 for pairs
     words = np.array([len(" ".join([p, *rs]).split()) for p, rs in pool], dtype=float)
-    panel = make_panel(PanelConfig(seed=seed + cfg.panel_seed_offset))
+    panel = make_panel(
+        PanelConfig(seed=seed + cfg.panel_seed_offset, n_labellers=cfg.labellers, n_spammers=cfg.spammers,
+                    n_length_biased=cfg.length_judges, n_refusal_preferring=cfg.refusal_labellers)
+    )  # fmt: skip
     label_rng = np.random.default_rng([seed, 1])  # the panel's answers: same stream for every method
     pick_rng = np.random.default_rng(
         [seed, 2, METHODS.index(acquisition)] + ([1] if feedback == "ranking" else [])
-    )
+        + ([2] if feedback == "routed" else [])
+    )  # fmt: skip
     labelled = list(np.random.default_rng([seed, 0]).permutation(len(pool))[: cfg.initial_labels])
     labels = Labels()
+    router = Router(panel, pool, words, cfg, seed) if feedback == "routed" else None
+    gold_seconds = 0.0
 
-    def label(indices) -> None:
-        for i in indices:
+    def label(indices, who=None, asked_diff=None) -> None:
+        for task, i in enumerate(indices):
             prompt, responses = pool[i]
-            labeller = panel.labellers[int(label_rng.integers(len(panel)))]
+            drawn = int(label_rng.integers(len(panel)))  # drawn always, so the answer streams stay aligned
+            lab_index = drawn if who is None else int(who[task])
+            labeller = panel.labellers[lab_index]
             name = labeller.spec.name
             if feedback == "ranking":
                 answer = labeller.rank(prompt, responses, label_rng)
@@ -393,6 +468,9 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
                 labels.tie.append(answer.choice is None)
             labels.labeller.append(name)
             labels.seconds.append(answer.seconds)
+            if router is not None:
+                diff = np.nan if asked_diff is None else float(asked_diff[i])
+                router.record(int(i), lab_index, answer.choice, diff, answer.seconds)
 
     label(labelled)
     test_pairs, test_gold = test
@@ -401,19 +479,26 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
     while True:
         # 2. fit, measure
         started = time.monotonic()
-        n = len(labels)
+        n = len(labels) + (int(router.stats["gold_questions"]) if router else 0)
         scorer.fit(texts, labels, np.ones(len(labels.rows)), seed * 100_003 + n)
         accuracy = pair_accuracy(scorer.score(test_texts)[0].mean(1), test_ab, test_gold)
-        curve.append([n, accuracy, float(np.sum(labels.seconds))])
+        curve.append([n, accuracy, float(np.sum(labels.seconds)) + gold_seconds])
         log(
             f"{method} seed {seed}: {n} labels, gold accuracy {accuracy:.3f} ({time.monotonic() - started:.1f} s)"
         )
         if n >= cfg.max_labels:
+            if router is not None and report is not None:
+                final = scorer.score(texts)[0]
+                final_diff = (final[items[:, 0]] - final[items[:, 1]]).mean(1)  # (N,)
+                held_out = crossfit_diffs(scorer, texts, items, labels, router, seed * 100_003 + n) if (
+                    cfg.route_crossfit) else None  # fmt: skip
+                router.fit(final_diff, held_out_diff=held_out)  # the last answers too
+                report.update(router.report(final_diff, held_out))
             return curve
         # 3. score the unlabelled pool, acquire, label
         rest = np.setdiff1d(np.arange(len(pool)), labelled)
         k = min(cfg.batch_labels, cfg.max_labels - n, len(rest))
-        if acquisition == "random":  # needs no scores
+        if acquisition == "random" and router is None:  # needs no scores
             probs, emb, done = np.full((len(rest), 1), 0.5), None, None
         elif feedback == "ranking":
             probs, emb, done = set_preference_probs(scorer.score(texts)[0][items[rest]]), None, None
@@ -422,6 +507,22 @@ def run_one(method: str, seed: int, cfg: ActiveConfig, scorer: Scorer, test, log
             probs = preference_probs(scores[items[rest, 0]], scores[items[rest, 1]])  # (R, M)
             emb = hidden[items[rest, 0]] - hidden[items[rest, 1]]  # (R, D)
             done = hidden[items[labelled, 0]] - hidden[items[labelled, 1]]
+        if router is not None:
+            member_diffs = scores[items[:, 0]] - scores[items[:, 1]]  # (N, M)
+            held_out = crossfit_diffs(scorer, texts, items, labels, router, seed * 100_003 + n) if (
+                cfg.route_crossfit) else None  # fmt: skip
+            router.fit(member_diffs.mean(1), held_out_diff=held_out)
+            n_gold = int(round(cfg.gold_share * k))
+            gold_seconds += router.ask_gold(n_gold)
+            fresh = rest
+            if acquisition != "bald":  # the query method picks the questions, the router whom to ask
+                picks, _ = acquire(acquisition, probs, k - n_gold, pick_rng)
+                fresh = rest[picks]
+            chosen, who, _ = router.choose(member_diffs, fresh, k - n_gold, pick_rng)
+            seen = set(labelled)
+            labelled.extend(int(i) for i in chosen if int(i) not in seen)  # a repeat is labelled already
+            label(chosen, who, member_diffs.mean(1))
+            continue
         coef, _ = fit_time_model(words[labelled], np.array(labels.seconds))
         costs = coef[0] + coef[1] * words[rest]
         picks, _ = acquire(
@@ -540,12 +641,17 @@ def bench_active(cfg: ActiveConfig, out: str | Path, world: Any = None, log=prin
     test = gold_test_set(cfg.test_size)
     started = time.monotonic()
     scorer = Scorer(cfg, backbone)
-    curves = {m: [run_one(m, seed, cfg, scorer, test, log) for seed in range(cfg.seeds)] for m in cfg.methods}
+    reports: dict[str, list[dict]] = {m: [{} for _ in range(cfg.seeds)] for m in cfg.methods}
+    curves = {m: [run_one(m, seed, cfg, scorer, test, log, reports[m][seed]) for seed in range(cfg.seeds)]
+              for m in cfg.methods}  # fmt: skip
     result = summarise(curves, cfg)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     full = {**result, "config": asdict(cfg), "per_seed": curves, "seconds": time.monotonic() - started,
             "machine": machine()}  # fmt: skip
+    routed = {m: r for m, r in reports.items() if m.startswith(ROUTED_PREFIX)}
+    if routed:
+        full["routing"] = routed  # per seed: estimated vs hidden labeller quality, tasks, repeats, gold
     out.with_suffix(".json").write_text(json.dumps(full, indent=2))
     plot(result, out.with_suffix(".png"))
     return full

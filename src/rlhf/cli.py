@@ -1336,7 +1336,8 @@ def bench_active(
         str,
         typer.Option(
             help="Comma-separated: random,disagreement,entropy,bald,diverse,cost; 'ranking:NAME' (e.g. "
-            "ranking:random, ranking:bald) asks for K-way rankings of K-sets instead of comparisons."
+            "ranking:random, ranking:bald) asks for K-way rankings of K-sets instead of comparisons; "
+            "'routed:NAME' (NAME random, disagreement, entropy or bald) also chooses who answers."
         ),
     ] = "random,disagreement,entropy,bald,diverse,cost",
     ranking_size: Annotated[
@@ -1363,8 +1364,25 @@ def bench_active(
             "directory (e.g. a preference-model-pretrained one)."
         ),
     ] = "world",
+    labellers: Annotated[int, typer.Option(min=1, help="Panel size, special labellers included.")] = 11,
+    spammers: Annotated[int, typer.Option(min=0, help="Panel labellers answering at random.")] = 1,
+    length_judges: Annotated[int, typer.Option(min=0, help="Panel labellers judging by length.")] = 1,
+    refusal: Annotated[int, typer.Option(min=0, help="Panel labellers of the refusal guideline.")] = 1,
+    gold_share: Annotated[
+        float, typer.Option(help="'routed:' methods: share of each batch asked as gold questions (counted).")
+    ] = 0.0,
+    route_floor: Annotated[
+        float, typer.Option(help="'routed:': least share of a batch per labeller.")
+    ] = 0.02,
+    route_cap: Annotated[
+        float, typer.Option(help="'routed:': largest share of a batch per labeller.")
+    ] = 0.25,
+    route_pessimism: Annotated[
+        float, typer.Option(help="'routed:': route on estimated rationality minus this many sds.")
+    ] = 1.0,
 ) -> None:
-    """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random."""
+    """Random vs acquisition functions on the toy world: gold accuracy against labels, labels to match random.
+    'routed:NAME' methods choose the labeller with the query (labeller-aware BALD per second)."""
     import json
 
     from rlhf.active import ActiveConfig, results_record
@@ -1374,7 +1392,9 @@ def bench_active(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         seeds=seeds, initial_labels=initial, batch_labels=batch, max_labels=max_labels,
         target_labels=target, pool_size=pool, test_size=test, train=train, epochs=epochs,
-        ensemble_size=ensemble, model=model, ranking_size=ranking_size,
+        ensemble_size=ensemble, model=model, ranking_size=ranking_size, labellers=labellers,
+        spammers=spammers, length_judges=length_judges, refusal_labellers=refusal, gold_share=gold_share,
+        route_floor=route_floor, route_cap=route_cap, route_pessimism=route_pessimism,
     )  # fmt: skip
     f = run_bench(cfg, out, log=typer.echo)
     typer.echo(f"random reaches {f['random_accuracy']} gold accuracy at {f['random_labels']} labels")

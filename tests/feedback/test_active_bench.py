@@ -125,3 +125,38 @@ def test_bench_active_tiny(small_world, tmp_path, train):
     assert len({m["curve"][0][1] for m in rankings.values()}) == 1
     assert all(m["seconds"][0] > saved["methods"]["random"]["seconds"][0] for m in rankings.values())
     assert saved["random_seconds"] == pytest.approx(saved["methods"]["random"]["seconds"][-1])
+
+
+def test_routed_method_names_and_their_errors():
+    assert parse_method("routed:entropy") == ("routed", "entropy")
+    ActiveConfig(methods=["random", "routed:bald", "routed:random"], gold_share=0.1).validate()
+    with pytest.raises(ConfigError, match="routed:diverse"):
+        ActiveConfig(methods=["routed:diverse"]).validate()
+    with pytest.raises(ConfigError, match="gold_share"):
+        ActiveConfig(gold_share=1.0).validate()
+    with pytest.raises(ConfigError, match="route_floor"):
+        ActiveConfig(route_floor=0.3, route_cap=0.2).validate()
+
+
+@pytest.mark.slow
+def test_bench_active_routed_tiny(small_world, tmp_path):
+    # routed methods on a panel of 6 with 2 spammers: every task counts (gold questions and repeats too),
+    # every labeller gets the floor, and the routing report says who was asked what
+    world_cfg, _ = small_world
+    cfg = ActiveConfig(
+        methods=["random", "routed:bald", "routed:entropy"], seeds=1, initial_labels=20, batch_labels=20,
+        max_labels=60, target_labels=60, pool_size=120, test_size=60, ensemble_size=3, max_length=64,
+        train="heads", labellers=6, spammers=2, length_judges=1, refusal_labellers=0, gold_share=0.1,
+        route_floor=0.05, route_cap=0.5,
+    )  # fmt: skip
+    result = bench_active(cfg, tmp_path / "active", world=world_cfg, log=lambda _: None)
+    for name in cfg.methods:
+        assert [n for n, _ in result["methods"][name]["curve"]] == [20, 40, 60]
+    for name in ("routed:bald", "routed:entropy"):
+        report = result["routing"][name][0]
+        assert report["gold_questions"] == 4  # 0.1 * 20, two acquisition rounds
+        assert sum(report["tasks"]) == 60 and min(report["tasks"]) >= 1  # floor: 0.05 * 20 = 1 a round
+        assert 0.0 <= report["crossfit_separation"] <= 1.0 and report["repeats"] <= 4  # 0.1 * 20 a round
+        assert report["kind"].count("spammer") == 2 and len(report["estimated_rationality"]) == 6
+    # the same first batch and answers for every method: the first point agrees
+    assert len({m["curve"][0][1] for m in result["methods"].values()}) == 1
