@@ -8,7 +8,8 @@ reward model's (`score_rows`: the ensemble mean of each head, normalised on the 
 the model holds them), shared by every response, so each labeller's rationality is identified from
 their own labels: the free-utility fit of `reliability.fit_reliability` is not (a spammer there can
 come out the most "rational" labeller of the panel). Flags and weights are those of the reliability
-report (`reliability.flag_unreliable`, `reliability.label_weights`), so `labellers.weighted_rows` and
+report (`reliability.flag_unreliable`, `reliability.label_weights`), plus a flag for a labeller whose
+answers the asked objective explains much less than the panel's (`quality.flag_off_target`), so `labellers.weighted_rows` and
 `labellers.flag_in_store` take either report.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rlhf.errors import UserError
-from rlhf.feedback.quality import fit_quality, objective_mixture, pair_features
+from rlhf.feedback.quality import fit_quality, flag_off_target, objective_mixture, pair_features
 from rlhf.feedback.reliability import flag_unreliable, label_weights
 
 
@@ -88,7 +89,8 @@ def quality_report(
     head, else the first head. With ``chosen_position`` on every row the shown order is rebuilt and a
     position bias fitted; without it the chosen response goes left and no bias is fitted (it would be a
     free "agree" bonus). Flags: `reliability.flag_unreliable` (rationality below `flag_fraction` of the
-    median); weights: `reliability.label_weights` (max(beta, 0) normalised to mean 1 over the labels),
+    median) or `quality.flag_off_target` (the asked objective's share of the mixture below
+    `flag_fraction` of the median share); weights: `reliability.label_weights` (max(beta, 0) normalised to mean 1 over the labels),
     a flagged labeller's at the floor when `drop_flagged`. Raises ValueError when the score arrays do
     not match the rows."""
     chosen_scores, rejected_scores = np.asarray(chosen_scores, float), np.asarray(rejected_scores, float)
@@ -114,7 +116,9 @@ def quality_report(
     )  # (N, K): left minus right
     fit, stats = fit_quality(features, labeller, chosen_left, len(names), fit_bias=positions_known)
     mixture = objective_mixture(fit["weights"], features)  # (L, K)
-    flagged, more = flag_unreliable(fit["rationality"], fit["n_labels"], fraction=flag_fraction)
+    low, more = flag_unreliable(fit["rationality"], fit["n_labels"], fraction=flag_fraction)
+    off_target, off_stats = flag_off_target(mixture, fit["n_labels"], fraction=flag_fraction)
+    flagged = low | off_target
     trusted = np.where(flagged, 0.0, fit["rationality"]) if drop_flagged else fit["rationality"]
     per_label, _ = label_weights(trusted, labeller)  # mean 1 over the labels
     weight = dict(zip(labeller.tolist(), per_label.tolist(), strict=True))
@@ -127,6 +131,7 @@ def quality_report(
         "position_bias_fitted": positions_known,
         **stats,
         **more,
+        **off_stats,
         "labellers": [
             {
                 "labeller_id": name,
@@ -137,6 +142,14 @@ def quality_report(
                 "judges_by": dict(zip(columns, mixture[i].tolist(), strict=True)),
                 "n_labels": int(fit["n_labels"][i]),
                 "flagged": bool(flagged[i]),
+                "flag_reasons": [
+                    reason
+                    for reason, on in (
+                        ("low rationality", low[i]),
+                        ("judges by other evidence", off_target[i]),
+                    )
+                    if on
+                ],  # fmt: skip
                 "weight": float(weight.get(i, 1.0)),
             }
             for i, name in enumerate(names)
