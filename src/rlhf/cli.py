@@ -1457,6 +1457,8 @@ def feedback_reliability(
         if reward_model is not None:
             from rlhf.feedback.quality_report import judges_by
 
+            flag = f"  FLAGGED ({', '.join(row['flag_reasons'])})" if row["flagged"] else ""
+
             typer.echo(f"{row['labeller_id']:>24}  rationality {row['rationality']:6.2f} ± {row['rationality_sd']:.2f}  "
                        f"labels {row['n_labels']:5d}  weight {row['weight']:.2f}  judges by {judges_by(row)}{flag}")  # fmt: skip
             continue

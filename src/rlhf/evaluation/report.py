@@ -344,6 +344,7 @@ def agreement_table(labels: list[dict], quality: dict[str, Any] | None = None) -
             "rationality_sd": fit.get("rationality_sd"),
             "judges_by": fit.get("judges_by"),
             "flagged": fit.get("flagged", False),
+            "flag_reasons": fit.get("flag_reasons", []),
             "weight": fit.get("weight"),
         })  # fmt: skip
     return {"labellers": rows, "alpha": world["krippendorff_alpha_nominal"], "pairs": world["pairs"],
@@ -374,7 +375,8 @@ def _fit_note(agreement: dict[str, Any]) -> str:
             f"(round {agreement['fit_round']}'s quality.json; 1 = as sharp as the reward model's own "
             "probabilities, 0 = unrelated to it), fitted with the other head and response length as "
             "what they might judge by instead ('judges by': each one's share of the labeller's "
-            "answers). Flagged: below 0.6 of the panel's median; flagged labels weigh 0.02 in the next "
+            "answers). Flagged: rationality below 0.6 of the panel's median, or the asked objective explaining "
+            "less than 0.6 of the panel's median share of their answers; flagged labels weigh 0.02 in the next "
             "reward model. Agreement with gold uses the toy world's hidden preferences, which a real "
             "deployment does not have; nothing else in the table does."
         )
@@ -597,7 +599,7 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
                     r["agree_others"],
                     _with_sd(r["rationality"], r.get("rationality_sd")),
                     _judges_by(r.get("judges_by")),
-                    r["flagged"],
+                    ", ".join(r["flag_reasons"]) if r["flagged"] and r.get("flag_reasons") else r["flagged"],
                     r.get("weight"),
                 ]
                 for r in agreement["labellers"]
