@@ -73,6 +73,53 @@ def test_loop_rounds_record_labels_reward_models_and_evaluations(finished_run):
     assert meta["norm_mean"] is not None and len(meta["norm_std"]) == 2
 
 
+def test_each_round_writes_labeller_quality_and_the_next_reward_model_weighs_by_it(finished_run):
+    out, _ = finished_run
+    decided = 0
+    for k in (1, 2):
+        quality = json.loads((out / f"round_0{k}" / "quality.json").read_text())
+        labels = [
+            json.loads(line) for line in (out / f"round_0{k}" / "labels.jsonl").read_text().splitlines()
+        ]
+        decided += sum(not r.get("tie") for r in labels)
+        assert quality["n_labels"] == decided  # every label so far, ties left out
+        assert quality["columns"] == ["asked objective", "other objective", "length"]
+        assert not quality["position_bias_fitted"]  # the store's export rows do not say what was shown first
+        for row in quality["labellers"]:
+            assert {
+                "rationality",
+                "rationality_sd",
+                "weights",
+                "judges_by",
+                "n_labels",
+                "flagged",
+                "weight",
+            } <= set(row)
+            assert sum(row["judges_by"].values()) == pytest.approx(1.0)
+    # round 2's reward model trained on every label weighted by its labeller's round-1 quality weight
+    weight = {
+        r["labeller_id"]: r["weight"]
+        for r in json.loads((out / "round_01" / "quality.json").read_text())["labellers"]
+    }
+    trained = [json.loads(line) for line in (out / "round_02" / "reward_data.jsonl").read_text().splitlines()]
+    assert len(trained) == 96
+    assert all(r["weight"] == pytest.approx(max(weight.get(r["labeller_id"], 1.0), 0.02)) for r in trained)
+    first = [json.loads(line) for line in (out / "round_01" / "reward_data.jsonl").read_text().splitlines()]
+    assert all("weight" not in r for r in first)  # round 1: no quality yet, every label weighs 1
+    # flagged labellers are marked in the store, where the admin dashboard lists them
+    import sqlite3
+
+    flagged = {
+        r["labeller_id"]
+        for k in (1, 2)
+        for r in json.loads((out / f"round_0{k}" / "quality.json").read_text())["labellers"]
+        if r["flagged"]
+    }
+    with sqlite3.connect(out / "feedback.db") as db:
+        marked = {name for (name,) in db.execute("select name from labellers where flagged")}
+    assert marked == flagged
+
+
 def test_policy_starts_from_last_round_with_kl_to_the_initial_policy(finished_run):
     out, result = finished_run
     config = (out / "round_02" / "policy" / "rlhf_config.yaml").read_text()
@@ -237,6 +284,9 @@ def test_report_has_every_plot_and_table(finished_run):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f'src="plots/{name}.png"' in text
     assert "Krippendorff" in text and "labeller-01" in text
+    # the labeller table reads the newest quality.json: rationality ± sd, what each judges by, weights
+    assert "round 2&#x27;s quality.json" in text or "round 2's quality.json" in text
+    assert " ± " in text and "asked objective" in text and "agrees with gold (toy world only)" in text
     assert "Samples before and after" in text and "round 0" in text and "round 2" in text
     assert "mismatch.png" not in text  # our own sampler: no sampler/trainer mismatch to show
 

@@ -1438,14 +1438,25 @@ def feedback_reliability(
         str | None, typer.Option("--db", help="Mark flagged labellers in this feedback database.")
     ] = None,
     examples: Annotated[int, typer.Option(min=0, help="Disagreement examples to keep.")] = 10,
+    reward_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--reward-model",
+            help="Explain the labels by this reward model's utilities (the question's head per row "
+            "`objective`, the other heads, length): rationality identified from each labeller's own labels. "
+            "Without it: free utilities per response, which need overlap between labellers.",
+        ),
+    ] = None,
 ) -> None:
-    """Per-labeller rationality and position bias (Bradley-Terry), weights, flags; with --gold, where the
-    labellers' majority disagrees with gold."""
+    """Per-labeller rationality and position bias, weights, flags; with --gold, where the labellers'
+    majority disagrees with gold."""
     from rlhf.feedback.labellers import disagreement_report, flag_in_store, reliability_report, weighted_rows
     from rlhf.io import read_jsonl, write_json, write_jsonl
 
     rows = read_jsonl(data)
-    rel = reliability_report(rows)
+    rel = (
+        reliability_report(rows) if reward_model is None else _reward_model_quality(rows, reward_model, data)
+    )
     if not rel["labellers"]:
         other = sorted({kind for r in rows for kind in ("ranking", "rating") if kind in r})
         raise UserError(
@@ -1457,23 +1468,32 @@ def feedback_reliability(
                 else ""
             )
         )
-    typer.echo(
-        f"{rel['n_labels']} labels, {rel['n_items']} responses; position bias fitted: {rel['position_bias_fitted']}"
-    )
+    if reward_model is None:
+        typer.echo(
+            f"{rel['n_labels']} labels, {rel['n_items']} responses; position bias fitted: {rel['position_bias_fitted']}"
+        )
     for row in sorted(rel["labellers"], key=lambda r: r["rationality"]):
         flag = "  FLAGGED" if row["flagged"] else ""
+        if reward_model is not None:
+            from rlhf.feedback.quality_report import judges_by
+
+            flag = f"  FLAGGED ({', '.join(row['flag_reasons'])})" if row["flagged"] else ""
+
+            typer.echo(f"{row['labeller_id']:>24}  rationality {row['rationality']:6.2f} ± {row['rationality_sd']:.2f}  "
+                       f"labels {row['n_labels']:5d}  weight {row['weight']:.2f}  judges by {judges_by(row)}{flag}")  # fmt: skip
+            continue
         typer.echo(
             f"{row['labeller_id']:>24}  rationality {row['rationality']:6.2f}  bias {row['position_bias']:+.2f}  "
             f"labels {row['n_labels']:5d}  shared {row['shared_labels']:5d}  weight {row['weight']:.2f}{flag}"
         )
-    unshared = [r for r in rel["labellers"] if r["shared_labels"] < 0.5 * r["n_labels"]]
-    if len(rel["labellers"]) > 1 and unshared:
+    unshared = [r for r in rel["labellers"] if r.get("shared_labels", r["n_labels"]) < 0.5 * r["n_labels"]]
+    if reward_model is None and len(rel["labellers"]) > 1 and unshared:
         typer.echo(
             f"warning: {_names_list([r['labeller_id'] for r in unshared])} answered mostly comparisons no other "
             "labeller answered ('shared' counts the others): there the fit cannot tell care from noise, and "
             "a labeller with many unshared labels looks more rational than one who agrees on every shared "
             "comparison; ask more labellers per comparison (loop.overlap_share, labels_wanted) before "
-            "trusting these weights",
+            "trusting these weights, or give --reward-model DIR (rationality from a reward model's utilities)",
             err=True,
         )
     full = {"reliability": rel}
@@ -1500,6 +1520,17 @@ def feedback_reliability(
     if report is not None:
         write_json(report, full)  # an undefined statistic is null, not NaN (invalid JSON)
         typer.echo(f"wrote {report}")
+
+
+def _reward_model_quality(rows: list[dict], reward_model: Path, data: Path) -> dict:
+    """`rlhf feedback reliability --reward-model`: the reward-model quality report, its header line."""
+    from rlhf.feedback.quality_report import reward_model_report
+
+    rel = reward_model_report(rows, reward_model, str(data))
+    typer.echo(f"{rel['n_labels']} labels scored by {reward_model} (heads {', '.join(rel['heads'])}); "
+               f"position bias fitted: {rel['position_bias_fitted']}"
+               + (f"; {rel['rows_not_used']} rows not used (ties, binary, no labeller_id)" if rel["rows_not_used"] else ""))  # fmt: skip
+    return rel
 
 
 def _number(value: float, spec: str) -> str:

@@ -48,7 +48,8 @@ from rlhf.evaluation.policy import (
 from rlhf.feedback.acquisition import METHODS
 from rlhf.io import read_jsonl, write_json, write_jsonl
 
-PHASES = ("sample", "acquire", "label", "reward", "policy", "evaluate")
+PHASES = ("sample", "acquire", "label", "reward", "quality", "policy", "evaluate")
+LABEL_WEIGHTS = ("quality", "none")
 ALGORITHMS = ("ppo", "dpo", "ilql")
 FEEDBACK = ("pairwise", "binary")  # what labellers are asked (the store's task kinds)
 SAFETY = ("lagrangian", "weighted", "none")
@@ -57,6 +58,7 @@ ROUND_RECORD = "round.json"
 METRICS_FILE = "metrics.jsonl"
 VLLM_WEIGHTS = "vllm_weights"  # where policies are saved for the vLLM server to reload
 REFERENCE_SAMPLES = "reference_samples.jsonl"  # initial-policy samples the reward model is normalised on
+QUALITY_FILE = "quality.json"  # per-labeller quality of a round (`labeller_quality`)
 OBJECTIVES = ("helpful", "harmless")
 
 
@@ -123,6 +125,12 @@ class LoopConfig:
     lagrange_lr: float = help_field(0.1, "safety=lagrangian: dual-ascent step of lambda per PPO iteration.")
     policy_steps: int = help_field(25, "PPO iterations per round (DPO / ILQL: optimiser steps).")
     reward_epochs: float = help_field(2.0, "Reward-model epochs over all labels so far, each round.")
+    label_weights: str = help_field(
+        "quality",
+        "How each round's reward model weighs the labels: 'quality' (by their labeller's weight in the "
+        "previous round's quality.json: rationality under the reward model, flagged labellers at the "
+        "floor 0.02) or 'none' (every label weighs 1).",
+    )
     reward_ensemble: int = help_field(3, "Reward-model ensemble heads (the acquisition's uncertainty).")
     warm_start_reward: bool = help_field(
         True, "Start each round's reward model from the last round's backbone (heads start fresh)."
@@ -141,6 +149,7 @@ class LoopConfig:
             "feedback": (self.feedback, FEEDBACK),
             "algorithm": (self.algorithm, ALGORITHMS),
             "safety": (self.safety, SAFETY),
+            "label_weights": (self.label_weights, LABEL_WEIGHTS),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -494,6 +503,43 @@ def train_reward(
     return out
 
 
+def labeller_quality(run_dir: Path, k: int, cfg: LoopConfig) -> dict[str, Any]:
+    """Step 4b: each labeller's quality after round k's reward model (`feedback.quality_report`): their
+    labels of every round so far, explained by reward-model utilities (helpful / harmless heads, the
+    label's question as the target), length, and no position bias (the export rows do not say which
+    response was shown first).
+
+    Circularity: a reward model trained on a label agrees with it more than a fresh label would, and
+    agrees most with a label that is pure noise it had to fit. So round j's labels are scored by round
+    j - 1's model, which never saw them; round 1's, asked before any model existed, by this round's
+    model (the only other choice, leaving them out, fits on a third fewer labels). Measured on panel
+    labels at the demo's counts (tests/feedback/test_quality_report.py, 3 rounds x 600 comparisons,
+    ~196 labels a labeller, frozen-backbone heads): scoring everything with the current model lifts
+    the spammer's rationality ~3x (0.13 -> 0.46 on seed 0) and the careful labellers' rank correlation
+    with their true rationality falls; see docs/active.md for the seeds' figures."""
+    from rlhf.feedback.quality_report import quality_pairs, quality_report, score_rows
+
+    if cfg.feedback == "binary":  # the model reads comparisons; binary labels keep the free-utility fit
+        return {"labellers": [], "skipped": "binary labels: the reward-model quality fit reads comparisons"}
+    current = round_dir(run_dir, k, partial=True)
+    chosen, rejected, heads = [], [], list(OBJECTIVES)
+    rows: list[dict[str, Any]] = []
+    for j in range(1, k + 1):
+        labels = quality_pairs(read_jsonl((current if j == k else round_dir(run_dir, j)) / "labels.jsonl"))
+        if not labels:
+            continue
+        model = round_dir(run_dir, j - 1) / "reward_model" if j > 1 else current / "reward_model"
+        c, r, heads = score_rows(model, labels)
+        rows += [{**row, "round": j} for row in labels]
+        chosen.append(c)
+        rejected.append(r)
+    if not rows:
+        return {"labellers": [], "n_labels": 0}
+    report = quality_report(rows, np.concatenate(chosen), np.concatenate(rejected), heads)
+    report["scored_by"] = "round j's labels by round j-1's reward model; round 1's by this round's"
+    return report
+
+
 def update_policy(
     root: Any, cfg: LoopConfig, policy_in: str, initial: str, reward_dir: Path, round_path: Path,
     labels: list[dict], pool: list[dict], lagrange: float, seed: int, show: bool,
@@ -752,6 +798,11 @@ def run_round(
     def reward() -> dict[str, Any]:
         rows = [row for j in range(1, k) for row in read_jsonl(round_dir(run_dir, j) / "labels.jsonl")]
         rows += read_jsonl(path / "labels.jsonl")
+        quality_file = round_dir(run_dir, k - 1) / QUALITY_FILE
+        if cfg.label_weights == "quality" and quality_file.is_file():
+            from rlhf.feedback.labellers import weighted_rows
+
+            rows = weighted_rows(rows, json.loads(quality_file.read_text()))
         tmp = path / "reward_model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         train_reward(root, cfg, rows, tmp, previous_reward, seed, show)
@@ -761,6 +812,15 @@ def run_round(
             figures["gold_accuracy"] = reward_gold_accuracy(tmp, gold_test_set(cfg.gold_test_pairs))
         tmp.replace(path / "reward_model")
         return figures
+
+    def quality() -> dict[str, Any]:
+        report = labeller_quality(run_dir, k, cfg)
+        write_json(path / QUALITY_FILE, report)
+        if report["labellers"]:
+            from rlhf.feedback.labellers import flag_in_store
+
+            flag_in_store(store, [row["labeller_id"] for row in report["labellers"] if row["flagged"]])
+        return {"flagged": [row["labeller_id"] for row in report["labellers"] if row["flagged"]]}
 
     def policy() -> dict[str, Any]:
         lagrange = previous.get("policy_update", {}).get("lagrange", cfg.lagrange_init)
@@ -778,6 +838,7 @@ def run_round(
     phase("acquire", path / "picked.jsonl", acquire)
     phase("label", path / "labels.jsonl", label)
     phase("reward", path / "reward_model" / REWARD_CONFIG, reward)
+    phase("quality", path / QUALITY_FILE, quality)
     phase("policy", path / "policy" / "config.json", policy)
     phase("evaluate", path / "showcase.jsonl", evaluate)
     record["policy_update"] = record.pop("policy", {})

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import approx_fprime
 from scipy.stats import spearmanr
 
-from rlhf.feedback.quality import fit_quality, objective_mixture, pair_features
+from rlhf.feedback.quality import fit_quality, flag_off_target, objective_mixture, pair_features
 
 
 def test_pair_features_by_hand():
@@ -24,6 +24,15 @@ def test_objective_mixture_by_hand():
     w = np.array([[1.0, 1.0], [0.0, 0.0], [0.0, -0.5]])
     # labeller 0: |1| * 1 : |1| * 2 -> 1/3, 2/3; labeller 1: all zero; labeller 2: 0 : 0.5 * 2 -> 0, 1
     np.testing.assert_allclose(objective_mixture(w, x), [[1 / 3, 2 / 3], [0, 0], [0, 1]])
+
+
+def test_flag_off_target_by_hand():
+    # target shares 0.8, 0.7, 0.3, 0.75 of judged labellers: median (0.7 + 0.75) / 2 = 0.725, bar
+    # 0.6 * 0.725 = 0.435 -> only the 0.3 one; the last has 5 < 10 labels: not judged, share 0.1 or not
+    mixture = np.array([[0.8, 0.2], [0.7, 0.3], [0.3, 0.7], [0.75, 0.25], [0.1, 0.9]])
+    flagged, stats = flag_off_target(mixture, np.array([20, 20, 20, 20, 5]))
+    assert flagged.tolist() == [False, False, True, False, False]
+    assert stats["quality/median_target_share"] == pytest.approx(0.725)
 
 
 def _simulate(rationality, length_weight, n_each, seed):

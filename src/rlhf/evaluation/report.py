@@ -300,9 +300,26 @@ def plot_acquisition(rounds: list[dict], path: Path, active_results: dict | None
 # ----------------------------------------------------------------------------- tables
 
 
-def agreement_table(labels: list[dict]) -> dict[str, Any]:
-    """Per labeller: labels, agreement with the gold ordering (toy world) and with the other labellers'
-    majority on shared comparisons, fitted rationality and flag; and Krippendorff's alpha overall."""
+def newest_quality(run_dir: Path) -> dict[str, Any] | None:
+    """The quality.json of the last finished round that has one with labellers (`rlhf.loop`), or None
+    (runs from before it existed, binary feedback)."""
+    from rlhf.loop import QUALITY_FILE, finished_rounds, round_dir
+
+    for k in reversed(finished_rounds(run_dir)):
+        path = round_dir(run_dir, k) / QUALITY_FILE
+        if path.is_file():
+            report = json.loads(path.read_text())
+            if report.get("labellers"):
+                return {**report, "round": k}
+    return None
+
+
+def agreement_table(labels: list[dict], quality: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per labeller: labels, agreement with the gold ordering (toy world: a figure no deployment has)
+    and with the other labellers' majority on shared comparisons, rationality (± sd), what they judge
+    by, flag and label weight; and Krippendorff's alpha overall. Rationality, judges-by, flag and weight
+    come from `quality` (a loop round's quality.json: the reward-model fit) when given; else from the
+    free-utility fit (`reliability_report`: no sd, no judges-by, unidentified with little overlap)."""
     from rlhf.feedback.labellers import disagreement_report, reliability_report
 
     pairs = [r for r in labels if "chosen" in r and r.get("labeller_id") is not None]
@@ -312,7 +329,8 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
 
     gold_known = is_world_prompts([r["prompt"] for r in pairs])  # the world's gold judges world prompts only
     world = disagreement_report(pairs, examples=3)
-    reliability = {row["labeller_id"]: row for row in reliability_report(pairs)["labellers"]}
+    source = quality if quality and quality.get("labellers") else reliability_report(pairs)
+    reliability = {row["labeller_id"]: row for row in source["labellers"]}
     majority = _agreement_with_others(pairs)
     rows = []
     for name in sorted({str(r["labeller_id"]) for r in pairs}):
@@ -323,12 +341,50 @@ def agreement_table(labels: list[dict]) -> dict[str, Any]:
             "agree_gold": world["labellers"].get(name) if gold_known else None,
             "agree_others": majority.get(name),
             "rationality": fit.get("rationality"),
+            "rationality_sd": fit.get("rationality_sd"),
+            "judges_by": fit.get("judges_by"),
             "flagged": fit.get("flagged", False),
+            "flag_reasons": fit.get("flag_reasons", []),
+            "weight": fit.get("weight"),
         })  # fmt: skip
     return {"labellers": rows, "alpha": world["krippendorff_alpha_nominal"], "pairs": world["pairs"],
             "alpha_undefined": world["krippendorff_alpha_undefined"],
             "gold_agreement": world["agreement_with_gold"] if gold_known else None,
-            "examples": world["examples"] if gold_known else []}  # fmt: skip
+            "examples": world["examples"] if gold_known else [],
+            "fit": ("reward model" if source is quality else "free utilities"),
+            "fit_round": quality.get("round") if source is quality else None}  # fmt: skip
+
+
+def _with_sd(value: float | None, sd: float | None) -> str | float | None:
+    if value is None or sd is None:
+        return value
+    return f"{value:.2f} ± {sd:.2f}"
+
+
+def _judges_by(shares: dict[str, float] | None) -> str | None:
+    if not shares:
+        return None
+    return ", ".join(f"{name} {share:.0%}" for name, share in sorted(shares.items(), key=lambda kv: -kv[1]))
+
+
+def _fit_note(agreement: dict[str, Any]) -> str:
+    """Where the rationality column comes from, said once above the table."""
+    if agreement.get("fit") == "reward model":
+        return (
+            f"Rationality: each labeller's sharpness on the reward model's utility for the question asked "
+            f"(round {agreement['fit_round']}'s quality.json; 1 = as sharp as the reward model's own "
+            "probabilities, 0 = unrelated to it), fitted with the other head and response length as "
+            "what they might judge by instead ('judges by': each one's share of the labeller's "
+            "answers). Flagged: rationality below 0.6 of the panel's median, or the asked objective explaining "
+            "less than 0.6 of the panel's median share of their answers; flagged labels weigh 0.02 in the next "
+            "reward model. Agreement with gold uses the toy world's hidden preferences, which a real "
+            "deployment does not have; nothing else in the table does."
+        )
+    return (
+        "Rationality: the free-utility Bradley-Terry fit (every response its own utility); with little "
+        "overlap between labellers it cannot tell care from noise (runs from before quality.json). "
+        "Agreement with gold uses the toy world's hidden preferences."
+    )
 
 
 def _agreement_with_others(pairs: list[dict]) -> dict[str, float]:
@@ -462,7 +518,7 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
             ),
         ),
     ]
-    agreement = agreement_table(run["labels"])
+    agreement = agreement_table(run["labels"], newest_quality(run_dir))
     page = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>rlhf report: {html.escape(run_dir.name)}</title>",
         f"<style>{CSS}</style></head><body><main>",
@@ -523,16 +579,28 @@ def write_report(run_dir: str | Path, active_results: str | Path | None = None) 
         + (f" ({html.escape(agreement['alpha_undefined'])})" if agreement.get("alpha_undefined") else "")
         + f"; labels agreeing with the gold ordering {_fmt(agreement.get('gold_agreement'))}. "
         "Agreement with others counts comparisons that several labellers answered.</p>",
+        f"<p class='muted'>{_fit_note(agreement)}</p>",
         _table(
-            ["labeller", "labels", "agrees with gold", "agrees with others", "rationality", "flagged"],
+            [
+                "labeller",
+                "labels",
+                "agrees with gold (toy world only)",
+                "agrees with others",
+                "rationality",
+                "judges by",
+                "flagged",
+                "label weight",
+            ],
             [
                 [
                     r["labeller"],
                     r["labels"],
                     r["agree_gold"],
                     r["agree_others"],
-                    r["rationality"],
-                    r["flagged"],
+                    _with_sd(r["rationality"], r.get("rationality_sd")),
+                    _judges_by(r.get("judges_by")),
+                    ", ".join(r["flag_reasons"]) if r["flagged"] and r.get("flag_reasons") else r["flagged"],
+                    r.get("weight"),
                 ]
                 for r in agreement["labellers"]
             ],

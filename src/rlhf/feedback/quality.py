@@ -161,3 +161,24 @@ def objective_mixture(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
     part = np.abs(weights) * rms  # (L, K)
     total = part.sum(1, keepdims=True)
     return np.divide(part, total, out=np.zeros_like(part), where=total > 0)
+
+
+def flag_off_target(
+    mixture: np.ndarray, n_labels: np.ndarray, fraction: float = 0.6, min_labels: int = 10
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Flag labellers whose answers the asked objective explains much less than it does the panel's:
+    mixture[:, 0] (the target column's share, `objective_mixture`) below `fraction` of the median share
+    of the labellers with at least `min_labels` labels. (L, K), (L,) -> (L,) bool.
+
+    Why beside `reliability.flag_unreliable`: a labeller who judges by length keeps some rationality on
+    the target wherever length and the target agree (on the demo's labels 0.67, against the careful
+    labellers' median 0.99: not below 0.6 of it), but length explains most of their answers (61% against
+    the careful labellers' 6-30%) and the target only 38% (the careful labellers' median 70%)."""
+    judged = np.asarray(n_labels) >= min_labels
+    share = np.asarray(mixture, float)[:, 0]
+    median = float(np.median(share[judged])) if judged.any() else float("nan")
+    flagged = judged & (share < fraction * median)
+    return flagged, {
+        "quality/median_target_share": median,
+        "quality/flagged_off_target": float(flagged.sum()),
+    }
